@@ -1,0 +1,34 @@
+//! Shared types of the cxr-confounders pipeline.
+//!
+//! Role: the vocabulary every stage speaks. Stages never depend on each other; they exchange files plus a
+//! manifest (CSV), and this crate defines what is in them:
+//!
+//! - [`Label`], [`Split`], [`SourceId`]: what an image is, where it is used, where it came from;
+//! - [`Manifest`] / [`ManifestRecord`]: the CSV every stage reads and extends with its own columns;
+//! - [`Prediction`]: one row of `predictions.csv` (model → eval/explain);
+//! - [`RawImage`] / [`PixelMeta`]: a decoded grey image with the stored values and every piece of pixel
+//!   metadata preprocessing needs (ingest → preprocess); [`Grey8`]: an 8-bit grey image;
+//! - [`fsutil`]: atomic writes and content hashes (every output in the pipeline goes through them);
+//! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output.
+//!
+//! Inputs: none (no I/O beyond the helpers that callers invoke). Outputs: types and CSV/JSON (de)serialisation.
+//!
+//! Architecture invariant: no image decoding, no neural-network code, no dataset knowledge here. A type lands
+//! in this crate only when two stages must agree on it.
+
+pub mod error;
+pub mod fsutil;
+pub mod image;
+pub mod label;
+pub mod manifest;
+pub mod prediction;
+pub mod privacy;
+
+pub use error::CoreError;
+pub use image::{Grey8, ImageFormat, Lut, Photometric, PixelMeta, RawImage, Rescale, VoiLutFunction, Window};
+pub use label::{Label, SourceId, Split};
+pub use manifest::{Manifest, ManifestRecord};
+pub use prediction::{Prediction, read_predictions, write_predictions};
+
+/// Result type of this crate.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -1,0 +1,69 @@
+//! The task runner of cxr-confounders: `cargo xtask <command>`.
+//!
+//! Role: the only place where stages meet. Each subcommand parses its arguments (clap), calls one stage
+//! library (or, for `reproduce`, all of them in order), shows progress and prints a summary. Libraries
+//! return typed errors; here they get `anyhow` context naming the file and the stage.
+//!
+//! Inputs: command-line arguments, TOML configs, manifests. Outputs: whatever the stage writes, under the
+//! folders the user names (default `target/...`).
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod manifest;
+
+/// cxr-confounders task runner.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (repeat for more); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manifests: check one.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
+}
+
+/// Parses `args` (the first one is the program name) and runs the command.
+pub fn run<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| {
+        // Help and version are not failures, but clap reports them as errors: print and stop cleanly.
+        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        anyhow::anyhow!("{e}")
+    })?;
+    init_tracing(cli.verbose);
+    match cli.command {
+        Command::Manifest(cmd) => manifest::run(cmd),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // `try_init`: tests call `run` many times in one process.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

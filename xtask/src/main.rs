@@ -1,0 +1,12 @@
+//! `cargo xtask`: see `xtask::run` and `docs/ARCHITECTURE.md`.
+
+fn main() -> std::process::ExitCode {
+    match xtask::run(std::env::args_os()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line per cause, most specific last, so the failing file is always printed.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
