@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// The repository root (the folder holding the workspace `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The shared real-data folder: `$CXR_SHARED_DATA`, else `../shared/data` beside the repository.
@@ -15,7 +18,11 @@ pub fn shared_data() -> PathBuf {
     match std::env::var_os("CXR_SHARED_DATA") {
         Some(p) if !p.is_empty() => {
             let p = PathBuf::from(p);
-            if p.is_absolute() { p } else { repo_root().join(p) }
+            if p.is_absolute() {
+                p
+            } else {
+                repo_root().join(p)
+            }
         }
         _ => repo_root().join("../shared/data"),
     }
@@ -27,7 +34,10 @@ pub fn shared_or_skip(relative: &str, test: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        println!("skipped: {test}: {} not found (set CXR_SHARED_DATA)", p.display());
+        println!(
+            "skipped: {test}: {} not found (set CXR_SHARED_DATA)",
+            p.display()
+        );
         None
     }
 }

@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod manifest;
 
 /// cxr-confounders task runner.
@@ -30,6 +31,9 @@ enum Command {
     /// Manifests: check one.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Benchmarks (speed goals live here, never in timed tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses `args` (the first one is the program name) and runs the command.
@@ -40,7 +44,10 @@ where
 {
     let cli = Cli::try_parse_from(args).map_err(|e| {
         // Help and version are not failures, but clap reports them as errors: print and stop cleanly.
-        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+        if matches!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        ) {
             let _ = e.print();
             std::process::exit(0);
         }
@@ -49,6 +56,7 @@ where
     init_tracing(cli.verbose);
     match cli.command {
         Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 

@@ -28,10 +28,13 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
 
 /// Reads a manifest and renders a `source × label` count table.
 pub fn check(file: &std::path::Path) -> Result<String> {
-    let manifest = Manifest::read(file).with_context(|| format!("reading manifest {}", file.display()))?;
+    let manifest =
+        Manifest::read(file).with_context(|| format!("reading manifest {}", file.display()))?;
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &manifest.records {
-        *counts.entry((r.source.to_string(), r.label.to_string())).or_default() += 1;
+        *counts
+            .entry((r.source.to_string(), r.label.to_string()))
+            .or_default() += 1;
     }
     let mut out = format!("{}: {} images\n", file.display(), manifest.records.len());
     for ((source, label), n) in counts {
@@ -58,7 +61,11 @@ mod tests {
         .unwrap();
         let out = check(&good).unwrap();
         assert!(out.contains("3 images"), "{out}");
-        assert!(out.lines().any(|l| l.contains("nih") && l.trim_end().ends_with('2')), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.contains("nih") && l.trim_end().ends_with('2')),
+            "{out}"
+        );
 
         let bad = dir.path().join("bad.csv");
         std::fs::write(&bad, "id,source\na,nih\n").unwrap();
@@ -70,7 +77,11 @@ mod tests {
     fn cli_parses_and_runs() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("m.csv");
-        std::fs::write(&good, "id,source,label,patient,view,path,format,sha256\na,nih,pneumonia,p1,PA,a.png,png,00\n").unwrap();
+        std::fs::write(
+            &good,
+            "id,source,label,patient,view,path,format,sha256\na,nih,pneumonia,p1,PA,a.png,png,00\n",
+        )
+        .unwrap();
         crate::run(["xtask", "manifest", "check", good.to_str().unwrap()]).unwrap();
         let err = crate::run(["xtask", "manifest", "check", "/nonexistent/m.csv"]).unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/m.csv"));

@@ -28,7 +28,11 @@ pub enum CoreError {
         expected: String,
     },
     #[error("{path}: duplicate id `{id}` at line {line}")]
-    DuplicateId { path: PathBuf, line: u64, id: String },
+    DuplicateId {
+        path: PathBuf,
+        line: u64,
+        id: String,
+    },
     #[error("invalid {what}: {value:?} ({expected})")]
     Parse {
         what: &'static str,

@@ -135,7 +135,12 @@ pub struct RawImage {
 
 impl RawImage {
     /// Builds an image, checking that the buffer matches the dimensions and that they are non-zero.
-    pub fn new(width: u32, height: u32, pixels: Vec<f32>, meta: PixelMeta) -> Result<Self, CoreError> {
+    pub fn new(
+        width: u32,
+        height: u32,
+        pixels: Vec<f32>,
+        meta: PixelMeta,
+    ) -> Result<Self, CoreError> {
         if width == 0 || height == 0 || pixels.len() != width as usize * height as usize {
             return Err(CoreError::Parse {
                 what: "image buffer",
@@ -153,10 +158,13 @@ impl RawImage {
 
     /// Smallest and largest finite value, `None` if there is none.
     pub fn finite_min_max(&self) -> Option<(f32, f32)> {
-        self.pixels.iter().filter(|v| v.is_finite()).fold(None, |acc, &v| match acc {
-            None => Some((v, v)),
-            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-        })
+        self.pixels
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(None, |acc, &v| match acc {
+                None => Some((v, v)),
+                Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+            })
     }
 }
 
@@ -177,7 +185,11 @@ impl Grey8 {
                 expected: "non-zero dimensions and width*height values",
             });
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     pub fn get(&self, x: u32, y: u32) -> u8 {
@@ -200,7 +212,13 @@ mod tests {
 
     #[test]
     fn min_max_skips_non_finite() {
-        let img = RawImage::new(2, 2, vec![f32::NAN, -3.0, 7.0, f32::INFINITY], PixelMeta::default()).unwrap();
+        let img = RawImage::new(
+            2,
+            2,
+            vec![f32::NAN, -3.0, 7.0, f32::INFINITY],
+            PixelMeta::default(),
+        )
+        .unwrap();
         assert_eq!(img.finite_min_max(), Some((-3.0, 7.0)));
     }
 

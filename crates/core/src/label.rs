@@ -218,8 +218,14 @@ mod tests {
 
     #[test]
     fn source_ids_are_slugs() {
-        assert_eq!(SourceId::new("Hannover, Germany").unwrap().as_str(), "hannover-germany");
-        assert_eq!(SourceId::new("cohen:San Diego").unwrap().as_str(), "cohen:san-diego");
+        assert_eq!(
+            SourceId::new("Hannover, Germany").unwrap().as_str(),
+            "hannover-germany"
+        );
+        assert_eq!(
+            SourceId::new("cohen:San Diego").unwrap().as_str(),
+            "cohen:san-diego"
+        );
         assert!(SourceId::new(" ,, ").is_err());
     }
 

@@ -25,7 +25,9 @@ pub mod prediction;
 pub mod privacy;
 
 pub use error::CoreError;
-pub use image::{Grey8, ImageFormat, Lut, Photometric, PixelMeta, RawImage, Rescale, VoiLutFunction, Window};
+pub use image::{
+    Grey8, ImageFormat, Lut, Photometric, PixelMeta, RawImage, Rescale, VoiLutFunction, Window,
+};
 pub use label::{Label, SourceId, Split};
 pub use manifest::{Manifest, ManifestRecord};
 pub use prediction::{Prediction, read_predictions, write_predictions};

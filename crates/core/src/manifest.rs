@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use crate::{CoreError, ImageFormat, Label, SourceId, Split, fsutil};
 
 /// The columns every manifest has, in this order.
-pub const REQUIRED_COLUMNS: [&str; 8] = ["id", "source", "label", "patient", "view", "path", "format", "sha256"];
+pub const REQUIRED_COLUMNS: [&str; 8] = [
+    "id", "source", "label", "patient", "view", "path", "format", "sha256",
+];
 
 /// One image of a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +102,9 @@ impl Manifest {
             line,
             message: e.to_string(),
         };
-        let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(reader);
         let headers = rdr.headers().map_err(|e| csv_err(1, &e))?.clone();
         let index = |name: &str| headers.iter().position(|h| h.trim() == name);
         let mut cols = [0usize; 8];
@@ -143,15 +147,22 @@ impl Manifest {
                 });
             }
             let (v, c) = (field(cols[1]), "source");
-            let source = v.parse::<SourceId>().map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+            let source = v
+                .parse::<SourceId>()
+                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
             let (v, c) = (field(cols[2]), "label");
-            let label = v.parse::<Label>().map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+            let label = v
+                .parse::<Label>()
+                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
             let (v, c) = (field(cols[6]), "format");
-            let format = v.parse::<ImageFormat>().map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+            let format = v
+                .parse::<ImageFormat>()
+                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
             let split = match split_col.map(field) {
-                Some(v) if !v.trim().is_empty() => {
-                    Some(v.parse::<Split>().map_err(|e| invalid("split", v.clone(), e.to_string()))?)
-                }
+                Some(v) if !v.trim().is_empty() => Some(
+                    v.parse::<Split>()
+                        .map_err(|e| invalid("split", v.clone(), e.to_string()))?,
+                ),
                 _ => None,
             };
             let extra = extra_columns
@@ -212,7 +223,8 @@ impl Manifest {
         };
         wtr.write_record(&cols).map_err(err)?;
         for r in &self.records {
-            wtr.write_record(cols.iter().map(|c| r.get(c).unwrap_or_default())).map_err(err)?;
+            wtr.write_record(cols.iter().map(|c| r.get(c).unwrap_or_default()))
+                .map_err(err)?;
         }
         wtr.into_inner().map_err(|e| CoreError::Csv {
             path: PathBuf::from("<manifest>"),
@@ -258,7 +270,10 @@ mod tests {
         let back = Manifest::from_reader(&bytes[..], Path::new("m.csv")).unwrap();
         assert_eq!(back.records.len(), 2);
         assert_eq!(back.records[0].get("window").as_deref(), Some("40,400"));
-        assert_eq!(back.records[1].get("note").as_deref(), Some("line\nbreak \"quoted\""));
+        assert_eq!(
+            back.records[1].get("note").as_deref(),
+            Some("line\nbreak \"quoted\"")
+        );
         assert_eq!(back.records[0].split, Some(Split::Train));
         assert_eq!(back.records[1].split, None);
         // Columns a record lacks come back empty, not missing.
@@ -273,7 +288,10 @@ mod tests {
                    b,nih,flu,p2,PA,b.png,png,00\n";
         let err = Manifest::from_reader(csv.as_bytes(), Path::new("bad.csv")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("bad.csv") && msg.contains("line 3") && msg.contains("label"), "{msg}");
+        assert!(
+            msg.contains("bad.csv") && msg.contains("line 3") && msg.contains("label"),
+            "{msg}"
+        );
 
         let csv = "id,source,label,patient,view,path,format,sha256\na,nih,covid,p1,PA,a.png,png\n";
         let msg = Manifest::from_reader(csv.as_bytes(), Path::new("short.csv"))
@@ -294,7 +312,10 @@ mod tests {
                    a,nih,pneumonia,p1,PA,a.png,png,00\n\
                    a,nih,pneumonia,p1,PA,a.png,png,00\n";
         let err = Manifest::from_reader(csv.as_bytes(), Path::new("dup.csv")).unwrap_err();
-        assert!(matches!(err, CoreError::DuplicateId { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, CoreError::DuplicateId { line: 3, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -303,6 +324,9 @@ mod tests {
         let path = dir.path().join("sub/manifest.csv");
         Manifest::new(vec![record("x")]).write(&path).unwrap();
         let m = Manifest::read(&path).unwrap();
-        assert_eq!(m.resolve(&m.records[0]), dir.path().join("sub/images/x.png"));
+        assert_eq!(
+            m.resolve(&m.records[0]),
+            dir.path().join("sub/images/x.png")
+        );
     }
 }

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn hmac_matches_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]
@@ -87,7 +90,10 @@ mod tests {
         let p = Pseudonymizer::new(b"k1");
         let a = p.pseudonym("pat", "covid19-ar", "DOE^JOHN");
         assert_eq!(a, p.pseudonym("pat", "covid19-ar", " DOE^JOHN "));
-        assert_ne!(a, Pseudonymizer::new(b"k2").pseudonym("pat", "covid19-ar", "DOE^JOHN"));
+        assert_ne!(
+            a,
+            Pseudonymizer::new(b"k2").pseudonym("pat", "covid19-ar", "DOE^JOHN")
+        );
         assert_ne!(a, p.pseudonym("pat", "nih", "DOE^JOHN"));
         assert!(a.starts_with("pat-") && a.len() == 20 && !a.contains("DOE"));
     }
