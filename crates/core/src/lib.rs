@@ -9,13 +9,15 @@
 //! - [`RawImage`] / [`PixelMeta`]: a decoded grey image with the stored values and every piece of pixel
 //!   metadata preprocessing needs (ingest → preprocess); [`Grey8`]: an 8-bit grey image;
 //! - [`fsutil`]: atomic writes and content hashes (every output in the pipeline goes through them);
-//! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output.
+//! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output;
+//! - [`auc::roc_auc`]: the exact ROC AUC, shared by eval and the explain audit so both agree to the bit.
 //!
 //! Inputs: none (no I/O beyond the helpers that callers invoke). Outputs: types and CSV/JSON (de)serialisation.
 //!
 //! Architecture invariant: no image decoding, no neural-network code, no dataset knowledge here. A type lands
 //! in this crate only when two stages must agree on it.
 
+pub mod auc;
 pub mod error;
 pub mod fsutil;
 pub mod image;
