@@ -1,0 +1,206 @@
+//! `cxr-ops`: fast and correct CPU convolution and pooling ops for candle, a shared layer below the neural stages
+//! (`cxr-model`, `cxr-segment`), like `cxr-core`.
+//!
+//! Inputs and outputs are NCHW candle tensors. Every op has an exact gradient (checked against candle's own op
+//! where that one is right, and against finite differences in f64). On non-CPU devices every function falls back
+//! to candle's own ops (cuDNN on CUDA).
+//!
+//! Invariants: knows nothing about images, datasets or models; the public API below is the contract the model and
+//! segment stages code against (`/work/notes/CONTRACTS.md`): signatures never change, functions may be added.
+
+use candle_core::{DType, Result, Tensor};
+
+/// Convolution hyper-parameters (PyTorch's meaning; `groups` = 1 for a dense convolution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dCfg {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Default for Conv2dCfg {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+/// `x` [N, Cin, H, W] convolved with `w` [Cout, Cin/groups, KH, KW], plus `bias` [Cout]. Gradients reach `x`,
+/// `w` and `bias` when they are tracked.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
+    let y = x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
+    add_bias(&y, bias)
+}
+
+/// Like [`conv2d`] but the weight and bias are frozen: the gradient flows to `x` only and the weight gradient is
+/// never computed.
+pub fn conv2d_frozen(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    let w = w.detach();
+    let b = bias.map(|b| b.detach());
+    conv2d(x, &w, b.as_ref(), cfg)
+}
+
+/// Max-pooling over `kernel` x `kernel` windows with the given stride and padding (padded cells are -inf, as in
+/// PyTorch); output size `(H + 2p - k) / s + 1`. The backward routes each output gradient to the arg-max cell.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    max_pool2d_views(x, kernel, stride, padding)
+}
+
+/// Folds an inference-mode BatchNorm (`gamma`, `beta`, running `mean`, `var`, `eps`) into the preceding
+/// convolution's weight `w` [Cout, ...] and optional bias `b` [Cout]: returns `(w', b')` with
+/// `conv(x, w') + b' == bn(conv(x, w) + b)`.
+pub fn fold_batch_norm(
+    w: &Tensor,
+    b: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let cout = w.dim(0)?;
+    for (name, t) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("var", var),
+    ] {
+        if t.dims() != [cout] {
+            candle_core::bail!(
+                "fold_batch_norm: {name} has shape {:?}, expected [{cout}] (weight {:?})",
+                t.dims(),
+                w.dims()
+            );
+        }
+    }
+    let scale = (gamma / (var + eps)?.sqrt()?)?;
+    let mut wshape = vec![cout];
+    wshape.extend(std::iter::repeat_n(1, w.rank() - 1));
+    let w2 = w.broadcast_mul(&scale.reshape(wshape)?)?;
+    let b0 = match b {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(cout, w.dtype(), w.device())?,
+    };
+    let b2 = ((b0 - mean)? * scale)?.add(beta)?;
+    Ok((w2, b2))
+}
+
+/// `relu(x + bias[c])` for `x` [N, C, H, W] and `bias` [C].
+pub fn bias_relu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    add_bias(x, Some(bias))?.relu()
+}
+
+fn add_bias(y: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        None => Ok(y.clone()),
+        Some(b) => {
+            let c = y.dim(1)?;
+            if b.dims() != [c] {
+                candle_core::bail!(
+                    "bias has shape {:?}, expected [{c}] for a tensor of shape {:?}",
+                    b.dims(),
+                    y.dims()
+                );
+            }
+            y.broadcast_add(&b.reshape((1, c, 1, 1))?)
+        }
+    }
+}
+
+/// Max-pool as the elementwise maximum over the k*k strided window views of the -inf padded input: exact forward
+/// and backward using only candle ops (slow, used on non-CPU devices and as the reference in tests).
+pub fn max_pool2d_views(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if kernel == 0 || stride == 0 {
+        candle_core::bail!("max_pool2d: kernel {kernel} and stride {stride} must be positive");
+    }
+    if 2 * padding > kernel {
+        candle_core::bail!("max_pool2d: padding {padding} exceeds half the kernel {kernel}");
+    }
+    let hp = h + 2 * padding;
+    let wp = w + 2 * padding;
+    if hp < kernel || wp < kernel {
+        candle_core::bail!(
+            "max_pool2d: input {:?} smaller than the kernel {kernel}",
+            x.dims()
+        );
+    }
+    let oh = (hp - kernel) / stride + 1;
+    let ow = (wp - kernel) / stride + 1;
+    // Pad to (k-1) + o*s on the bottom/right so that every strided view can be taken with a reshape.
+    let he = kernel - 1 + oh * stride;
+    let we = kernel - 1 + ow * stride;
+    let xp = pad_neg_inf(x, padding, he - h - padding, padding, we - w - padding)?;
+    let mut acc: Option<Tensor> = None;
+    for ki in 0..kernel {
+        for kj in 0..kernel {
+            let v = xp
+                .narrow(2, ki, oh * stride)?
+                .narrow(3, kj, ow * stride)?
+                .contiguous()?
+                .reshape((n, c, oh, stride, ow, stride))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((n, c, oh, ow))?;
+            acc = Some(match acc {
+                None => v,
+                Some(a) => a.maximum(&v)?,
+            });
+        }
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("max_pool2d: empty kernel".into()))
+}
+
+fn pad_neg_inf(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let fill = |hh: usize, ww: usize| -> Result<Tensor> {
+        Tensor::full(f32::NEG_INFINITY, (n, c, hh, ww), x.device())?.to_dtype(x.dtype())
+    };
+    let mut rows = Vec::new();
+    if top > 0 {
+        rows.push(fill(top, w)?);
+    }
+    rows.push(x.clone());
+    if bottom > 0 {
+        rows.push(fill(bottom, w)?);
+    }
+    let x = if rows.len() > 1 {
+        Tensor::cat(&rows, 2)?
+    } else {
+        x.clone()
+    };
+    let hh = h + top + bottom;
+    let mut cols = Vec::new();
+    if left > 0 {
+        cols.push(fill(hh, left)?);
+    }
+    cols.push(x.clone());
+    if right > 0 {
+        cols.push(fill(hh, right)?);
+    }
+    if cols.len() > 1 {
+        Tensor::cat(&cols, 3)
+    } else {
+        Ok(x)
+    }
+}
+
+#[allow(dead_code)]
+fn is_float(dt: DType) -> bool {
+    matches!(dt, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+}

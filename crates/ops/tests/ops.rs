@@ -1,0 +1,375 @@
+//! Checks every cxr-ops op against candle's reference op (where that one is right) and against central finite
+//! differences in f64, on odd shapes: stride 2, padding, non-square, batch 1, channels not a multiple of 8.
+
+use candle_core::{DType, Device, Tensor, Var};
+use cxr_ops::{Conv2dCfg, bias_relu, conv2d, conv2d_frozen, fold_batch_norm, max_pool2d};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let b = b
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn max_abs(a: &Tensor) -> f64 {
+    let a = a
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+fn cfg(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dCfg {
+    Conv2dCfg {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+/// Reference convolution: candle's own conv2d plus a broadcast bias.
+fn conv_ref(x: &Tensor, w: &Tensor, b: Option<&Tensor>, c: Conv2dCfg) -> Tensor {
+    let y = x
+        .conv2d(w, c.padding, c.stride, c.dilation, c.groups)
+        .unwrap();
+    match b {
+        Some(b) => y
+            .broadcast_add(&b.reshape((1, b.dim(0).unwrap(), 1, 1)).unwrap())
+            .unwrap(),
+        None => y,
+    }
+}
+
+/// Conv shapes: (n, cin, h, w, cout, k, cfg) covering 1x1 (stride 1 and 2), 3x3, 7x7/2, grouped, dilated.
+fn conv_cases() -> Vec<(usize, usize, usize, usize, usize, usize, Conv2dCfg)> {
+    vec![
+        (2, 5, 7, 6, 3, 1, cfg(1, 0, 1, 1)),
+        (1, 6, 9, 7, 5, 1, cfg(2, 0, 1, 1)),
+        (2, 3, 8, 9, 5, 3, cfg(1, 1, 1, 1)),
+        (1, 5, 9, 7, 4, 3, cfg(2, 1, 1, 1)),
+        (2, 3, 11, 10, 6, 7, cfg(2, 3, 1, 1)),
+        (1, 6, 7, 8, 4, 3, cfg(1, 1, 1, 2)),
+        (1, 3, 9, 8, 2, 3, cfg(1, 2, 2, 1)),
+        (2, 9, 6, 5, 11, 3, cfg(1, 0, 1, 1)),
+    ]
+}
+
+#[test]
+fn conv2d_forward_matches_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for dtype in [DType::F32, DType::F64] {
+        for (n, cin, h, w, cout, k, c) in conv_cases() {
+            let x = randn(&mut rng, &[n, cin, h, w], dtype);
+            let wt = randn(&mut rng, &[cout, cin / c.groups, k, k], dtype);
+            let b = randn(&mut rng, &[cout], dtype);
+            for bias in [None, Some(&b)] {
+                let ours = conv2d(&x, &wt, bias, c).unwrap();
+                let reference = conv_ref(&x, &wt, bias, c);
+                let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+                let d = max_abs_diff(&ours, &reference);
+                assert!(
+                    d < tol * (1.0 + max_abs(&reference)),
+                    "{:?} {c:?} k{k}: diff {d}",
+                    x.dims()
+                );
+                let frozen = conv2d_frozen(&x, &wt, bias, c).unwrap();
+                assert!(max_abs_diff(&frozen, &reference) < tol * (1.0 + max_abs(&reference)));
+            }
+        }
+    }
+}
+
+/// Central finite differences of `loss(x) = sum(f(x) * r)` at up to `samples` entries of `v`, compared with the
+/// analytical gradient `g`.
+fn check_fd(v: &Var, g: &Tensor, samples: usize, loss: &dyn Fn() -> f64, what: &str) {
+    let base = v
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(base.len(), g.len(), "{what}: gradient size");
+    let step = (base.len() / samples).max(1);
+    let eps = 1e-6;
+    let shape = v.as_tensor().shape().clone();
+    let mut checked = 0;
+    for i in (0..base.len()).step_by(step).chain([base.len() - 1]) {
+        let mut p = base.clone();
+        p[i] += eps;
+        v.set(&Tensor::from_vec(p.clone(), &shape, &Device::Cpu).unwrap())
+            .unwrap();
+        let lp = loss();
+        p[i] -= 2.0 * eps;
+        v.set(&Tensor::from_vec(p, &shape, &Device::Cpu).unwrap())
+            .unwrap();
+        let lm = loss();
+        let fd = (lp - lm) / (2.0 * eps);
+        assert!(
+            (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "{what}: entry {i}: finite difference {fd}, analytic {}",
+            g[i]
+        );
+        checked += 1;
+    }
+    v.set(&Tensor::from_vec(base, &shape, &Device::Cpu).unwrap())
+        .unwrap();
+    assert!(checked > 0);
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences_and_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (n, cin, h, w, cout, k, c) in conv_cases() {
+        let x = Var::from_tensor(&randn(&mut rng, &[n, cin, h, w], DType::F64)).unwrap();
+        let wt =
+            Var::from_tensor(&randn(&mut rng, &[cout, cin / c.groups, k, k], DType::F64)).unwrap();
+        let b = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64)).unwrap();
+        let y = conv2d(&x, &wt, Some(&b), c).unwrap();
+        let r = randn(&mut rng, y.dims(), DType::F64);
+        let loss = || -> f64 {
+            conv2d(&x, &wt, Some(&b), c)
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gx, gw, gb) = (
+            grads.get(&x).unwrap(),
+            grads.get(&wt).unwrap(),
+            grads.get(&b).unwrap(),
+        );
+        // candle's conv2d gradients are right: compare all entries.
+        let yr = conv_ref(&x, &wt, Some(&b), c);
+        let gr = yr.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, ours, theirs) in [
+            ("x", gx, gr.get(&x).unwrap()),
+            ("w", gw, gr.get(&wt).unwrap()),
+            ("b", gb, gr.get(&b).unwrap()),
+        ] {
+            let d = max_abs_diff(ours, theirs);
+            assert!(
+                d < 1e-9 * (1.0 + max_abs(theirs)),
+                "{:?} {c:?} k{k}: grad {name} differs by {d}",
+                x.dims()
+            );
+        }
+        check_fd(&x, gx, 12, &loss, "conv2d dx");
+        check_fd(&wt, gw, 12, &loss, "conv2d dw");
+        check_fd(&b, gb, 4, &loss, "conv2d db");
+    }
+}
+
+#[test]
+fn conv2d_frozen_gives_no_weight_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (n, cin, h, w, cout, k, c) in conv_cases() {
+        let x = Var::from_tensor(&randn(&mut rng, &[n, cin, h, w], DType::F64)).unwrap();
+        let wt =
+            Var::from_tensor(&randn(&mut rng, &[cout, cin / c.groups, k, k], DType::F64)).unwrap();
+        let b = Var::from_tensor(&randn(&mut rng, &[cout], DType::F64)).unwrap();
+        let y = conv2d_frozen(&x, &wt, Some(&b), c).unwrap();
+        let r = randn(&mut rng, y.dims(), DType::F64);
+        let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&wt).is_none(), "frozen weight got a gradient");
+        assert!(grads.get(&b).is_none(), "frozen bias got a gradient");
+        let gx = grads.get(&x).unwrap();
+        let loss = || -> f64 {
+            conv2d_frozen(&x, &wt, Some(&b), c)
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        check_fd(&x, gx, 12, &loss, "conv2d_frozen dx");
+    }
+}
+
+/// (n, c, h, w, kernel, stride, padding)
+fn pool_cases() -> Vec<(usize, usize, usize, usize, usize, usize, usize)> {
+    vec![
+        (2, 3, 8, 6, 2, 2, 0),
+        (1, 5, 11, 9, 3, 2, 1),
+        (2, 3, 7, 10, 3, 1, 1),
+        (1, 2, 9, 9, 3, 3, 0),
+        (1, 3, 10, 7, 2, 1, 0),
+        (2, 1, 13, 12, 5, 2, 2),
+    ]
+}
+
+#[test]
+fn max_pool2d_forward_matches_candle_and_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for dtype in [DType::F32, DType::F64] {
+        for (n, c, h, w, k, s, p) in pool_cases() {
+            let x = randn(&mut rng, &[n, c, h, w], dtype);
+            let ours = max_pool2d(&x, k, s, p).unwrap();
+            let views = cxr_ops::max_pool2d_views(&x, k, s, p).unwrap();
+            assert_eq!(
+                max_abs_diff(&ours, &views),
+                0.0,
+                "{:?} k{k} s{s} p{p}",
+                x.dims()
+            );
+            let oh = (h + 2 * p - k) / s + 1;
+            let ow = (w + 2 * p - k) / s + 1;
+            assert_eq!(ours.dims(), [n, c, oh, ow]);
+            if p == 0 {
+                // candle's forward is right (its backward is not).
+                let theirs = x.max_pool2d_with_stride(k, s).unwrap();
+                assert_eq!(
+                    max_abs_diff(&ours, &theirs),
+                    0.0,
+                    "{:?} k{k} s{s}",
+                    x.dims()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn max_pool2d_gradient_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (n, c, h, w, k, s, p) in pool_cases() {
+        let x = Var::from_tensor(&randn(&mut rng, &[n, c, h, w], DType::F64)).unwrap();
+        let y = max_pool2d(&x, k, s, p).unwrap();
+        let r = randn(&mut rng, y.dims(), DType::F64);
+        let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = grads.get(&x).unwrap();
+        // Every output routes its gradient to exactly one input cell.
+        let total = gx.sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let expected = r.sum_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(
+            (total - expected).abs() < 1e-9,
+            "gradient mass {total} vs {expected}"
+        );
+        let loss = || -> f64 {
+            max_pool2d(&x, k, s, p)
+                .unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        check_fd(&x, gx, 40, &loss, "max_pool2d dx");
+    }
+}
+
+#[test]
+fn fold_batch_norm_matches_conv_then_batch_norm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (n, cin, h, w, cout) = (2, 5, 9, 7, 6);
+    let x = randn(&mut rng, &[n, cin, h, w], DType::F32);
+    let wt = randn(&mut rng, &[cout, cin, 3, 3], DType::F32);
+    let b = randn(&mut rng, &[cout], DType::F32);
+    let gamma = randn(&mut rng, &[cout], DType::F32);
+    let beta = randn(&mut rng, &[cout], DType::F32);
+    let mean = randn(&mut rng, &[cout], DType::F32);
+    let var = randn(&mut rng, &[cout], DType::F32)
+        .abs()
+        .unwrap()
+        .affine(1.0, 0.1)
+        .unwrap();
+    let eps = 1e-5;
+    let c = cfg(2, 1, 1, 1);
+    for bias in [None, Some(&b)] {
+        let y = conv_ref(&x, &wt, bias, c);
+        let bn = candle_nn::BatchNorm::new(
+            cout,
+            mean.clone(),
+            var.clone(),
+            gamma.clone(),
+            beta.clone(),
+            eps,
+        )
+        .unwrap();
+        let expected = candle_nn::ModuleT::forward_t(&bn, &y, false).unwrap();
+        let (wf, bf) = fold_batch_norm(&wt, bias, &gamma, &beta, &mean, &var, eps).unwrap();
+        let got = conv2d(&x, &wf, Some(&bf), c).unwrap();
+        let d = max_abs_diff(&got, &expected);
+        assert!(
+            d < 1e-4 * (1.0 + max_abs(&expected)),
+            "folded conv differs by {d}"
+        );
+    }
+    let bad = randn(&mut rng, &[cout + 1], DType::F32);
+    let err = fold_batch_norm(&wt, None, &bad, &beta, &mean, &var, eps).unwrap_err();
+    assert!(err.to_string().contains("gamma"), "{err}");
+}
+
+#[test]
+fn bias_relu_matches_reference_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = Var::from_tensor(&randn(&mut rng, &[2, 5, 7, 3], DType::F64)).unwrap();
+    let b = Var::from_tensor(&randn(&mut rng, &[5], DType::F64)).unwrap();
+    let y = bias_relu(&x, &b).unwrap();
+    let expected = x
+        .broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap())
+        .unwrap()
+        .relu()
+        .unwrap();
+    assert_eq!(max_abs_diff(&y, &expected), 0.0);
+    let r = randn(&mut rng, y.dims(), DType::F64);
+    let grads = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let loss = || -> f64 {
+        bias_relu(&x, &b)
+            .unwrap()
+            .mul(&r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    check_fd(&x, grads.get(&x).unwrap(), 30, &loss, "bias_relu dx");
+    check_fd(&b, grads.get(&b).unwrap(), 5, &loss, "bias_relu db");
+    // f32 too (the dtype the stages use).
+    let x32 = randn(&mut rng, &[1, 9, 4, 6], DType::F32);
+    let b32 = randn(&mut rng, &[9], DType::F32);
+    let e32 = x32
+        .broadcast_add(&b32.reshape((1, 9, 1, 1)).unwrap())
+        .unwrap()
+        .relu()
+        .unwrap();
+    assert!(max_abs_diff(&bias_relu(&x32, &b32).unwrap(), &e32) < 1e-6);
+}
