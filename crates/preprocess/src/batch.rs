@@ -1,0 +1,404 @@
+//! Batch mode: a manifest in, 8-bit PNGs plus an extended manifest out.
+//!
+//! - Parallel over images with rayon; each worker holds one image at a time, so memory is flat in the number of
+//!   images (only the manifest rows are kept).
+//! - Content-keyed cache: `<out>/png8/<k[..2]>/<k>.png` with `k = sha256(input sha256, the image's display
+//!   options, geometry, metadata override, PIPELINE_VERSION)`, plus `<k>.json` recording what was applied,
+//!   written last as the commit marker. A rerun or a resumed run decodes nothing that is already there.
+//! - Bad files become rows of `rejects.csv` (`id, file, reason`); the run carries on.
+//! - Outputs: `<out>/manifest.csv` (input columns, `path` made absolute, plus `png8, pre_window,
+//!   pre_window_source, pre_inverted, pre_min, pre_max, pre_size, pre_modality, pre_voi_function`),
+//!   `<out>/rejects.csv`, `<out>/summary.json`. With augmentation each input gives ten rows `<id>.aug<k>`
+//!   (k = 0..9, 0 = the original) with `aug_of` and `aug`.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use cxr_core::{Manifest, ManifestRecord, Photometric, RawImage, Window, fsutil};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::PreprocessError;
+use crate::augment::AUGMENTATIONS;
+use crate::config::{PIPELINE_VERSION, PreprocessConfig};
+use crate::display::{Applied, MetadataOverride, fmt_num};
+use crate::pipeline::{Geometry, preprocess};
+use crate::png::write_png;
+
+/// Batch switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Write the paper's ten augmented variants and ten manifest rows per image.
+    pub augment: bool,
+    /// Hash every input file instead of trusting the manifest's `sha256` column.
+    pub verify_hash: bool,
+}
+
+/// Progress after each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub cached: usize,
+    pub rejected: usize,
+}
+
+/// The end-of-run summary (also written to `summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    pub total: usize,
+    /// Images decoded and processed in this run.
+    pub processed: usize,
+    /// Images found in the cache.
+    pub cached: usize,
+    pub rejected: usize,
+    /// Rows of the output manifest.
+    pub rows: usize,
+    pub augment: bool,
+    pub config_hash: String,
+    pub elapsed_s: f64,
+    pub manifest: PathBuf,
+    pub rejects: PathBuf,
+}
+
+/// One rejected input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub id: String,
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// What the cache remembers about one image (`<key>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CacheEntry {
+    applied: Applied,
+    input_size: (u32, u32),
+    output_size: (u32, u32),
+    augmented: bool,
+}
+
+enum Outcome {
+    Rows(Vec<ManifestRecord>, bool),
+    Rejected(Reject),
+}
+
+/// Reads the metadata window / photometric columns of a record; empty cells mean absent.
+pub fn metadata_override(record: &ManifestRecord) -> Result<MetadataOverride, String> {
+    let num = |col: &str| -> Result<Option<f64>, String> {
+        match record.get(col) {
+            Some(v) if !v.trim().is_empty() => {
+                // Multi-valued DICOM strings (`40\400`) keep the first value, as the first window is the default.
+                let first = v.split(['\\', ';']).next().unwrap_or("").trim();
+                first
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| format!("column `{col}`: {v:?} is not a number"))
+            }
+            _ => Ok(None),
+        }
+    };
+    let window = match (num("window_center")?, num("window_width")?) {
+        (Some(center), Some(width)) => Some(Window {
+            center,
+            width,
+            explanation: String::new(),
+        }),
+        (None, None) => None,
+        _ => return Err("only one of `window_center` / `window_width` is set".into()),
+    };
+    let photometric = match record
+        .get("photometric")
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
+        Some(s) if s == "MONOCHROME1" => Some(Photometric::Monochrome1),
+        Some(s) if s == "MONOCHROME2" => Some(Photometric::Monochrome2),
+        Some(s) if s.is_empty() => None,
+        None => None,
+        Some(s) => return Err(format!("column `photometric`: {s:?} is not MONOCHROME1/2")),
+    };
+    Ok(MetadataOverride {
+        window,
+        photometric,
+    })
+}
+
+/// Runs the stage over a manifest. `read` decodes one file (xtask passes cxr-ingest's reader); its errors
+/// become rejects. Returns an error only when an output cannot be written.
+pub fn run_batch<F, E>(
+    manifest: &Manifest,
+    out_dir: &Path,
+    config: &PreprocessConfig,
+    options: &BatchOptions,
+    read: F,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BatchSummary, PreprocessError>
+where
+    F: Fn(&Path) -> Result<RawImage, E> + Sync,
+    E: Display,
+{
+    let start = Instant::now();
+    let total = manifest.records.len();
+    let geometry = Geometry {
+        size: config.size,
+        resize: config.resize,
+        filter: config.filter,
+    };
+    let (done, cached, rejected) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let cache_dir = out_dir.join("png8");
+    std::fs::create_dir_all(&cache_dir).map_err(|e| cxr_core::CoreError::io(&cache_dir, e))?;
+
+    let outcomes: Vec<Result<Outcome, PreprocessError>> = manifest
+        .records
+        .par_iter()
+        .map(|record| {
+            let file = manifest.resolve(record);
+            let outcome = process_one(record, &file, out_dir, config, &geometry, options, &read);
+            match &outcome {
+                Ok(Outcome::Rows(_, true)) => {
+                    cached.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Outcome::Rejected(r)) => {
+                    tracing::debug!(id = %r.id, "rejected: {}", r.reason);
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(Progress {
+                done: d,
+                total,
+                cached: cached.load(Ordering::Relaxed),
+                rejected: rejected.load(Ordering::Relaxed),
+            });
+            outcome
+        })
+        .collect();
+
+    let mut rows = Vec::new();
+    let mut rejects = Vec::new();
+    let mut n_cached = 0;
+    for o in outcomes {
+        match o? {
+            Outcome::Rows(r, hit) => {
+                n_cached += usize::from(hit);
+                rows.extend(r);
+            }
+            Outcome::Rejected(r) => rejects.push(r),
+        }
+    }
+    let mut out = Manifest::new(rows);
+    out.extra_columns = manifest.extra_columns.clone();
+    let manifest_path = out_dir.join("manifest.csv");
+    out.write(&manifest_path)?;
+    let rejects_path = out_dir.join("rejects.csv");
+    write_rejects(&rejects, &rejects_path)?;
+    let summary = BatchSummary {
+        total,
+        processed: total - n_cached - rejects.len(),
+        cached: n_cached,
+        rejected: rejects.len(),
+        rows: out.records.len(),
+        augment: options.augment,
+        config_hash: config.hash(),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        manifest: manifest_path,
+        rejects: rejects_path,
+    };
+    let summary_path = out_dir.join("summary.json");
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| PreprocessError::Cache {
+        path: summary_path.clone(),
+        message: e.to_string(),
+    })?;
+    fsutil::write_atomic(&summary_path, &json)?;
+    tracing::info!(
+        total,
+        processed = summary.processed,
+        cached = summary.cached,
+        rejected = summary.rejected,
+        "preprocess finished in {:.1} s",
+        summary.elapsed_s
+    );
+    Ok(summary)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process_one<F, E>(
+    record: &ManifestRecord,
+    file: &Path,
+    out_dir: &Path,
+    config: &PreprocessConfig,
+    geometry: &Geometry,
+    options: &BatchOptions,
+    read: &F,
+) -> Result<Outcome, PreprocessError>
+where
+    F: Fn(&Path) -> Result<RawImage, E> + Sync,
+    E: Display,
+{
+    let reject = |reason: String| {
+        Ok(Outcome::Rejected(Reject {
+            id: record.id.clone(),
+            file: file.to_path_buf(),
+            reason: one_line(&reason),
+        }))
+    };
+    let sha = if record.sha256.trim().is_empty() || options.verify_hash {
+        match fsutil::sha256_file(file) {
+            Ok(s) => s,
+            Err(e) => return reject(e.to_string()),
+        }
+    } else {
+        record.sha256.trim().to_ascii_lowercase()
+    };
+    let over = match metadata_override(record) {
+        Ok(o) => o,
+        Err(e) => return reject(format!("{}: {e}", file.display())),
+    };
+    let opts = config.display_options(record.source.as_str());
+    let key_json = serde_json::json!({
+        "v": PIPELINE_VERSION, "sha256": sha, "display": opts, "geometry": geometry, "metadata": over,
+    });
+    let key = fsutil::sha256_bytes(key_json.to_string().as_bytes());
+    let rel_dir = PathBuf::from("png8").join(&key[..2]);
+    let dir = out_dir.join(&rel_dir);
+    let png_rel = rel_dir.join(format!("{key}.png"));
+    let aug_rel = |k: usize| {
+        if k == 0 {
+            png_rel.clone()
+        } else {
+            rel_dir.join(format!("{key}.aug{k}.png"))
+        }
+    };
+    let json_path = dir.join(format!("{key}.json"));
+
+    let hit = read_entry(&json_path).filter(|e| {
+        out_dir.join(&png_rel).is_file()
+            && (!options.augment
+                || (e.augmented && (1..10).all(|k| out_dir.join(aug_rel(k)).is_file())))
+    });
+    let (entry, was_cached) = match hit {
+        Some(e) => (e, true),
+        None => {
+            let raw = match read(file) {
+                Ok(r) => r,
+                Err(e) => return reject(e.to_string()),
+            };
+            let p = match preprocess(&raw, &over, &opts, geometry) {
+                Ok(p) => p,
+                Err(e) => return reject(format!("{}: {e}", file.display())),
+            };
+            drop(raw);
+            write_png(&p.image, &out_dir.join(&png_rel))?;
+            if options.augment {
+                for (k, kind) in AUGMENTATIONS.iter().enumerate().skip(1) {
+                    write_png(&kind.apply(&p.image), &out_dir.join(aug_rel(k)))?;
+                }
+            }
+            let entry = CacheEntry {
+                applied: p.applied,
+                input_size: p.input_size,
+                output_size: (p.image.width, p.image.height),
+                augmented: options.augment,
+            };
+            let json = serde_json::to_vec(&entry).map_err(|e| PreprocessError::Cache {
+                path: json_path.clone(),
+                message: e.to_string(),
+            })?;
+            fsutil::write_atomic(&json_path, &json)?;
+            (entry, false)
+        }
+    };
+
+    let mut base = record.clone();
+    if base.path.is_relative() {
+        base.path = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    }
+    let a = &entry.applied;
+    base.set("pre_window", a.window_string());
+    base.set("pre_window_source", a.source.as_str());
+    base.set("pre_inverted", a.inverted.to_string());
+    base.set("pre_min", fmt_num(a.min));
+    base.set("pre_max", fmt_num(a.max));
+    base.set(
+        "pre_size",
+        format!("{}x{}", entry.output_size.0, entry.output_size.1),
+    );
+    base.set(
+        "pre_modality",
+        serde_json::to_value(a.modality)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+    );
+    base.set(
+        "pre_voi_function",
+        match a.voi_function {
+            Some(cxr_core::VoiLutFunction::Linear) => "LINEAR",
+            Some(cxr_core::VoiLutFunction::LinearExact) => "LINEAR_EXACT",
+            Some(cxr_core::VoiLutFunction::Sigmoid) => "SIGMOID",
+            None => "",
+        },
+    );
+    let rows = if options.augment {
+        AUGMENTATIONS
+            .iter()
+            .enumerate()
+            .map(|(k, kind)| {
+                let mut r = base.clone();
+                r.id = format!("{}.aug{k}", record.id);
+                r.set("aug_of", record.id.clone());
+                r.set("aug", kind.name());
+                r.set("png8", path_string(&aug_rel(k)));
+                r
+            })
+            .collect()
+    } else {
+        base.set("png8", path_string(&png_rel));
+        vec![base]
+    };
+    Ok(Outcome::Rows(rows, was_cached))
+}
+
+/// Forward slashes on every platform: manifests are shared files.
+fn path_string(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn read_entry(path: &Path) -> Option<CacheEntry> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes `rejects.csv` (`id, file, reason`) atomically; a header only when nothing was rejected.
+pub fn write_rejects(rejects: &[Reject], path: &Path) -> Result<(), PreprocessError> {
+    let err = |e: &dyn Display| PreprocessError::Cache {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["id", "file", "reason"])
+        .map_err(|e| err(&e))?;
+    for r in rejects {
+        w.write_record([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
+            .map_err(|e| err(&e))?;
+    }
+    let bytes = w.into_inner().map_err(|e| err(&e))?;
+    fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
