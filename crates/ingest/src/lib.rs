@@ -21,3 +21,6 @@ pub mod read;
 pub use error::{IngestError, Result};
 pub use format::{detect_format, detect_format_reader};
 pub use read::{Limits, ReadOptions, read_image, read_image_with};
+pub mod adapters;
+
+pub use adapters::{Candidate, DatasetAdapter, ScanOutput, scan, write_manifest};
