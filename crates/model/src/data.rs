@@ -1,0 +1,125 @@
+//! Images in, tensors out: manifest rows → normalised [N, 3, S, S] batches.
+//!
+//! An 8-bit grey PNG (any format `image` decodes; 16-bit is reduced to 8 bits) is resized to S x S (bilinear,
+//! `image`'s Triangle filter), divided by 255, copied to three channels and normalised with the ImageNet mean
+//! and standard deviation — what torchvision's weights expect.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use cxr_core::{Label, Manifest, SourceId, Split};
+use rayon::prelude::*;
+
+use crate::error::{CandleContext, ModelError, Result};
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// One image to score or train on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRow {
+    pub id: String,
+    pub path: PathBuf,
+    pub source: SourceId,
+    pub label: Label,
+    pub split: Option<Split>,
+    pub patient: String,
+    /// The `aug` column (`orig`, `flip`, ...) when the manifest has augmented rows.
+    pub aug: Option<String>,
+}
+
+impl ImageRow {
+    /// True for original (non-augmented) images.
+    pub fn is_original(&self) -> bool {
+        self.aug
+            .as_deref()
+            .is_none_or(|a| a.is_empty() || a == "orig")
+    }
+}
+
+/// Rows of `manifest` with their image from `column` (resolved against the manifest's folder). Rows whose
+/// cell is empty (e.g. segmentation rejects) are left out and counted. A column absent from the whole
+/// manifest is an error naming it.
+pub fn rows_from_manifest(
+    manifest: &Manifest,
+    column: &str,
+    manifest_path: &Path,
+) -> Result<(Vec<ImageRow>, usize)> {
+    let core = ["path"];
+    if !core.contains(&column) && !manifest.extra_columns.iter().any(|c| c == column) {
+        return Err(ModelError::Data {
+            path: manifest_path.to_path_buf(),
+            message: format!(
+                "image column `{column}` is not in the manifest (columns: {})",
+                manifest.columns().join(", ")
+            ),
+        });
+    }
+    let mut rows = Vec::new();
+    let mut skipped = 0;
+    for r in &manifest.records {
+        let cell = r.get(column).unwrap_or_default();
+        if cell.trim().is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let p = PathBuf::from(cell.trim());
+        let path = if p.is_absolute() {
+            p
+        } else {
+            manifest.base_dir.join(p)
+        };
+        rows.push(ImageRow {
+            id: r.id.clone(),
+            path,
+            source: r.source.clone(),
+            label: r.label,
+            split: r.split,
+            patient: r.patient.clone(),
+            aug: r.get("aug").filter(|a| !a.is_empty()),
+        });
+    }
+    Ok((rows, skipped))
+}
+
+/// Decodes one image into a normalised CHW vector of 3 * size * size floats.
+pub fn load_image(path: &Path, id: &str, size: usize) -> Result<Vec<f32>> {
+    let err = |message: String| ModelError::Image {
+        path: path.to_path_buf(),
+        id: id.to_string(),
+        message,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?
+        .decode()
+        .map_err(|e| err(e.to_string()))?
+        .to_luma8();
+    let s = size as u32;
+    let img = if img.width() == s && img.height() == s {
+        img
+    } else {
+        image::imageops::resize(&img, s, s, image::imageops::FilterType::Triangle)
+    };
+    let plane = size * size;
+    let mut out = vec![0f32; 3 * plane];
+    for (c, chan) in out.chunks_mut(plane).enumerate() {
+        let (m, sd) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
+        for (o, &p) in chan.iter_mut().zip(img.as_raw()) {
+            *o = (p as f32 / 255.0 - m) / sd;
+        }
+    }
+    Ok(out)
+}
+
+/// Loads images in parallel into one [N, 3, size, size] tensor.
+pub fn batch_tensor(rows: &[&ImageRow], size: usize, device: &Device) -> Result<Tensor> {
+    let parts: Vec<Vec<f32>> = rows
+        .par_iter()
+        .map(|r| load_image(&r.path, &r.id, size))
+        .collect::<Result<_>>()?;
+    let data: Vec<f32> = parts.concat();
+    Tensor::from_vec(data, (rows.len(), 3, size, size), device)
+        .ctx(|| "building an image batch".into())
+}

@@ -1,0 +1,771 @@
+//! Training from an experiment config: early stopping on validation accuracy, best weights restored,
+//! a checkpoint after every epoch (atomic; weights, Adam moments, epoch, best score and weights, log), and
+//! `predictions.csv` / `training_log.csv` / `model.safetensors` / `run.json` at the end.
+//!
+//! Determinism: all randomness (initialisation, shuffles, dropout masks) comes from ChaCha8 streams derived
+//! from the config's seed — the stream of epoch `e` is `(seed, e)` — so the RNG state at an epoch boundary is
+//! the epoch number, and a run resumed from the checkpoint of epoch `k` replays epochs `k+1..` bit for bit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use cxr_core::{Manifest, Prediction, Split};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{ImageRow, batch_tensor, rows_from_manifest};
+use crate::error::{CandleContext, ModelError, Result};
+use crate::net::{Arch, Classifier, Mode, bce_with_logits};
+use crate::optim::Adam;
+use crate::params::ParamRole;
+
+fn default_column() -> String {
+    "crop".into()
+}
+fn default_size() -> usize {
+    224
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_epochs() -> usize {
+    200
+}
+fn default_patience() -> usize {
+    5
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_arch() -> Arch {
+    Arch::resnet50()
+}
+
+/// An experiment (`cargo xtask train --config FILE.toml`). Relative paths in a file are relative to its folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Manifest with `split` (train / val / test) and the image column.
+    pub manifest: PathBuf,
+    /// Image column: `crop` (segment's lung crops, the default) or `png8`.
+    #[serde(default = "default_column")]
+    pub image_column: String,
+    #[serde(default = "default_size")]
+    pub image_size: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_epochs")]
+    pub max_epochs: usize,
+    /// Early stopping: epochs without a better validation accuracy before stopping.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// `resnet50`, `vgg16` (or a reduced form, see [`Arch`]).
+    #[serde(default = "default_arch")]
+    pub backbone: Arch,
+    #[serde(default)]
+    pub mode: Mode,
+    /// torchvision/timm backbone weights (safetensors). Absent: random initialisation, announced loudly.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Written in the `model` column of predictions (default `<backbone>-<mode>`).
+    #[serde(default)]
+    pub name: String,
+    /// More test sets: every row of these manifests is scored too (split kept, `test` when absent).
+    #[serde(default)]
+    pub test_manifests: Vec<PathBuf>,
+    /// `cpu` (default) or `cuda` / `cuda:N` (needs a build with the `cuda` feature, see docs/GPU.md).
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `cpu`, `cuda` or `cuda:N` → a candle device (CUDA fails clearly in a build without the `cuda` feature).
+pub fn device_by_name(name: &str) -> Result<Device> {
+    let n = name.trim().to_ascii_lowercase();
+    if n == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match n.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|r| r.parse::<usize>().ok())
+            .ok_or_else(|| {
+                ModelError::Invalid(format!("device `{name}`: expected cpu, cuda or cuda:N"))
+            })?,
+        None => {
+            return Err(ModelError::Invalid(format!(
+                "device `{name}`: expected cpu, cuda or cuda:N"
+            )));
+        }
+    };
+    Device::new_cuda(ordinal)
+        .ctx(|| format!("opening device `{name}` (built without the `cuda` feature?)"))
+}
+
+impl TrainConfig {
+    /// A config with the defaults of the paper for `manifest`.
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        Self {
+            manifest: manifest.into(),
+            image_column: default_column(),
+            image_size: default_size(),
+            batch_size: default_batch(),
+            max_epochs: default_epochs(),
+            patience: default_patience(),
+            learning_rate: default_lr(),
+            seed: 0,
+            backbone: default_arch(),
+            mode: Mode::default(),
+            weights: None,
+            name: String::new(),
+            test_manifests: Vec::new(),
+            device: default_device(),
+        }
+    }
+
+    /// Reads a TOML file; relative paths are resolved against its folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut cfg.manifest);
+        if let Some(w) = cfg.weights.as_mut() {
+            fix(w);
+        }
+        cfg.test_manifests.iter_mut().for_each(fix);
+        cfg.validate().map_err(|message| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.image_size < 32 {
+            return Err(format!("image_size {} is below 32", self.image_size));
+        }
+        if self.batch_size < 2 {
+            return Err("batch_size must be at least 2 (BatchNorm needs a batch)".into());
+        }
+        if self.max_epochs == 0 {
+            return Err("max_epochs must be positive".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(format!(
+                "learning_rate {} must be positive",
+                self.learning_rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// `model` column value.
+    pub fn model_name(&self) -> String {
+        if self.name.is_empty() {
+            format!("{}-{}", self.backbone, self.mode)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Hash of everything that changes the result (a checkpoint of another config is never resumed).
+    fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        cxr_core::fsutil::sha256_bytes(&json)
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `checkpoint.safetensors` in the output folder when there is one.
+    pub resume: bool,
+    /// Stop (after writing the checkpoint) once this many epochs are done, as if killed; for tests and for
+    /// splitting a long run.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// One row of `training_log.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub best_val_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// False when `stop_after_epochs` interrupted it (only the checkpoint and log were written).
+    pub completed: bool,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub stopped_early: bool,
+    pub trainable_parameters: usize,
+    /// False when the backbone was randomly initialised (no `weights`).
+    pub pretrained: bool,
+    pub log: Vec<LogRow>,
+    pub predictions: Vec<Prediction>,
+    pub out_dir: PathBuf,
+}
+
+/// Checkpoint state (JSON in the safetensors metadata). Floats are stored exactly: the best score as its bit
+/// pattern and the log as CSV (shortest round-trip formatting), since JSON float parsing may be off by an ulp
+/// and a resumed run must compare scores exactly as the uninterrupted one did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CkptState {
+    config_hash: String,
+    epochs_done: usize,
+    best_epoch: usize,
+    #[serde(with = "f64_bits")]
+    best_val_accuracy: f64,
+    since_best: usize,
+    adam_t: u64,
+    finished: bool,
+    #[serde(with = "log_csv")]
+    log: Vec<LogRow>,
+}
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(f64::from_bits(u64::deserialize(d)?))
+    }
+}
+
+mod log_csv {
+    use super::LogRow;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+    pub fn serialize<S: Serializer>(log: &[LogRow], s: S) -> Result<S::Ok, S::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in log {
+            w.serialize(r).map_err(S::Error::custom)?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| S::Error::custom(e.to_string()))?;
+        s.serialize_str(&String::from_utf8_lossy(&bytes))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LogRow>, D::Error> {
+        let text = String::deserialize(d)?;
+        csv::Reader::from_reader(text.as_bytes())
+            .deserialize()
+            .collect::<Result<Vec<LogRow>, _>>()
+            .map_err(D::Error::custom)
+    }
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Builds the classifier of a config: seeded random init, then the backbone weights when given.
+pub fn build_classifier(cfg: &TrainConfig, device: &Device) -> Result<Classifier> {
+    let mut model = Classifier::new(&cfg.backbone, cfg.mode, cfg.seed, device)?;
+    match &cfg.weights {
+        Some(w) => model.load_backbone(w)?,
+        None => tracing::warn!(
+            backbone = %cfg.backbone,
+            "NO BACKBONE WEIGHTS: the backbone is RANDOMLY INITIALISED (no ImageNet pre-training); results are \
+             not comparable with the paper's. Pass `weights = \"resnet50.safetensors\"` (timm resnet50.tv_in1k)."
+        ),
+    }
+    Ok(model)
+}
+
+/// Training inputs: either images read per batch or cached backbone features (frozen mode).
+enum Inputs<'a> {
+    Images {
+        rows: Vec<&'a ImageRow>,
+        size: usize,
+    },
+    Features(Tensor),
+}
+
+impl Inputs<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Images { rows, .. } => rows.len(),
+            Inputs::Features(t) => t.dim(0).unwrap_or(0),
+        }
+    }
+
+    fn batch(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
+        match self {
+            Inputs::Images { rows, size } => {
+                let sel: Vec<&ImageRow> = idx.iter().map(|&i| rows[i]).collect();
+                batch_tensor(&sel, *size, device)
+            }
+            Inputs::Features(t) => {
+                let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+                let ids = Tensor::new(ids.as_slice(), device).ctx(|| "index".into())?;
+                t.index_select(&ids, 0)
+                    .ctx(|| "selecting cached features".into())
+            }
+        }
+    }
+}
+
+/// Inference-mode logits of every input, in batches.
+fn eval_logits(model: &Classifier, inputs: &Inputs<'_>, batch: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    let idx: Vec<usize> = (0..inputs.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let x = inputs.batch(chunk, model.device())?;
+        let l = match inputs {
+            Inputs::Images { .. } => model.logits(&x),
+            Inputs::Features(_) => model.head_logits(&x),
+        }
+        .and_then(|l| l.to_vec1::<f32>())
+        .ctx(|| "inference".into())?;
+        out.extend(l);
+    }
+    Ok(out)
+}
+
+/// Pooled features of rows (inference mode), as one [N, F] tensor.
+pub fn features_of(
+    model: &Classifier,
+    rows: &[&ImageRow],
+    size: usize,
+    batch: usize,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for (i, chunk) in rows.chunks(batch.max(1)).enumerate() {
+        let x = batch_tensor(chunk, size, model.device())?;
+        parts.push(model.features(&x).ctx(|| "backbone features".into())?);
+        if i % 20 == 19 {
+            tracing::info!(
+                done = (i + 1) * batch,
+                total = rows.len(),
+                "computing features"
+            );
+        }
+    }
+    if parts.is_empty() {
+        return Tensor::zeros(
+            (0, model.arch().feature_dim()),
+            candle_core::DType::F32,
+            model.device(),
+        )
+        .ctx(|| "features".into());
+    }
+    Tensor::cat(&parts, 0).ctx(|| "features".into())
+}
+
+fn sigmoid(x: f32) -> f64 {
+    1.0 / (1.0 + (-(x as f64)).exp())
+}
+
+fn loss_and_accuracy(logits: &[f32], targets: &[f32]) -> (f64, f64) {
+    let n = logits.len().max(1) as f64;
+    let mut loss = 0.0;
+    let mut correct = 0usize;
+    for (&x, &y) in logits.iter().zip(targets) {
+        let (x, y) = (x as f64, y as f64);
+        loss += x.max(0.0) - x * y + (-x.abs()).exp().ln_1p();
+        correct += usize::from((x >= 0.0) == (y >= 0.5));
+    }
+    (loss / n, correct as f64 / n)
+}
+
+fn targets_of(rows: &[&ImageRow]) -> Vec<f32> {
+    rows.iter()
+        .map(|r| r.label.target().map(f32::from).unwrap_or(0.0))
+        .collect()
+}
+
+fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64 + 1);
+    rng
+}
+
+/// Parameters a training run can change (saved in checkpoints and best-weight snapshots).
+fn mutable(p: &crate::params::Param) -> bool {
+    p.trainable || p.role == ParamRole::BnRunning
+}
+
+/// Trains as `cfg` says, writing everything under `out_dir`. See the module doc for the outputs.
+pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    cfg.validate().map_err(|message| ModelError::Config {
+        path: cfg.manifest.clone(),
+        message,
+    })?;
+    let device = device_by_name(&cfg.device)?;
+    let manifest = Manifest::read(&cfg.manifest)?;
+    let (rows, skipped) = rows_from_manifest(&manifest, &cfg.image_column, &cfg.manifest)?;
+    if skipped > 0 {
+        tracing::warn!(skipped, column = %cfg.image_column, "rows without an image left out");
+    }
+    let in_task = |r: &&ImageRow| r.label.target().is_some();
+    let train_rows: Vec<&ImageRow> = rows
+        .iter()
+        .filter(|r| r.split == Some(Split::Train))
+        .filter(in_task)
+        .collect();
+    // Validation and test score original images only (augmented copies are for training).
+    let val_rows: Vec<&ImageRow> = rows
+        .iter()
+        .filter(|r| r.split == Some(Split::Val) && r.is_original())
+        .filter(in_task)
+        .collect();
+    let mut test_rows: Vec<ImageRow> = rows
+        .iter()
+        .filter(|r| r.split == Some(Split::Test) && r.is_original())
+        .filter(in_task)
+        .cloned()
+        .collect();
+    for tm in &cfg.test_manifests {
+        let m = Manifest::read(tm)?;
+        let (extra, _) = rows_from_manifest(&m, &cfg.image_column, tm)?;
+        test_rows.extend(
+            extra
+                .into_iter()
+                .filter(|r| r.is_original() && r.label.target().is_some()),
+        );
+    }
+    for (what, n) in [("train", train_rows.len()), ("val", val_rows.len())] {
+        if n == 0 {
+            return Err(ModelError::Data {
+                path: cfg.manifest.clone(),
+                message: format!(
+                    "no {what} rows (split column = {what}, label covid or pneumonia) with a `{}` image",
+                    cfg.image_column
+                ),
+            });
+        }
+    }
+    tracing::info!(train = train_rows.len(), val = val_rows.len(), test = test_rows.len(), backbone = %cfg.backbone, mode = %cfg.mode, "training");
+
+    let model = build_classifier(cfg, &device)?;
+    let trainable = model.trainable_parameter_count();
+    let mut adam = Adam::new(model.params().trainable(), cfg.learning_rate)?;
+    let ckpt_path = out_dir.join(CHECKPOINT);
+    let mut state = CkptState {
+        config_hash: cfg.hash(),
+        epochs_done: 0,
+        best_epoch: 0,
+        best_val_accuracy: -1.0,
+        since_best: 0,
+        adam_t: 0,
+        finished: false,
+        log: Vec::new(),
+    };
+    let mut best: Option<BTreeMap<String, Tensor>> = None;
+    if opts.resume {
+        if ckpt_path.exists() {
+            let (s, b) = load_checkpoint(&ckpt_path, &model, &mut adam, &state.config_hash)?;
+            tracing::info!(
+                epochs_done = s.epochs_done,
+                "resumed from {}",
+                ckpt_path.display()
+            );
+            state = s;
+            best = b;
+        } else {
+            tracing::warn!(
+                "--resume: no checkpoint at {}; starting from scratch",
+                ckpt_path.display()
+            );
+        }
+    }
+
+    // Frozen mode: the backbone is fixed, so features are computed once.
+    let size = cfg.image_size;
+    let (train_in, val_in) = if cfg.mode == Mode::Frozen {
+        tracing::info!("frozen backbone: caching features");
+        (
+            Inputs::Features(features_of(&model, &train_rows, size, cfg.batch_size)?),
+            Inputs::Features(features_of(&model, &val_rows, size, cfg.batch_size)?),
+        )
+    } else {
+        (
+            Inputs::Images {
+                rows: train_rows.clone(),
+                size,
+            },
+            Inputs::Images {
+                rows: val_rows.clone(),
+                size,
+            },
+        )
+    };
+    let train_targets = targets_of(&train_rows);
+    let val_targets = targets_of(&val_rows);
+
+    while !state.finished && state.epochs_done < cfg.max_epochs {
+        if opts
+            .stop_after_epochs
+            .is_some_and(|k| state.epochs_done >= k)
+        {
+            return Ok(TrainReport {
+                completed: false,
+                epochs_run: state.epochs_done,
+                best_epoch: state.best_epoch,
+                best_val_accuracy: state.best_val_accuracy,
+                stopped_early: false,
+                trainable_parameters: trainable,
+                pretrained: model.pretrained(),
+                log: state.log,
+                predictions: Vec::new(),
+                out_dir: out_dir.to_path_buf(),
+            });
+        }
+        let epoch = state.epochs_done + 1;
+        let t0 = Instant::now();
+        let mut rng = epoch_rng(cfg.seed, epoch);
+        let mut order: Vec<usize> = (0..train_in.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            // A batch of one has no batch statistics: skip the remainder (it is reshuffled next epoch).
+            if chunk.len() < 2 {
+                continue;
+            }
+            let x = train_in.batch(chunk, &device)?;
+            let y: Vec<f32> = chunk.iter().map(|&i| train_targets[i]).collect();
+            let yt = Tensor::new(y.as_slice(), &device).ctx(|| "targets".into())?;
+            let logits = match &train_in {
+                Inputs::Images { .. } => model.forward_train(&x, &mut rng),
+                Inputs::Features(_) => model.head_train(&x, &mut rng),
+            }
+            .ctx(|| "training forward".into())?;
+            let loss = bce_with_logits(&logits, &yt).ctx(|| "loss".into())?;
+            let grads = loss.backward().ctx(|| "backward".into())?;
+            adam.step(&grads)?;
+            let l = logits.to_vec1::<f32>().ctx(|| "logits".into())?;
+            let (bl, ba) = loss_and_accuracy(&l, &y);
+            loss_sum += bl * y.len() as f64;
+            correct += (ba * y.len() as f64).round() as usize;
+            seen += y.len();
+        }
+        let val_logits = eval_logits(&model, &val_in, cfg.batch_size)?;
+        let (val_loss, val_acc) = loss_and_accuracy(&val_logits, &val_targets);
+        if val_acc > state.best_val_accuracy {
+            state.best_val_accuracy = val_acc;
+            state.best_epoch = epoch;
+            state.since_best = 0;
+            best = Some(model.params().snapshot(mutable)?);
+        } else {
+            state.since_best += 1;
+        }
+        let row = LogRow {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss,
+            val_accuracy: val_acc,
+            best_val_accuracy: state.best_val_accuracy,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            epoch,
+            train_loss = row.train_loss,
+            train_acc = row.train_accuracy,
+            val_loss,
+            val_acc,
+            secs = row.seconds,
+            "epoch"
+        );
+        state.log.push(row);
+        state.epochs_done = epoch;
+        state.adam_t = adam.t;
+        if state.since_best >= cfg.patience {
+            tracing::info!(
+                epoch,
+                best_epoch = state.best_epoch,
+                "early stopping: validation accuracy has not improved for {} epochs",
+                cfg.patience
+            );
+            state.finished = true;
+        }
+        write_log(&out_dir.join("training_log.csv"), &state.log)?;
+        save_checkpoint(&ckpt_path, &model, &adam, &state, best.as_ref())?;
+    }
+
+    // Best weights back, then the outputs.
+    if let Some(b) = &best {
+        model.params().restore(b, &ckpt_path)?;
+    }
+    let stopped_early = state.finished && state.epochs_done < cfg.max_epochs;
+    model.save(&out_dir.join("model.safetensors"))?;
+    let test_refs: Vec<&ImageRow> = test_rows.iter().collect();
+    let test_in = if cfg.mode == Mode::Frozen {
+        Inputs::Features(features_of(&model, &test_refs, size, cfg.batch_size)?)
+    } else {
+        Inputs::Images {
+            rows: test_refs.clone(),
+            size,
+        }
+    };
+    let logits = eval_logits(&model, &test_in, cfg.batch_size)?;
+    let name = cfg.model_name();
+    let predictions: Vec<Prediction> = test_rows
+        .iter()
+        .zip(&logits)
+        .map(|(r, &l)| Prediction {
+            id: r.id.clone(),
+            source: r.source.clone(),
+            split: r.split.unwrap_or(Split::Test),
+            label: r.label,
+            score: sigmoid(l),
+            patient: r.patient.clone(),
+            model: name.clone(),
+        })
+        .collect();
+    cxr_core::write_predictions(&out_dir.join("predictions.csv"), &predictions)?;
+    write_log(&out_dir.join("training_log.csv"), &state.log)?;
+    let run = serde_json::json!({
+        "model": name,
+        "backbone": cfg.backbone.to_string(),
+        "mode": cfg.mode.to_string(),
+        "pretrained": model.pretrained(),
+        "random_init": !model.pretrained(),
+        "weights": cfg.weights.as_ref().map(|p| p.display().to_string()),
+        "trainable_parameters": trainable,
+        "epochs_run": state.epochs_done,
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_val_accuracy,
+        "stopped_early": stopped_early,
+        "seed": cfg.seed,
+        "train_images": train_rows.len(),
+        "val_images": val_rows.len(),
+        "test_images": test_rows.len(),
+        "config": cfg,
+    });
+    let bytes = serde_json::to_vec_pretty(&run).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    cxr_core::fsutil::write_atomic(&out_dir.join("run.json"), &bytes)?;
+    Ok(TrainReport {
+        completed: true,
+        epochs_run: state.epochs_done,
+        best_epoch: state.best_epoch,
+        best_val_accuracy: state.best_val_accuracy,
+        stopped_early,
+        trainable_parameters: trainable,
+        pretrained: model.pretrained(),
+        log: state.log,
+        predictions,
+        out_dir: out_dir.to_path_buf(),
+    })
+}
+
+fn write_log(path: &Path, log: &[LogRow]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in log {
+        w.serialize(r).map_err(|e| ModelError::Data {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let bytes = w.into_inner().map_err(|e| ModelError::Data {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(cxr_core::fsutil::write_atomic(path, &bytes)?)
+}
+
+fn save_checkpoint(
+    path: &Path,
+    model: &Classifier,
+    adam: &Adam,
+    state: &CkptState,
+    best: Option<&BTreeMap<String, Tensor>>,
+) -> Result<()> {
+    let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+    for (k, v) in model.params().snapshot(mutable)? {
+        tensors.insert(format!("param.{k}"), v);
+    }
+    if let Some(b) = best {
+        for (k, v) in b {
+            tensors.insert(format!("best.{k}"), v.clone());
+        }
+    }
+    tensors.extend(adam.state());
+    let meta = serde_json::to_string(state).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    let mut info = HashMap::new();
+    info.insert("state".to_string(), meta);
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(info))
+        .map_err(|e| ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    cxr_core::fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+type Loaded = (CkptState, Option<BTreeMap<String, Tensor>>);
+
+fn load_checkpoint(
+    path: &Path,
+    model: &Classifier,
+    adam: &mut Adam,
+    config_hash: &str,
+) -> Result<Loaded> {
+    let err = |message: String| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+    let state_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("state"))
+        .ok_or_else(|| err("no `state` metadata".into()))?;
+    let state: CkptState = serde_json::from_str(state_json).map_err(|e| err(e.to_string()))?;
+    if state.config_hash != config_hash {
+        return Err(err(
+            "written by a different config; remove it or run without --resume".into(),
+        ));
+    }
+    let all = candle_core::safetensors::load_buffer(&bytes, model.device())
+        .map_err(|e| err(e.to_string()))?;
+    let mut params = BTreeMap::new();
+    let mut best = BTreeMap::new();
+    let mut moments = BTreeMap::new();
+    for (k, v) in all {
+        if let Some(n) = k.strip_prefix("param.") {
+            params.insert(n.to_string(), v);
+        } else if let Some(n) = k.strip_prefix("best.") {
+            best.insert(n.to_string(), v);
+        } else {
+            moments.insert(k, v);
+        }
+    }
+    model.params().restore(&params, path)?;
+    if let Some(missing) = adam.restore(&moments, state.adam_t) {
+        return Err(err(format!(
+            "optimizer tensor `{missing}` missing or mis-shaped"
+        )));
+    }
+    let best = if best.is_empty() { None } else { Some(best) };
+    Ok((state, best))
+}

@@ -1,0 +1,136 @@
+//! What each fine-tune mode trains, and how weight loading fails.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use cxr_model::{Arch, Classifier, Mode, ModelError};
+
+#[test]
+fn resnet50_finetune1_trains_exactly_184449_parameters() {
+    let m = Classifier::new(&Arch::resnet50(), Mode::Finetune1, 0, &Device::Cpu).unwrap();
+    assert_eq!(m.trainable_parameter_count(), 184_449);
+    // Head alone (frozen backbone): Dense(2048→64) + BN(64) affine + Dense(64→1).
+    let head = 2048 * 64 + 64 + 2 * 64 + 64 + 1;
+    let m = Classifier::new(&Arch::resnet50(), Mode::Frozen, 0, &Device::Cpu).unwrap();
+    assert_eq!(m.trainable_parameter_count(), head);
+    // Finetune2 adds the last two convolutions: layer4.2.conv2 (3x3, 512→512) and conv3 (1x1, 512→2048).
+    let m = Classifier::new(&Arch::resnet50(), Mode::Finetune2, 0, &Device::Cpu).unwrap();
+    assert_eq!(
+        m.trainable_parameter_count(),
+        184_449 + 512 * 512 * 9 + 512 * 2048
+    );
+    let trainable: Vec<String> = m
+        .params()
+        .iter()
+        .filter(|(n, p)| p.trainable && n.contains("conv"))
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(
+        trainable,
+        ["layer4.2.conv2.weight", "layer4.2.conv3.weight"]
+    );
+    let m = Classifier::new(&Arch::resnet50(), Mode::Full, 0, &Device::Cpu).unwrap();
+    assert_eq!(m.trainable_parameter_count(), 23_508_032 + head);
+}
+
+#[test]
+fn vgg16_modes() {
+    let head = 512 * 64 + 64 + 2 * 64 + 64 + 1;
+    // VGG16 has no BatchNorm: Finetune1 trains the head only.
+    let m = Classifier::new(&Arch::vgg16(), Mode::Finetune1, 0, &Device::Cpu).unwrap();
+    assert_eq!(m.trainable_parameter_count(), head);
+    let m = Classifier::new(&Arch::vgg16(), Mode::Finetune2, 0, &Device::Cpu).unwrap();
+    assert_eq!(
+        m.trainable_parameter_count(),
+        head + 2 * (512 * 512 * 9 + 512)
+    );
+    let m = Classifier::new(&Arch::vgg16(), Mode::Full, 0, &Device::Cpu).unwrap();
+    assert_eq!(m.trainable_parameter_count(), 14_714_688 + head);
+}
+
+#[test]
+fn seeded_initialisation_is_deterministic() {
+    let arch: Arch = "resnet:1,1,1,1:4".parse().unwrap();
+    let a = Classifier::new(&arch, Mode::Finetune1, 3, &Device::Cpu).unwrap();
+    let b = Classifier::new(&arch, Mode::Finetune1, 3, &Device::Cpu).unwrap();
+    let c = Classifier::new(&arch, Mode::Finetune1, 4, &Device::Cpu).unwrap();
+    let get = |m: &Classifier| {
+        m.params()
+            .get("layer1.0.conv2.weight")
+            .unwrap()
+            .var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(get(&a), get(&b));
+    assert_ne!(get(&a), get(&c));
+    assert_eq!(arch.to_string(), "resnet:1,1,1,1:4");
+    assert_eq!("vgg16".parse::<Arch>().unwrap(), Arch::vgg16());
+    assert!("resnet:1,1:4".parse::<Arch>().is_err());
+}
+
+#[test]
+fn weight_loading_errors_name_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch: Arch = "resnet:1,1,1,1:4".parse().unwrap();
+    let src = Classifier::new(&arch, Mode::Finetune1, 1, &Device::Cpu).unwrap();
+    let mut tensors: HashMap<String, Tensor> = src
+        .params()
+        .iter()
+        .map(|(n, p)| (n.clone(), p.var.as_tensor().clone()))
+        .collect();
+
+    // Round trip (extra tensors such as torchvision's `fc.weight` are ignored).
+    tensors.insert(
+        "fc.weight".into(),
+        Tensor::zeros((10, 128), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let good = dir.path().join("good.safetensors");
+    candle_core::safetensors::save(&tensors, &good).unwrap();
+    let mut dst = Classifier::new(&arch, Mode::Finetune1, 2, &Device::Cpu).unwrap();
+    dst.load_backbone(&good).unwrap();
+    let w = |m: &Classifier| {
+        m.params()
+            .get("layer3.0.conv1.weight")
+            .unwrap()
+            .var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(&src), w(&dst));
+
+    let mut missing = tensors.clone();
+    missing.remove("layer2.0.downsample.1.running_var");
+    let path = dir.path().join("missing.safetensors");
+    candle_core::safetensors::save(&missing, &path).unwrap();
+    let err = dst.load_backbone(&path).unwrap_err();
+    assert!(matches!(err, ModelError::MissingTensor { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layer2.0.downsample.1.running_var") && msg.contains("missing.safetensors"),
+        "{msg}"
+    );
+
+    let mut bad = tensors.clone();
+    bad.insert(
+        "layer1.0.conv2.weight".into(),
+        Tensor::zeros((4, 4, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let path = dir.path().join("bad.safetensors");
+    candle_core::safetensors::save(&bad, &path).unwrap();
+    let msg = dst.load_backbone(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("layer1.0.conv2.weight") && msg.contains("[4, 4, 1, 1]"),
+        "{msg}"
+    );
+
+    let path = dir.path().join("not-there.safetensors");
+    let msg = dst.load_backbone(&path).unwrap_err().to_string();
+    assert!(msg.contains("not-there.safetensors"), "{msg}");
+}

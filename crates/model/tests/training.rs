@@ -1,0 +1,275 @@
+//! Training end to end on generated images: a visible cue is learnt to near-perfect accuracy, a run stopped
+//! after epoch k and resumed ends with the same predictions as an uninterrupted one, Finetune1 leaves the
+//! convolutions untouched, and the frozen-backbone path trains the head on cached features.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId, Split};
+use cxr_model::{Arch, Classifier, Mode, TrainConfig, TrainOptions, train};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const SIZE: u32 = 40;
+
+/// Grey noise; Covid images carry a bright 10x10 square somewhere (the "cue"), pneumonia images a dark one.
+fn write_image(path: &Path, covid: bool, rng: &mut ChaCha8Rng) {
+    let mut img = image::GrayImage::new(SIZE, SIZE);
+    for p in img.pixels_mut() {
+        p.0[0] = rng.random_range(60..140);
+    }
+    let (x0, y0) = (
+        rng.random_range(2..SIZE - 12),
+        rng.random_range(2..SIZE - 12),
+    );
+    for y in y0..y0 + 10 {
+        for x in x0..x0 + 10 {
+            img.put_pixel(x, y, image::Luma([if covid { 250 } else { 5 }]));
+        }
+    }
+    img.save(path).unwrap();
+}
+
+/// A manifest with `png8` and `split`: per split and class `n` images, from two sources.
+fn world(dir: &Path, per_class: [(Split, usize); 3]) -> PathBuf {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    std::fs::create_dir_all(dir.join("png")).unwrap();
+    let mut records = Vec::new();
+    for (split, n) in per_class {
+        for label in [Label::Covid, Label::Pneumonia] {
+            for i in 0..n {
+                let id = format!("{split}-{label}-{i}");
+                write_image(
+                    &dir.join(format!("png/{id}.png")),
+                    label == Label::Covid,
+                    &mut rng,
+                );
+                let mut r = ManifestRecord {
+                    id: id.clone(),
+                    source: SourceId::new(if i % 2 == 0 { "nih" } else { "bimcv" }).unwrap(),
+                    label,
+                    patient: format!("p{i}"),
+                    view: "PA".into(),
+                    path: format!("raw/{id}.dcm").into(),
+                    format: ImageFormat::Png,
+                    sha256: "0".repeat(64),
+                    split: Some(split),
+                    extra: Default::default(),
+                };
+                r.set("png8", format!("png/{id}.png"));
+                records.push(r);
+            }
+        }
+    }
+    let path = dir.join("manifest.csv");
+    Manifest::new(records).write(&path).unwrap();
+    path
+}
+
+fn config(manifest: &Path, mode: Mode, epochs: usize) -> TrainConfig {
+    let mut cfg = TrainConfig::new(manifest);
+    cfg.image_column = "png8".into();
+    cfg.image_size = 32;
+    cfg.batch_size = 8;
+    cfg.max_epochs = epochs;
+    cfg.patience = 100;
+    cfg.learning_rate = 3e-3;
+    cfg.seed = 5;
+    cfg.backbone = "resnet:1,1,1,1:8".parse::<Arch>().unwrap();
+    cfg.mode = mode;
+    cfg
+}
+
+fn accuracy(preds: &[cxr_core::Prediction]) -> f64 {
+    let ok = preds
+        .iter()
+        .filter(|p| (p.score >= 0.5) == (p.label == Label::Covid))
+        .count();
+    ok as f64 / preds.len() as f64
+}
+
+#[test]
+fn finetune1_learns_a_visible_cue_and_resume_gives_identical_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = world(
+        dir.path(),
+        [(Split::Train, 24), (Split::Val, 6), (Split::Test, 10)],
+    );
+    let cfg = config(&manifest, Mode::Finetune1, 12);
+
+    let out_a = dir.path().join("a");
+    let a = train(&cfg, &out_a, &TrainOptions::default()).unwrap();
+    assert!(a.completed && !a.pretrained);
+    assert_eq!(a.predictions.len(), 20);
+    let acc = accuracy(&a.predictions);
+    assert!(acc >= 0.9, "test accuracy {acc}; log {:?}", a.log);
+    assert!(a.best_val_accuracy >= 0.9, "{:?}", a.log);
+    let preds = cxr_core::read_predictions(&out_a.join("predictions.csv")).unwrap();
+    assert_eq!(preds, a.predictions);
+    assert_eq!(preds[0].model, "resnet:1,1,1,1:8-finetune1");
+    let log = std::fs::read_to_string(out_a.join("training_log.csv")).unwrap();
+    assert!(
+        log.starts_with("epoch,train_loss,train_accuracy,val_loss,val_accuracy"),
+        "{log}"
+    );
+    assert_eq!(log.lines().count(), 1 + a.epochs_run);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_a.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["random_init"], true);
+
+    // Finetune1 never touches a convolution; BatchNorm affine parameters do move.
+    let init = Classifier::new(&cfg.backbone, cfg.mode, cfg.seed, &Device::Cpu).unwrap();
+    let trained =
+        cxr_model::load_classifier(&cfg.backbone, &out_a.join("model.safetensors")).unwrap();
+    let get = |m: &Classifier, n: &str| {
+        m.params()
+            .get(n)
+            .unwrap()
+            .var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    for name in [
+        "conv1.weight",
+        "layer2.0.conv2.weight",
+        "layer4.0.downsample.0.weight",
+    ] {
+        assert_eq!(get(&init, name), get(&trained, name), "{name} changed");
+    }
+    assert_ne!(
+        get(&init, "layer2.0.bn2.weight"),
+        get(&trained, "layer2.0.bn2.weight")
+    );
+    assert_ne!(
+        get(&init, "bn1.running_mean"),
+        get(&trained, "bn1.running_mean")
+    );
+    // The saved model predicts what training reported.
+    let again =
+        cxr_model::predict_manifest(&trained, &manifest, "png8", 32, 8, &preds[0].model).unwrap();
+    let test: Vec<_> = again
+        .into_iter()
+        .filter(|p| p.split == Split::Test)
+        .collect();
+    assert_eq!(test.len(), preds.len());
+    for (x, y) in test.iter().zip(&preds) {
+        assert_eq!(x.id, y.id);
+        assert!(
+            (x.score - y.score).abs() < 1e-6,
+            "{} vs {}",
+            x.score,
+            y.score
+        );
+    }
+
+    // "Killed" after epoch 5, then resumed: the same final predictions, bit for bit.
+    let out_b = dir.path().join("b");
+    let part = train(
+        &cfg,
+        &out_b,
+        &TrainOptions {
+            resume: false,
+            stop_after_epochs: Some(5),
+        },
+    )
+    .unwrap();
+    assert!(!part.completed);
+    assert_eq!(part.epochs_run, 5);
+    assert!(out_b.join("checkpoint.safetensors").exists());
+    assert!(!out_b.join("predictions.csv").exists());
+    let b = train(
+        &cfg,
+        &out_b,
+        &TrainOptions {
+            resume: true,
+            stop_after_epochs: None,
+        },
+    )
+    .unwrap();
+    assert!(b.completed);
+    assert_eq!(b.epochs_run, a.epochs_run);
+    assert_eq!(b.best_epoch, a.best_epoch);
+    assert_eq!(b.predictions, a.predictions);
+    let strip = |l: &[cxr_model::LogRow]| {
+        l.iter()
+            .map(|r| (r.epoch, r.train_loss, r.val_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&b.log), strip(&a.log));
+
+    // A checkpoint of another config is refused by name.
+    let mut other = cfg.clone();
+    other.seed = 6;
+    let msg = train(
+        &other,
+        &out_b,
+        &TrainOptions {
+            resume: true,
+            stop_after_epochs: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("different config"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn frozen_backbone_trains_the_head_on_cached_features_with_early_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = world(
+        dir.path(),
+        [(Split::Train, 16), (Split::Val, 6), (Split::Test, 6)],
+    );
+    let mut cfg = config(&manifest, Mode::Frozen, 200);
+    cfg.patience = 3;
+    cfg.learning_rate = 1e-2;
+    let out = dir.path().join("frozen");
+    let r = train(&cfg, &out, &TrainOptions::default()).unwrap();
+    assert!(r.completed);
+    assert!(
+        r.stopped_early,
+        "early stopping must end a 200-epoch budget: {:?}",
+        r.log.len()
+    );
+    assert_eq!(r.epochs_run, r.best_epoch + 3);
+    assert_eq!(r.trainable_parameters, 256 * 64 + 64 + 128 + 65);
+    // Best weights restored: the validation accuracy of the saved model is the best one.
+    let model = cxr_model::load_classifier(&cfg.backbone, &out.join("model.safetensors")).unwrap();
+    let preds = cxr_model::predict_manifest(&model, &manifest, "png8", 32, 8, "m").unwrap();
+    let val: Vec<_> = preds
+        .into_iter()
+        .filter(|p| p.split == Split::Val)
+        .collect();
+    assert!((accuracy(&val) - r.best_val_accuracy).abs() < 1e-9);
+}
+
+#[test]
+fn missing_image_column_and_empty_splits_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = world(
+        dir.path(),
+        [(Split::Train, 2), (Split::Test, 1), (Split::Finetune, 1)],
+    );
+    let mut cfg = config(&manifest, Mode::Frozen, 1);
+    let msg = train(&cfg, &dir.path().join("o"), &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no val rows") && msg.contains("manifest.csv"),
+        "{msg}"
+    );
+    cfg.image_column = "crop".into();
+    let msg = train(&cfg, &dir.path().join("o"), &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`crop`") && msg.contains("manifest.csv"),
+        "{msg}"
+    );
+}
