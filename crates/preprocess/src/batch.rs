@@ -11,6 +11,7 @@
 //!   `<out>/rejects.csv`, `<out>/summary.json`. With augmentation each input gives ten rows `<id>.aug<k>`
 //!   (k = 0..9, 0 = the original) with `aug_of` and `aug`.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::PreprocessError;
 use crate::augment::AUGMENTATIONS;
 use crate::config::{PIPELINE_VERSION, PreprocessConfig};
-use crate::display::{Applied, MetadataOverride, fmt_num};
+use crate::display::{Applied, MetadataOverride, ModalityApplied, fmt_num};
 use crate::pipeline::{Geometry, preprocess};
 use crate::png::write_png;
 
@@ -78,6 +79,37 @@ struct CacheEntry {
     input_size: (u32, u32),
     output_size: (u32, u32),
     augmented: bool,
+    /// The manifest columns, formatted once: a float read back from JSON need not print the same.
+    columns: BTreeMap<String, String>,
+}
+
+/// The `pre_*` manifest columns of one image.
+fn pre_columns(a: &Applied, output_size: (u32, u32)) -> BTreeMap<String, String> {
+    let function = match a.voi_function {
+        Some(cxr_core::VoiLutFunction::Linear) => "LINEAR",
+        Some(cxr_core::VoiLutFunction::LinearExact) => "LINEAR_EXACT",
+        Some(cxr_core::VoiLutFunction::Sigmoid) => "SIGMOID",
+        None => "",
+    };
+    let modality = match a.modality {
+        ModalityApplied::Identity => "identity",
+        ModalityApplied::Rescale => "rescale",
+        ModalityApplied::Lut => "lut",
+        ModalityApplied::ByReader => "by-reader",
+    };
+    [
+        ("pre_window", a.window_string()),
+        ("pre_window_source", a.source.as_str().to_string()),
+        ("pre_inverted", a.inverted.to_string()),
+        ("pre_min", fmt_num(a.min)),
+        ("pre_max", fmt_num(a.max)),
+        ("pre_size", format!("{}x{}", output_size.0, output_size.1)),
+        ("pre_modality", modality.to_string()),
+        ("pre_voi_function", function.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 enum Outcome {
@@ -307,10 +339,12 @@ where
                     write_png(&kind.apply(&p.image), &out_dir.join(aug_rel(k)))?;
                 }
             }
+            let output_size = (p.image.width, p.image.height);
             let entry = CacheEntry {
+                columns: pre_columns(&p.applied, output_size),
                 applied: p.applied,
                 input_size: p.input_size,
-                output_size: (p.image.width, p.image.height),
+                output_size,
                 augmented: options.augment,
             };
             let json = serde_json::to_vec(&entry).map_err(|e| PreprocessError::Cache {
@@ -326,32 +360,9 @@ where
     if base.path.is_relative() {
         base.path = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     }
-    let a = &entry.applied;
-    base.set("pre_window", a.window_string());
-    base.set("pre_window_source", a.source.as_str());
-    base.set("pre_inverted", a.inverted.to_string());
-    base.set("pre_min", fmt_num(a.min));
-    base.set("pre_max", fmt_num(a.max));
-    base.set(
-        "pre_size",
-        format!("{}x{}", entry.output_size.0, entry.output_size.1),
-    );
-    base.set(
-        "pre_modality",
-        serde_json::to_value(a.modality)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-    );
-    base.set(
-        "pre_voi_function",
-        match a.voi_function {
-            Some(cxr_core::VoiLutFunction::Linear) => "LINEAR",
-            Some(cxr_core::VoiLutFunction::LinearExact) => "LINEAR_EXACT",
-            Some(cxr_core::VoiLutFunction::Sigmoid) => "SIGMOID",
-            None => "",
-        },
-    );
+    for (k, v) in &entry.columns {
+        base.set(k, v.clone());
+    }
     let rows = if options.augment {
         AUGMENTATIONS
             .iter()
