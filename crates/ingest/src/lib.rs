@@ -24,3 +24,10 @@ pub use read::{Limits, ReadOptions, read_image, read_image_with};
 pub mod adapters;
 
 pub use adapters::{Candidate, DatasetAdapter, ScanOutput, scan, write_manifest};
+pub mod export;
+pub mod lint;
+pub mod split;
+
+pub use export::{ExportCounts, export_four};
+pub use lint::{LintReport, cramers_v, lint};
+pub use split::{SplitDesign, SplitReport, apply as apply_split};
