@@ -1,0 +1,558 @@
+//! The shortcut audit's verdict: figures computed elsewhere (probe AUCs here, occlusion AUCs and CIs in
+//! `cxr-eval`, Cramér's V in the ingest split linter) in, one verdict per model out, with every test's
+//! figure, CI, threshold and the rule that fired. Plain data in, JSON out.
+//!
+//! # Tests and thresholds ([`Thresholds::default`])
+//!
+//! | test | figure | status when triggered | rule |
+//! |---|---|---|---|
+//! | `source_probe` | highest per-source probe AUC | **flag** | some source AUC >= `probe_auc` (0.90) *and* Cramér's V >= `cramers_v` (0.50): the source is predictable from the model's features and the training label follows it, so a shortcut is available. With V below the threshold: pass (noted); V unknown: warn. |
+//! | `split_design` | Cramér's V of label x source in the training split | **flag** | V >= `cramers_v` (0.50): the training data confound label and source (the paper's one-source-per-class splits give V = 1). |
+//! | `lungs_removed[<fill>]` | AUC with the lungs occluded | **flag** | max(AUC, 1 - AUC) >= `lungs_removed_auc` (0.70) and, when a CI is given, the CI excludes 0.5: the model separates the classes without the lungs (an inverted AUC counts too: the output still follows the class). |
+//! | `lungs_only[<fill>]` | full-image AUC - lungs-only AUC | warn | drop >= `lungs_only_drop` (0.20): the lungs alone do not carry the model's performance. Supporting evidence only: occlusion is also a distribution shift. |
+//! | `lung_energy` | mean lung energy fraction of Grad-CAM | warn | mean < `lung_energy` (0.50): most heat lies outside the lungs. Supporting evidence only (Grad-CAM is coarse). |
+//!
+//! Overall: `shortcut` if any test flags; else `suspicious` if any warns; else `no_shortcut_found` if at
+//! least one test ran; else `insufficient_evidence`. Figures are point estimates; CIs are reported beside them
+//! and only the occlusion rule uses one.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::probe::ProbeResult;
+
+/// A point estimate with an optional confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub value: f64,
+    #[serde(default)]
+    pub ci_low: Option<f64>,
+    #[serde(default)]
+    pub ci_high: Option<f64>,
+}
+
+impl Figure {
+    pub fn point(value: f64) -> Self {
+        Self {
+            value,
+            ci_low: None,
+            ci_high: None,
+        }
+    }
+
+    pub fn with_ci(value: f64, low: f64, high: f64) -> Self {
+        Self {
+            value,
+            ci_low: Some(low),
+            ci_high: Some(high),
+        }
+    }
+}
+
+/// The probe's AUC for one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFigure {
+    pub source: String,
+    pub auc: Figure,
+}
+
+/// One occlusion experiment (one fill): the model's AUC on the same images three ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OcclusionEvidence {
+    /// `mean`, `noise`, ... ([`crate::occlusion::Fill::name`]).
+    pub fill: String,
+    pub full: Figure,
+    pub lungs_removed: Figure,
+    pub lungs_only: Figure,
+}
+
+/// Everything known about one model. Missing pieces are simply not run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvidence {
+    pub model: String,
+    #[serde(default)]
+    pub source_probe: Vec<SourceFigure>,
+    /// Cramér's V of label x source in the model's training split.
+    #[serde(default)]
+    pub cramers_v: Option<f64>,
+    #[serde(default)]
+    pub occlusion: Vec<OcclusionEvidence>,
+    /// Mean lung energy fraction over the explained images.
+    #[serde(default)]
+    pub lung_energy: Option<Figure>,
+    /// Mean share of the image that is lung (what an evenly spread map would score), for context.
+    #[serde(default)]
+    pub mean_mask_area: Option<f64>,
+}
+
+impl AuditEvidence {
+    /// Fills `source_probe` from a probe result (point AUCs; sources with an undefined AUC are left out).
+    pub fn with_probe(mut self, probe: &ProbeResult) -> Self {
+        self.source_probe = probe
+            .per_source
+            .iter()
+            .filter_map(|s| {
+                s.auc.map(|a| SourceFigure {
+                    source: s.source.clone(),
+                    auc: Figure::point(a),
+                })
+            })
+            .collect();
+        self
+    }
+}
+
+/// Decision thresholds (see the module documentation for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub probe_auc: f64,
+    pub cramers_v: f64,
+    pub lungs_removed_auc: f64,
+    pub lungs_only_drop: f64,
+    pub lung_energy: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            probe_auc: 0.90,
+            cramers_v: 0.50,
+            lungs_removed_auc: 0.70,
+            lungs_only_drop: 0.20,
+            lung_energy: 0.50,
+        }
+    }
+}
+
+/// Outcome of one test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Warn,
+    Flag,
+    NotRun,
+}
+
+/// One test's evidence and outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub test: String,
+    pub status: Status,
+    pub figure: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    /// The threshold the figure was compared with.
+    pub threshold: Option<f64>,
+    /// The rule, in words.
+    pub rule: String,
+    /// What triggered it (e.g. the sources the probe identifies).
+    pub triggered_by: Vec<String>,
+    pub detail: String,
+}
+
+/// Overall finding for a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overall {
+    Shortcut,
+    Suspicious,
+    NoShortcutFound,
+    InsufficientEvidence,
+}
+
+/// The verdict for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub model: String,
+    pub verdict: Overall,
+    pub tests: Vec<TestResult>,
+    pub thresholds: Thresholds,
+}
+
+impl Verdict {
+    /// The tests with the given status.
+    pub fn with_status(&self, status: Status) -> impl Iterator<Item = &TestResult> {
+        self.tests.iter().filter(move |t| t.status == status)
+    }
+
+    /// Whether any test flagged.
+    pub fn flagged(&self) -> bool {
+        self.with_status(Status::Flag).next().is_some()
+    }
+}
+
+fn test(name: &str, rule: &str) -> TestResult {
+    TestResult {
+        test: name.into(),
+        status: Status::NotRun,
+        figure: None,
+        ci_low: None,
+        ci_high: None,
+        threshold: None,
+        rule: rule.into(),
+        triggered_by: Vec::new(),
+        detail: String::new(),
+    }
+}
+
+fn set_figure(t: &mut TestResult, f: Figure, threshold: f64) {
+    t.figure = Some(f.value);
+    t.ci_low = f.ci_low;
+    t.ci_high = f.ci_high;
+    t.threshold = Some(threshold);
+}
+
+/// Applies the rules to one model's evidence.
+pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
+    let mut tests = Vec::new();
+
+    // 1. Source probe.
+    let mut t = test(
+        "source_probe",
+        "flag if some source's probe AUC >= probe_auc and Cramér's V >= cramers_v",
+    );
+    if let Some(best) = evidence
+        .source_probe
+        .iter()
+        .max_by(|a, b| a.auc.value.total_cmp(&b.auc.value))
+    {
+        set_figure(&mut t, best.auc, th.probe_auc);
+        t.triggered_by = evidence
+            .source_probe
+            .iter()
+            .filter(|s| s.auc.value >= th.probe_auc)
+            .map(|s| s.source.clone())
+            .collect();
+        (t.status, t.detail) = if t.triggered_by.is_empty() {
+            (
+                Status::Pass,
+                format!(
+                    "no source is identifiable (best: {} at {:.3})",
+                    best.source, best.auc.value
+                ),
+            )
+        } else {
+            let ids = t.triggered_by.join(", ");
+            match evidence.cramers_v {
+                Some(v) if v >= th.cramers_v => (
+                    Status::Flag,
+                    format!(
+                        "sources identifiable from the features ({ids}) and the label follows the source (V = {v:.3}): a shortcut is available"
+                    ),
+                ),
+                Some(v) => (
+                    Status::Pass,
+                    format!(
+                        "sources identifiable ({ids}) but the training label does not follow the source (V = {v:.3})"
+                    ),
+                ),
+                None => (
+                    Status::Warn,
+                    format!(
+                        "sources identifiable ({ids}); the label-source association is unknown"
+                    ),
+                ),
+            }
+        };
+    }
+    tests.push(t);
+
+    // 2. Split design.
+    let mut t = test(
+        "split_design",
+        "flag if Cramér's V (label x source, training split) >= cramers_v",
+    );
+    if let Some(v) = evidence.cramers_v {
+        set_figure(&mut t, Figure::point(v), th.cramers_v);
+        (t.status, t.detail) = if v >= th.cramers_v {
+            (
+                Status::Flag,
+                format!("label and source are associated in the training split (V = {v:.3})"),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "label and source are nearly independent in the training split (V = {v:.3})"
+                ),
+            )
+        };
+    }
+    tests.push(t);
+
+    // 3. Occlusion, one pair of tests per fill.
+    for occ in &evidence.occlusion {
+        let mut t = test(
+            &format!("lungs_removed[{}]", occ.fill),
+            "flag if max(AUC, 1 - AUC) with the lungs removed >= lungs_removed_auc and its CI excludes 0.5",
+        );
+        let r = occ.lungs_removed;
+        set_figure(&mut t, r, th.lungs_removed_auc);
+        let separation = r.value.max(1.0 - r.value);
+        let ci_excludes_chance = match (r.ci_low, r.ci_high) {
+            (Some(lo), Some(hi)) => lo > 0.5 || hi < 0.5,
+            _ => true,
+        };
+        (t.status, t.detail) = if separation >= th.lungs_removed_auc && ci_excludes_chance {
+            (
+                Status::Flag,
+                format!(
+                    "the model still separates the classes with the lungs removed (AUC {:.3}; full image {:.3})",
+                    r.value, occ.full.value
+                ),
+            )
+        } else if separation >= th.lungs_removed_auc {
+            (
+                Status::Pass,
+                format!(
+                    "AUC {:.3} with the lungs removed, but its CI includes chance",
+                    r.value
+                ),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "AUC {:.3} with the lungs removed (full image {:.3})",
+                    r.value, occ.full.value
+                ),
+            )
+        };
+        tests.push(t);
+
+        let mut t = test(
+            &format!("lungs_only[{}]", occ.fill),
+            "warn if full-image AUC - lungs-only AUC >= lungs_only_drop",
+        );
+        let drop = occ.full.value - occ.lungs_only.value;
+        set_figure(&mut t, Figure::point(drop), th.lungs_only_drop);
+        (t.status, t.detail) = if drop >= th.lungs_only_drop {
+            (
+                Status::Warn,
+                format!(
+                    "AUC falls from {:.3} to {:.3} on the lungs alone",
+                    occ.full.value, occ.lungs_only.value
+                ),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "AUC {:.3} on the lungs alone (full image {:.3})",
+                    occ.lungs_only.value, occ.full.value
+                ),
+            )
+        };
+        tests.push(t);
+    }
+
+    // 4. Grad-CAM lung energy.
+    let mut t = test(
+        "lung_energy",
+        "warn if the mean lung energy fraction < lung_energy",
+    );
+    if let Some(e) = evidence.lung_energy {
+        set_figure(&mut t, e, th.lung_energy);
+        let area = evidence
+            .mean_mask_area
+            .map(|a| format!(" (lungs cover {:.0}% of the image on average)", a * 100.0))
+            .unwrap_or_default();
+        (t.status, t.detail) = if e.value < th.lung_energy {
+            (
+                Status::Warn,
+                format!(
+                    "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
+                    e.value * 100.0
+                ),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
+                    e.value * 100.0
+                ),
+            )
+        };
+    }
+    tests.push(t);
+
+    let any = |s: Status| tests.iter().any(|t| t.status == s);
+    let overall = if any(Status::Flag) {
+        Overall::Shortcut
+    } else if any(Status::Warn) {
+        Overall::Suspicious
+    } else if any(Status::Pass) {
+        Overall::NoShortcutFound
+    } else {
+        Overall::InsufficientEvidence
+    };
+    Verdict {
+        model: evidence.model.clone(),
+        verdict: overall,
+        tests,
+        thresholds: *th,
+    }
+}
+
+/// `audit.json`: the evidence and the verdict of every audited model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub evidence: Vec<AuditEvidence>,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Writes `audit.json` atomically (pretty-printed).
+pub fn write_audit_json(path: &Path, report: &AuditReport) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(report).map_err(|e| crate::ExplainError::Invalid {
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    cxr_core::fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn confounded() -> AuditEvidence {
+        AuditEvidence {
+            model: "paper-world".into(),
+            source_probe: vec![
+                SourceFigure {
+                    source: "bimcv".into(),
+                    auc: Figure::point(0.99),
+                },
+                SourceFigure {
+                    source: "nih".into(),
+                    auc: Figure::point(0.97),
+                },
+                SourceFigure {
+                    source: "chexpert".into(),
+                    auc: Figure::point(0.71),
+                },
+            ],
+            cramers_v: Some(1.0),
+            occlusion: vec![OcclusionEvidence {
+                fill: "mean".into(),
+                full: Figure::with_ci(0.99, 0.97, 1.0),
+                lungs_removed: Figure::with_ci(0.93, 0.88, 0.97),
+                lungs_only: Figure::with_ci(0.62, 0.52, 0.71),
+            }],
+            lung_energy: Some(Figure::point(0.31)),
+            mean_mask_area: Some(0.35),
+        }
+    }
+
+    fn clean() -> AuditEvidence {
+        AuditEvidence {
+            model: "clean-world".into(),
+            source_probe: vec![
+                SourceFigure {
+                    source: "bimcv".into(),
+                    auc: Figure::point(0.95),
+                },
+                SourceFigure {
+                    source: "nih".into(),
+                    auc: Figure::point(0.62),
+                },
+            ],
+            cramers_v: Some(0.04),
+            occlusion: vec![OcclusionEvidence {
+                fill: "mean".into(),
+                full: Figure::with_ci(0.91, 0.86, 0.95),
+                lungs_removed: Figure::with_ci(0.53, 0.45, 0.61),
+                lungs_only: Figure::with_ci(0.88, 0.82, 0.93),
+            }],
+            lung_energy: Some(Figure::point(0.78)),
+            mean_mask_area: Some(0.35),
+        }
+    }
+
+    #[test]
+    fn confounded_evidence_is_flagged_with_its_triggers() {
+        let v = verdict(&confounded(), &Thresholds::default());
+        assert_eq!(v.verdict, Overall::Shortcut);
+        let by = |name: &str| v.tests.iter().find(|t| t.test == name).unwrap();
+        let probe = by("source_probe");
+        assert_eq!(probe.status, Status::Flag);
+        assert_eq!(probe.triggered_by, vec!["bimcv", "nih"]);
+        assert_eq!((probe.figure, probe.threshold), (Some(0.99), Some(0.90)));
+        assert_eq!(by("split_design").status, Status::Flag);
+        let removed = by("lungs_removed[mean]");
+        assert_eq!(removed.status, Status::Flag);
+        assert_eq!((removed.ci_low, removed.ci_high), (Some(0.88), Some(0.97)));
+        assert_eq!(by("lungs_only[mean]").status, Status::Warn);
+        assert_eq!(by("lung_energy").status, Status::Warn);
+        // JSON round trip keeps everything.
+        let report = AuditReport {
+            evidence: vec![confounded()],
+            verdicts: vec![v.clone()],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.json");
+        write_audit_json(&path, &report).unwrap();
+        let back: AuditReport = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, report);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"verdict\": \"shortcut\"")
+        );
+    }
+
+    #[test]
+    fn clean_evidence_passes_even_with_an_identifiable_source() {
+        let v = verdict(&clean(), &Thresholds::default());
+        assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
+        assert!(!v.flagged());
+        assert!(v.tests.iter().all(|t| t.status == Status::Pass));
+        let probe = v.tests.iter().find(|t| t.test == "source_probe").unwrap();
+        assert_eq!(probe.triggered_by, vec!["bimcv"]);
+    }
+
+    #[test]
+    fn each_rule_fires_alone_and_respects_its_ci() {
+        let th = Thresholds::default();
+        // Occlusion alone: an inverted AUC still flags; a CI that includes chance does not.
+        let mut e = AuditEvidence {
+            model: "m".into(),
+            ..Default::default()
+        };
+        e.occlusion.push(OcclusionEvidence {
+            fill: "noise".into(),
+            full: Figure::point(0.9),
+            lungs_removed: Figure::with_ci(0.2, 0.1, 0.3),
+            lungs_only: Figure::point(0.85),
+        });
+        assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
+        e.occlusion[0].lungs_removed = Figure::with_ci(0.75, 0.45, 0.95);
+        assert_eq!(verdict(&e, &th).verdict, Overall::NoShortcutFound);
+        // Probe without V: warn, not flag.
+        let e = AuditEvidence {
+            model: "m".into(),
+            source_probe: vec![SourceFigure {
+                source: "nih".into(),
+                auc: Figure::point(0.96),
+            }],
+            ..Default::default()
+        };
+        let v = verdict(&e, &th);
+        assert_eq!(v.verdict, Overall::Suspicious);
+        // Nothing at all.
+        let v = verdict(&AuditEvidence::default(), &th);
+        assert_eq!(v.verdict, Overall::InsufficientEvidence);
+        assert!(v.tests.iter().all(|t| t.status == Status::NotRun));
+        // Thresholds are honoured, not hard-coded.
+        let strict = Thresholds {
+            cramers_v: 0.01,
+            ..th
+        };
+        let v = verdict(&clean(), &strict);
+        assert_eq!(v.verdict, Overall::Shortcut);
+    }
+}
