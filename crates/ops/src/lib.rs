@@ -10,6 +10,31 @@
 
 use candle_core::{DType, Result, Tensor};
 
+/// Runs `$body` with `$t` bound to the storage's element type (f32 or f64).
+macro_rules! dispatch {
+    ($s:expr, |$t:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            other => candle_core::bail!(
+                "cxr-ops: unsupported dtype {:?}",
+                candle_core::backend::BackendStorage::dtype(other)
+            ),
+        }
+    };
+}
+
+mod conv;
+mod elem;
+mod fused;
+mod pool;
+
 /// Convolution hyper-parameters (PyTorch's meaning; `groups` = 1 for a dense convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dCfg {
@@ -33,8 +58,44 @@ impl Default for Conv2dCfg {
 /// `x` [N, Cin, H, W] convolved with `w` [Cout, Cin/groups, KH, KW], plus `bias` [Cout]. Gradients reach `x`,
 /// `w` and `bias` when they are tracked.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
+    if !fast_path(x, w, cfg) {
+        return conv2d_candle(x, w, bias, cfg);
+    }
+    let op = conv_op(cfg);
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match bias {
+        None => x.apply_op2(&w, op),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+    }
+}
+
+/// candle's own convolution plus a broadcast bias: the reference, and the path on non-CPU devices and for grouped
+/// convolutions. Note: candle 0.11's conv2d backward fails when height and width need different output paddings
+/// (e.g. stride 2 on a non-square input with one odd side).
+pub fn conv2d_candle(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
     let y = x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
     add_bias(&y, bias)
+}
+
+fn conv_op(cfg: Conv2dCfg) -> conv::ConvOp {
+    conv::ConvOp {
+        stride: cfg.stride,
+        pad: cfg.padding,
+        dil: cfg.dilation,
+    }
+}
+
+/// Our kernels run on CPU, f32/f64, dense (groups = 1) convolutions.
+fn fast_path(x: &Tensor, w: &Tensor, cfg: Conv2dCfg) -> bool {
+    x.device().is_cpu()
+        && cfg.groups == 1
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && w.dtype() == x.dtype()
 }
 
 /// Like [`conv2d`] but the weight and bias are frozen: the gradient flows to `x` only and the weight gradient is
@@ -47,13 +108,32 @@ pub fn conv2d_frozen(
 ) -> Result<Tensor> {
     let w = w.detach();
     let b = bias.map(|b| b.detach());
-    conv2d(x, &w, b.as_ref(), cfg)
+    if !fast_path(x, &w, cfg) {
+        return conv2d_candle(x, &w, b.as_ref(), cfg);
+    }
+    let b = match b {
+        Some(b) => Some(b.contiguous()?),
+        None => None,
+    };
+    let op = conv::FrozenConvOp {
+        op: conv_op(cfg),
+        w: w.contiguous()?,
+        b,
+    };
+    x.contiguous()?.apply_op1(op)
 }
 
 /// Max-pooling over `kernel` x `kernel` windows with the given stride and padding (padded cells are -inf, as in
 /// PyTorch); output size `(H + 2p - k) / s + 1`. The backward routes each output gradient to the arg-max cell.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    max_pool2d_views(x, kernel, stride, padding)
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+        return max_pool2d_views(x, kernel, stride, padding);
+    }
+    x.contiguous()?.apply_op1(pool::MaxPool {
+        k: kernel,
+        s: stride,
+        p: padding,
+    })
 }
 
 /// Folds an inference-mode BatchNorm (`gamma`, `beta`, running `mean`, `var`, `eps`) into the preceding
@@ -97,7 +177,14 @@ pub fn fold_batch_norm(
 
 /// `relu(x + bias[c])` for `x` [N, C, H, W] and `bias` [C].
 pub fn bias_relu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    add_bias(x, Some(bias))?.relu()
+    if !(x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && bias.dtype() == x.dtype())
+    {
+        return add_bias(x, Some(bias))?.relu();
+    }
+    x.contiguous()?
+        .apply_op2(&bias.contiguous()?, fused::BiasRelu)
 }
 
 fn add_bias(y: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -198,9 +285,4 @@ fn pad_neg_inf(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize)
     } else {
         Ok(x)
     }
-}
-
-#[allow(dead_code)]
-fn is_float(dt: DType) -> bool {
-    matches!(dt, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
 }
