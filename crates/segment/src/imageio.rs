@@ -1,0 +1,156 @@
+//! Reading, resizing and writing 8-bit grey images.
+//!
+//! Formats are detected by content (magic bytes), never by extension: the Cohen collection stores PNG bytes
+//! under `.jpg` names. Colour inputs are converted to grey with the `image` crate's luma weights.
+//! Resizing uses the `image` crate's triangle (bilinear, anti-aliased when shrinking) filter everywhere, so
+//! training, inference and cropping agree on one filter.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use cxr_core::Grey8;
+use image::{ImageBuffer, ImageEncoder, Luma, imageops::FilterType};
+
+use crate::SegmentError;
+
+/// Reads any PNG/JPEG (grey, RGB, RGBA, palette, 16-bit) as 8-bit grey, format guessed from the bytes.
+pub fn read_grey(path: &Path) -> Result<Grey8, SegmentError> {
+    let bytes = std::fs::read(path).map_err(|e| SegmentError::io(path, e))?;
+    let img = image::ImageReader::new(Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| SegmentError::io(path, e))?
+        .decode()
+        .map_err(|e| SegmentError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let luma = img.to_luma8();
+    let (w, h) = luma.dimensions();
+    Grey8::new(w, h, luma.into_raw()).map_err(SegmentError::from)
+}
+
+/// Writes an 8-bit grey PNG atomically.
+pub fn write_grey_png(path: &Path, img: &Grey8) -> Result<(), SegmentError> {
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(
+            &img.data,
+            img.width,
+            img.height,
+            image::ExtendedColorType::L8,
+        )
+        .map_err(|e| SegmentError::Image {
+            path: path.to_path_buf(),
+            message: format!("encoding PNG: {e}"),
+        })?;
+    cxr_core::fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Resizes an 8-bit grey image with the triangle filter (a copy when the size is unchanged).
+pub fn resize(img: &Grey8, width: u32, height: u32) -> Grey8 {
+    if img.width == width && img.height == height {
+        return img.clone();
+    }
+    let Some(buf) =
+        ImageBuffer::<Luma<u8>, _>::from_raw(img.width, img.height, img.data.as_slice())
+    else {
+        // Grey8::new guarantees the buffer length; an inconsistent value is a programming error upstream.
+        return Grey8 {
+            width,
+            height,
+            data: vec![0; width as usize * height as usize],
+        };
+    };
+    let out = image::imageops::resize(&buf, width, height, FilterType::Triangle);
+    Grey8 {
+        width,
+        height,
+        data: out.into_raw(),
+    }
+}
+
+/// Resizes a binary mask ({0, 255} or {0, 1}) and thresholds it at half its maximum: smooth edges, no
+/// blockiness, still binary ({0, 255}).
+pub fn resize_mask(mask: &Grey8, width: u32, height: u32) -> Grey8 {
+    let on = mask.data.iter().copied().max().unwrap_or(0);
+    if on == 0 {
+        return Grey8 {
+            width,
+            height,
+            data: vec![0; width as usize * height as usize],
+        };
+    }
+    let scaled = Grey8 {
+        width: mask.width,
+        height: mask.height,
+        data: mask
+            .data
+            .iter()
+            .map(|&v| if v >= on { 255 } else { 0 })
+            .collect(),
+    };
+    let mut out = resize(&scaled, width, height);
+    for v in &mut out.data {
+        *v = if *v >= 128 { 255 } else { 0 };
+    }
+    out
+}
+
+/// Grey values scaled to [0, 1] (the paper's input /255).
+pub fn to_unit(img: &Grey8) -> Vec<f32> {
+    img.data.iter().map(|&v| f32::from(v) / 255.0).collect()
+}
+
+/// A rectangle cut out of an image (caller guarantees it lies inside).
+pub fn crop(img: &Grey8, x: u32, y: u32, w: u32, h: u32) -> Grey8 {
+    let mut data = Vec::with_capacity(w as usize * h as usize);
+    for row in y..y + h {
+        let start = row as usize * img.width as usize + x as usize;
+        data.extend_from_slice(&img.data[start..start + w as usize]);
+    }
+    Grey8 {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trip_and_format_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = Grey8::new(3, 2, vec![0, 10, 20, 30, 40, 255]).unwrap();
+        // A `.jpg` name holding PNG bytes, as in the Cohen collection.
+        let p = dir.path().join("x.jpg");
+        write_grey_png(&p, &img).unwrap();
+        assert_eq!(read_grey(&p).unwrap(), img);
+        let bad = dir.path().join("bad.png");
+        std::fs::write(&bad, b"not an image").unwrap();
+        assert!(read_grey(&bad).unwrap_err().to_string().contains("bad.png"));
+    }
+
+    #[test]
+    fn resized_masks_stay_binary() {
+        let mut data = vec![0u8; 16 * 16];
+        for y in 4..12 {
+            for x in 2..8 {
+                data[y * 16 + x] = 255;
+            }
+        }
+        let m = Grey8::new(16, 16, data).unwrap();
+        let big = resize_mask(&m, 40, 24);
+        assert!(big.data.iter().all(|&v| v == 0 || v == 255));
+        let area = big.data.iter().filter(|&&v| v == 255).count() as f64;
+        let expected = 48.0 / 256.0 * 40.0 * 24.0;
+        assert!(
+            (area - expected).abs() / expected < 0.1,
+            "{area} vs {expected}"
+        );
+        let c = crop(&m, 2, 4, 6, 8);
+        assert!(c.data.iter().all(|&v| v == 255));
+    }
+}

@@ -1,0 +1,492 @@
+//! Inference and the segment stage over a manifest or a folder.
+//!
+//! Per image (PAPER.md step 3): grey /255, resized to the model side, UNet, probability > 0.5, the two
+//! largest components kept, holes filled, the mask resized back to the image's size ({0, 255} PNG). Then the
+//! lung-box crop and rejection rules of [`crate::crop`]. Images are processed in chunks (decode in parallel,
+//! one UNet batch per chunk), so memory stays flat on large manifests.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use candle_core::Tensor;
+use cxr_core::{Grey8, Manifest, ManifestRecord};
+use rayon::prelude::*;
+
+use crate::error::TensorContext;
+use crate::{SegmentError, UNet, crop, imageio, postprocess};
+
+/// Columns this stage adds to a manifest, in order.
+pub const COLUMNS: [&str; 8] = [
+    "mask",
+    "crop",
+    "crop_x",
+    "crop_y",
+    "crop_w",
+    "crop_h",
+    "mask_area",
+    "reject_reason",
+];
+
+/// Reason recorded when an image cannot be read or decoded.
+pub const UNREADABLE: &str = "unreadable";
+
+/// A trained UNet ready for inference.
+pub struct Segmenter {
+    unet: UNet,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+impl Segmenter {
+    pub fn new(unet: UNet) -> Self {
+        Self { unet, batch: 8 }
+    }
+
+    /// Loads weights written by training (config read from the file) on [`crate::default_device`].
+    pub fn load(path: &Path) -> Result<Self, SegmentError> {
+        Ok(Self::new(UNet::load(path, &crate::default_device())?))
+    }
+
+    pub fn unet(&self) -> &UNet {
+        &self.unet
+    }
+
+    /// Probability maps at the model side (row-major, side x side) for images of any size.
+    pub fn probabilities(&self, images: &[Grey8]) -> Result<Vec<Vec<f32>>, SegmentError> {
+        probabilities(&self.unet, images, self.batch)
+    }
+
+    /// Post-processed masks ({0, 255}) at each input image's own size.
+    pub fn predict_masks(&self, images: &[Grey8]) -> Result<Vec<Grey8>, SegmentError> {
+        let side = self.unet.config().size;
+        let probs = self.probabilities(images)?;
+        Ok(images
+            .par_iter()
+            .zip(probs)
+            .map(|(img, p)| {
+                let small = Grey8 {
+                    width: side,
+                    height: side,
+                    data: postprocess::binarize(&p, side as usize, side as usize),
+                };
+                imageio::resize_mask(&small, img.width, img.height)
+            })
+            .collect())
+    }
+}
+
+/// Probability maps at the model side (row-major, side x side) for images of any size, `batch` per pass.
+pub fn probabilities(
+    unet: &UNet,
+    images: &[Grey8],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, SegmentError> {
+    let side = unet.config().size;
+    let s = side as usize;
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let flat: Vec<f32> = chunk
+            .par_iter()
+            .flat_map_iter(|img| imageio::to_unit(&imageio::resize(img, side, side)))
+            .collect();
+        let x = Tensor::from_vec(flat, (chunk.len(), 1, s, s), unet.device())
+            .ctx(|| "UNet input".into())?;
+        let p = unet
+            .predict(&x)
+            .and_then(|p| p.flatten_all())
+            .and_then(|p| p.to_vec1::<f32>())
+            .ctx(|| "UNet forward".into())?;
+        out.extend(p.chunks(s * s).map(<[f32]>::to_vec));
+    }
+    Ok(out)
+}
+
+/// Dice coefficient of two masks (non-zero = foreground); 1 when both are empty.
+pub fn dice(a: &[u8], b: &[u8]) -> f64 {
+    let (mut inter, mut sa, mut sb) = (0u64, 0u64, 0u64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x != 0, y != 0);
+        inter += u64::from(x && y);
+        sa += u64::from(x);
+        sb += u64::from(y);
+    }
+    if sa + sb == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / (sa + sb) as f64
+    }
+}
+
+/// Options of a manifest run.
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Column holding the 8-bit image (relative to the manifest's folder): `png8` by the contract.
+    pub image_column: String,
+    /// Records per chunk (decoded together, then segmented in UNet batches).
+    pub chunk: usize,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        Self {
+            image_column: "png8".into(),
+            chunk: 32,
+        }
+    }
+}
+
+/// What a batch run did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SegmentSummary {
+    pub images: usize,
+    pub kept: usize,
+    /// Rejected or failed images by reason (`empty_mask`, `small_crop`, `unreadable`).
+    pub rejected: BTreeMap<String, usize>,
+    /// Path of the manifest written (manifest runs only).
+    pub manifest: Option<PathBuf>,
+}
+
+/// Progress callback: (images done, images in all).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// The segment stage: for each record, reads `image_column`, predicts the mask, crops, and writes
+/// `out_dir/masks/<id>.png`, `out_dir/crops/<id>.png`, `out_dir/manifest.csv` (with [`COLUMNS`]; relative
+/// `path` and image columns rebased onto `out_dir`) and `out_dir/rejects.csv`.
+pub fn segment_manifest(
+    seg: &Segmenter,
+    manifest_path: &Path,
+    out_dir: &Path,
+    opts: &SegmentOptions,
+    progress: Progress<'_>,
+) -> Result<SegmentSummary, SegmentError> {
+    let manifest = Manifest::read(manifest_path)?;
+    run_manifest(
+        manifest,
+        out_dir,
+        opts,
+        progress,
+        |images| seg.predict_masks(images),
+        None,
+    )
+}
+
+/// Crops from masks already listed in the manifest's `mask` column (e.g. ground truth or an earlier
+/// `predict`), writing the same outputs as [`segment_manifest`] except new masks.
+pub fn crop_manifest(
+    manifest_path: &Path,
+    out_dir: &Path,
+    opts: &SegmentOptions,
+    progress: Progress<'_>,
+) -> Result<SegmentSummary, SegmentError> {
+    let manifest = Manifest::read(manifest_path)?;
+    if !manifest.extra_columns.iter().any(|c| c == "mask") {
+        return Err(SegmentError::data(
+            manifest_path,
+            "no `mask` column: run `segment predict` first",
+        ));
+    }
+    let base = manifest.base_dir.clone();
+    run_manifest(
+        manifest,
+        out_dir,
+        opts,
+        progress,
+        |_| Ok(Vec::new()),
+        Some(base),
+    )
+}
+
+/// Shared loop. `predict` maps decoded images to masks; when `mask_base` is set, masks are read from the
+/// records' `mask` column (resolved against it) instead.
+fn run_manifest(
+    mut manifest: Manifest,
+    out_dir: &Path,
+    opts: &SegmentOptions,
+    progress: Progress<'_>,
+    predict: impl Fn(&[Grey8]) -> Result<Vec<Grey8>, SegmentError>,
+    mask_base: Option<PathBuf>,
+) -> Result<SegmentSummary, SegmentError> {
+    let base = manifest.base_dir.clone();
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| SegmentError::io(p, e));
+    let (base_abs, out_abs) = (abs(&base)?, abs(out_dir)?);
+    let total = manifest.records.len();
+    let mut summary = SegmentSummary {
+        images: total,
+        ..Default::default()
+    };
+    let mut rejects: Vec<(String, String, String)> = Vec::new();
+    let column = opts.image_column.clone();
+    let mut done = 0;
+    for chunk in manifest.records.chunks_mut(opts.chunk.max(1)) {
+        // Decode in parallel; a bad file becomes a recorded reject, not an error.
+        type Loaded = Result<(Grey8, Option<Grey8>), String>;
+        let loaded: Vec<Loaded> = chunk
+            .par_iter()
+            .map(|r| {
+                let rel = r
+                    .get(&column)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| format!("empty `{column}` column"))?;
+                let img = imageio::read_grey(&resolve(&base, &rel)).map_err(|e| e.to_string())?;
+                let mask = match &mask_base {
+                    None => None,
+                    Some(mb) => {
+                        let m = r
+                            .get("mask")
+                            .filter(|v| !v.trim().is_empty())
+                            .ok_or_else(|| "empty `mask` column".to_string())?;
+                        let m = imageio::read_grey(&resolve(mb, &m)).map_err(|e| e.to_string())?;
+                        if (m.width, m.height) != (img.width, img.height) {
+                            return Err(format!(
+                                "mask {}x{} differs from image {}x{}",
+                                m.width, m.height, img.width, img.height
+                            ));
+                        }
+                        Some(m)
+                    }
+                };
+                Ok((img, mask))
+            })
+            .collect();
+        let ok_images: Vec<Grey8> = loaded
+            .iter()
+            .filter_map(|l| l.as_ref().ok().map(|(i, _)| i.clone()))
+            .collect();
+        let mut predicted = if mask_base.is_none() {
+            predict(&ok_images)?.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let mut ok_iter = ok_images.into_iter();
+        for (record, l) in chunk.iter_mut().zip(loaded) {
+            let file = record.get(&column).unwrap_or_default();
+            match l {
+                Err(message) => {
+                    tracing::warn!(id = %record.id, "segment: {message}");
+                    set_reject_columns(record, UNREADABLE);
+                    *summary.rejected.entry(UNREADABLE.into()).or_default() += 1;
+                    rejects.push((record.id.clone(), file, format!("{UNREADABLE}: {message}")));
+                }
+                Ok((_, given_mask)) => {
+                    let img = ok_iter.next().ok_or_else(|| {
+                        SegmentError::Config("internal: image count mismatch".into())
+                    })?;
+                    let mask = match given_mask {
+                        Some(m) => m,
+                        None => predicted.next().ok_or_else(|| {
+                            SegmentError::Config("internal: mask count mismatch".into())
+                        })?,
+                    };
+                    let mask_rel = if mask_base.is_some() {
+                        record.get("mask").unwrap_or_default()
+                    } else {
+                        let rel = format!("masks/{}.png", record.id);
+                        imageio::write_grey_png(&out_dir.join(&rel), &mask)?;
+                        rel
+                    };
+                    let decision = crop::lung_box(&mask);
+                    record.set("mask", mask_rel);
+                    record.set("mask_area", decision.mask_area.to_string());
+                    let (xs, ys, ws, hs) = match decision.crop {
+                        Some(b) => (
+                            b.x.to_string(),
+                            b.y.to_string(),
+                            b.w.to_string(),
+                            b.h.to_string(),
+                        ),
+                        None => Default::default(),
+                    };
+                    record.set("crop_x", xs);
+                    record.set("crop_y", ys);
+                    record.set("crop_w", ws);
+                    record.set("crop_h", hs);
+                    match (decision.reject, decision.crop) {
+                        (None, Some(b)) => {
+                            let rel = format!("crops/{}.png", record.id);
+                            let c = imageio::crop(&img, b.x, b.y, b.w, b.h);
+                            imageio::write_grey_png(&out_dir.join(&rel), &c)?;
+                            record.set("crop", rel);
+                            record.set("reject_reason", "");
+                            summary.kept += 1;
+                        }
+                        (reason, _) => {
+                            let reason = reason.unwrap_or(crop::RejectReason::EmptyMask).as_str();
+                            record.set("crop", "");
+                            record.set("reject_reason", reason);
+                            *summary.rejected.entry(reason.into()).or_default() += 1;
+                            rejects.push((record.id.clone(), file, reason.into()));
+                        }
+                    }
+                }
+            }
+        }
+        done += chunk.len();
+        progress(done, total);
+    }
+    // Paths of the input manifest move with the new manifest's folder.
+    if base_abs != out_abs {
+        let mut cols = vec!["path".to_string(), column.clone()];
+        if mask_base.is_some() {
+            cols.push("mask".into());
+        }
+        for r in &mut manifest.records {
+            for c in &cols {
+                let Some(v) = r.get(c).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                let p = Path::new(&v);
+                if p.is_absolute() {
+                    continue;
+                }
+                let moved = relative(&base_abs.join(p), &out_abs)
+                    .to_string_lossy()
+                    .into_owned();
+                if c == "path" {
+                    r.path = PathBuf::from(moved);
+                } else {
+                    r.set(c, moved);
+                }
+            }
+        }
+    }
+    for c in COLUMNS {
+        if !manifest.extra_columns.iter().any(|e| e == c) {
+            manifest.extra_columns.push(c.to_string());
+        }
+    }
+    let out_manifest = out_dir.join("manifest.csv");
+    manifest.write(&out_manifest)?;
+    write_rejects(&out_dir.join("rejects.csv"), &rejects)?;
+    summary.manifest = Some(out_manifest);
+    Ok(summary)
+}
+
+fn set_reject_columns(record: &mut ManifestRecord, reason: &str) {
+    for c in COLUMNS {
+        record.set(c, "");
+    }
+    record.set("reject_reason", reason);
+}
+
+fn resolve(base: &Path, rel: &str) -> PathBuf {
+    let p = Path::new(rel);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `target` expressed relative to the folder `from` (both absolute, lexically normalised here).
+pub fn relative(target: &Path, from: &Path) -> PathBuf {
+    fn norm(p: &Path) -> Vec<Component<'_>> {
+        let mut v: Vec<Component<'_>> = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(v.last(), Some(Component::Normal(_))) => {
+                    v.pop();
+                }
+                other => v.push(other),
+            }
+        }
+        v
+    }
+    let (t, f) = (norm(target), norm(from));
+    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}
+
+fn write_rejects(path: &Path, rows: &[(String, String, String)]) -> Result<(), SegmentError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| SegmentError::data(path, e.to_string());
+    w.write_record(["id", "file", "reason"]).map_err(err)?;
+    for (id, file, reason) in rows {
+        w.write_record([id, file, reason]).map_err(err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| SegmentError::data(path, e.to_string()))?;
+    cxr_core::fsutil::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Predicts masks for every readable image in a folder (format by content), written as
+/// `out_dir/<file stem>.png`; unreadable files are listed in `out_dir/rejects.csv`.
+pub fn predict_folder(
+    seg: &Segmenter,
+    dir: &Path,
+    out_dir: &Path,
+    progress: Progress<'_>,
+) -> Result<SegmentSummary, SegmentError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| SegmentError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut summary = SegmentSummary {
+        images: files.len(),
+        ..Default::default()
+    };
+    let mut rejects = Vec::new();
+    let mut done = 0;
+    for chunk in files.chunks(32) {
+        let loaded: Vec<_> = chunk.par_iter().map(|p| imageio::read_grey(p)).collect();
+        let mut ok = Vec::new();
+        let mut names = Vec::new();
+        for (p, l) in chunk.iter().zip(loaded) {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match l {
+                Ok(img) => {
+                    ok.push(img);
+                    names.push(name);
+                }
+                Err(e) => {
+                    *summary.rejected.entry(UNREADABLE.into()).or_default() += 1;
+                    rejects.push((name, p.display().to_string(), e.to_string()));
+                }
+            }
+        }
+        for (name, mask) in names.iter().zip(seg.predict_masks(&ok)?) {
+            imageio::write_grey_png(&out_dir.join(format!("{name}.png")), &mask)?;
+            match crop::lung_box(&mask).reject {
+                None => summary.kept += 1,
+                Some(r) => *summary.rejected.entry(r.as_str().into()).or_default() += 1,
+            }
+        }
+        done += chunk.len();
+        progress(done, files.len());
+    }
+    write_rejects(&out_dir.join("rejects.csv"), &rejects)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_and_relative_paths() {
+        assert_eq!(dice(&[0, 0], &[0, 0]), 1.0);
+        assert_eq!(dice(&[255, 255, 0, 0], &[255, 0, 255, 0]), 0.5);
+        assert_eq!(
+            relative(Path::new("/a/b/c.png"), Path::new("/a/x/y")),
+            PathBuf::from("../../b/c.png")
+        );
+        assert_eq!(
+            relative(Path::new("/a/./b/../c.png"), Path::new("/a")),
+            PathBuf::from("c.png")
+        );
+    }
+}
