@@ -11,6 +11,8 @@ use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Batch preprocessing (images/s, peak RSS) on real files, ours vs a pydicom + numpy + Pillow pipeline.
+    Preprocess(crate::preprocess::BenchArgs),
     /// Manifest CSV write + parse throughput (rows/s) on a generated manifest.
     Manifest {
         /// Rows in the generated manifest.
@@ -21,6 +23,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
     }
 }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod manifest;
+mod preprocess;
 
 /// cxr-confounders task runner.
 #[derive(Debug, Parser)]
@@ -34,6 +35,10 @@ enum Command {
     /// Benchmarks (speed goals live here, never in timed tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manifest → 8-bit PNGs (cxr-preprocess): windowing, resize, optional 10x augmentation, cached by content.
+    Preprocess(preprocess::PreprocessArgs),
+    /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
+    Convert(preprocess::ConvertArgs),
 }
 
 /// Parses `args` (the first one is the program name) and runs the command.
@@ -57,6 +62,8 @@ where
     match cli.command {
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Preprocess(args) => preprocess::preprocess(args),
+        Command::Convert(args) => preprocess::convert(args),
     }
 }
 
@@ -67,7 +74,8 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // jpeg2k (OpenJPEG) logs every header it reads at info level: keep it to warnings.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},jpeg2k=warn")));
     // `try_init`: tests call `run` many times in one process.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -324,9 +324,12 @@ where
     let (entry, was_cached) = match hit {
         Some(e) => (e, true),
         None => {
-            let raw = match read(file) {
-                Ok(r) => r,
-                Err(e) => return reject(e.to_string()),
+            // A decoder panic on one malformed file must not end the batch: it becomes a reject.
+            let read_result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(file)));
+            let raw = match read_result {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return reject(e.to_string()),
+                Err(_) => return reject(format!("{}: the decoder panicked", file.display())),
             };
             let p = match preprocess(&raw, &over, &opts, geometry) {
                 Ok(p) => p,

@@ -1,0 +1,361 @@
+//! `cargo xtask preprocess`, `cargo xtask convert` and `cargo xtask bench preprocess`: cxr-ingest's reader
+//! wired into cxr-preprocess (which never decodes files itself).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId};
+use cxr_preprocess::{
+    BatchOptions, DisplayOptions, Filter, Geometry, PreprocessConfig, ResizeMode, WindowMode,
+    convert_file, run_batch,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `cargo xtask preprocess`.
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// Input manifest (written by ingest).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Output folder: `manifest.csv`, `png8/` (the cache), `rejects.csv`, `summary.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Preprocessing config (TOML, see `cxr_preprocess::config`); default: longest side 512, bilinear,
+    /// file/metadata windows, min-max otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the config's output size (longest side, or the square side).
+    #[arg(long)]
+    size: Option<u32>,
+    /// Also write the paper's 10 augmented variants per image (rows `<id>.aug<k>`).
+    #[arg(long)]
+    augment: bool,
+    /// Hash every input file instead of trusting the manifest's `sha256` column.
+    #[arg(long)]
+    verify_hash: bool,
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+pub fn preprocess(args: PreprocessArgs) -> Result<()> {
+    let manifest = Manifest::read(&args.manifest)
+        .with_context(|| format!("preprocess: reading manifest {}", args.manifest.display()))?;
+    let mut config = match &args.config {
+        Some(p) => PreprocessConfig::from_toml_file(p).context("preprocess")?,
+        None => PreprocessConfig::default(),
+    };
+    if let Some(size) = args.size {
+        config.size = size;
+    }
+    let options = BatchOptions {
+        augment: args.augment,
+        verify_hash: args.verify_hash,
+    };
+    let bar = progress_bar(manifest.records.len(), "preprocess");
+    let summary = run_batch(
+        &manifest,
+        &args.out,
+        &config,
+        &options,
+        |p: &Path| cxr_ingest::read_image(p),
+        &|p| {
+            bar.set_position(p.done as u64);
+            if p.rejected > 0 {
+                bar.set_message(format!("preprocess ({} rejected)", p.rejected));
+            }
+        },
+    )
+    .with_context(|| format!("preprocess: writing to {}", args.out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "preprocess: {} images: {} processed, {} from the cache, {} rejected; {} rows in {} ({:.1} s)",
+        summary.total,
+        summary.processed,
+        summary.cached,
+        summary.rejected,
+        summary.rows,
+        summary.manifest.display(),
+        summary.elapsed_s
+    );
+    if summary.rejected > 0 {
+        println!("rejects: {}", summary.rejects.display());
+    }
+    Ok(())
+}
+
+/// Window choice of `cargo xtask convert`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConvertWindow {
+    /// The file's VOI LUT or window when it has one, min-max otherwise.
+    Auto,
+    /// Min-max stretch, ignoring any window.
+    Minmax,
+    /// No window: the full range of the stored bits maps onto 0..255.
+    None,
+}
+
+/// Arguments of `cargo xtask convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Input image (DICOM, NIfTI, PNG or JPEG; detected by content).
+    input: PathBuf,
+    /// Output 8-bit grey PNG.
+    output: PathBuf,
+    /// Resize so that the longest side is N pixels (default: keep the size).
+    #[arg(long)]
+    size: Option<u32>,
+    /// Resize to N x N instead (the network input), ignoring the aspect ratio.
+    #[arg(long, requires = "size")]
+    square: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    window: ConvertWindow,
+}
+
+pub fn convert(args: ConvertArgs) -> Result<()> {
+    let opts = DisplayOptions {
+        window: match args.window {
+            ConvertWindow::Auto => WindowMode::Auto,
+            ConvertWindow::Minmax => WindowMode::Minmax,
+            ConvertWindow::None => WindowMode::None,
+        },
+        ..DisplayOptions::default()
+    };
+    let geometry = Geometry {
+        size: args.size.unwrap_or(0),
+        resize: match (args.size, args.square) {
+            (None, _) => ResizeMode::Keep,
+            (Some(_), true) => ResizeMode::Square,
+            (Some(_), false) => ResizeMode::Longest,
+        },
+        filter: Filter::Bilinear,
+    };
+    // A decoder panic must not escape as a panic: report it as an error about the file.
+    let result = std::panic::catch_unwind(|| {
+        convert_file(
+            &args.input,
+            &args.output,
+            |p: &Path| cxr_ingest::read_image(p),
+            &opts,
+            &geometry,
+        )
+    })
+    .map_err(|_| anyhow::anyhow!("{}: the decoder panicked", args.input.display()))?;
+    let p = result.map_err(anyhow::Error::from)?;
+    let a = &p.applied;
+    println!(
+        "{} -> {}: {}x{} -> {}x{}, {}{}{}",
+        args.input.display(),
+        args.output.display(),
+        p.input_size.0,
+        p.input_size.1,
+        p.image.width,
+        p.image.height,
+        a.source.as_str(),
+        if a.window.is_some() {
+            format!(" {}", a.window_string())
+        } else {
+            String::new()
+        },
+        if a.inverted { ", inverted" } else { "" }
+    );
+    Ok(())
+}
+
+/// Arguments of `cargo xtask bench preprocess`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Real data folder (default `$CXR_SHARED_DATA` or `../shared/data`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Longest side of the outputs.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Python interpreter with pydicom, numpy and Pillow (default `$CXR_PYTHON` or `python3`).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Process counts for the Python pipeline (run one after the other).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    python_workers: Vec<usize>,
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if let Some(ext) = p.extension().and_then(|e| e.to_str()) {
+            if ["dcm", "png", "jpg", "jpeg"].contains(&ext.to_ascii_lowercase().as_str()) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let data = args
+        .data
+        .or_else(|| std::env::var_os("CXR_SHARED_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"));
+    if !data.join("chest-dicom").is_dir() {
+        println!(
+            "skipped: bench preprocess: no shared data at {}",
+            data.display()
+        );
+        return Ok(());
+    }
+    // Real chest X-rays only: the DICOM chest files (RG1/RG3 CRs, SIIM CR, LUT samples), the 16x16 CRs, the
+    // NIH/TBX11K test files and the Cohen collection.
+    let mut files = Vec::new();
+    for sub in [
+        "chest-dicom",
+        "dicom-edge-cases/dicomdirtests-CR",
+        "chest-png",
+        "cohen-covid-chestxray/images",
+    ] {
+        collect_files(&data.join(sub), &mut files)?;
+    }
+    let dir = std::env::temp_dir().join(format!("cxr-bench-preprocess-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Warm the page cache for both contenders (and keep the file list for Python).
+    let mut bytes = 0u64;
+    for f in &files {
+        bytes += std::fs::read(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .len() as u64;
+    }
+    let abs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let list = dir.join("files.txt");
+    std::fs::write(
+        &list,
+        abs.iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .with_context(|| format!("writing {}", list.display()))?;
+    println!(
+        "bench preprocess: {} files ({:.0} MB) from {}, longest side {}, {} threads",
+        files.len(),
+        bytes as f64 / 1e6,
+        data.display(),
+        args.size,
+        rayon::current_num_threads()
+    );
+
+    // Ours: batch mode from a manifest, fresh cache, sha256 of every file included.
+    let records = abs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ManifestRecord {
+            id: format!("img{i:05}"),
+            source: SourceId::new(SourceId::NIH).expect("a known source id"),
+            label: Label::Pneumonia,
+            patient: format!("p{i}"),
+            view: String::new(),
+            path: p.clone(),
+            format: ImageFormat::Png,
+            sha256: String::new(),
+            split: None,
+            extra: Default::default(),
+        })
+        .collect();
+    let manifest = Manifest::new(records);
+    let config = PreprocessConfig {
+        size: args.size,
+        ..PreprocessConfig::default()
+    };
+    let rss_before = peak_rss_kib();
+    let t = Instant::now();
+    let s = run_batch(
+        &manifest,
+        &dir.join("ours"),
+        &config,
+        &BatchOptions::default(),
+        |p: &Path| cxr_ingest::read_image(p),
+        &|_| {},
+    )
+    .context("bench preprocess: our batch run")?;
+    let ours_s = t.elapsed().as_secs_f64();
+    let ours_ips = s.processed as f64 / ours_s;
+    let ours_rss = peak_rss_kib();
+    println!(
+        "ours (rust, rayon):      {:4} images in {ours_s:6.2} s = {ours_ips:7.1} images/s, {} rejected, peak RSS {} MiB (before: {} MiB)",
+        s.processed,
+        s.rejected,
+        ours_rss.map_or("?".into(), |k| (k / 1024).to_string()),
+        rss_before.map_or("?".into(), |k| (k / 1024).to_string()),
+    );
+
+    let python = args
+        .python
+        .or_else(|| std::env::var_os("CXR_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/preprocess/scripts/bench_python.py");
+    for workers in args.python_workers {
+        let out = dir.join(format!("python{workers}"));
+        let output = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&list)
+            .arg(&out)
+            .arg(args.size.to_string())
+            .arg(workers.to_string())
+            .output()
+            .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{}: the Python pipeline failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().last().unwrap_or("");
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: unexpected output {line:?}", script.display()))?;
+        let images = v["images"].as_f64().unwrap_or(0.0);
+        let secs = v["seconds"].as_f64().unwrap_or(f64::NAN);
+        let ips = images / secs;
+        println!(
+            "python ({workers} process{}): {:4} images in {secs:6.2} s = {ips:7.1} images/s, {} failed, peak RSS {} MiB; ratio ours/python = {:.2}x",
+            if workers == 1 { ", " } else { "es" },
+            images as u64,
+            v["failed"],
+            v["peak_rss_kb"]
+                .as_u64()
+                .map_or("?".into(), |k| (k / 1024).to_string()),
+            ours_ips / ips
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
