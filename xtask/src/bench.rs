@@ -11,6 +11,8 @@ use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// ResNet50 frozen-backbone embedding (images/s) and Finetune1 training steps/s, ours vs PyTorch.
+    Model(crate::model::BenchModelArgs),
     /// Batch preprocessing (images/s, peak RSS) on real files, ours vs a pydicom + numpy + Pillow pipeline.
     Preprocess(crate::preprocess::BenchArgs),
     /// Manifest CSV write + parse throughput (rows/s) on a generated manifest.
@@ -23,6 +25,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
     }

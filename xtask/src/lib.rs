@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod manifest;
+mod model;
 mod preprocess;
 
 /// cxr-confounders task runner.
@@ -35,6 +36,10 @@ enum Command {
     /// Benchmarks (speed goals live here, never in timed tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train a classifier from an experiment config (cxr-model): predictions.csv, training_log.csv, checkpoints.
+    Train(model::TrainArgs),
+    /// Backbone features per image (cxr-model): features.csv (`id, f0 … fN`).
+    Embed(model::EmbedArgs),
     /// Manifest → 8-bit PNGs (cxr-preprocess): windowing, resize, optional 10x augmentation, cached by content.
     Preprocess(preprocess::PreprocessArgs),
     /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
@@ -62,6 +67,8 @@ where
     match cli.command {
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Train(args) => model::train(args),
+        Command::Embed(args) => model::embed(args),
         Command::Preprocess(args) => preprocess::preprocess(args),
         Command::Convert(args) => preprocess::convert(args),
     }
