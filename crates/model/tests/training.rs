@@ -273,3 +273,69 @@ fn missing_image_column_and_empty_splits_are_clear_errors() {
         "{msg}"
     );
 }
+
+#[test]
+fn embed_writes_one_row_of_pooled_features_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = world(
+        dir.path(),
+        [(Split::Train, 2), (Split::Val, 1), (Split::Test, 1)],
+    );
+    let arch: Arch = "resnet:1,1,1,1:4".parse().unwrap();
+    let opts = cxr_model::EmbedOptions {
+        backbone: arch.clone(),
+        image_size: 32,
+        batch_size: 3,
+        ..Default::default()
+    };
+    // From a manifest (no `crop` column: falls back to `png8`) and from a folder: the same features.
+    let out_m = dir.path().join("features_manifest.csv");
+    let r = cxr_model::embed(&manifest, &out_m, &opts).unwrap();
+    assert_eq!((r.images, r.dim, r.pretrained), (8, 128, false));
+    let out_d = dir.path().join("features_dir.csv");
+    let r = cxr_model::embed(&dir.path().join("png"), &out_d, &opts).unwrap();
+    assert_eq!(r.images, 8);
+    let read = |p: &Path| -> std::collections::BTreeMap<String, Vec<f32>> {
+        let mut rdr = csv::Reader::from_path(p).unwrap();
+        let h = rdr.headers().unwrap().clone();
+        assert_eq!(h.len(), 129);
+        assert_eq!((&h[0], &h[1], &h[128]), ("id", "f0", "f127"));
+        rdr.records()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r[0].to_string(),
+                    r.iter().skip(1).map(|v| v.parse().unwrap()).collect(),
+                )
+            })
+            .collect()
+    };
+    let (m, d) = (read(&out_m), read(&out_d));
+    assert_eq!(m.keys().collect::<Vec<_>>(), d.keys().collect::<Vec<_>>());
+    for (k, v) in &m {
+        let w = &d[k];
+        assert!(
+            v.iter()
+                .zip(w)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + a.abs())),
+            "{k}"
+        );
+    }
+    // The values are the classifier's pooled features of the normalised image.
+    let model = Classifier::new(&arch, Mode::Frozen, 0, &Device::Cpu).unwrap();
+    let id = m.keys().next().unwrap().clone();
+    let x = cxr_model::load_image(&dir.path().join(format!("png/{id}.png")), &id, 32).unwrap();
+    let x = candle_core::Tensor::from_vec(x, (1, 3, 32, 32), &Device::Cpu).unwrap();
+    let f = model
+        .features(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(
+        f.iter()
+            .zip(&m[&id])
+            .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs()))
+    );
+}
