@@ -45,4 +45,6 @@ pub use output::{load_predictions, metrics_csv, write_outputs};
 pub use report::{
     Alarm, AlarmKind, Estimate, EvalOptions, EvalReport, Group, ModelReport, SetReport, evaluate,
 };
-pub use tables::{Figure4, Figure4Design, Table3, figure4, summary_html, summary_markdown, table3};
+pub use tables::{
+    Figure4, Figure4Design, Table3, figure4, summary_html, summary_markdown, table3, table3_for,
+};

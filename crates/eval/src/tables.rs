@@ -137,30 +137,45 @@ fn ours3(s: &SetReport) -> Table3Ours {
     }
 }
 
-/// Table 3 from the whole `split` set (normally `test`) of each model: the paper's four rows, each with the
-/// first of our models whose name contains it, then our unmatched models.
+/// Table 3 from the whole `split` set (normally `test`) of every model except those named for a Figure 4
+/// design (containing `split1` / `split2`); see [`table3_for`].
 pub fn table3(report: &EvalReport, split: Split) -> Table3 {
-    let mut used = vec![false; report.models.len()];
+    table3_for(report, split, None)
+}
+
+/// Table 3 from the whole `split` set of each model in `models` (`None`: as [`table3`]): the paper's four
+/// rows, each with the first of those models whose name contains the row's model name, then the unmatched
+/// ones.
+pub fn table3_for(report: &EvalReport, split: Split, models: Option<&[&str]>) -> Table3 {
+    let candidates: Vec<&str> = report
+        .models
+        .iter()
+        .map(|m| m.model.as_str())
+        .filter(|m| match models {
+            Some(list) => list.contains(m),
+            None => !Figure4Design::ALL.iter().any(|d| norm(m).contains(d.tag())),
+        })
+        .collect();
+    let mut used = vec![false; candidates.len()];
     let mut rows = Vec::new();
     for paper in PAPER_TABLE3 {
         let key = norm(paper.model);
-        let found = report
-            .models
+        let found = candidates
             .iter()
             .enumerate()
-            .find(|(i, m)| !used[*i] && norm(&m.model).contains(&key));
+            .find(|(i, m)| !used[*i] && norm(m).contains(&key));
         let ours = found.and_then(|(i, m)| {
             used[i] = true;
-            report.set(&m.model, split, &Group::All).map(ours3)
+            report.set(m, split, &Group::All).map(ours3)
         });
         rows.push(Table3Row {
             paper: Some(paper),
             ours,
         });
     }
-    for (i, m) in report.models.iter().enumerate() {
+    for (i, m) in candidates.iter().enumerate() {
         if !used[i]
-            && let Some(s) = report.set(&m.model, split, &Group::All)
+            && let Some(s) = report.set(m, split, &Group::All)
         {
             rows.push(Table3Row {
                 paper: None,
