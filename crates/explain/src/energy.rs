@@ -147,6 +147,24 @@ pub fn write_energy_csv(path: &Path, rows: &[EnergyRow]) -> Result<()> {
     Ok(())
 }
 
+/// Reads `lung_energy.csv` back (as written by [`write_energy_csv`]).
+pub fn read_energy_csv(path: &Path) -> Result<Vec<EnergyRow>> {
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| ExplainError::Csv {
+        path: path.to_path_buf(),
+        line: 0,
+        message: e.to_string(),
+    })?;
+    rdr.deserialize()
+        .map(|r| {
+            r.map_err(|e: csv::Error| ExplainError::Csv {
+                path: path.to_path_buf(),
+                line: e.position().map_or(0, |p| p.line()),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Writes the per source and class summary (`source, label, n, n_empty, mean, median, sd, min, max,
 /// mean_mask_area`) atomically.
 pub fn write_summary_csv(path: &Path, summary: &[EnergySummary]) -> Result<()> {
@@ -203,6 +221,16 @@ mod tests {
         assert_eq!((s[1].min, s[1].max), (Some(0.2), Some(0.4)));
         assert!((mean_lung_energy(&rows).unwrap() - 0.52).abs() < 1e-12);
         let dir = tempfile::tempdir().unwrap();
+        let rp = dir.path().join("lung_energy.csv");
+        write_energy_csv(&rp, &rows).unwrap();
+        assert_eq!(read_energy_csv(&rp).unwrap(), rows);
+        std::fs::write(&rp, "id,source\nx,nih\n").unwrap();
+        assert!(
+            read_energy_csv(&rp)
+                .unwrap_err()
+                .to_string()
+                .contains("lung_energy.csv")
+        );
         let p = dir.path().join("s.csv");
         write_summary_csv(&p, &s).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();

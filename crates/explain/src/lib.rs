@@ -36,7 +36,9 @@ pub use audit::{
     AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SourceFigure, Status,
     TestResult, Thresholds, Verdict, verdict, write_audit_json,
 };
-pub use energy::{EnergyRow, EnergySummary, lung_energy_fraction};
+pub use energy::{
+    EnergyRow, EnergySummary, lung_energy_fraction, mean_lung_energy, read_energy_csv,
+};
 pub use error::{ExplainError, Result};
 pub use gradcam::{
     CamModel, CamTarget, GradCamOutput, Heatmap, ModelSnapshot, grad_cam, grad_cam_for,
