@@ -30,9 +30,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Manifests: check one.
-    #[command(subcommand)]
-    Manifest(manifest::ManifestCommand),
+    /// Manifests (cxr-ingest): `--dataset NAME --root DIR --out FILE.csv` builds one; subcommands check,
+    /// split (apply a design), lint (Cramér's V, leaks), export-four, datasets.
+    Manifest(manifest::ManifestArgs),
     /// Benchmarks (speed goals live here, never in timed tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
