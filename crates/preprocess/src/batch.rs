@@ -26,7 +26,7 @@ use crate::augment::AUGMENTATIONS;
 use crate::config::{PIPELINE_VERSION, PreprocessConfig};
 use crate::display::{Applied, MetadataOverride, ModalityApplied, fmt_num};
 use crate::pipeline::{Geometry, preprocess};
-use crate::png::write_png;
+use crate::png::{encode_png, write_cache_file};
 
 /// Batch switches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -336,10 +336,12 @@ where
                 Err(e) => return reject(format!("{}: {e}", file.display())),
             };
             drop(raw);
-            write_png(&p.image, &out_dir.join(&png_rel))?;
+            let png_path = out_dir.join(&png_rel);
+            write_cache_file(&png_path, &encode_png(&p.image, &png_path)?)?;
             if options.augment {
                 for (k, kind) in AUGMENTATIONS.iter().enumerate().skip(1) {
-                    write_png(&kind.apply(&p.image), &out_dir.join(aug_rel(k)))?;
+                    let path = out_dir.join(aug_rel(k));
+                    write_cache_file(&path, &encode_png(&kind.apply(&p.image), &path)?)?;
                 }
             }
             let output_size = (p.image.width, p.image.height);
@@ -354,7 +356,8 @@ where
                 path: json_path.clone(),
                 message: e.to_string(),
             })?;
-            fsutil::write_atomic(&json_path, &json)?;
+            // Written last: its presence commits the entry.
+            write_cache_file(&json_path, &json)?;
             (entry, false)
         }
     };
