@@ -273,3 +273,40 @@ fn corrupted_real_files_fail_cleanly() {
     );
     assert!(outcomes.1 > 0);
 }
+
+#[test]
+fn dicom_without_preamble_or_meta_and_with_a_lying_length() {
+    let Some(root) = shared_data() else {
+        println!("skipped: shared data absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = read_image(root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
+    // No preamble: the stream starts with `DICM`.
+    let bytes = std::fs::read(root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
+    let p = dir.path().join("nopreamble");
+    std::fs::write(&p, &bytes[128..]).unwrap();
+    assert_eq!(read_image(&p).unwrap().pixels, reference.pixels);
+    // No file meta at all (a bare implicit-VR data set, as old PACS exports are).
+    let imp = std::fs::read(root.join("dicom-edge-cases/MR_small_implicit.dcm")).unwrap();
+    assert_eq!(
+        &imp[132..136],
+        &[0x02, 0x00, 0x00, 0x00],
+        "(0002,0000) group length first"
+    );
+    let group_len = u32::from_le_bytes(imp[140..144].try_into().unwrap()) as usize;
+    let p = dir.path().join("nometa");
+    std::fs::write(&p, &imp[144 + group_len..]).unwrap();
+    assert_eq!(read_image(&p).unwrap().pixels, reference.pixels);
+    // A pixel data length claiming 4 GB in a 10 KB file is refused before the parser allocates it.
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .unwrap();
+    let mut lying = bytes.clone();
+    lying[at + 8..at + 12].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let p = dir.path().join("lying.dcm");
+    std::fs::write(&p, &lying).unwrap();
+    let e = read_image(&p).unwrap_err().to_string();
+    assert!(e.contains("lying.dcm") && e.contains("declares"), "{e}");
+}

@@ -111,6 +111,11 @@ pub(super) fn read(
     flavour: Option<DicomFlavour>,
     options: &ReadOptions,
 ) -> Result<RawImage> {
+    // Corrupt element lengths would make the parser allocate what they declare: check them first.
+    let bytes = std::fs::read(path).map_err(|e| IngestError::io(path, e))?;
+    super::dicom_guard::check_lengths(&bytes, flavour.unwrap_or(DicomFlavour::Preamble))
+        .map_err(|m| parse_err(path, m))?;
+    drop(bytes);
     let obj = open(path, flavour)?;
     let ts = obj
         .meta()

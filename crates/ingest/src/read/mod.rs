@@ -12,6 +12,7 @@ use crate::error::{IngestError, Result};
 use crate::format::detect_format_reader;
 
 mod dicom;
+mod dicom_guard;
 mod nifti;
 mod raster;
 
