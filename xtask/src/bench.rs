@@ -11,6 +11,9 @@ use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Convolution/pooling ops: per-layer GFLOP/s (ResNet50, UNet) and whole-network speeds, cxr-ops vs candle's
+    /// stock ops vs PyTorch.
+    Ops(crate::bench_ops::BenchOpsArgs),
     /// ResNet50 frozen-backbone embedding (images/s) and Finetune1 training steps/s, ours vs PyTorch.
     Model(crate::model::BenchModelArgs),
     /// Batch preprocessing (images/s, peak RSS) on real files, ours vs a pydicom + numpy + Pillow pipeline.
@@ -25,6 +28,7 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Ops(args) => crate::bench_ops::run(args),
         BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),

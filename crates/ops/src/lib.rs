@@ -35,6 +35,8 @@ mod elem;
 mod fused;
 mod pool;
 
+pub mod bench;
+
 /// Convolution hyper-parameters (PyTorch's meaning; `groups` = 1 for a dense convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dCfg {
