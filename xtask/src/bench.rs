@@ -24,6 +24,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         rows: usize,
     },
+    /// Lung UNet inference (images/s) at 256 px for each width (cxr-segment).
+    Segment {
+        /// Width multipliers to measure (the CPU default 16, the paper's 64).
+        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        bases: Vec<usize>,
+        /// Images per width.
+        #[arg(long, default_value_t = 16)]
+        images: usize,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -32,6 +43,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
+        BenchCommand::Segment {
+            bases,
+            images,
+            batch,
+        } => crate::segment::bench(&bases, images, batch),
     }
 }
 

@@ -17,6 +17,7 @@ mod bench_ops;
 mod manifest;
 mod model;
 mod preprocess;
+mod segment;
 
 /// cxr-confounders task runner.
 #[derive(Debug, Parser)]
@@ -45,6 +46,9 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
     Convert(preprocess::ConvertArgs),
+    /// Lung UNet (cxr-segment): `train` on mask pairs, `predict` masks (+ crops and manifest columns), `crop`.
+    #[command(subcommand)]
+    Segment(segment::SegmentCommand),
 }
 
 /// Parses `args` (the first one is the program name) and runs the command.
@@ -72,6 +76,7 @@ where
         Command::Embed(args) => model::embed(args),
         Command::Preprocess(args) => preprocess::preprocess(args),
         Command::Convert(args) => preprocess::convert(args),
+        Command::Segment(cmd) => segment::run(cmd),
     }
 }
 

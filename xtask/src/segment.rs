@@ -1,0 +1,298 @@
+//! `cargo xtask segment train|predict|crop` and `cargo xtask bench segment`: the lung UNet stage
+//! (`cxr-segment`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use cxr_segment::{SegmentOptions, Segmenter, TrainConfig, TrainEvent, UNet, UNetConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentCommand {
+    /// Train the lung UNet on image/mask pairs (Shenzhen/Montgomery layout or a synthetic world).
+    Train(TrainArgs),
+    /// Predict lung masks for a folder of images or, given a manifest (png8 column), masks + crops + columns.
+    Predict(PredictArgs),
+    /// Crop from the masks already in a manifest's `mask` column (no UNet).
+    Crop(CropArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    /// Base 8 at 128 px, Adam 1e-3, up to 40 epochs within 27 minutes: the 2-core CPU default.
+    Cpu,
+    /// Base 8 at 64 px, about a minute: for the 10-minute reproduce on synthetic masks.
+    Quick,
+    /// The paper: base 64 at 256 px, Adam 1e-4 (GPU, `--features cuda`).
+    Paper,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training folder: `cxr_256/ + masks_256/ + manifest.csv`, or a world with `lung-masks/{images,masks}`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Best weights (safetensors); `W.ckpt.safetensors` and `W.report.json` are written beside it.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    preset: Preset,
+    /// Width multiplier: filters of the first level (the paper: 64).
+    #[arg(long)]
+    base: Option<usize>,
+    /// Model input side in pixels (multiple of 16; the paper: 256).
+    #[arg(long)]
+    size: Option<u32>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    patience: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Wall-clock budget in minutes (0 = none).
+    #[arg(long)]
+    budget_min: Option<f64>,
+    /// Use only the first N pairs.
+    #[arg(long)]
+    max_pairs: Option<usize>,
+    /// Ignore an existing checkpoint and start again.
+    #[arg(long)]
+    fresh: bool,
+    /// Train without augmentation.
+    #[arg(long)]
+    no_augment: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// UNet weights written by `segment train`.
+    #[arg(long)]
+    weights: PathBuf,
+    /// A folder of images (PNG/JPEG by content) or a manifest CSV with a `png8` column.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output folder (masks; for a manifest also crops/, manifest.csv, rejects.csv).
+    #[arg(long)]
+    out: PathBuf,
+    /// Manifest column with the 8-bit image.
+    #[arg(long, default_value = "png8")]
+    image_column: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CropArgs {
+    /// Manifest with `mask` and `png8` columns.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Output folder (crops/, manifest.csv, rejects.csv).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "png8")]
+    image_column: String,
+}
+
+pub fn run(cmd: SegmentCommand) -> Result<()> {
+    match cmd {
+        SegmentCommand::Train(a) => train(a),
+        SegmentCommand::Predict(a) => predict(a),
+        SegmentCommand::Crop(a) => crop(a),
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let mut cfg = match a.preset {
+        Preset::Cpu => TrainConfig::cpu_default(&a.data, &a.out),
+        Preset::Quick => TrainConfig::quick(&a.data, &a.out),
+        Preset::Paper => TrainConfig::paper(&a.data, &a.out),
+    };
+    if let Some(v) = a.base {
+        cfg.unet.base = v;
+    }
+    if let Some(v) = a.size {
+        cfg.unet.size = v;
+    }
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.batch = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+    }
+    if let Some(v) = a.patience {
+        cfg.patience = v;
+    }
+    if let Some(v) = a.seed {
+        cfg.seed = v;
+    }
+    if let Some(m) = a.budget_min {
+        cfg.time_budget_s = (m > 0.0).then_some(m * 60.0);
+    }
+    if a.max_pairs.is_some() {
+        cfg.max_pairs = a.max_pairs;
+    }
+    if a.no_augment {
+        cfg.augment = None;
+    }
+    cfg.resume = !a.fresh;
+    println!(
+        "segment train: base {} at {} px, {} parameters, up to {} epochs, batch {}, lr {}, budget {}",
+        cfg.unet.base,
+        cfg.unet.size,
+        cfg.unet.parameter_count(),
+        cfg.epochs,
+        cfg.batch,
+        cfg.lr,
+        cfg.time_budget_s
+            .map(|s| format!("{:.0} min", s / 60.0))
+            .unwrap_or_else(|| "none".into())
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let report = cxr_segment::train_with_progress(&cfg, &mut |ev| match ev {
+        TrainEvent::Loaded(tr, va, te) => {
+            bar.println(format!("pairs: {tr} train, {va} validation, {te} test"));
+        }
+        TrainEvent::Batch(epoch, done, total, loss) => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_prefix(format!("epoch {epoch}"));
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+        TrainEvent::Epoch(log) => bar.println(format!(
+            "epoch {:>3}: loss {:.4}, val Dice {:.4}, {:.0} s",
+            log.epoch, log.train_loss, log.val_dice, log.seconds
+        )),
+    })
+    .with_context(|| format!("segment train: data {}", a.data.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "segment train: {} ({} epochs, best val Dice {:.4} at epoch {}, training {:.0} s)",
+        report.stopped_because,
+        report.epochs_run,
+        report.best_val_dice,
+        report.best_epoch,
+        report.train_seconds
+    );
+    match report.test_dice {
+        Some(d) => println!(
+            "held-out test ({} pairs, full pipeline at original size): mean Dice {d:.4}, min {:.4}, by prefix {:?}",
+            report.test_pairs,
+            report.test_dice_min.unwrap_or(f64::NAN),
+            report.test_dice_by_prefix
+        ),
+        None => println!("no held-out test pairs"),
+    }
+    println!(
+        "weights {}; report {}; total {:.0} s",
+        cfg.out.display(),
+        cfg.report_path().display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let seg = Segmenter::load(&a.weights)
+        .with_context(|| format!("segment predict: weights {}", a.weights.display()))?;
+    let pb = bar(0, "segment");
+    let mut progress = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
+    let summary = if a.input.is_dir() {
+        cxr_segment::predict_folder(&seg, &a.input, &a.out, &mut progress)
+    } else {
+        let opts = SegmentOptions {
+            image_column: a.image_column.clone(),
+            ..Default::default()
+        };
+        cxr_segment::segment_manifest(&seg, &a.input, &a.out, &opts, &mut progress)
+    }
+    .with_context(|| {
+        format!(
+            "segment predict: input {}, output {}",
+            a.input.display(),
+            a.out.display()
+        )
+    })?;
+    pb.finish_and_clear();
+    println!(
+        "segment predict: {} images, {} kept, rejected {:?}; outputs in {}",
+        summary.images,
+        summary.kept,
+        summary.rejected,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn crop(a: CropArgs) -> Result<()> {
+    let pb = bar(0, "crop");
+    let opts = SegmentOptions {
+        image_column: a.image_column.clone(),
+        ..Default::default()
+    };
+    let summary = cxr_segment::crop_manifest(&a.manifest, &a.out, &opts, &mut |d, t| {
+        pb.set_length(t as u64);
+        pb.set_position(d as u64);
+    })
+    .with_context(|| format!("segment crop: manifest {}", a.manifest.display()))?;
+    pb.finish_and_clear();
+    println!(
+        "segment crop: {} images, {} kept, rejected {:?}; manifest {}",
+        summary.images,
+        summary.kept,
+        summary.rejected,
+        a.out.join("manifest.csv").display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench segment`: inference images/s at 256 px on the CPU for each width (random weights:
+/// the speed does not depend on them).
+pub fn bench(bases: &[usize], images: usize, batch: usize) -> Result<()> {
+    let device = cxr_segment::default_device();
+    println!("segment inference at 256x256, batch {batch}, device {device:?}");
+    for &base in bases {
+        let cfg = UNetConfig { base, size: 256 };
+        let (unet, _) = UNet::trainable(cfg, 0, &device).context("bench segment: building the UNet")?;
+        let x = candle_core::Tensor::rand(0f32, 1f32, (batch, 1, 256, 256), &device)?;
+        unet.predict(&x)?; // warm-up
+        let t = Instant::now();
+        let mut done = 0;
+        while done < images {
+            let p = unet.predict(&x)?;
+            p.flatten_all()?.to_vec1::<f32>()?;
+            done += batch;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "base {base:>3} ({:>10} parameters): {:.2} images/s ({done} images in {s:.1} s)",
+            cfg.parameter_count(),
+            done as f64 / s
+        );
+    }
+    Ok(())
+}
