@@ -84,6 +84,10 @@ pub struct TrainConfig {
     /// `cpu` (default) or `cuda` / `cuda:N` (needs a build with the `cuda` feature, see docs/GPU.md).
     #[serde(default = "default_device")]
     pub device: String,
+    /// Start from a trained classifier (`model.safetensors` of another run, same backbone) instead of a new
+    /// head: the local fine-tuning of the paper's Table 4.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 fn default_device() -> String {
@@ -132,6 +136,7 @@ impl TrainConfig {
             name: String::new(),
             test_manifests: Vec::new(),
             device: default_device(),
+            init: None,
         }
     }
 
@@ -150,6 +155,9 @@ impl TrainConfig {
         };
         fix(&mut cfg.manifest);
         if let Some(w) = cfg.weights.as_mut() {
+            fix(w);
+        }
+        if let Some(w) = cfg.init.as_mut() {
             fix(w);
         }
         cfg.test_manifests.iter_mut().for_each(fix);
@@ -295,6 +303,10 @@ pub fn build_classifier(cfg: &TrainConfig, device: &Device) -> Result<Classifier
             "NO BACKBONE WEIGHTS: the backbone is RANDOMLY INITIALISED (no ImageNet pre-training); results are \
              not comparable with the paper's. Pass `weights = \"resnet50.safetensors\"` (timm resnet50.tv_in1k)."
         ),
+    }
+    if let Some(init) = &cfg.init {
+        model.load_all(init)?;
+        tracing::info!(init = %init.display(), "starting from a trained classifier");
     }
     Ok(model)
 }

@@ -1,0 +1,284 @@
+//! Data stages of `reproduce`: world (or real data) → ingest → preprocess → segment + crop.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cxr_core::Manifest;
+use serde::{Deserialize, Serialize};
+
+use super::stage::{bar, cached, file_key, key_of};
+use super::{Profile, ReproduceArgs, WorldArg};
+
+/// Which data a run uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum DataChoice {
+    Synthetic(WorldArg),
+    /// Real datasets: root and dataset names (adapters).
+    Real { root: PathBuf, datasets: Vec<String> },
+}
+
+impl DataChoice {
+    pub fn main(args: &ReproduceArgs) -> Self {
+        match &args.data_root {
+            None => DataChoice::Synthetic(args.world),
+            Some(root) => DataChoice::Real {
+                root: root.clone(),
+                datasets: match args.dataset.as_deref() {
+                    Some(d) => d.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                    None => cxr_core::SourceId::PAPER.iter().map(|s| s.to_string()).collect(),
+                },
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            DataChoice::Synthetic(WorldArg::Paper) => "synthetic world `paper` (each source holds one class, as in the paper)".into(),
+            DataChoice::Synthetic(WorldArg::Clean) => "synthetic world `clean` (every source holds both classes 50/50)".into(),
+            DataChoice::Real { root, datasets } => format!("real data: {} under {}", datasets.join(", "), root.display()),
+        }
+    }
+}
+
+/// What the data stages produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepared {
+    pub choice_label: String,
+    pub tag: String,
+    /// Folder of this data's stage outputs.
+    pub dir: PathBuf,
+    /// Synthetic world root (None for real data).
+    pub world_root: Option<PathBuf>,
+    pub world_summary: Option<serde_json::Value>,
+    pub ingest: IngestResult,
+    pub preprocess: serde_json::Value,
+    /// The manifest with `png8`, `mask`, `crop` and the crop columns (rejected rows included, with a reason).
+    pub manifest: PathBuf,
+    pub segment: serde_json::Value,
+    pub segmenter: PathBuf,
+    pub segmenter_report: Option<serde_json::Value>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IngestResult {
+    pub manifest: PathBuf,
+    pub images: usize,
+    /// (dataset, selected images, missing files, rejected files)
+    pub per_dataset: Vec<(String, usize, usize, usize)>,
+}
+
+/// Runs the data stages into `out/data-<tag>/`. `segmenter` reuses UNet weights (e.g. the main run's).
+pub fn prepare(
+    args: &ReproduceArgs,
+    profile: &Profile,
+    choice: DataChoice,
+    out: &Path,
+    segmenter: Option<PathBuf>,
+) -> Result<Prepared> {
+    let tag = match &choice {
+        DataChoice::Synthetic(WorldArg::Paper) => "world-paper".to_string(),
+        DataChoice::Synthetic(WorldArg::Clean) => "world-clean".to_string(),
+        DataChoice::Real { datasets, .. } => format!("real-{}", datasets.join("+")),
+    };
+    let dir = out.join(format!("data-{tag}"));
+    let mut notes = Vec::new();
+
+    // 1. The world (synthetic) or the dataset roots (real).
+    let (world_root, world_summary, roots): (Option<PathBuf>, Option<serde_json::Value>, Vec<(String, PathBuf)>) =
+        match &choice {
+            DataChoice::Synthetic(kind) => {
+                let cfg = cxr_synth::WorldConfig {
+                    kind: match kind {
+                        WorldArg::Paper => cxr_synth::WorldKind::Paper,
+                        WorldArg::Clean => cxr_synth::WorldKind::Clean,
+                    },
+                    per_source: profile.per_source,
+                    size: profile.world_size,
+                    seed: args.seed,
+                    signal: args.signal.unwrap_or(1.0),
+                    gallery: true,
+                    ..cxr_synth::WorldConfig::default()
+                };
+                let world_dir = dir.join("world");
+                let key = key_of(&("synth-v1", &cfg));
+                let summary: serde_json::Value = cached("synth", &world_dir, &key, || {
+                    let pb = bar("synth", 0);
+                    let summary = cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
+                        pb.set_length(total);
+                        pb.set_position(done);
+                    })
+                    .with_context(|| format!("generating the synthetic world in {}", world_dir.display()))?;
+                    pb.finish_and_clear();
+                    Ok(serde_json::to_value(&summary)?)
+                })?;
+                let roots = summary["sources"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| Some((s["id"].as_str()?.to_string(), PathBuf::from(s["root"].as_str()?))))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (Some(world_dir), Some(summary), roots)
+            }
+            DataChoice::Real { root, datasets } => {
+                let roots = datasets
+                    .iter()
+                    .map(|d| {
+                        let r = if d == "cohen" || datasets.len() == 1 { root.clone() } else { root.join(real_folder(d)) };
+                        (d.clone(), r)
+                    })
+                    .collect();
+                (None, None, roots)
+            }
+        };
+
+    // 2. Ingest: one adapter per dataset, merged into one manifest.
+    let ingest_dir = dir.join("ingest");
+    let ingest_key = key_of(&("ingest-v1", &roots, &world_summary));
+    let ingest: IngestResult = cached("ingest", &ingest_dir, &ingest_key, || {
+        let pseudo = cxr_core::privacy::Pseudonymizer::from_env();
+        let mut merged = Manifest::default();
+        let mut per_dataset = Vec::new();
+        for (name, root) in &roots {
+            let adapter = cxr_ingest::adapters::by_name(name)
+                .with_context(|| format!("no ingest adapter for dataset `{name}`"))?;
+            let scanned = cxr_ingest::scan(adapter.as_ref(), root, &pseudo)
+                .with_context(|| format!("ingesting {name} from {}", root.display()))?;
+            per_dataset.push((
+                name.clone(),
+                scanned.manifest.records.len(),
+                scanned.missing.len(),
+                scanned.rejected.len(),
+            ));
+            merged.records.extend(scanned.manifest.records);
+        }
+        if merged.records.is_empty() {
+            bail!("no images selected from {:?}", roots);
+        }
+        let path = ingest_dir.join("manifest.csv");
+        cxr_ingest::write_manifest(&merged, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(IngestResult { manifest: path, images: merged.records.len(), per_dataset })
+    })?;
+
+    // 3. Preprocess: 8-bit PNGs (the per-image cache makes a rerun cheap).
+    let pre_dir = dir.join("preprocess");
+    let pre_cfg = preprocess_config(profile);
+    let pre_key = key_of(&("preprocess-v1", file_key(&ingest.manifest)?, pre_cfg.hash()));
+    let preprocess: serde_json::Value = cached("preprocess", &pre_dir, &pre_key, || {
+        let manifest = Manifest::read(&ingest.manifest)?;
+        let pb = bar("preprocess", manifest.records.len() as u64);
+        let summary = cxr_preprocess::batch::run_batch(
+            &manifest,
+            &pre_dir,
+            &pre_cfg,
+            &cxr_preprocess::batch::BatchOptions::default(),
+            |p: &Path| cxr_ingest::read_image(p),
+            &|p| pb.set_position(p.done as u64),
+        )
+        .with_context(|| format!("preprocessing into {}", pre_dir.display()))?;
+        pb.finish_and_clear();
+        Ok(serde_json::to_value(&summary)?)
+    })?;
+    let pre_manifest = pre_dir.join("manifest.csv");
+
+    // 4. Segment: the lung UNet (given, reused, or trained here), masks, crops and the paper's rejections.
+    let (segmenter, segmenter_report) = match segmenter.or_else(|| args.segmenter.clone()) {
+        Some(w) => (w, None),
+        None => {
+            let (data, what) = match &world_root {
+                Some(w) => (w.join("lung-masks"), "the synthetic world's lung masks"),
+                None => {
+                    let shared = shared_data().join("shenzhen-montgomery-lung-masks");
+                    if !shared.is_dir() {
+                        bail!(
+                            "no lung UNet: pass --segmenter WEIGHTS, or make the Shenzhen/Montgomery masks available \
+                             at {} (CXR_SHARED_DATA)",
+                            shared.display()
+                        );
+                    }
+                    (shared, "the Shenzhen/Montgomery lung masks")
+                }
+            };
+            let unet_dir = out.join(format!("unet-{}", if world_root.is_some() { "synthetic" } else { "shenzhen-montgomery" }));
+            let weights = unet_dir.join("unet.safetensors");
+            let mut cfg = if profile.segment_quick {
+                cxr_segment::TrainConfig::quick(&data, &weights)
+            } else {
+                cxr_segment::TrainConfig::cpu_default(&data, &weights)
+            };
+            cfg.resume = args.resume;
+            cfg.seed = args.seed;
+            let key = key_of(&("unet-v1", &cfg, world_summary.as_ref().map(|_| &ingest_key)));
+            notes.push(format!("Lung UNet trained on {what} (base {}, {} px).", cfg.unet.base, cfg.unet.size));
+            let report: serde_json::Value = cached("segment-train", &unet_dir, &key, || {
+                let report = cxr_segment::train(&cfg).with_context(|| format!("training the lung UNet on {}", data.display()))?;
+                Ok(serde_json::to_value(&report)?)
+            })?;
+            (weights, Some(report))
+        }
+    };
+    let seg_dir = dir.join("segment");
+    let seg_key = key_of(&("segment-v1", file_key(&pre_manifest)?, file_key(&segmenter)?));
+    let segment: serde_json::Value = cached("segment", &seg_dir, &seg_key, || {
+        let seg = cxr_segment::Segmenter::load(&segmenter)
+            .with_context(|| format!("loading lung UNet {}", segmenter.display()))?;
+        let pb = bar("segment", 0);
+        let summary = cxr_segment::segment_manifest(
+            &seg,
+            &pre_manifest,
+            &seg_dir,
+            &cxr_segment::SegmentOptions::default(),
+            &mut |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            },
+        )
+        .with_context(|| format!("segmenting {}", pre_manifest.display()))?;
+        pb.finish_and_clear();
+        Ok(serde_json::to_value(&summary)?)
+    })?;
+
+    Ok(Prepared {
+        choice_label: choice.describe(),
+        tag,
+        dir,
+        world_root,
+        world_summary,
+        ingest,
+        preprocess,
+        manifest: seg_dir.join("manifest.csv"),
+        segment,
+        segmenter,
+        segmenter_report,
+        notes,
+    })
+}
+
+/// Preprocessing for the study: min-max for window-less sources (the authors' code), metadata windows where
+/// the dataset has them (PadChest, BIMCV), resized so the longest side is the profile's size.
+fn preprocess_config(profile: &Profile) -> cxr_preprocess::config::PreprocessConfig {
+    cxr_preprocess::config::PreprocessConfig { size: profile.preprocess_size, ..Default::default() }
+}
+
+/// Folder name of a real dataset under `--data-root` (the names the datasets ship with; docs/DATASETS.md).
+fn real_folder(dataset: &str) -> &'static str {
+    match dataset {
+        "bimcv" => "BIMCV-COVID19+",
+        "covid19-ar" => "COVID-19-AR",
+        "v2-cov19-nii" => "V2-COV19-NII",
+        "nih" => "ChestX-ray14",
+        "chexpert" => "CheXpert-v1.0-small",
+        "padchest" => "PadChest",
+        _ => "cohen-covid-chestxray",
+    }
+}
+
+/// `$CXR_SHARED_DATA`, else `../shared/data`.
+pub fn shared_data() -> PathBuf {
+    match std::env::var_os("CXR_SHARED_DATA") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("../shared/data"),
+    }
+}

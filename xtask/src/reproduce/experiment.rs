@@ -1,0 +1,349 @@
+//! Experiments of `reproduce`: split → train → evaluate → audit, per `data-manifests/experiments/*.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cxr_core::{Grey8, Manifest, ManifestRecord, Prediction, Split};
+use serde::{Deserialize, Serialize};
+
+use super::data::Prepared;
+use super::stage::{cached, file_key, key_of};
+use super::{Profile, ReproduceArgs};
+
+/// Total images of the paper's study: split designs give the paper's counts, scaled to the data at hand.
+const PAPER_IMAGES: f64 = 1724.0;
+
+/// One experiment definition (TOML).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub title: String,
+    /// Split design name (`data-manifests/splits/<split>.toml`).
+    pub split: String,
+    /// `<backbone>-<mode>` (`resnet50-finetune1`, `vgg16-finetune2`, ...).
+    pub models: Vec<String>,
+    /// `table3`, `figure4`, `table4` or `seen-unseen`.
+    pub kind: String,
+    /// `paper` (the six paper datasets, real or synthetic) or `cohen`.
+    #[serde(default = "default_data")]
+    pub data: String,
+    #[serde(default)]
+    pub paper_seen_auc: Option<f64>,
+    #[serde(default)]
+    pub paper_unseen_auc: Option<f64>,
+    /// For `table4`: the experiment whose (first) model is fine-tuned.
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+fn default_data() -> String {
+    "paper".into()
+}
+
+/// Reads every `*.toml` of `dir` (sorted by name, `table4` after its base), keeping `only` when given.
+pub fn load_specs(dir: &Path, only: &[String]) -> Result<Vec<ExperimentSpec>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading experiment folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut specs = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let spec: ExperimentSpec = toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        if only.is_empty() || only.contains(&spec.name) {
+            specs.push(spec);
+        }
+    }
+    for name in only {
+        if !specs.iter().any(|s| &s.name == name) {
+            bail!("no experiment named `{name}` in {}", dir.display());
+        }
+    }
+    // Experiments that fine-tune another one run after it.
+    specs.sort_by_key(|s| s.base.is_some());
+    Ok(specs)
+}
+
+/// A model name split into backbone and mode.
+fn parse_model(name: &str) -> Result<(cxr_model::Arch, cxr_model::Mode)> {
+    let (backbone, mode) = name.split_once('-').with_context(|| format!("model `{name}`: expected <backbone>-<mode>"))?;
+    let arch = match backbone {
+        "resnet50" => cxr_model::Arch::resnet50(),
+        "vgg16" => cxr_model::Arch::vgg16(),
+        other => bail!("model `{name}`: unknown backbone `{other}` (resnet50 or vgg16)"),
+    };
+    let mode: cxr_model::Mode = mode.parse().with_context(|| format!("model `{name}`"))?;
+    Ok((arch, mode))
+}
+
+/// What one trained model produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRun {
+    pub name: String,
+    pub backbone: String,
+    pub mode_requested: String,
+    pub mode_run: String,
+    pub dir: PathBuf,
+    pub model_path: PathBuf,
+    pub predictions: PathBuf,
+    pub pretrained: bool,
+    pub trainable_parameters: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub image_size: usize,
+}
+
+/// Everything one experiment produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentResult {
+    pub spec: ExperimentSpec,
+    pub dir: PathBuf,
+    pub manifest: PathBuf,
+    pub split_counts: BTreeMap<String, usize>,
+    pub lint: serde_json::Value,
+    pub train_cramers_v: Option<f64>,
+    pub models: Vec<ModelRun>,
+    /// cxr-eval's report (metrics.json).
+    pub eval: serde_json::Value,
+    pub eval_dir: PathBuf,
+    /// cxr-explain's audit report (evidence + verdicts), when the audit ran.
+    pub audit: Option<serde_json::Value>,
+    pub gradcam_dir: Option<PathBuf>,
+    pub galleries: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+/// Runs experiments; holds what all of them share.
+pub struct Study<'a> {
+    args: &'a ReproduceArgs,
+    profile: &'a Profile,
+}
+
+impl<'a> Study<'a> {
+    pub fn new(args: &'a ReproduceArgs, profile: &'a Profile) -> Result<Self> {
+        Ok(Self { args, profile })
+    }
+
+    /// Runs every experiment that fits the data, in order.
+    pub fn run_all(&mut self, data: &Prepared, specs: &[ExperimentSpec], out: &Path) -> Result<Vec<ExperimentResult>> {
+        let is_cohen = data.tag.contains("cohen");
+        let mut results: Vec<ExperimentResult> = Vec::new();
+        for spec in specs {
+            if (spec.data == "cohen") != is_cohen {
+                continue;
+            }
+            let base = match &spec.base {
+                Some(b) => Some(
+                    results
+                        .iter()
+                        .find(|r| &r.spec.name == b)
+                        .with_context(|| format!("experiment `{}` fine-tunes `{b}`, which did not run", spec.name))?
+                        .clone(),
+                ),
+                None => None,
+            };
+            let r = self
+                .run_one(data, spec, base.as_ref(), &out.join(&spec.name))
+                .with_context(|| format!("experiment `{}`", spec.name))?;
+            results.push(r);
+        }
+        Ok(results)
+    }
+
+    fn run_one(
+        &mut self,
+        data: &Prepared,
+        spec: &ExperimentSpec,
+        base: Option<&ExperimentResult>,
+        dir: &Path,
+    ) -> Result<ExperimentResult> {
+        let args = self.args;
+        let profile = self.profile;
+        tracing::info!(experiment = spec.name, "{}", spec.title);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut notes = Vec::new();
+
+        // 1. Split, by patient, on the images the segment stage kept.
+        let design_path = args.splits_dir.join(format!("{}.toml", spec.split));
+        let design = cxr_ingest::SplitDesign::read(&design_path)
+            .with_context(|| format!("reading split design {}", design_path.display()))?;
+        let segmented = Manifest::read(&data.manifest).with_context(|| format!("reading {}", data.manifest.display()))?;
+        let kept = kept_absolute(&segmented);
+        let scale = (kept.records.len() as f64 / PAPER_IMAGES).min(1.0);
+        let (mut split_manifest, split_report) = cxr_ingest::apply_split(&kept, &design, scale)
+            .with_context(|| format!("applying split design {}", design_path.display()))?;
+        if !split_report.shortfalls.is_empty() {
+            notes.push(format!(
+                "Split `{}`: some steps found fewer images than asked (step, wanted, got): {:?}.",
+                design.name, split_report.shortfalls
+            ));
+        }
+        if spec.kind == "table4" {
+            // Fine-tune on the `finetune` rows; the base model's training rows are not used again.
+            split_manifest.records.retain(|r| r.split != Some(Split::Train));
+            for r in &mut split_manifest.records {
+                if r.split == Some(Split::Finetune) {
+                    r.split = Some(Split::Train);
+                }
+            }
+            notes.push("Local fine-tuning: the `finetune` images are the training set; the model starts from the base experiment's weights.".into());
+        }
+        let manifest_path = dir.join("manifest.csv");
+        split_manifest.write(&manifest_path)?;
+        let mut split_counts = BTreeMap::new();
+        for r in &split_manifest.records {
+            *split_counts.entry(r.split.map(|s| s.to_string()).unwrap_or_default()).or_insert(0) += 1;
+        }
+        let lint = cxr_ingest::lint(&split_manifest);
+        let train_cramers_v = lint.train_cramers_v;
+        let lint_json = serde_json::to_value(&lint)?;
+
+        // 2. Train each model (the quick profile collapses modes that train identically).
+        let mut models: Vec<ModelRun> = Vec::new();
+        for name in &spec.models {
+            let (arch, mode_requested) = parse_model(name)?;
+            let mode_run: cxr_model::Mode = match profile.mode_override {
+                Some(m) => m.parse()?,
+                None => mode_requested,
+            };
+            let mut cfg = cxr_model::TrainConfig::new(&manifest_path);
+            cfg.image_column = "crop".into();
+            cfg.image_size = profile.image_size;
+            cfg.batch_size = profile.batch_size;
+            cfg.max_epochs = profile.max_epochs;
+            cfg.patience = profile.patience;
+            cfg.learning_rate = profile.learning_rate;
+            cfg.seed = args.seed;
+            cfg.backbone = arch.clone();
+            cfg.mode = mode_run;
+            cfg.weights = match arch.to_string().as_str() {
+                "resnet50" => args.weights_resnet50.clone(),
+                "vgg16" => args.weights_vgg16.clone(),
+                _ => None,
+            };
+            cfg.name = if mode_run == mode_requested { name.clone() } else { format!("{name} [{mode_run}]") };
+            if spec.kind == "table4" {
+                cfg.max_epochs = cfg.max_epochs.min(50);
+            }
+            let init = base.and_then(|b| b.models.first()).map(|m| m.model_path.clone());
+            cfg.init = init.clone();
+            if let Some(same) = models.iter().find(|m| m.backbone == arch.to_string() && m.mode_run == mode_run.to_string()) {
+                // Identical training (only the requested mode differs): reuse it under this name.
+                let preds = relabel(&same.predictions, &cfg.name, &dir.join(format!("{}.predictions.csv", slug(&cfg.name))))?;
+                models.push(ModelRun { name: cfg.name.clone(), mode_requested: mode_requested.to_string(), predictions: preds, ..same.clone() });
+                continue;
+            }
+            let run_dir = dir.join(slug(name));
+            let key = key_of(&("train-v1", &cfg, file_key(&manifest_path)?, init.as_ref().map(|p| file_key(p).ok())));
+            let run: ModelRun = cached("train", &run_dir, &key, || {
+                let opts = cxr_model::TrainOptions { resume: args.resume, ..Default::default() };
+                let report = cxr_model::train(&cfg, &run_dir, &opts).with_context(|| format!("training {}", cfg.name))?;
+                Ok(ModelRun {
+                    name: cfg.name.clone(),
+                    backbone: arch.to_string(),
+                    mode_requested: mode_requested.to_string(),
+                    mode_run: mode_run.to_string(),
+                    dir: run_dir.clone(),
+                    model_path: run_dir.join("model.safetensors"),
+                    predictions: run_dir.join("predictions.csv"),
+                    pretrained: report.pretrained,
+                    trainable_parameters: report.trainable_parameters,
+                    epochs_run: report.epochs_run,
+                    best_epoch: report.best_epoch,
+                    best_val_accuracy: report.best_val_accuracy,
+                    image_size: cfg.image_size,
+                })
+            })?;
+            models.push(run);
+        }
+
+        // 3. Evaluate every model together (paired tests between them come free).
+        let eval_dir = dir.join("eval");
+        let eval = evaluate(&models.iter().map(|m| m.predictions.clone()).collect::<Vec<_>>(), &split_manifest, args, &eval_dir)?;
+
+        // 4. Audit the first model: source probe, occlusion, Grad-CAM, verdict.
+        let (audit, gradcam_dir, galleries) = match models.first() {
+            Some(m) if spec.kind != "table4" => {
+                let a = super::audit::run(args, profile, m, &manifest_path, train_cramers_v, &dir.join("audit"))
+                    .with_context(|| format!("auditing {}", m.name))?;
+                (Some(a.report), Some(a.gradcam_dir), a.galleries)
+            }
+            _ => (None, None, Vec::new()),
+        };
+
+        Ok(ExperimentResult {
+            spec: spec.clone(),
+            dir: dir.to_path_buf(),
+            manifest: manifest_path,
+            split_counts,
+            lint: lint_json,
+            train_cramers_v,
+            models,
+            eval,
+            eval_dir,
+            audit,
+            gradcam_dir,
+            galleries,
+            notes,
+        })
+    }
+}
+
+/// Runs cxr-eval on prediction files; returns metrics.json's content.
+pub fn evaluate(predictions: &[PathBuf], train_manifest: &Manifest, args: &ReproduceArgs, out: &Path) -> Result<serde_json::Value> {
+    let preds = cxr_eval::load_predictions(predictions).context("reading predictions")?;
+    let opts = cxr_eval::EvalOptions { resamples: args.resamples, seed: args.seed, ..Default::default() }
+        .with_train_manifest(train_manifest);
+    let report = cxr_eval::evaluate(&preds, &opts).context("evaluating predictions")?;
+    cxr_eval::write_outputs(&report, out).with_context(|| format!("writing metrics to {}", out.display()))?;
+    Ok(serde_json::to_value(&report)?)
+}
+
+/// Kept rows (no reject reason, a crop) with every file column made absolute, so the manifest can be
+/// written anywhere.
+fn kept_absolute(m: &Manifest) -> Manifest {
+    let abs = |p: &str| -> String {
+        let p = Path::new(p);
+        if p.is_absolute() { p.display().to_string() } else { m.base_dir.join(p).display().to_string() }
+    };
+    let records: Vec<ManifestRecord> = m
+        .records
+        .iter()
+        .filter(|r| r.get("reject_reason").unwrap_or_default().is_empty() && !r.get("crop").unwrap_or_default().is_empty())
+        .map(|r| {
+            let mut r = r.clone();
+            r.path = m.resolve(&r);
+            for col in ["png8", "mask", "crop"] {
+                if let Some(v) = r.extra.get(col).filter(|v| !v.is_empty()).cloned() {
+                    r.extra.insert(col.into(), abs(&v));
+                }
+            }
+            r
+        })
+        .collect();
+    Manifest { records, extra_columns: m.extra_columns.clone(), base_dir: PathBuf::new() }
+}
+
+/// Copies predictions under another model name.
+fn relabel(from: &Path, model: &str, to: &Path) -> Result<PathBuf> {
+    let preds: Vec<Prediction> = cxr_core::read_predictions(from)?
+        .into_iter()
+        .map(|p| Prediction { model: model.to_string(), ..p })
+        .collect();
+    cxr_core::write_predictions(to, &preds)?;
+    Ok(to.to_path_buf())
+}
+
+pub fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' }).collect()
+}
+
+/// Reads an 8-bit grey PNG.
+pub fn read_grey(path: &Path) -> Result<Grey8> {
+    cxr_explain::read_grey8(path).with_context(|| format!("reading {}", path.display()))
+}

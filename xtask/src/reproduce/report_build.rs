@@ -1,0 +1,254 @@
+//! `results.json` and `report.html` of `reproduce`, built from the same data so that every number the report
+//! shows is in the JSON.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cxr_core::Split;
+use cxr_eval::report::{EvalReport, Group};
+use serde_json::json;
+
+use super::data::Prepared;
+use super::experiment::ExperimentResult;
+use super::{Profile, ReproduceArgs};
+use crate::report::{Block, Report, Section};
+
+/// Seen and unseen AUC (bootstrap estimate with its CI, DeLong CI) of one model on the test split.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenUnseenAuc {
+    pub experiment: String,
+    pub model: String,
+    pub seen: Option<[f64; 3]>,
+    pub unseen: Option<[f64; 3]>,
+}
+
+fn auc_triplet(report: &EvalReport, model: &str, group: &Group) -> Option<[f64; 3]> {
+    let set = report.set(model, Split::Test, group)?;
+    let d = set.delong.as_ref()?;
+    Some([d.auc, d.lo, d.hi])
+}
+
+fn seen_unseen(results: &[ExperimentResult]) -> Vec<SeenUnseenAuc> {
+    let mut out = Vec::new();
+    for r in results {
+        let Ok(report) = serde_json::from_value::<EvalReport>(r.eval.clone()) else { continue };
+        for m in &r.models {
+            out.push(SeenUnseenAuc {
+                experiment: r.spec.name.clone(),
+                model: m.name.clone(),
+                seen: auc_triplet(&report, &m.name, &Group::Seen),
+                unseen: auc_triplet(&report, &m.name, &Group::Unseen),
+            });
+        }
+    }
+    out
+}
+
+fn fmt3(t: &Option<[f64; 3]>) -> String {
+    match t {
+        Some([v, lo, hi]) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+        None => "–".into(),
+    }
+}
+
+pub fn write(
+    args: &ReproduceArgs,
+    profile: &Profile,
+    main: &Prepared,
+    results: Vec<ExperimentResult>,
+    control: Option<Vec<ExperimentResult>>,
+    elapsed_s: f64,
+    out: &Path,
+) -> Result<PathBuf> {
+    let pretrained = results.iter().flat_map(|r| &r.models).any(|m| m.pretrained);
+    let weights = if pretrained {
+        format!(
+            "ImageNet weights: ResNet50 {}, VGG16 {}",
+            args.weights_resnet50.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            args.weights_vgg16.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+        )
+    } else {
+        "random initialisation — no ImageNet weights supplied".to_string()
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let run_facts = vec![
+        ("command".to_string(), command.clone()),
+        ("profile".to_string(), profile.name.to_string()),
+        ("data".to_string(), main.choice_label.clone()),
+        ("images".to_string(), format!("{} selected by the dataset rules; {} after lung cropping", main.ingest.images, count_kept(&main.segment))),
+        ("backbone weights".to_string(), weights.clone()),
+        ("seed".to_string(), args.seed.to_string()),
+        ("bootstrap resamples".to_string(), args.resamples.to_string()),
+        ("model input".to_string(), format!("{} px", profile.image_size)),
+        ("versions".to_string(), format!("cxr-confounders {} (candle 0.11.1)", env!("CARGO_PKG_VERSION"))),
+        ("wall time".to_string(), format!("{elapsed_s:.0} s")),
+    ];
+    let main_auc = seen_unseen(&results);
+    let control_auc = control.as_deref().map(seen_unseen).unwrap_or_default();
+
+    // results.json: everything.
+    let results_json = json!({
+        "run": run_facts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "profile": profile,
+        "data": main,
+        "experiments": results,
+        "seen_unseen_auc": main_auc,
+        "control_clean_world": control,
+        "control_seen_unseen_auc": control_auc,
+    });
+    let results_path = out.join("results.json");
+    cxr_core::fsutil::write_atomic(&results_path, &serde_json::to_vec_pretty(&results_json)?)?;
+
+    // report.html
+    let mut sections = Vec::new();
+    let mut overview = vec![Block::Paragraph(
+        "Does a Covid-19 vs pneumonia classifier learn the disease or the data source? This report reruns the study of \
+         Ben Ahmed et al. (arXiv 2102.04300) and audits each model for the source shortcut. Positive class: Covid-19; \
+         a score is the model's probability of Covid-19. Intervals are 95% (DeLong for AUC, stratified bootstrap \
+         for the other metrics)."
+            .into(),
+    )];
+    if !pretrained {
+        overview.push(Block::Warning(
+            "Backbone: random initialisation — no ImageNet weights supplied (pass --weights-resnet50 / \
+             --weights-vgg16 with torchvision or timm safetensors files)."
+                .into(),
+        ));
+    }
+    for n in profile.notes.iter().chain(&main.notes) {
+        overview.push(Block::Warning(n.clone()));
+    }
+    let mut rows = Vec::new();
+    for a in &main_auc {
+        rows.push(vec![a.experiment.clone(), a.model.clone(), main.tag.clone(), fmt3(&a.seen), fmt3(&a.unseen)]);
+    }
+    for a in &control_auc {
+        rows.push(vec![a.experiment.clone(), a.model.clone(), "world-clean (control)".into(), fmt3(&a.seen), fmt3(&a.unseen)]);
+    }
+    overview.push(Block::Table {
+        caption: "Test AUC on seen vs unseen sources (DeLong 95% CI)".into(),
+        header: vec!["experiment".into(), "model".into(), "data".into(), "seen sources".into(), "unseen sources".into()],
+        rows,
+    });
+    if let Some(gallery) = main.world_root.as_ref().map(|w| w.join("gallery.png")).filter(|p| p.exists()) {
+        overview.push(Block::Png {
+            caption: "The synthetic world: a few images per source (each source has its own acquisition signature)".into(),
+            bytes: std::fs::read(&gallery).with_context(|| format!("reading {}", gallery.display()))?,
+        });
+    }
+    sections.push(Section { id: "overview".into(), title: "Overview".into(), blocks: overview });
+
+    for r in &results {
+        sections.push(experiment_section(r, "")?);
+    }
+    if let Some(ctl) = &control {
+        for r in ctl {
+            sections.push(experiment_section(r, " — control: clean world")?);
+        }
+    }
+    let report = Report { title: "cxr-confounders: do CXR models learn Covid-19 or the source?".into(), run_facts, sections };
+    let html_path = out.join("report.html");
+    cxr_core::fsutil::write_atomic(&html_path, report.to_html().as_bytes())?;
+    println!("report: {}", html_path.display());
+    println!("results: {}", results_path.display());
+    for a in &main_auc {
+        println!("  {:<24} {:<32} seen AUC {}  unseen AUC {}", a.experiment, a.model, fmt3(&a.seen), fmt3(&a.unseen));
+    }
+    for a in &control_auc {
+        println!("  {:<24} {:<32} seen AUC {}  unseen AUC {} (clean world)", a.experiment, a.model, fmt3(&a.seen), fmt3(&a.unseen));
+    }
+    Ok(html_path)
+}
+
+fn describe_test(t: &cxr_explain::TestResult) -> String {
+    let fig = match (t.figure, t.ci_low, t.ci_high) {
+        (Some(v), Some(lo), Some(hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+        (Some(v), _, _) => format!("{v:.3}"),
+        _ => "–".into(),
+    };
+    let th = t.threshold.map(|v| format!(" (threshold {v:.2})")).unwrap_or_default();
+    let by = if t.triggered_by.is_empty() { String::new() } else { format!("; triggered by {}", t.triggered_by.join(", ")) };
+    format!("{:?} — {}: {fig}{th}. {}{by}. {}", t.status, t.test, t.rule, t.detail)
+}
+
+fn count_kept(segment: &serde_json::Value) -> String {
+    segment.get("kept").map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
+    let mut blocks = Vec::new();
+    for n in &r.notes {
+        blocks.push(Block::Warning(n.clone()));
+    }
+    blocks.push(Block::Paragraph(format!(
+        "Split design `{}`; images per split: {}. Training-split association of label and source (Cramér's V): {}.",
+        r.spec.split,
+        r.split_counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        r.train_cramers_v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
+    )));
+    let mut model_rows = Vec::new();
+    for m in &r.models {
+        model_rows.push(vec![
+            m.name.clone(),
+            m.mode_run.clone(),
+            m.trainable_parameters.to_string(),
+            m.epochs_run.to_string(),
+            m.best_epoch.to_string(),
+            format!("{:.3}", m.best_val_accuracy),
+            if m.pretrained { "ImageNet".into() } else { "random".into() },
+        ]);
+    }
+    blocks.push(Block::Table {
+        caption: "Models".into(),
+        header: ["model", "mode run", "trainable parameters", "epochs", "best epoch", "best val accuracy", "backbone"]
+            .map(String::from)
+            .to_vec(),
+        rows: model_rows,
+    });
+    if let Ok(report) = serde_json::from_value::<EvalReport>(r.eval.clone()) {
+        match r.spec.kind.as_str() {
+            "table3" => blocks.push(Block::Html(cxr_eval::table3(&report, Split::Test).to_html())),
+            "figure4" => {
+                let design = if r.spec.split.contains('2') { cxr_eval::Figure4Design::Split2 } else { cxr_eval::Figure4Design::Split1 };
+                if let Some(m) = r.models.first() {
+                    let mut fig = cxr_eval::figure4(&report, Split::Test, &[(design, m.name.as_str())]);
+                    fig.rows.retain(|row| row.design == design);
+                    blocks.push(Block::Html(fig.to_html()));
+                }
+            }
+            _ => {}
+        }
+        blocks.push(Block::Html(cxr_eval::summary_html(&report)));
+        for m in &report.models {
+            let sets = cxr_eval::plots::summary_sets(m);
+            if let Ok(svg) = cxr_eval::plots::roc_svg(&format!("ROC — {}", m.model), &sets) {
+                blocks.push(Block::Svg { caption: format!("ROC curves of {} with 95% bands", m.model), svg });
+            }
+            if let Ok(svg) = cxr_eval::plots::histograms_svg(&format!("Scores — {}", m.model), &sets) {
+                blocks.push(Block::Svg { caption: format!("Score histograms of {}", m.model), svg });
+            }
+        }
+        for alarm in &report.alarms {
+            blocks.push(Block::Warning(alarm.message.clone()));
+        }
+    }
+    if let Some(audit) = &r.audit
+        && let Ok(report) = serde_json::from_value::<cxr_explain::AuditReport>(audit.clone())
+    {
+        for v in &report.verdicts {
+            blocks.push(Block::Verdict {
+                model: v.model.clone(),
+                flagged: v.flagged(),
+                summary: format!("overall: {:?}", v.verdict),
+                evidence: v.tests.iter().map(describe_test).collect(),
+            });
+        }
+    }
+    for g in r.galleries.iter().take(12) {
+        if let Ok(bytes) = std::fs::read(g) {
+            let name = g.file_stem().map(|s| s.to_string_lossy().replace("__", " / ")).unwrap_or_default();
+            blocks.push(Block::Png { caption: format!("Grad-CAM (Covid-19 logit), lung outline in green: {name}"), bytes });
+        }
+    }
+    Ok(Section { id: format!("{}{}", r.spec.name, if suffix.is_empty() { "" } else { "-control" }), title: format!("{}{suffix}", r.spec.title), blocks })
+}
