@@ -89,10 +89,10 @@ impl SplitDesign {
                     i + 1
                 )));
             }
-            if let Some(f) = a.fraction {
-                if !(0.0..=1.0).contains(&f) {
-                    return Err(err(format!("assign #{}: fraction {f} outside 0..1", i + 1)));
-                }
+            if let Some(f) = a.fraction
+                && !(0.0..=1.0).contains(&f)
+            {
+                return Err(err(format!("assign #{}: fraction {f} outside 0..1", i + 1)));
             }
         }
         Ok(d)

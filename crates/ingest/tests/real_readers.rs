@@ -84,7 +84,7 @@ fn dicom_files_match_pydicom() {
     let mut decoded = 0;
     for e in references().iter().filter(|e| e["kind"] == "dicom") {
         let path = e["path"].as_str().unwrap();
-        let result = read_image(root.join(path));
+        let result = read_image(&root.join(path));
         if e.get("error").is_some() {
             let err = result.expect_err(path);
             assert!(
@@ -164,7 +164,7 @@ fn dicom_metadata_is_kept() {
         println!("skipped: shared data absent");
         return;
     };
-    let rg1 = read_image(root.join("chest-dicom/RG1_UNCR.dcm")).unwrap();
+    let rg1 = read_image(&root.join("chest-dicom/RG1_UNCR.dcm")).unwrap();
     assert_eq!(rg1.meta.photometric, Photometric::Monochrome1);
     assert_eq!(rg1.meta.bits_stored, 15);
     assert_eq!(rg1.meta.windows.len(), 1);
@@ -174,20 +174,20 @@ fn dicom_metadata_is_kept() {
     );
     assert_eq!(rg1.meta.pixel_spacing, None, "RG1 stores spacing 0");
     // The three encodings of RG1: lossless ones are bit-identical.
-    let j2kr = read_image(root.join("chest-dicom/RG1_J2KR.dcm")).unwrap();
+    let j2kr = read_image(&root.join("chest-dicom/RG1_J2KR.dcm")).unwrap();
     assert_eq!(rg1.pixels, j2kr.pixels);
 
-    let cr = read_image(root.join("dicom-edge-cases/dicomdirtests-CR/CR1_6154.dcm")).unwrap();
+    let cr = read_image(&root.join("dicom-edge-cases/dicomdirtests-CR/CR1_6154.dcm")).unwrap();
     let rs = cr.meta.rescale.clone().unwrap();
     assert!((rs.slope - 0.684).abs() < 1e-9 && (rs.intercept - 200.0).abs() < 1e-9);
     assert_eq!(cr.meta.photometric, Photometric::Monochrome1);
 
-    let ct = read_image(root.join("dicom-edge-cases/CT_small.dcm")).unwrap();
+    let ct = read_image(&root.join("dicom-edge-cases/CT_small.dcm")).unwrap();
     let rs = ct.meta.rescale.clone().unwrap();
     assert_eq!((rs.slope, rs.intercept), (1.0, -1024.0));
     assert!(ct.meta.signed);
 
-    let mlut = read_image(root.join("chest-dicom/mlut_18.dcm")).unwrap();
+    let mlut = read_image(&root.join("chest-dicom/mlut_18.dcm")).unwrap();
     let lut = mlut
         .meta
         .modality_lut
@@ -198,11 +198,11 @@ fn dicom_metadata_is_kept() {
     assert_eq!(lut.bits, 16);
     assert!(mlut.meta.rescale.is_none());
 
-    let vlut = read_image(root.join("chest-dicom/vlut_04.dcm")).unwrap();
+    let vlut = read_image(&root.join("chest-dicom/vlut_04.dcm")).unwrap();
     assert!(!vlut.meta.voi_luts.is_empty(), "VOI LUT Sequence");
     assert_eq!(vlut.meta.voi_luts[0].data.len(), 256);
 
-    let mr = read_image(root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
+    let mr = read_image(&root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
     assert_eq!(
         (mr.meta.windows[0].center, mr.meta.windows[0].width),
         (600.0, 1600.0)
@@ -214,15 +214,15 @@ fn dicom_metadata_is_kept() {
         "MR_small_RLE.dcm",
         "MR_small_jp2klossless.dcm",
     ] {
-        let o = read_image(root.join("dicom-edge-cases").join(other)).unwrap();
+        let o = read_image(&root.join("dicom-edge-cases").join(other)).unwrap();
         assert_eq!(o.pixels, mr.pixels, "{other}");
     }
     // A relabelled MONOCHROME1 copy has the same stored values.
     let a = read_image(
-        root.join("chest-dicom/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+        &root.join("chest-dicom/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
     )
     .unwrap();
-    let b = read_image(root.join("chest-dicom/Fake_MONOHR1.dcm")).unwrap();
+    let b = read_image(&root.join("chest-dicom/Fake_MONOHR1.dcm")).unwrap();
     assert_eq!(a.pixels, b.pixels);
     assert_eq!(
         (a.meta.photometric, b.meta.photometric),
@@ -237,7 +237,7 @@ fn broken_dicoms_fail_cleanly() {
         return;
     };
     for name in ["JPEG-lossy.dcm", "MR_truncated.dcm"] {
-        let err = read_image(root.join("dicom-edge-cases").join(name)).unwrap_err();
+        let err = read_image(&root.join("dicom-edge-cases").join(name)).unwrap_err();
         assert!(err.to_string().contains(name), "{err}");
         assert!(
             !matches!(err, IngestError::Panic { .. }),
@@ -263,14 +263,14 @@ fn nifti_files_match_nibabel() {
             .collect();
         let slices: u64 = shape[2..].iter().product();
         let img = if slices > 1 {
-            let err = read_image(root.join(path)).unwrap_err();
+            let err = read_image(&root.join(path)).unwrap_err();
             assert!(
                 matches!(err, IngestError::Volume { .. })
                     && err.to_string().contains(path.rsplit('/').next().unwrap()),
                 "{err}"
             );
             read_image_with(
-                root.join(path),
+                &root.join(path),
                 &ReadOptions {
                     volume_slice: Some(0),
                     ..Default::default()
@@ -278,7 +278,7 @@ fn nifti_files_match_nibabel() {
             )
             .unwrap()
         } else {
-            read_image(root.join(path)).unwrap_or_else(|err| panic!("{err}"))
+            read_image(&root.join(path)).unwrap_or_else(|err| panic!("{err}"))
         };
         check(&img, e, path);
         assert_eq!(img.meta.format, Some(ImageFormat::Nifti));
@@ -286,11 +286,11 @@ fn nifti_files_match_nibabel() {
     }
     assert_eq!(n, 9);
     let scaled =
-        read_image(root.join("nifti/from-real-cxr/RG1_half_mono2_int16_scaled_xyz1.nii")).unwrap();
+        read_image(&root.join("nifti/from-real-cxr/RG1_half_mono2_int16_scaled_xyz1.nii")).unwrap();
     assert!(scaled.meta.rescale_applied);
     assert_eq!(scaled.meta.rescale.as_ref().unwrap().slope, 2.0);
     let plain =
-        read_image(root.join("nifti/from-real-cxr/RG1_half_mono2_uint16_2d.nii.gz")).unwrap();
+        read_image(&root.join("nifti/from-real-cxr/RG1_half_mono2_uint16_2d.nii.gz")).unwrap();
     assert!(!plain.meta.rescale_applied);
     // The same radiograph as uint16 and as int16 * 2 agree within the int16 quantisation.
     let worst = plain
@@ -314,7 +314,7 @@ fn png_and_jpeg_files_match_pillow() {
         .filter(|e| e["kind"] == "png" || e["kind"] == "jpeg")
     {
         let path = e["path"].as_str().unwrap();
-        let img = read_image(root.join(path)).unwrap_or_else(|err| panic!("{err}"));
+        let img = read_image(&root.join(path)).unwrap_or_else(|err| panic!("{err}"));
         check(&img, e, path);
         let fmt = if e["kind"] == "png" {
             ImageFormat::Png

@@ -281,7 +281,7 @@ fn dicom_without_preamble_or_meta_and_with_a_lying_length() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let reference = read_image(root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
+    let reference = read_image(&root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
     // No preamble: the stream starts with `DICM`.
     let bytes = std::fs::read(root.join("dicom-edge-cases/MR_small.dcm")).unwrap();
     let p = dir.path().join("nopreamble");

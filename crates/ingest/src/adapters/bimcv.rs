@@ -170,10 +170,9 @@ impl DatasetAdapter for Bimcv {
             for row in &t.rows {
                 if field(row, c_t).eq_ignore_ascii_case("PCR")
                     && field(row, c_r).eq_ignore_ascii_case("POSITIVO")
+                    && let Some(d) = dmy(field(row, c_d))
                 {
-                    if let Some(d) = dmy(field(row, c_d)) {
-                        pcr.entry(field(row, c_p).to_string()).or_default().push(d);
-                    }
+                    pcr.entry(field(row, c_p).to_string()).or_default().push(d);
                 }
             }
         }

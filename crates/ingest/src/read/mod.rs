@@ -70,13 +70,15 @@ pub struct ReadOptions {
 }
 
 /// Reads an image file (DICOM, NIfTI-1/-2 incl. `.nii.gz`, PNG, JPEG) with default options.
-pub fn read_image(path: impl AsRef<Path>) -> Result<RawImage> {
+///
+/// Takes `&Path` (not `impl AsRef<Path>`) so that `cxr_ingest::read_image` itself is a `Fn(&Path)` and can be
+/// passed where a reader callback is expected.
+pub fn read_image(path: &Path) -> Result<RawImage> {
     read_image_with(path, &ReadOptions::default())
 }
 
 /// Reads an image file; see [`ReadOptions`].
-pub fn read_image_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<RawImage> {
-    let path = path.as_ref();
+pub fn read_image_with(path: &Path, options: &ReadOptions) -> Result<RawImage> {
     let file = std::fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
     let detected = detect_format_reader(std::io::BufReader::new(file))
         .map_err(|e| IngestError::io(path, e))?;
@@ -140,7 +142,7 @@ mod tests {
         let e = read_image(&p).unwrap_err();
         assert!(matches!(e, IngestError::UnknownFormat { .. }));
         assert!(e.to_string().contains("notes.txt"));
-        let e = read_image(dir.path().join("absent.dcm")).unwrap_err();
+        let e = read_image(&dir.path().join("absent.dcm")).unwrap_err();
         assert!(e.to_string().contains("absent.dcm"), "{e}");
     }
 
