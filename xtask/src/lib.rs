@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_ops;
+mod evaluate;
 mod manifest;
 mod model;
 mod preprocess;
@@ -46,6 +47,9 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
     Convert(preprocess::ConvertArgs),
+    /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
+    /// metrics.csv, tables.md, plots/*.svg.
+    Evaluate(evaluate::EvaluateArgs),
     /// Lung UNet (cxr-segment): `train` on mask pairs, `predict` masks (+ crops and manifest columns), `crop`.
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
@@ -76,6 +80,7 @@ where
         Command::Embed(args) => model::embed(args),
         Command::Preprocess(args) => preprocess::preprocess(args),
         Command::Convert(args) => preprocess::convert(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Segment(cmd) => segment::run(cmd),
     }
 }

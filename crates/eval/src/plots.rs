@@ -31,8 +31,23 @@ pub fn slug(name: &str) -> String {
     if s.is_empty() { "model".into() } else { s }
 }
 
+/// Matplotlib's "tab10": distinct and readable on white.
+const TAB10: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
 fn color(i: usize) -> RGBAColor {
-    Palette99::pick(i).mix(1.0)
+    let (r, g, b) = TAB10[i % TAB10.len()];
+    RGBColor(r, g, b).mix(1.0)
 }
 
 fn set_label(s: &SetReport) -> String {
@@ -74,6 +89,7 @@ pub fn roc_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalError> {
             .configure_mesh()
             .x_desc("1 - specificity (false positive rate)")
             .y_desc("sensitivity (true positive rate)")
+            .light_line_style(BLACK.mix(0.02))
             .draw()
             .map_err(|x| e(&x))?;
         chart
@@ -145,6 +161,7 @@ pub fn reliability_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalE
             .configure_mesh()
             .x_desc("mean predicted P(Covid-19) in bin")
             .y_desc("observed fraction Covid-19")
+            .light_line_style(BLACK.mix(0.02))
             .draw()
             .map_err(|x| e(&x))?;
         chart
@@ -194,12 +211,13 @@ pub fn reliability_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalE
     Ok(buf)
 }
 
-/// Score histograms, one panel per set (per source in practice), Covid-19 and pneumonia overlaid.
+/// Score histograms (x: P(Covid-19), 20 bins), one panel per set (per source in practice), Covid-19 (red)
+/// and pneumonia (blue) overlaid.
 pub fn histograms_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalError> {
     let e = err(title);
     let mut buf = String::new();
     let panels = sets.len().max(1);
-    let height = 60 + 150 * panels as u32;
+    let height = 60 + 140 * panels as u32;
     {
         let root = SVGBackend::with_string(&mut buf, (620, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
@@ -229,14 +247,16 @@ pub fn histograms_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalEr
                     ("sans-serif", 13),
                 )
                 .margin(6)
-                .x_label_area_size(26)
+                .x_label_area_size(22)
                 .y_label_area_size(40)
                 .build_cartesian_2d(0f64..1f64, 0f64..top * 1.05)
                 .map_err(|x| e(&x))?;
             chart
                 .configure_mesh()
                 .y_labels(4)
-                .x_desc("P(Covid-19)")
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .x_labels(11)
+                .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|x| e(&x))?;
             let w = 1.0 / h.bins as f64;
