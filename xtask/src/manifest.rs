@@ -430,6 +430,17 @@ mod tests {
         let all = scan_world(cxr_synth::WorldKind::Paper, &dir.path().join("world"));
         let merged = dir.path().join("all.csv");
         cxr_ingest::write_manifest(&all, &merged).unwrap();
+        // De-identification: synth's COVID-19-AR DICOMs carry fake names, ids and birth dates.
+        let text = std::fs::read_to_string(&merged).unwrap();
+        assert!(
+            !text.contains("SYNTH^"),
+            "a patient name leaked into the manifest"
+        );
+        assert!(
+            all.records
+                .iter()
+                .all(|r| r.patient.starts_with("pat-") && r.patient.len() == 20)
+        );
         // Paths were made relative to the manifest and resolve back to the files.
         let back = Manifest::read(&merged).unwrap();
         assert!(
