@@ -248,6 +248,9 @@ impl Bn {
 
     /// Training mode: normalise with the batch statistics (biased variance), update the running ones.
     fn forward_train(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() && x.rank() == 4 && x.dtype() == candle_core::DType::F32 {
+            return self.forward_train_fused(x);
+        }
         let c = x.dim(1)?;
         let shape = channel_shape(x.rank(), c);
         let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
@@ -267,6 +270,26 @@ impl Bn {
             1.0
         };
         let v = (var.detach().flatten_all()? * unbiased)?;
+        let rm = ((self.mean.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?;
+        let rv = ((self.var.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
+        self.mean.set(&rm)?;
+        self.var.set(&rv)?;
+        Ok(y)
+    }
+
+    /// CPU NCHW path: the fused op ([`crate::bn_fused`]), then the same running update.
+    fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (y, stats) =
+            crate::bn_fused::bn_train(x, self.gamma.as_tensor(), self.beta.as_tensor(), BN_EPS)?;
+        let n = x.elem_count() / x.dim(1)?;
+        let unbiased = if n > 1 {
+            n as f64 / (n as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let dev = x.device();
+        let m = Tensor::from_vec(stats.mean, self.mean.dims(), dev)?;
+        let v = (Tensor::from_vec(stats.var, self.var.dims(), dev)? * unbiased)?;
         let rm = ((self.mean.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?;
         let rv = ((self.var.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
         self.mean.set(&rm)?;
