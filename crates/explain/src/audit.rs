@@ -10,7 +10,7 @@
 //! | `split_design` | Cramér's V of label x source in the training split | **flag** | V >= `cramers_v` (0.50): the training data confound label and source (the paper's one-source-per-class splits give V = 1). |
 //! | `lungs_removed[<fill>]` | AUC with the lungs occluded | **flag** | max(AUC, 1 - AUC) >= `lungs_removed_auc` (0.70) and, when a CI is given, the CI excludes 0.5: the model separates the classes without the lungs (an inverted AUC counts too: the output still follows the class). |
 //! | `lungs_only[<fill>]` | full-image AUC - lungs-only AUC | warn | drop >= `lungs_only_drop` (0.20): the lungs alone do not carry the model's performance. Supporting evidence only: occlusion is also a distribution shift. |
-//! | `lung_energy` | mean lung energy fraction of Grad-CAM | warn | mean < `lung_energy` (0.50): most heat lies outside the lungs. Supporting evidence only (Grad-CAM is coarse). |
+//! | `lung_energy` | mean lung energy fraction of Grad-CAM | warn | mean < `lung_energy_ratio` (1.0) x the mean share of the image that is lung (what an evenly spread map scores), or < `lung_energy` (0.50) when that share is unknown: the heat is no more on the lungs than chance. Supporting evidence only (Grad-CAM maps are coarse: 7x7 for ResNet50 at 224). |
 //!
 //! Overall: `shortcut` if any test flags; else `suspicious` if any warns; else `no_shortcut_found` if at
 //! least one test ran; else `insufficient_evidence`. Figures are point estimates; CIs are reported beside them
@@ -111,7 +111,10 @@ pub struct Thresholds {
     pub cramers_v: f64,
     pub lungs_removed_auc: f64,
     pub lungs_only_drop: f64,
+    /// Absolute floor of the mean lung energy fraction, used when the lungs' share of the image is unknown.
     pub lung_energy: f64,
+    /// Floor of the mean lung energy fraction as a multiple of the lungs' share of the image.
+    pub lung_energy_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -122,6 +125,7 @@ impl Default for Thresholds {
             lungs_removed_auc: 0.70,
             lungs_only_drop: 0.20,
             lung_energy: 0.50,
+            lung_energy_ratio: 1.0,
         }
     }
 }
@@ -349,33 +353,29 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
         tests.push(t);
     }
 
-    // 4. Grad-CAM lung energy.
+    // 4. Grad-CAM lung energy, against what an evenly spread map would score when the lung area is known.
     let mut t = test(
         "lung_energy",
-        "warn if the mean lung energy fraction < lung_energy",
+        "warn if the mean lung energy fraction < lung_energy_ratio x the lungs' share of the image \
+         (lung_energy when that share is unknown)",
     );
     if let Some(e) = evidence.lung_energy {
-        set_figure(&mut t, e, th.lung_energy);
+        let floor = evidence
+            .mean_mask_area
+            .map_or(th.lung_energy, |a| th.lung_energy_ratio * a);
+        set_figure(&mut t, e, floor);
         let area = evidence
             .mean_mask_area
             .map(|a| format!(" (lungs cover {:.0}% of the image on average)", a * 100.0))
             .unwrap_or_default();
-        (t.status, t.detail) = if e.value < th.lung_energy {
-            (
-                Status::Warn,
-                format!(
-                    "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
-                    e.value * 100.0
-                ),
-            )
+        let what = format!(
+            "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
+            e.value * 100.0
+        );
+        (t.status, t.detail) = if e.value < floor {
+            (Status::Warn, what)
         } else {
-            (
-                Status::Pass,
-                format!(
-                    "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
-                    e.value * 100.0
-                ),
-            )
+            (Status::Pass, what)
         };
     }
     tests.push(t);
@@ -543,6 +543,20 @@ mod tests {
         };
         let v = verdict(&e, &th);
         assert_eq!(v.verdict, Overall::Suspicious);
+        // Lung energy is judged against the lung area when it is known, else against the absolute floor.
+        let mut e = AuditEvidence {
+            model: "m".into(),
+            lung_energy: Some(Figure::point(0.45)),
+            mean_mask_area: Some(0.6),
+            ..Default::default()
+        };
+        let v = verdict(&e, &th);
+        assert_eq!(v.verdict, Overall::Suspicious);
+        assert_eq!(v.tests.last().unwrap().threshold, Some(0.6));
+        e.mean_mask_area = Some(0.3);
+        assert_eq!(verdict(&e, &th).verdict, Overall::NoShortcutFound);
+        e.mean_mask_area = None;
+        assert_eq!(verdict(&e, &th).verdict, Overall::Suspicious);
         // Nothing at all.
         let v = verdict(&AuditEvidence::default(), &th);
         assert_eq!(v.verdict, Overall::InsufficientEvidence);
