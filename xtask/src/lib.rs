@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_ops;
 mod evaluate;
+mod explain;
 mod manifest;
 mod model;
 mod preprocess;
@@ -39,6 +40,10 @@ enum Command {
     /// Benchmarks (speed goals live here, never in timed tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Grad-CAM of a trained model (cxr-explain): overlays, galleries per source/class, lung_energy.csv.
+    Explain(explain::ExplainArgs),
+    /// Shortcut audit of a trained model (cxr-explain): source probe, occlusion AUCs, split design, audit.json.
+    Audit(explain::AuditArgs),
     /// Train a classifier from an experiment config (cxr-model): predictions.csv, training_log.csv, checkpoints.
     Train(model::TrainArgs),
     /// Backbone features per image (cxr-model): features.csv (`id, f0 … fN`).
@@ -76,6 +81,8 @@ where
     match cli.command {
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Explain(args) => explain::explain(args),
+        Command::Audit(args) => explain::audit(args),
         Command::Train(args) => model::train(args),
         Command::Embed(args) => model::embed(args),
         Command::Preprocess(args) => preprocess::preprocess(args),

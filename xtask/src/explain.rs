@@ -1,0 +1,531 @@
+//! `cargo xtask explain` and `cargo xtask audit`: the explain stage (`cxr-explain`) wired to a trained
+//! `cxr-model` classifier, `cxr-eval`'s DeLong CIs and the ingest split linter's Cramér's V.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Tensor;
+use clap::Args;
+use cxr_core::{Grey8, Manifest, ManifestRecord, Split};
+use cxr_explain::audit::{AuditEvidence, AuditReport, Figure, OcclusionEvidence, SourceFigure};
+use cxr_explain::occlusion::{self, Fill};
+use cxr_explain::{CamItem, CamModel, CamTarget, ExplainConfig, ExplainWriter, ModelSnapshot};
+use cxr_model::{Arch, Classifier, ImageRow};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Explain's view of the trained classifier: the contract of `cxr_explain::CamModel`.
+struct Cam<'a>(&'a Classifier);
+
+impl CamModel for Cam<'_> {
+    fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.feature_map(x)
+    }
+    fn logit_from_feature_map(&self, fmap: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.logit_from_feature_map(fmap)
+    }
+}
+
+/// Fingerprint of every tensor the classifier owns (weights and BatchNorm running statistics).
+fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
+    ModelSnapshot::from_named(
+        model
+            .params()
+            .iter()
+            .map(|(n, p)| (n.clone(), p.var.as_tensor().clone())),
+    )
+}
+
+/// Where the model comes from and how it reads images.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A training run folder (`model.safetensors` + `run.json`) or a `model.safetensors` file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Backbone (`resnet50`, `vgg16`, ...); default: the run's.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Input size; default: the run's (else 224).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Manifest image column; default: the run's (else `crop`).
+    #[arg(long)]
+    column: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+}
+
+struct Loaded {
+    model: Classifier,
+    name: String,
+    size: usize,
+    column: String,
+}
+
+fn load_model(a: &ModelArgs) -> Result<Loaded> {
+    let (weights, run) = if a.model.is_dir() {
+        let run_path = a.model.join("run.json");
+        let run: serde_json::Value = match std::fs::read(&run_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("reading {}", run_path.display()))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        (a.model.join("model.safetensors"), run)
+    } else {
+        (a.model.clone(), serde_json::Value::Null)
+    };
+    let backbone = a
+        .backbone
+        .clone()
+        .or_else(|| run["backbone"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "resnet50".into());
+    let arch: Arch = backbone
+        .parse()
+        .with_context(|| format!("--backbone {backbone}"))?;
+    let size = a
+        .image_size
+        .or_else(|| run["config"]["image_size"].as_u64().map(|v| v as usize))
+        .unwrap_or(224);
+    let column = a
+        .column
+        .clone()
+        .or_else(|| run["config"]["image_column"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "crop".into());
+    let name = run["model"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{arch}"));
+    let model = cxr_model::load_classifier(&arch, &weights)
+        .with_context(|| format!("loading model {}", weights.display()))?;
+    Ok(Loaded {
+        model,
+        name,
+        size,
+        column,
+    })
+}
+
+/// One manifest row with its image (the model's input column) and its lung mask on the same pixels.
+struct Sample {
+    row: ImageRow,
+    record: ManifestRecord,
+}
+
+fn resolve(manifest: &Manifest, cell: &str) -> PathBuf {
+    let p = PathBuf::from(cell.trim());
+    if p.is_absolute() {
+        p
+    } else {
+        manifest.base_dir.join(p)
+    }
+}
+
+/// Rows with an image in `column` and a `mask`, originals only (no augmented copies), optionally one split.
+fn samples(
+    manifest: &Manifest,
+    manifest_path: &Path,
+    column: &str,
+    split: Option<Split>,
+) -> Result<Vec<Sample>> {
+    if !manifest.extra_columns.iter().any(|c| c == "mask") {
+        bail!(
+            "{}: no `mask` column (run `cargo xtask segment` first)",
+            manifest_path.display()
+        );
+    }
+    let (rows, _) = cxr_model::data::rows_from_manifest(manifest, column, manifest_path)
+        .with_context(|| format!("reading image column `{column}`"))?;
+    let by_id: BTreeMap<&str, &ManifestRecord> = manifest
+        .records
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.is_original() && split.is_none_or(|s| r.split == Some(s)))
+        .filter_map(|row| {
+            let record = (*by_id.get(row.id.as_str())?).clone();
+            let has_mask = record.get("mask").is_some_and(|m| !m.trim().is_empty());
+            has_mask.then_some(Sample { row, record })
+        })
+        .collect())
+}
+
+/// The image the model reads and the lung mask on the same pixels: the mask is drawn on the full `png8`, so
+/// for the `crop` column it is cropped with `crop_x, crop_y, crop_w, crop_h` (and resized if the crop was).
+fn image_and_mask(manifest: &Manifest, s: &Sample, column: &str) -> Result<(Grey8, Grey8)> {
+    let image = cxr_explain::read_grey8(&s.row.path)?;
+    let mask_cell = s.record.get("mask").unwrap_or_default();
+    let mut mask = cxr_explain::read_grey8(&resolve(manifest, &mask_cell))?;
+    if column == "crop" {
+        let num = |c: &str| -> Result<u32> {
+            s.record
+                .get(c)
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("row {}: column `{c}` missing or not a number", s.row.id))
+        };
+        mask = occlusion::crop(
+            &mask,
+            num("crop_x")?,
+            num("crop_y")?,
+            num("crop_w")?,
+            num("crop_h")?,
+        )
+        .with_context(|| format!("row {}: cropping the mask", s.row.id))?;
+    }
+    if (mask.width, mask.height) != (image.width, image.height) {
+        mask = occlusion::resize_nearest(&mask, image.width, image.height)?;
+    }
+    Ok((image, mask))
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// `cargo xtask explain --model RUN --manifest M [--out DIR]`: Grad-CAM overlays, galleries, lung energy.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Manifest with the image column and `mask` (segment's output).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Only this split (`train`, `val`, `test`, `finetune`); default: every row.
+    #[arg(long)]
+    split: Option<Split>,
+    /// At most this many images (in manifest order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output folder (default `target/explain/<model name>`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn explain(args: ExplainArgs) -> Result<()> {
+    let loaded = load_model(&args.model).context("explain")?;
+    let manifest = Manifest::read(&args.manifest)
+        .with_context(|| format!("explain: reading {}", args.manifest.display()))?;
+    let mut todo =
+        samples(&manifest, &args.manifest, &loaded.column, args.split).context("explain")?;
+    if let Some(n) = args.limit {
+        todo.truncate(n);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/explain").join(&loaded.name));
+    let mut writer = ExplainWriter::new(&out, ExplainConfig::default())
+        .with_context(|| format!("explain: output folder {}", out.display()))?;
+    let cam = Cam(&loaded.model);
+    let pb = bar(todo.len(), "Grad-CAM");
+    let mut rejects = Vec::new();
+    for chunk in todo.chunks(args.model.batch_size.max(1)) {
+        let rows: Vec<&ImageRow> = chunk.iter().map(|s| &s.row).collect();
+        let x = cxr_model::data::batch_tensor(&rows, loaded.size, loaded.model.device())
+            .context("explain: loading a batch")?;
+        // Every batch is explained under the guard: a changed weight or running statistic is an error.
+        let g =
+            cxr_explain::grad_cam_guarded(&cam, &x, CamTarget::Covid, || snapshot(&loaded.model))
+                .context("explain: Grad-CAM")?;
+        for ((s, heat), logit) in chunk.iter().zip(&g.heatmaps).zip(&g.logits) {
+            let added = image_and_mask(&manifest, s, &loaded.column).and_then(|(image, mask)| {
+                let item = CamItem {
+                    id: s.row.id.clone(),
+                    source: s.row.source.clone(),
+                    label: s.row.label,
+                    image,
+                    mask,
+                };
+                Ok(writer.add(&item, heat, *logit)?)
+            });
+            if let Err(e) = added {
+                tracing::warn!(id = %s.row.id, "explain: skipped: {e:#}");
+                rejects.push(format!("{}: {e:#}", s.row.id));
+            }
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    let outputs = writer.finish().context("explain: writing outputs")?;
+    println!(
+        "explain: {} images ({} skipped) -> {}",
+        outputs.rows.len(),
+        rejects.len(),
+        out.display()
+    );
+    println!(
+        "{:<28} {:<10} {:>5} {:>12} {:>10}",
+        "source", "class", "n", "lung energy", "lung area"
+    );
+    for s in &outputs.summary {
+        println!(
+            "{:<28} {:<10} {:>5} {:>12} {:>10.2}",
+            s.source.as_str(),
+            s.label.as_str(),
+            s.n,
+            s.mean
+                .map(|m| format!("{m:.3}"))
+                .unwrap_or_else(|| "n/a".into()),
+            s.mean_mask_area
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The model's training manifest (with `split`, the image column and `mask`).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Frozen features (`id, f0 … fN`, from `cargo xtask embed`); default: the model's own pooled features.
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// `lung_energy.csv` from `cargo xtask explain`, for the Grad-CAM evidence.
+    #[arg(long)]
+    lung_energy: Option<PathBuf>,
+    /// Split the occlusion tests run on (default `test`; every row when the manifest has none).
+    #[arg(long, default_value = "test")]
+    split: Split,
+    /// Occlusion fills.
+    #[arg(long, value_delimiter = ',', default_value = "mean,noise")]
+    fills: Vec<String>,
+    /// Folds of the patient-grouped cross-validation of the source probe.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Output folder (default `target/audit/<model name>`): `audit.json`, `probe.json`, occlusion images.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A stable 64-bit seed from an id (the first 8 bytes of its SHA-256).
+fn seed_of(id: &str) -> u64 {
+    let h = cxr_core::fsutil::sha256_bytes(id.as_bytes());
+    u64::from_str_radix(&h[..16], 16).unwrap_or(0)
+}
+
+fn delong_figure(scores: &[f64], positives: &[bool]) -> Option<Figure> {
+    cxr_eval::delong::delong(scores, positives, 0.95).map(|d| Figure::with_ci(d.auc, d.lo, d.hi))
+}
+
+pub fn audit(args: AuditArgs) -> Result<()> {
+    let loaded = load_model(&args.model).context("audit")?;
+    let manifest = Manifest::read(&args.manifest)
+        .with_context(|| format!("audit: reading {}", args.manifest.display()))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/audit").join(&loaded.name));
+    std::fs::create_dir_all(&out).with_context(|| format!("audit: creating {}", out.display()))?;
+    let mut evidence = AuditEvidence {
+        model: loaded.name.clone(),
+        ..Default::default()
+    };
+
+    // 3. Split design: the ingest linter's Cramér's V of the training split.
+    evidence.cramers_v = cxr_ingest::lint(&manifest).train_cramers_v;
+
+    // 1. Source probe on frozen features, grouped by patient.
+    let (ids, x) = match &args.features {
+        Some(p) => {
+            let f = cxr_explain::read_features(p).context("audit: --features")?;
+            (f.ids, f.x)
+        }
+        None => {
+            let (rows, _) =
+                cxr_model::data::rows_from_manifest(&manifest, &loaded.column, &args.manifest)
+                    .context("audit: image column")?;
+            let rows: Vec<&ImageRow> = rows.iter().filter(|r| r.is_original()).collect();
+            let pb = bar(rows.len(), "features");
+            pb.tick();
+            let t = cxr_model::train::features_of(
+                &loaded.model,
+                &rows,
+                loaded.size,
+                args.model.batch_size,
+            )
+            .context("audit: computing the model's features")?;
+            pb.finish_and_clear();
+            let v = t
+                .to_dtype(candle_core::DType::F64)
+                .and_then(|t| t.to_vec2::<f64>())
+                .context("audit: features")?;
+            let cols = v.first().map_or(0, Vec::len);
+            let m = cxr_explain::probe::Matrix::new(v.len(), cols, v.concat())?;
+            (rows.iter().map(|r| r.id.clone()).collect(), m)
+        }
+    };
+    let by_id: BTreeMap<&str, &ManifestRecord> = manifest
+        .records
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    let keep: Vec<usize> = (0..ids.len())
+        .filter(|&i| by_id.contains_key(ids[i].as_str()))
+        .collect();
+    let xk = x.select(&keep);
+    let sources: Vec<String> = keep
+        .iter()
+        .map(|&i| by_id[ids[i].as_str()].source.to_string())
+        .collect();
+    let patients: Vec<String> = keep
+        .iter()
+        .map(|&i| by_id[ids[i].as_str()].patient.clone())
+        .collect();
+    let probe_cfg = cxr_explain::ProbeConfig {
+        folds: args.folds,
+        ..Default::default()
+    };
+    match cxr_explain::source_probe(&xk, &sources, &patients, &probe_cfg) {
+        Ok(probe) => {
+            evidence.source_probe = probe
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(s, name)| {
+                    let scores: Vec<f64> = probe.oof_scores.iter().map(|r| r[s]).collect();
+                    let pos: Vec<bool> = sources.iter().map(|x| x == name).collect();
+                    delong_figure(&scores, &pos).map(|auc| SourceFigure {
+                        source: name.clone(),
+                        auc,
+                    })
+                })
+                .collect();
+            let bytes = serde_json::to_vec_pretty(&serde_json::json!({
+                "per_source": probe.per_source, "pairs": probe.pairs, "folds": probe.folds
+            }))?;
+            cxr_core::fsutil::write_atomic(&out.join("probe.json"), &bytes)?;
+        }
+        Err(e) => println!("audit: source probe not run: {e}"),
+    }
+
+    // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
+    let mut todo = samples(&manifest, &args.manifest, &loaded.column, Some(args.split))?;
+    if todo.is_empty() {
+        todo = samples(&manifest, &args.manifest, &loaded.column, None)?;
+    }
+    todo.retain(|s| s.row.label.target().is_some());
+    let positives: Vec<bool> = todo
+        .iter()
+        .map(|s| s.row.label.target() == Some(1))
+        .collect();
+    let score = |rows: &[ImageRow]| -> Result<Vec<f64>> {
+        let refs: Vec<&ImageRow> = rows.iter().collect();
+        Ok(cxr_model::predict_rows(
+            &loaded.model,
+            &refs,
+            loaded.size,
+            args.model.batch_size,
+        )?)
+    };
+    let full_rows: Vec<ImageRow> = todo.iter().map(|s| s.row.clone()).collect();
+    let full = score(&full_rows).context("audit: scoring full images")?;
+    for (k, fill_name) in args.fills.iter().enumerate() {
+        if !matches!(fill_name.as_str(), "mean" | "noise") {
+            bail!("audit: unknown fill `{fill_name}` (mean, noise)");
+        }
+        let (mut removed_rows, mut only_rows, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        let pb = bar(todo.len(), &format!("occlusion ({fill_name})"));
+        for (i, s) in todo.iter().enumerate() {
+            // Noise differs per image (seeded by the id) but is the same on every run.
+            let fill = match fill_name.as_str() {
+                "noise" => Fill::Noise {
+                    seed: seed_of(&s.row.id) ^ k as u64,
+                },
+                _ => Fill::Mean,
+            };
+            let made = image_and_mask(&manifest, s, &loaded.column).and_then(|(img, mask)| {
+                let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
+                let mut paths = Vec::new();
+                for (kind, occluded) in [
+                    ("lungs_removed", occlusion::remove_lungs(&img, &mask, fill)?),
+                    ("lungs_only", occlusion::lungs_only(&img, &mask, fill)?),
+                ] {
+                    let p = out.join("occlusion").join(fill_name).join(kind).join(&name);
+                    if let Some(d) = p.parent() {
+                        std::fs::create_dir_all(d)?;
+                    }
+                    cxr_explain::render::write_png_grey(&p, &occluded)?;
+                    paths.push(p);
+                }
+                Ok(paths)
+            });
+            match made {
+                Ok(paths) => {
+                    let mut r = s.row.clone();
+                    r.path = paths[0].clone();
+                    removed_rows.push(r.clone());
+                    r.path = paths[1].clone();
+                    only_rows.push(r);
+                    kept.push(i);
+                }
+                Err(e) => tracing::warn!(id = %s.row.id, "occlusion skipped: {e:#}"),
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let pos: Vec<bool> = kept.iter().map(|&i| positives[i]).collect();
+        let full_k: Vec<f64> = kept.iter().map(|&i| full[i]).collect();
+        let removed = score(&removed_rows).context("audit: scoring lungs-removed images")?;
+        let only = score(&only_rows).context("audit: scoring lungs-only images")?;
+        match (
+            delong_figure(&full_k, &pos),
+            delong_figure(&removed, &pos),
+            delong_figure(&only, &pos),
+        ) {
+            (Some(f), Some(r), Some(o)) => evidence.occlusion.push(OcclusionEvidence {
+                fill: fill_name.clone(),
+                full: f,
+                lungs_removed: r,
+                lungs_only: o,
+            }),
+            _ => println!("audit: occlusion ({fill_name}) not run: both classes are needed"),
+        }
+    }
+
+    // 4. Grad-CAM lung energy, when explain ran.
+    if let Some(p) = &args.lung_energy {
+        let rows = cxr_explain::read_energy_csv(p).context("audit: --lung-energy")?;
+        evidence.lung_energy = cxr_explain::mean_lung_energy(&rows).map(Figure::point);
+        if !rows.is_empty() {
+            evidence.mean_mask_area =
+                Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
+        }
+    }
+
+    let verdict = cxr_explain::verdict(&evidence, &cxr_explain::Thresholds::default());
+    let report = AuditReport {
+        evidence: vec![evidence],
+        verdicts: vec![verdict.clone()],
+    };
+    let path = out.join("audit.json");
+    cxr_explain::write_audit_json(&path, &report).context("audit: writing audit.json")?;
+    println!("audit of {}: {:?}", verdict.model, verdict.verdict);
+    for t in &verdict.tests {
+        let fig = t
+            .figure
+            .map(|f| format!("{f:.3}"))
+            .unwrap_or_else(|| "-".into());
+        let ci = match (t.ci_low, t.ci_high) {
+            (Some(l), Some(h)) => format!("[{l:.3}, {h:.3}]"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
+            t.test,
+            format!("{:?}", t.status),
+            t.detail
+        );
+    }
+    println!("-> {}", path.display());
+    Ok(())
+}
