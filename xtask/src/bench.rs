@@ -24,6 +24,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         rows: usize,
     },
+    /// Synthetic world rendering + writing throughput (images/s), paper world.
+    Synth {
+        /// Images per source (the lung-mask set gets as many).
+        #[arg(long, default_value_t = 100)]
+        per_source: usize,
+        /// Image height in pixels.
+        #[arg(long, default_value_t = 512)]
+        size: u32,
+    },
     /// Lung UNet inference (images/s) at 256 px for each width (cxr-segment).
     Segment {
         /// Width multipliers to measure (the CPU default 16, the paper's 64).
@@ -43,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
+        BenchCommand::Synth { per_source, size } => crate::synth::bench(per_source, size),
         BenchCommand::Segment {
             bases,
             images,

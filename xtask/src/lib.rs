@@ -20,6 +20,7 @@ mod manifest;
 mod model;
 mod preprocess;
 mod segment;
+mod synth;
 
 /// cxr-confounders task runner.
 #[derive(Debug, Parser)]
@@ -48,6 +49,8 @@ enum Command {
     Train(model::TrainArgs),
     /// Backbone features per image (cxr-model): features.csv (`id, f0 … fN`).
     Embed(model::EmbedArgs),
+    /// Write the synthetic multi-source world (cxr-synth): six datasets in their native layouts.
+    Synth(synth::SynthArgs),
     /// Manifest → 8-bit PNGs (cxr-preprocess): windowing, resize, optional 10x augmentation, cached by content.
     Preprocess(preprocess::PreprocessArgs),
     /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
@@ -85,6 +88,7 @@ where
         Command::Audit(args) => explain::audit(args),
         Command::Train(args) => model::train(args),
         Command::Embed(args) => model::embed(args),
+        Command::Synth(args) => synth::run(args),
         Command::Preprocess(args) => preprocess::preprocess(args),
         Command::Convert(args) => preprocess::convert(args),
         Command::Evaluate(args) => evaluate::run(args),
