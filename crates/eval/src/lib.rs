@@ -24,8 +24,9 @@
 //! - stratified bootstrap percentile intervals for every metric (2,000 resamples by default, ChaCha8 seeded
 //!   per set, patients resampled as clusters; see [`bootstrap`]); the bootstrap resamples the evaluated set
 //!   with the threshold held fixed (the validation set is not resampled);
-//! - alarms: AUC < 0.5 (inverted; "significant" when DeLong's upper bound is below 0.5 too), and scores
-//!   whose standard deviation is below `constant_sd` (a model emitting a near-constant output).
+//! - alarms: AUC < 0.5 (inverted; "significant" when DeLong's upper bound is below 0.5 too), and, on sets
+//!   holding both classes, scores whose standard deviation is below `constant_sd` (a model emitting a
+//!   near-constant output; on a single-class set that is only confidence).
 //!
 //! Invariants: reads predictions and manifests only, never images or models; deterministic for a given
 //! seed; every output written atomically; no patient id is written (patients only group resamples).

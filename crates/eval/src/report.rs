@@ -327,14 +327,7 @@ pub fn evaluate(
         tracing::info!(excluded, "rows outside the binary task (normal) left out");
     }
 
-    // Plan every set first, then compute them in parallel.
-    struct Plan<'a> {
-        model: String,
-        split: Split,
-        group: Group,
-        rows: Vec<&'a Row>,
-        threshold: f64,
-    }
+    // Plan every set first (model, split, group, rows, threshold), then compute them in parallel.
     let mut plans = Vec::new();
     let mut model_meta = Vec::new();
     for (model, rows) in &by_model {
@@ -408,20 +401,11 @@ pub fn evaluate(
             seen_from,
         ));
     }
-    let plans: Vec<Plan> = plans
-        .into_iter()
-        .map(|(model, split, group, rows, threshold)| Plan {
-            model,
-            split,
-            group,
-            rows,
-            threshold,
-        })
-        .collect();
-
     let sets: Vec<SetReport> = plans
         .par_iter()
-        .map(|p| evaluate_set(&p.model, p.split, &p.group, &p.rows, p.threshold, options))
+        .map(|(model, split, group, rows, threshold)| {
+            evaluate_set(model, *split, group, rows, *threshold, options)
+        })
         .collect();
 
     let mut models: Vec<ModelReport> = model_meta
@@ -517,11 +501,16 @@ fn evaluate_set(
     // Bootstrap: every statistic and the ROC curve on the same resamples.
     let keys: Vec<&str> = rows.iter().map(|r| r.patient.as_str()).collect();
     let clusters = Clusters::new(&pos, &keys);
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(options.resamples); N_STATS];
-    let mut band: Vec<Vec<f64>> = if points.is_empty() {
+    let columns = |n: usize| -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|_| Vec::with_capacity(options.resamples))
+            .collect()
+    };
+    let mut samples = columns(N_STATS);
+    let mut band = if points.is_empty() {
         Vec::new()
     } else {
-        vec![Vec::with_capacity(options.resamples); ROC_GRID]
+        columns(ROC_GRID)
     };
     let mut rng = rng_for(options.seed, &key);
     let (mut idx, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
@@ -591,7 +580,13 @@ fn evaluate_set(
             ),
         });
     }
-    if let Some(sm) = summary.as_ref().filter(|sm| sm.sd < options.constant_sd) {
+    // Only where both classes are present: a single-class set (one source of the paper's designs) scored
+    // near 0 or 1 throughout is a confident model, not a broken one.
+    let both_classes = pos.iter().any(|&b| b) && pos.iter().any(|&b| !b);
+    if let Some(sm) = summary
+        .as_ref()
+        .filter(|sm| both_classes && sm.sd < options.constant_sd)
+    {
         alarms.push(Alarm {
             kind: AlarmKind::ConstantScores,
             set: key.clone(),

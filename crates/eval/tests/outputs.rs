@@ -136,6 +136,8 @@ fn seen_unseen_alarms_tables_and_files() {
             .iter()
             .any(|a| a.kind == AlarmKind::ConstantScores && a.set.starts_with(model))
     );
+    // A single-class set scored constantly is confidence, not a broken model: no alarm per source.
+    assert!(!report.alarms.iter().any(|a| a.set.contains("source=")));
 
     // Per source: one class each, so no AUC, but an accuracy (the paper's cross-source accuracy).
     let ar = report
