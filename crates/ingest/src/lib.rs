@@ -14,20 +14,18 @@
 //! dates are never read into outputs); every failure is an [`IngestError`] naming the file; absurd image
 //! dimensions are refused from the header, before any pixel buffer is allocated; decoder panics are caught.
 
-pub mod error;
-pub mod format;
-pub mod read;
-
-pub use error::{IngestError, Result};
-pub use format::{detect_format, detect_format_reader};
-pub use read::{Limits, ReadOptions, read_image, read_image_with};
 pub mod adapters;
-
-pub use adapters::{Candidate, DatasetAdapter, ScanOutput, scan, write_manifest};
+pub mod error;
 pub mod export;
+pub mod format;
 pub mod lint;
+pub mod read;
 pub mod split;
 
+pub use adapters::{Candidate, DatasetAdapter, ScanOutput, scan, write_manifest};
+pub use error::{IngestError, Result};
 pub use export::{ExportCounts, export_four};
+pub use format::{detect_format, detect_format_reader};
 pub use lint::{LintReport, cramers_v, lint};
+pub use read::{Limits, ReadOptions, read_image, read_image_with};
 pub use split::{SplitDesign, SplitReport, apply as apply_split};
