@@ -19,6 +19,8 @@ mod explain;
 mod manifest;
 mod model;
 mod preprocess;
+mod report;
+mod reproduce;
 mod segment;
 mod synth;
 
@@ -55,12 +57,14 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// One image → an 8-bit PNG through the same pipeline (exit 1 with a one-line error on bad input).
     Convert(preprocess::ConvertArgs),
-    /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
-    /// metrics.csv, tables.md, plots/*.svg.
-    Evaluate(evaluate::EvaluateArgs),
     /// Lung UNet (cxr-segment): `train` on mask pairs, `predict` masks (+ crops and manifest columns), `crop`.
     #[command(subcommand)]
     Segment(segment::SegmentCommand),
+    /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
+    /// metrics.csv, tables.md, plots/*.svg.
+    Evaluate(evaluate::EvaluateArgs),
+    /// The whole study in one command: world or real data → … → results.json and report.html.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// Parses `args` (the first one is the program name) and runs the command.
@@ -91,8 +95,9 @@ where
         Command::Synth(args) => synth::run(args),
         Command::Preprocess(args) => preprocess::preprocess(args),
         Command::Convert(args) => preprocess::convert(args),
-        Command::Evaluate(args) => evaluate::run(args),
         Command::Segment(cmd) => segment::run(cmd),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Reproduce(args) => reproduce::run(args).map(|_| ()),
     }
 }
 

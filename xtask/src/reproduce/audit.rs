@@ -42,7 +42,7 @@ pub fn run(
     cramers_v: Option<f64>,
     dir: &Path,
 ) -> Result<AuditOutput> {
-    let key = key_of(&("audit-v1", file_key(&model.model_path)?, file_key(manifest_path)?, profile.gradcam_per_group, args.seed));
+    let key = key_of(&("audit-v2", file_key(&model.model_path)?, file_key(manifest_path)?, profile.gradcam_per_group, args.seed));
     cached("audit", dir, &key, || run_uncached(args, profile, model, manifest_path, cramers_v, dir))
 }
 
@@ -75,9 +75,17 @@ fn run_uncached(
     let probe = cxr_explain::source_probe(&x, &sources, &patients, &cxr_explain::ProbeConfig::default())
         .context("source probe")?;
 
-    // 2. Occlusion on the test images: full, lungs removed (mean fill), lungs only.
+    // 2. Occlusion: full, lungs removed (mean fill), lungs only.
     let by_id: BTreeMap<&str, &ManifestRecord> = manifest.records.iter().map(|r| (r.id.as_str(), r)).collect();
-    let test: Vec<&ImageRow> = rows.iter().filter(|r| r.split == Some(Split::Test)).collect();
+    // Occlusion asks what the model uses where it works: the test images of the training sources (all test
+    // images when no test image comes from one).
+    let seen: std::collections::BTreeSet<&str> =
+        rows.iter().filter(|r| r.split == Some(Split::Train)).map(|r| r.source.as_str()).collect();
+    let mut test: Vec<&ImageRow> =
+        rows.iter().filter(|r| r.split == Some(Split::Test) && seen.contains(r.source.as_str())).collect();
+    if test.is_empty() {
+        test = rows.iter().filter(|r| r.split == Some(Split::Test)).collect();
+    }
     let positives: Vec<bool> = test.iter().map(|r| r.label.target() == Some(1)).collect();
     let full = score_images(&model, &test, size, |row| read_grey(&row.path))?;
     let occ_dir = dir.join("occlusion");
@@ -113,9 +121,9 @@ fn run_uncached(
     let gradcam_dir = dir.join("gradcam");
     let mut writer = ExplainWriter::new(&gradcam_dir, ExplainConfig::default())?;
     let mut per_group: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let chosen: Vec<&ImageRow> = test
+    let chosen: Vec<&ImageRow> = rows
         .iter()
-        .copied()
+        .filter(|r| r.split == Some(Split::Test))
         .filter(|r| {
             let n = per_group.entry((r.source.to_string(), r.label.to_string())).or_default();
             *n += 1;
