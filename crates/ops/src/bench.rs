@@ -336,29 +336,34 @@ impl ConvBn {
         }
     }
 
-    /// Finetune1 training: frozen convolution, training-mode BatchNorm with trainable gamma/beta (the same
-    /// BatchNorm code for both, so the difference is the convolution and pooling).
+    /// Finetune1 training: frozen convolution, training-mode BatchNorm with trainable gamma/beta (ours: the fused
+    /// `batch_norm_train`; stock: the same formula in candle ops).
     fn train(&self, x: &Tensor, ops: Ops, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        let y = match ops {
-            Ops::Ours => conv2d_frozen(x, &self.w, None, self.cfg)?,
-            Ops::Stock => conv2d_candle(x, &self.w, None, self.cfg)?,
+        let fuse_relu = relu && residual.is_none();
+        let (g, b) = (self.gamma.as_tensor(), self.beta.as_tensor());
+        let (y, ..) = match ops {
+            Ops::Ours => crate::batch_norm_train(
+                &conv2d_frozen(x, &self.w, None, self.cfg)?,
+                g,
+                b,
+                BN_EPS,
+                fuse_relu,
+            )?,
+            Ops::Stock => crate::batch_norm_train_candle(
+                &conv2d_candle(x, &self.w, None, self.cfg)?,
+                g,
+                b,
+                BN_EPS,
+                fuse_relu,
+            )?,
         };
-        let c = y.dim(1)?;
-        let mean = y.mean_keepdim((0, 2, 3))?;
-        let yc = y.broadcast_sub(&mean)?;
-        let var = yc.sqr()?.mean_keepdim((0, 2, 3))?;
-        let scale = (var + BN_EPS)?
-            .sqrt()?
-            .recip()?
-            .broadcast_mul(&self.gamma.as_tensor().reshape((1, c, 1, 1))?)?;
-        let y = yc
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.beta.as_tensor().reshape((1, c, 1, 1))?)?;
-        let y = match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        };
-        if relu { y.relu() } else { Ok(y) }
+        match residual {
+            Some(r) => {
+                let y = (y + r)?;
+                if relu { y.relu() } else { Ok(y) }
+            }
+            None => Ok(y),
+        }
     }
 
     fn vars(&self) -> [&Var; 2] {

@@ -30,6 +30,7 @@ macro_rules! dispatch {
     };
 }
 
+mod bn;
 mod conv;
 mod elem;
 mod fused;
@@ -175,6 +176,73 @@ pub fn fold_batch_norm(
     };
     let b2 = ((b0 - mean)? * scale)?.add(beta)?;
     Ok((w2, b2))
+}
+
+/// Training-mode BatchNorm of `x` [N, C, H, W] with the batch statistics, optionally followed by ReLU:
+/// `y = [relu](gamma * (x - mean) / sqrt(var + eps) + beta)`. Returns `(y, mean, var)` where `mean` and `var` [C]
+/// are the batch mean and the biased batch variance (detached, for the caller's running-statistics update; PyTorch
+/// updates the running variance with the unbiased one, `var * M / (M - 1)`, M = N*H*W). Gradients reach `x`, `gamma`
+/// and `beta` (exact, including the statistics' dependence on `x`).
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    if x.rank() != 4 {
+        candle_core::bail!("batch_norm_train: input {:?} must be 4-d (NCHW)", x.dims());
+    }
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.dims() != [c] {
+            candle_core::bail!(
+                "batch_norm_train: {name} {:?} does not match {c} channels of {:?}",
+                t.dims(),
+                x.dims()
+            );
+        }
+    }
+    let fast = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && gamma.dtype() == x.dtype()
+        && beta.dtype() == x.dtype();
+    if !fast {
+        return batch_norm_train_candle(x, gamma, beta, eps, relu);
+    }
+    let x = x.contiguous()?;
+    let st = x.apply_op1_no_bwd(&bn::ChannelStats)?;
+    let v = st.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let op = bn::BnTrain {
+        mean: v[0].clone(),
+        invstd: v[1].iter().map(|var| 1.0 / (var + eps).sqrt()).collect(),
+        relu,
+    };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((y, st.get(0)?, st.get(1)?))
+}
+
+/// [`batch_norm_train`] in candle's own ops (the reference, and the path on other devices).
+pub fn batch_norm_train_candle(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+    let scale = (&var + eps)?
+        .sqrt()?
+        .recip()?
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?;
+    let y = xc
+        .broadcast_mul(&scale)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let y = if relu { y.relu()? } else { y };
+    Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
 }
 
 /// `relu(x + bias[c])` for `x` [N, C, H, W] and `bias` [C].

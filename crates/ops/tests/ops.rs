@@ -409,3 +409,68 @@ fn conv2d_tiled_large_image_and_untracked_input() {
         );
     }
 }
+
+#[test]
+fn batch_norm_train_matches_candle_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (shape, relu) in [
+        ([2, 5, 7, 3], false),
+        ([1, 3, 4, 9], true),
+        ([3, 9, 5, 5], true),
+    ] {
+        let x = Var::from_tensor(&randn(&mut rng, &shape, DType::F64)).unwrap();
+        let c = shape[1];
+        let gamma = Var::from_tensor(&(randn(&mut rng, &[c], DType::F64) + 1.5).unwrap()).unwrap();
+        let beta = Var::from_tensor(&randn(&mut rng, &[c], DType::F64)).unwrap();
+        let eps = 1e-5;
+        let (y, mean, var) = cxr_ops::batch_norm_train(&x, &gamma, &beta, eps, relu).unwrap();
+        let (yr, mr, vr) = cxr_ops::batch_norm_train_candle(&x, &gamma, &beta, eps, relu).unwrap();
+        assert!(max_abs_diff(&y, &yr) < 1e-10, "forward");
+        assert!(
+            max_abs_diff(&mean, &mr) < 1e-12 && max_abs_diff(&var, &vr) < 1e-12,
+            "statistics"
+        );
+        assert_eq!(mean.dims(), [c]);
+        let r = randn(&mut rng, y.dims(), DType::F64);
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = yr.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("gamma", &gamma), ("beta", &beta)] {
+            let d = max_abs_diff(g.get(v).unwrap(), gr.get(v).unwrap());
+            assert!(
+                d < 1e-9,
+                "{shape:?} relu {relu}: gradient of {name} differs from candle by {d}"
+            );
+        }
+        let loss = || -> f64 {
+            let (y, ..) = cxr_ops::batch_norm_train(&x, &gamma, &beta, eps, relu).unwrap();
+            y.mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        check_fd(&x, g.get(&x).unwrap(), 20, &loss, "batch_norm_train dx");
+        check_fd(
+            &gamma,
+            g.get(&gamma).unwrap(),
+            5,
+            &loss,
+            "batch_norm_train dgamma",
+        );
+        check_fd(
+            &beta,
+            g.get(&beta).unwrap(),
+            5,
+            &loss,
+            "batch_norm_train dbeta",
+        );
+    }
+    // f32 (the dtype the stages use) against candle.
+    let x = randn(&mut rng, &[4, 6, 10, 10], DType::F32);
+    let gamma = randn(&mut rng, &[6], DType::F32);
+    let beta = randn(&mut rng, &[6], DType::F32);
+    let (y, ..) = cxr_ops::batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+    let (yr, ..) = cxr_ops::batch_norm_train_candle(&x, &gamma, &beta, 1e-5, true).unwrap();
+    assert!(max_abs_diff(&y, &yr) < 1e-4);
+}
