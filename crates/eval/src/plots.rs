@@ -59,14 +59,21 @@ fn set_label(s: &SetReport) -> String {
     format!("{} {} (n={}): {auc}", s.split, s.group.label(), s.n)
 }
 
-/// The sets a model's summary plots show: each non-training split whole, and its seen/unseen groups.
+/// The sets a model's summary plots show: the test split whole and its seen/unseen groups (every
+/// non-training split when there is no test split).
 pub fn summary_sets(model: &ModelReport) -> Vec<&SetReport> {
+    let has_test = model.sets.iter().any(|s| s.split == Split::Test);
     model
         .sets
         .iter()
         .filter(|s| {
-            s.split != Split::Train && matches!(s.group, Group::All | Group::Seen | Group::Unseen)
+            if has_test {
+                s.split == Split::Test
+            } else {
+                s.split != Split::Train
+            }
         })
+        .filter(|s| matches!(s.group, Group::All | Group::Seen | Group::Unseen))
         .collect()
 }
 
@@ -221,7 +228,12 @@ pub fn histograms_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalEr
     {
         let root = SVGBackend::with_string(&mut buf, (620, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let root = root.titled(title, ("sans-serif", 18)).map_err(|x| e(&x))?;
+        let root = root
+            .titled(
+                &format!("{title} (P(Covid-19); covid red, pneumonia blue)"),
+                ("sans-serif", 16),
+            )
+            .map_err(|x| e(&x))?;
         let areas = root.split_evenly((panels, 1));
         let covid = RGBColor(200, 40, 40);
         let pneu = RGBColor(40, 90, 200);
