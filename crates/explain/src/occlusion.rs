@@ -3,9 +3,9 @@
 //! something other than the lungs (markers, borders, processing).
 //!
 //! Masks follow the segment stage's convention: a grey PNG of the image's size, lung where the value is
-//! >= 128 ({0, 255} in practice). The fill uses only the pixels that are *kept* (their mean, or noise with
-//! their mean and standard deviation), so the filled region carries no information about what was removed —
-//! filling the removed lungs with the whole-image mean would leak the lungs' brightness, i.e. opacity.
+//! at least 128 ({0, 255} in practice). The fill uses only the pixels that are *kept* (their mean, or noise
+//! with their mean and standard deviation), so the filled region carries no information about what was
+//! removed: filling the removed lungs with the whole-image mean would leak the lungs' brightness (opacity).
 
 use cxr_core::Grey8;
 use rand::SeedableRng;
