@@ -195,17 +195,21 @@ pub fn roc_points(scores: &[f64], positives: &[bool]) -> Vec<(f64, f64)> {
 }
 
 /// The true positive rate of a ROC curve at each false positive rate of `grid` (the best operating point
-/// whose FPR does not exceed it): the vertical averaging used for bootstrap bands.
+/// whose FPR does not exceed it): the vertical averaging used for bootstrap bands. `points` as
+/// [`roc_points`] returns them (FPR and TPR non-decreasing), `grid` ascending; one merge pass, O(points +
+/// grid), since it runs on every bootstrap resample.
 pub fn tpr_at(points: &[(f64, f64)], grid: &[f64]) -> Vec<f64> {
-    grid.iter()
-        .map(|&f| {
-            points
-                .iter()
-                .filter(|(fpr, _)| *fpr <= f + 1e-12)
-                .map(|&(_, tpr)| tpr)
-                .fold(0.0, f64::max)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(grid.len());
+    let mut j = 0;
+    let mut best: f64 = 0.0;
+    for &f in grid {
+        while j < points.len() && points[j].0 <= f + 1e-12 {
+            best = best.max(points[j].1);
+            j += 1;
+        }
+        out.push(best);
+    }
+    out
 }
 
 /// How the operating threshold is chosen on the validation split.
