@@ -23,6 +23,7 @@
 mod bn_fused;
 pub mod data;
 pub mod error;
+pub mod feature_cache;
 pub mod infer;
 pub mod net;
 pub mod optim;

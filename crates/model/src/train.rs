@@ -46,6 +46,19 @@ fn default_arch() -> Arch {
 }
 
 /// An experiment (`cargo xtask train --config FILE.toml`). Relative paths in a file are relative to its folder.
+///
+/// ```toml
+/// manifest = "manifests/split.csv"      # needs `split` (train / val / test) and the image column
+/// image_column = "crop"                 # default; or "png8"
+/// image_size = 224
+/// batch_size = 32
+/// max_epochs = 200                      # early stopping: `patience` = 5 epochs without a better val accuracy
+/// seed = 42
+/// backbone = "resnet50"                 # or "vgg16"
+/// mode = "finetune1"                    # finetune2, frozen, full
+/// weights = "weights/resnet50/model.safetensors"   # optional: random init (announced) without
+/// test_manifests = ["unseen.csv"]       # optional extra test sets
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -368,6 +381,9 @@ pub fn features_of(
     size: usize,
     batch: usize,
 ) -> Result<Tensor> {
+    if let Some(cache) = crate::feature_cache::FeatureCache::from_env(model, size)? {
+        return features_cached(model, rows, size, batch, &cache);
+    }
     let mut parts = Vec::new();
     for (i, chunk) in rows.chunks(batch.max(1)).enumerate() {
         let x = batch_tensor(chunk, size, model.device())?;
@@ -389,6 +405,36 @@ pub fn features_of(
         .ctx(|| "features".into());
     }
     Tensor::cat(&parts, 0).ctx(|| "features".into())
+}
+
+/// [`features_of`] through the on-disk cache: only the images not cached yet go through the backbone.
+fn features_cached(
+    model: &Classifier,
+    rows: &[&ImageRow],
+    size: usize,
+    batch: usize,
+    cache: &crate::feature_cache::FeatureCache,
+) -> Result<Tensor> {
+    let (keys, mut vectors) = crate::feature_cache::split_cached(cache, rows)?;
+    let missing: Vec<usize> = (0..rows.len()).filter(|&i| vectors[i].is_none()).collect();
+    if !missing.is_empty() {
+        tracing::info!(missing = missing.len(), total = rows.len(), "computing features (cache)");
+    }
+    for chunk in missing.chunks(batch.max(1)) {
+        let chunk_rows: Vec<&ImageRow> = chunk.iter().map(|&i| rows[i]).collect();
+        let x = batch_tensor(&chunk_rows, size, model.device())?;
+        let f = model
+            .features(&x)
+            .and_then(|f| f.to_vec2::<f32>())
+            .ctx(|| "backbone features".into())?;
+        for (&i, v) in chunk.iter().zip(f) {
+            cache.put(&keys[i], &v)?;
+            vectors[i] = Some(v);
+        }
+    }
+    let dim = model.arch().feature_dim();
+    let flat: Vec<f32> = vectors.into_iter().flatten().flatten().collect();
+    Tensor::from_vec(flat, (rows.len(), dim), model.device()).ctx(|| "features".into())
 }
 
 fn sigmoid(x: f32) -> f64 {
@@ -780,4 +826,58 @@ fn load_checkpoint(
     }
     let best = if best.is_empty() { None } else { Some(best) };
     Ok((state, best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented experiment file parses, relative paths resolve against its folder, typos are refused.
+    #[test]
+    fn config_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exp.toml");
+        std::fs::write(
+            &path,
+            r#"
+manifest = "manifests/split.csv"
+image_column = "png8"
+image_size = 224
+batch_size = 16
+seed = 42
+backbone = "vgg16"
+mode = "finetune2"
+weights = "weights/vgg16/model.safetensors"
+test_manifests = ["/abs/unseen.csv"]
+"#,
+        )
+        .unwrap();
+        let cfg = TrainConfig::from_file(&path).unwrap();
+        assert_eq!(cfg.manifest, dir.path().join("manifests/split.csv"));
+        assert_eq!(
+            cfg.weights.as_deref(),
+            Some(dir.path().join("weights/vgg16/model.safetensors").as_path())
+        );
+        assert_eq!(cfg.test_manifests, [PathBuf::from("/abs/unseen.csv")]);
+        assert_eq!(
+            (cfg.backbone.clone(), cfg.mode),
+            (Arch::vgg16(), Mode::Finetune2)
+        );
+        assert_eq!(
+            (cfg.max_epochs, cfg.patience, cfg.learning_rate),
+            (200, 5, 1e-4)
+        );
+        assert_eq!(cfg.model_name(), "vgg16-finetune2");
+
+        std::fs::write(&path, "manifest = \"m.csv\"\nbatchsize = 8\n").unwrap();
+        let msg = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("exp.toml") && msg.contains("batchsize"),
+            "{msg}"
+        );
+        std::fs::write(&path, "manifest = \"m.csv\"\nmode = \"finetune3\"\n").unwrap();
+        assert!(TrainConfig::from_file(&path).is_err());
+        assert!(device_by_name("cpu").is_ok());
+        assert!(device_by_name("tpu").is_err());
+    }
 }
