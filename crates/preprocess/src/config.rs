@@ -103,7 +103,7 @@ impl PreprocessConfig {
             .chain(self.sources.iter().map(|(k, v)| (k.as_str(), v)))
         {
             let (lo, hi) = p.percentile;
-            if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+            if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
                 return Err(format!(
                     "[{name}] percentile = [{lo}, {hi}]: need 0 <= lo < hi <= 100"
                 ));

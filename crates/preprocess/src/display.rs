@@ -411,7 +411,7 @@ pub fn to_grey8(
                 }
                 Voi::Percentile => {
                     let (plo, phi) = opts.percentile;
-                    if !(0.0..100.0).contains(&plo) || !(plo < phi && phi <= 100.0) {
+                    if !((0.0..100.0).contains(&plo) && plo < phi && phi <= 100.0) {
                         return Err(PixelError::BadPercentile { lo: plo, hi: phi });
                     }
                     let (lo, hi) =
