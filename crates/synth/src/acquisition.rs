@@ -133,10 +133,12 @@ impl Acquisition {
         }
         if let Some((period, amp, vertical)) = self.grid {
             let k = std::f32::consts::TAU / period;
+            let wave: Vec<f32> = (0..if vertical { width } else { height })
+                .map(|t| amp * (k * t as f32).sin())
+                .collect();
             for y in 0..height {
                 for x in 0..width {
-                    let t = if vertical { x } else { y } as f32;
-                    img[y * width + x] += amp * (k * t).sin();
+                    img[y * width + x] += wave[if vertical { x } else { y }];
                 }
             }
         }
@@ -320,29 +322,39 @@ fn add_noise(
 }
 
 fn box_blur(img: &mut [f32], width: usize, height: usize, r: usize) {
+    // Running sums with clamped edges: O(1) per pixel whatever the radius.
     let n = (2 * r + 1) as f32;
+    let ri = r as i64;
+    let clamp = |i: i64, len: usize| i.clamp(0, len as i64 - 1) as usize;
     let mut tmp = vec![0f32; img.len()];
     for y in 0..height {
         let row = &img[y * width..(y + 1) * width];
         let out = &mut tmp[y * width..(y + 1) * width];
+        let mut acc: f32 = (-ri..=ri).map(|k| row[clamp(k, width)]).sum();
         for (x, o) in out.iter_mut().enumerate() {
-            let mut acc = 0.0;
-            for k in 0..=2 * r {
-                let xx = (x as i64 + k as i64 - r as i64).clamp(0, width as i64 - 1) as usize;
-                acc += row[xx];
-            }
             *o = acc / n;
+            acc += row[clamp(x as i64 + ri + 1, width)] - row[clamp(x as i64 - ri, width)];
+        }
+    }
+    let mut acc = vec![0f32; width];
+    for k in -ri..=ri {
+        let src = &tmp[clamp(k, height) * width..][..width];
+        for (a, s) in acc.iter_mut().zip(src) {
+            *a += s;
         }
     }
     for y in 0..height {
         let out = &mut img[y * width..(y + 1) * width];
-        out.iter_mut().for_each(|v| *v = 0.0);
-        for k in 0..=2 * r {
-            let yy = (y as i64 + k as i64 - r as i64).clamp(0, height as i64 - 1) as usize;
-            let src = &tmp[yy * width..(yy + 1) * width];
-            for (o, s) in out.iter_mut().zip(src) {
-                *o += s / n;
-            }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = a / n;
+        }
+        let (add, sub) = (
+            clamp(y as i64 + ri + 1, height),
+            clamp(y as i64 - ri, height),
+        );
+        let (ra, rs) = (&tmp[add * width..][..width], &tmp[sub * width..][..width]);
+        for ((a, p), m) in acc.iter_mut().zip(ra).zip(rs) {
+            *a += p - m;
         }
     }
 }

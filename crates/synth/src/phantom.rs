@@ -343,14 +343,16 @@ pub fn render_frontal(
         (density, pathology, mask)
     } else {
         let base = upsample(&base, cw, ch, width, height, step);
-        let path = upsample(&path, cw, ch, width, height, step);
-        // Exact mask: decide from the coarse grid where a pixel's 3x3 coarse neighbourhood agrees, evaluate
-        // the geometry elsewhere (the edges).
-        let mut mask = vec![0u8; width * height];
-        for y in 0..height {
-            let yc = (y / step).min(ch - 1);
-            for x in 0..width {
-                let xc = (x / step).min(cw - 1);
+        let path = if lesions.is_empty() {
+            vec![0f32; width * height]
+        } else {
+            upsample(&path, cw, ch, width, height, step)
+        };
+        // Exact mask: where a coarse cell's 3x3 neighbourhood agrees, take it; elsewhere (the edges) evaluate
+        // the geometry per pixel.
+        let mut state = vec![0u8; cw * ch]; // 0 = all outside, 1 = all inside, 2 = mixed
+        for yc in 0..ch {
+            for xc in 0..cw {
                 let (mut any, mut all) = (false, true);
                 for dy in yc.saturating_sub(1)..=(yc + 1).min(ch - 1) {
                     for dx in xc.saturating_sub(1)..=(xc + 1).min(cw - 1) {
@@ -359,13 +361,26 @@ pub fn render_frontal(
                         all &= m;
                     }
                 }
-                mask[y * width + x] = if all {
+                state[yc * cw + xc] = if all {
                     1
-                } else if !any {
-                    0
+                } else if any {
+                    2
                 } else {
-                    let (u, v) = frame(x as f32 + 0.5, y as f32 + 0.5);
-                    lung_at(a, &g, u, v).is_some() as u8
+                    0
+                };
+            }
+        }
+        let mut mask = vec![0u8; width * height];
+        for y in 0..height {
+            let row = &state[(y / step).min(ch - 1) * cw..];
+            for x in 0..width {
+                mask[y * width + x] = match row[(x / step).min(cw - 1)] {
+                    0 => 0,
+                    1 => 1,
+                    _ => {
+                        let (u, v) = frame(x as f32 + 0.5, y as f32 + 0.5);
+                        lung_at(a, &g, u, v).is_some() as u8
+                    }
                 };
             }
         }
@@ -403,21 +418,28 @@ fn upsample(
 ) -> Vec<f32> {
     let mut out = vec![0f32; width * height];
     let inv = 1.0 / step as f32;
+    let cols: Vec<(usize, usize, f32)> = (0..width)
+        .map(|x| {
+            let fx = ((x as f32 + 0.5) * inv - 0.5).clamp(0.0, (cw - 1) as f32);
+            let x0 = fx as usize;
+            (x0, (x0 + 1).min(cw - 1), fx - x0 as f32)
+        })
+        .collect();
+    let mut top = vec![0f32; width];
+    let mut bottom = vec![0f32; width];
     for y in 0..height {
         let fy = ((y as f32 + 0.5) * inv - 0.5).clamp(0.0, (ch - 1) as f32);
         let y0 = fy as usize;
         let y1 = (y0 + 1).min(ch - 1);
         let wy = fy - y0 as f32;
         let (r0, r1) = (&src[y0 * cw..(y0 + 1) * cw], &src[y1 * cw..(y1 + 1) * cw]);
+        for (k, &(x0, x1, wx)) in cols.iter().enumerate() {
+            top[k] = r0[x0] + wx * (r0[x1] - r0[x0]);
+            bottom[k] = r1[x0] + wx * (r1[x1] - r1[x0]);
+        }
         let row = &mut out[y * width..(y + 1) * width];
-        for (x, o) in row.iter_mut().enumerate() {
-            let fx = ((x as f32 + 0.5) * inv - 0.5).clamp(0.0, (cw - 1) as f32);
-            let x0 = fx as usize;
-            let x1 = (x0 + 1).min(cw - 1);
-            let wx = fx - x0 as f32;
-            let top = r0[x0] + wx * (r0[x1] - r0[x0]);
-            let bottom = r1[x0] + wx * (r1[x1] - r1[x0]);
-            *o = top + wy * (bottom - top);
+        for ((o, t), b) in row.iter_mut().zip(&top).zip(&bottom) {
+            *o = t + wy * (b - t);
         }
     }
     out
