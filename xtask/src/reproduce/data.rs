@@ -240,6 +240,14 @@ pub fn prepare(
         Ok(serde_json::to_value(&summary)?)
     })?;
 
+    if segment.get("kept").and_then(|k| k.as_u64()) == Some(0) {
+        bail!(
+            "the lung UNet {} rejected every image ({}): retrain it (delete {}) or pass --segmenter WEIGHTS",
+            segmenter.display(),
+            segment.get("rejected").map(|r| r.to_string()).unwrap_or_default(),
+            segmenter.display()
+        );
+    }
     Ok(Prepared {
         choice_label: choice.describe(),
         tag,

@@ -147,9 +147,6 @@ impl Profile {
                      augmentation (it would multiply the backbone passes by ten). Use `--profile paper` on a \
                      GPU for the published setting."
                         .into(),
-                    "Quick profile: the lung UNet is a narrow one (base 8, 64 px) trained for about a minute on \
-                     the world's own masks (or the Shenzhen/Montgomery masks for real data)."
-                        .into(),
                 ],
             },
             ProfileArg::Paper => Profile {
