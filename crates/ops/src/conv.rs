@@ -453,7 +453,7 @@ impl ConvOp {
             None
         };
         let db = if with_bias {
-            Some(grad.sum((0, 2, 3))?)
+            Some(crate::fused::channel_sum(&grad)?)
         } else {
             None
         };

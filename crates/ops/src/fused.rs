@@ -1,6 +1,6 @@
 //! Fused `relu(x + bias[c])` as a custom candle op on CPU (one pass over memory instead of three).
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::elem::{Elem, slice, storage};
@@ -62,7 +62,7 @@ impl CustomOp2 for BiasRelu {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
         let db = if b.track_op() {
-            Some(dx.sum((0, 2, 3))?)
+            Some(channel_sum(&dx)?)
         } else {
             None
         };
@@ -106,5 +106,49 @@ impl CustomOp2 for ReluMask {
                 });
             Ok((storage(dx), l1.shape().clone()))
         })
+    }
+}
+
+/// [C]: the sum of an NCHW tensor over N, H and W (bias gradients), parallel over channels.
+pub(crate) struct ChannelSum;
+
+impl candle_core::CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "cxr-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, h, w] = l.dims() else {
+            candle_core::bail!("channel sum: gradient {:?} must be 4-d (NCHW)", l.dims());
+        };
+        let hw = h * w;
+        dispatch!(s, |T| {
+            let x = slice::<T>(s, l, "bias gradient input")?;
+            let v: Vec<T> = (0..c)
+                .into_par_iter()
+                .map(|ci| {
+                    let mut acc = 0.0f64;
+                    for ni in 0..n {
+                        let mut part = T::ZERO;
+                        for &v in &x[(ni * c + ci) * hw..(ni * c + ci + 1) * hw] {
+                            part += v;
+                        }
+                        acc += part.to_f64();
+                    }
+                    T::from_f64(acc)
+                })
+                .collect();
+            Ok((storage(v), Shape::from(c)))
+        })
+    }
+}
+
+/// Per-channel sum of an NCHW gradient (CPU f32/f64; candle's `sum` elsewhere).
+pub(crate) fn channel_sum(t: &Tensor) -> Result<Tensor> {
+    if t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    {
+        t.contiguous()?.apply_op1_no_bwd(&ChannelSum)
+    } else {
+        t.sum((0, 2, 3))
     }
 }
