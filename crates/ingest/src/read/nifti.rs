@@ -270,6 +270,19 @@ pub(super) fn read(path: &Path, options: &ReadOptions) -> Result<RawImage> {
             })
             .collect()
     };
+    // NaN/Inf voxels (float data, or a scale overflowing f32) would poison every min/max and window
+    // downstream: refuse the file here, naming it, rather than render garbage.
+    if let Some(at) = pixels.iter().position(|v| !v.is_finite()) {
+        return Err(err(
+            path,
+            format!(
+                "non-finite voxel value {} at row {}, column {}",
+                pixels[at],
+                at / w,
+                at % w
+            ),
+        ));
+    }
     let scaled = h.slope != 0.0 && h.slope.is_finite() && (h.slope != 1.0 || h.inter != 0.0);
     let spacing = (h.pixdim[1], h.pixdim[0]);
     let meta = PixelMeta {

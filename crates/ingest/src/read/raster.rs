@@ -23,6 +23,24 @@ fn reader(
     Ok(r)
 }
 
+/// A truncated JPEG decodes "successfully" (the decoder fills the missing rows with grey), so a cut file
+/// would enter the dataset silently. The entropy-coded data byte-stuffs every 0xFF, so an EOI marker (FF D9)
+/// after the last start-of-scan (FF DA) is exactly "the last scan ends"; bytes after EOI are tolerated.
+fn jpeg_complete(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| IngestError::io(path, e))?;
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let ok = last_sos.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]));
+    if ok {
+        Ok(())
+    } else {
+        Err(IngestError::Parse {
+            path: path.to_path_buf(),
+            format: "JPEG",
+            message: "truncated: no end-of-image marker after the last scan".into(),
+        })
+    }
+}
+
 pub(super) fn read(path: &Path, format: ImageFormat, options: &ReadOptions) -> Result<RawImage> {
     let fname = format.as_str();
     let parse = |e: image::ImageError| IngestError::Parse {
@@ -33,6 +51,9 @@ pub(super) fn read(path: &Path, format: ImageFormat, options: &ReadOptions) -> R
     // Header first: refuse absurd sizes before the decoder allocates.
     let (w, h) = reader(path, format)?.into_dimensions().map_err(parse)?;
     options.limits.check(path, w as u64, h as u64)?;
+    if format == ImageFormat::Jpeg {
+        jpeg_complete(path)?;
+    }
     let mut r = reader(path, format)?;
     let mut lim = image::Limits::default();
     lim.max_image_width = Some(w);
