@@ -364,7 +364,10 @@ where
 
     let mut base = record.clone();
     if base.path.is_relative() {
-        base.path = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        // The output manifest lives elsewhere: make the path absolute (canonical when the file exists).
+        base.path = std::fs::canonicalize(file)
+            .or_else(|_| std::path::absolute(file))
+            .unwrap_or_else(|_| file.to_path_buf());
     }
     for (k, v) in &entry.columns {
         base.set(k, v.clone());
