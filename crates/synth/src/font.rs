@@ -58,6 +58,7 @@ pub fn text_width(text: &str, scale: usize) -> usize {
 
 /// Draws `text` with its top-left corner at `(x0, y0)` into a row-major f32 image, setting covered pixels to
 /// `value`. Pixels outside the image are skipped.
+#[allow(clippy::too_many_arguments)]
 pub fn draw_text(
     img: &mut [f32],
     width: usize,
@@ -92,6 +93,7 @@ pub fn draw_text(
 }
 
 /// Same as [`draw_text`] for an 8-bit image.
+#[allow(clippy::too_many_arguments)]
 pub fn draw_text_u8(
     img: &mut [u8],
     width: usize,

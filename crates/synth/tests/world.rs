@@ -527,7 +527,7 @@ fn every_source_parses_with_the_format_crates_and_follows_docs_datasets() {
 
 /// Features for the source probe: a 24-bin histogram of min-max normalised intensities.
 fn histogram(v: &[f32]) -> Vec<f64> {
-    let mut h = vec![0f64; 24];
+    let mut h = [0f64; 24];
     for &x in v {
         h[((x * 24.0) as usize).min(23)] += 1.0;
     }
@@ -623,6 +623,7 @@ fn lung_features(w: usize, d: &[f32], lung: (usize, usize, usize, usize)) -> Vec
     f
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Ridge regression on +-1 targets (normal equations, Gaussian elimination).
 fn ridge(x: &[Vec<f64>], y: &[f64], lambda: f64) -> Vec<f64> {
     let d = x[0].len() + 1;
