@@ -23,7 +23,7 @@ pub enum SegmentCommand {
 enum Preset {
     /// Base 8 at 128 px, Adam 1e-3, up to 40 epochs within 27 minutes: the 2-core CPU default.
     Cpu,
-    /// Base 8 at 64 px, about a minute: for the 10-minute reproduce on synthetic masks.
+    /// Base 8 at 64 px, at most 90 s of training: for the 10-minute reproduce on synthetic masks.
     Quick,
     /// The paper: base 64 at 256 px, Adam 1e-4 (GPU, `--features cuda`).
     Paper,
