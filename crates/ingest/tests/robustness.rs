@@ -200,6 +200,26 @@ fn decompression_bombs_are_refused_from_the_header() {
         read_image(&p).unwrap_err(),
         IngestError::TooLarge { .. }
     ));
+    // Fuzzing regression: slice counts whose product overflows usize (a multiply-overflow panic before).
+    let p = dir.path().join("many-slices.nii");
+    std::fs::write(
+        &p,
+        nifti2(
+            false,
+            &[4, 4, 1 << 40, 1 << 40, 1 << 40],
+            2,
+            8,
+            0.0,
+            0.0,
+            &[0; 16],
+        ),
+    )
+    .unwrap();
+    let e = read_image(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("many-slices.nii") && e.contains("overflow"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -184,7 +184,11 @@ pub(super) fn read(path: &Path, options: &ReadOptions) -> Result<RawImage> {
     let (w, hgt) = (h.dims[0], h.dims[1]);
     options.limits.check(path, w as u64, hgt as u64)?;
     let depth = h.dims.get(2).copied().unwrap_or(1);
-    let slices: usize = h.dims[2..].iter().product();
+    // Checked: a corrupt NIfTI-2 header can claim 2^40 slices per axis (found by fuzzing: overflow panic).
+    let slices = h.dims[2..]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| err(path, format!("dimensions {:?} overflow", h.dims)))?;
     let z = match (slices, options.volume_slice) {
         (1, _) => 0,
         (_, Some(k)) if k < depth => k,
