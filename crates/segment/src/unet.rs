@@ -40,7 +40,7 @@ pub struct UNetConfig {
 
 impl UNetConfig {
     pub fn validate(&self) -> Result<(), SegmentError> {
-        if self.base == 0 || self.size == 0 || self.size % (1 << (LEVELS - 1)) != 0 {
+        if self.base == 0 || self.size == 0 || !self.size.is_multiple_of(1 << (LEVELS - 1)) {
             return Err(SegmentError::Config(format!(
                 "UNet base {} / size {}: base must be > 0 and size a positive multiple of 16",
                 self.base, self.size
@@ -218,10 +218,8 @@ impl UNet {
             }
             h = self.conv(&format!("enc{i}.conv1"), &h, 1)?.relu()?;
             h = self.conv(&format!("enc{i}.conv2"), &h, 1)?.relu()?;
-            if i >= LEVELS - 2 {
-                if let Some(rng) = dropout.as_deref_mut() {
-                    h = apply_dropout(&h, rng)?;
-                }
+            if let (true, Some(rng)) = (i >= LEVELS - 2, dropout.as_deref_mut()) {
+                h = apply_dropout(&h, rng)?;
             }
             skips.push(h.clone());
         }
