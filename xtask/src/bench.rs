@@ -14,10 +14,10 @@ pub enum BenchCommand {
     /// Convolution/pooling ops: per-layer GFLOP/s (ResNet50, UNet) and whole-network speeds, cxr-ops vs candle's
     /// stock ops vs PyTorch.
     Ops(crate::bench_ops::BenchOpsArgs),
-    /// ResNet50 frozen-backbone embedding (images/s) and Finetune1 training steps/s, ours vs PyTorch.
-    Model(crate::model::BenchModelArgs),
     /// Batch preprocessing (images/s, peak RSS) on real files, ours vs a pydicom + numpy + Pillow pipeline.
     Preprocess(crate::preprocess::BenchArgs),
+    /// ResNet50 frozen-backbone embedding (images/s) and Finetune1 training steps/s, ours vs PyTorch.
+    Model(crate::model::BenchModelArgs),
     /// Manifest CSV write + parse throughput (rows/s) on a generated manifest.
     Manifest {
         /// Rows in the generated manifest.
@@ -49,8 +49,8 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops(args) => crate::bench_ops::run(args),
-        BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
+        BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
         BenchCommand::Synth { per_source, size } => crate::synth::bench(per_source, size),
         BenchCommand::Segment {

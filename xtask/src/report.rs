@@ -24,7 +24,10 @@ pub enum Block {
     /// Markup produced by our own crates (cxr-eval's tables), inserted as is.
     Html(String),
     /// Inline SVG markup (from cxr-eval's plots).
-    Svg { caption: String, svg: String },
+    Svg {
+        caption: String,
+        svg: String,
+    },
     /// A PNG image, embedded as a data URI.
     Png {
         caption: String,
@@ -128,7 +131,11 @@ fn render_block(h: &mut String, b: &Block) {
         Block::Warning(t) => {
             let _ = writeln!(h, "<div class=\"warn\">{}</div>", esc(t));
         }
-        Block::Table { caption, header, rows } => {
+        Block::Table {
+            caption,
+            header,
+            rows,
+        } => {
             let _ = write!(h, "<table><caption>{}</caption><thead><tr>", esc(caption));
             for c in header {
                 let _ = write!(h, "<th>{}</th>", esc(c));
@@ -148,7 +155,12 @@ fn render_block(h: &mut String, b: &Block) {
             h.push('\n');
         }
         Block::Svg { caption, svg } => {
-            let _ = writeln!(h, "<figure>{}<figcaption>{}</figcaption></figure>", inline_svg(svg), esc(caption));
+            let _ = writeln!(
+                h,
+                "<figure>{}<figcaption>{}</figcaption></figure>",
+                inline_svg(svg),
+                esc(caption)
+            );
         }
         Block::Png { caption, bytes } => {
             let data = base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -159,8 +171,17 @@ fn render_block(h: &mut String, b: &Block) {
                 esc(caption)
             );
         }
-        Block::Verdict { model, flagged, summary, evidence } => {
-            let (class, word) = if *flagged { ("flag", "SHORTCUT FLAGGED") } else { ("ok", "no shortcut flagged") };
+        Block::Verdict {
+            model,
+            flagged,
+            summary,
+            evidence,
+        } => {
+            let (class, word) = if *flagged {
+                ("flag", "SHORTCUT FLAGGED")
+            } else {
+                ("ok", "no shortcut flagged")
+            };
             let _ = write!(
                 h,
                 "<div class=\"verdict {class}\"><strong>{}: {word}</strong><p>{}</p><ul>",
@@ -209,12 +230,19 @@ mod tests {
         };
         let html = report.to_html();
         assert!(html.contains("Study &lt;1&gt;"));
-        assert!(!html.contains("<?xml"), "prolog must be stripped for inline SVG");
+        assert!(
+            !html.contains("<?xml"),
+            "prolog must be stripped for inline SVG"
+        );
         assert!(html.contains("data:image/png;base64,iVBORw=="));
         assert!(html.contains("SHORTCUT FLAGGED"));
         assert!(html.contains("0.99 [0.97, 1.00]"));
         // No external resources: nothing fetched from the network.
-        assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org").count());
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").count()
+                    == html.matches("xmlns=\"http://www.w3.org").count()
+        );
         assert!(!html.contains("https://") && !html.contains("<script"));
     }
 }

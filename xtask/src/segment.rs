@@ -277,7 +277,8 @@ pub fn bench(bases: &[usize], images: usize, batch: usize) -> Result<()> {
     println!("segment inference at 256x256, batch {batch}, device {device:?}");
     for &base in bases {
         let cfg = UNetConfig { base, size: 256 };
-        let (unet, _) = UNet::trainable(cfg, 0, &device).context("bench segment: building the UNet")?;
+        let (unet, _) =
+            UNet::trainable(cfg, 0, &device).context("bench segment: building the UNet")?;
         let x = candle_core::Tensor::rand(0f32, 1f32, (batch, 1, 256, 256), &device)?;
         unet.predict(&x)?; // warm-up
         let t = Instant::now();

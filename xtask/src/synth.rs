@@ -62,7 +62,13 @@ pub fn run(args: SynthArgs) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     })
-    .with_context(|| format!("synth: writing the {} world into {}", cfg.kind.as_str(), args.out.display()))?;
+    .with_context(|| {
+        format!(
+            "synth: writing the {} world into {}",
+            cfg.kind.as_str(),
+            args.out.display()
+        )
+    })?;
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     println!(
@@ -83,7 +89,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
             s.distractors
         );
     }
-    println!("  ground truth: {} and {}", summary.world_json.display(), summary.truth_csv.display());
+    println!(
+        "  ground truth: {} and {}",
+        summary.world_json.display(),
+        summary.truth_csv.display()
+    );
     if let Some(g) = &summary.gallery {
         println!("  gallery: {}", g.display());
     }
@@ -100,7 +110,8 @@ pub fn bench(per_source: usize, size: u32) -> Result<()> {
         ..WorldConfig::default()
     };
     let t = Instant::now();
-    let summary = cxr_synth::generate(&cfg, &dir).with_context(|| format!("synth bench in {}", dir.display()))?;
+    let summary = cxr_synth::generate(&cfg, &dir)
+        .with_context(|| format!("synth bench in {}", dir.display()))?;
     let secs = t.elapsed().as_secs_f64();
     let images = summary.images_written + summary.lung_masks;
     println!(

@@ -14,7 +14,10 @@ use super::{Profile, ReproduceArgs, WorldArg};
 pub enum DataChoice {
     Synthetic(WorldArg),
     /// Real datasets: root and dataset names (adapters).
-    Real { root: PathBuf, datasets: Vec<String> },
+    Real {
+        root: PathBuf,
+        datasets: Vec<String>,
+    },
 }
 
 impl DataChoice {
@@ -24,8 +27,15 @@ impl DataChoice {
             Some(root) => DataChoice::Real {
                 root: root.clone(),
                 datasets: match args.dataset.as_deref() {
-                    Some(d) => d.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-                    None => cxr_core::SourceId::PAPER.iter().map(|s| s.to_string()).collect(),
+                    Some(d) => d
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    None => cxr_core::SourceId::PAPER
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                 },
             },
         }
@@ -33,9 +43,17 @@ impl DataChoice {
 
     pub fn describe(&self) -> String {
         match self {
-            DataChoice::Synthetic(WorldArg::Paper) => "synthetic world `paper` (each source holds one class, as in the paper)".into(),
-            DataChoice::Synthetic(WorldArg::Clean) => "synthetic world `clean` (every source holds both classes 50/50)".into(),
-            DataChoice::Real { root, datasets } => format!("real data: {} under {}", datasets.join(", "), root.display()),
+            DataChoice::Synthetic(WorldArg::Paper) => {
+                "synthetic world `paper` (each source holds one class, as in the paper)".into()
+            }
+            DataChoice::Synthetic(WorldArg::Clean) => {
+                "synthetic world `clean` (every source holds both classes 50/50)".into()
+            }
+            DataChoice::Real { root, datasets } => format!(
+                "real data: {} under {}",
+                datasets.join(", "),
+                root.display()
+            ),
         }
     }
 }
@@ -85,54 +103,69 @@ pub fn prepare(
     let mut notes = Vec::new();
 
     // 1. The world (synthetic) or the dataset roots (real).
-    let (world_root, world_summary, roots): (Option<PathBuf>, Option<serde_json::Value>, Vec<(String, PathBuf)>) =
-        match &choice {
-            DataChoice::Synthetic(kind) => {
-                let cfg = cxr_synth::WorldConfig {
-                    kind: match kind {
-                        WorldArg::Paper => cxr_synth::WorldKind::Paper,
-                        WorldArg::Clean => cxr_synth::WorldKind::Clean,
-                    },
-                    per_source: profile.per_source,
-                    size: profile.world_size,
-                    seed: args.seed,
-                    signal: args.signal.unwrap_or(1.0),
-                    gallery: true,
-                    ..cxr_synth::WorldConfig::default()
-                };
-                let world_dir = dir.join("world");
-                let key = key_of(&("synth-v1", &cfg));
-                let summary: serde_json::Value = cached("synth", &world_dir, &key, || {
-                    let pb = bar("synth", 0);
-                    let summary = cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
+    let (world_root, world_summary, roots): (
+        Option<PathBuf>,
+        Option<serde_json::Value>,
+        Vec<(String, PathBuf)>,
+    ) = match &choice {
+        DataChoice::Synthetic(kind) => {
+            let cfg = cxr_synth::WorldConfig {
+                kind: match kind {
+                    WorldArg::Paper => cxr_synth::WorldKind::Paper,
+                    WorldArg::Clean => cxr_synth::WorldKind::Clean,
+                },
+                per_source: profile.per_source,
+                size: profile.world_size,
+                seed: args.seed,
+                signal: args.signal.unwrap_or(1.0),
+                gallery: true,
+                ..cxr_synth::WorldConfig::default()
+            };
+            let world_dir = dir.join("world");
+            let key = key_of(&("synth-v1", &cfg));
+            let summary: serde_json::Value = cached("synth", &world_dir, &key, || {
+                let pb = bar("synth", 0);
+                let summary =
+                    cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
                         pb.set_length(total);
                         pb.set_position(done);
                     })
-                    .with_context(|| format!("generating the synthetic world in {}", world_dir.display()))?;
-                    pb.finish_and_clear();
-                    Ok(serde_json::to_value(&summary)?)
-                })?;
-                let roots = summary["sources"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| Some((s["id"].as_str()?.to_string(), PathBuf::from(s["root"].as_str()?))))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (Some(world_dir), Some(summary), roots)
-            }
-            DataChoice::Real { root, datasets } => {
-                let roots = datasets
-                    .iter()
-                    .map(|d| {
-                        let r = if d == "cohen" || datasets.len() == 1 { root.clone() } else { root.join(real_folder(d)) };
-                        (d.clone(), r)
-                    })
-                    .collect();
-                (None, None, roots)
-            }
-        };
+                    .with_context(|| {
+                        format!("generating the synthetic world in {}", world_dir.display())
+                    })?;
+                pb.finish_and_clear();
+                Ok(serde_json::to_value(&summary)?)
+            })?;
+            let roots = summary["sources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| {
+                            Some((
+                                s["id"].as_str()?.to_string(),
+                                PathBuf::from(s["root"].as_str()?),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (Some(world_dir), Some(summary), roots)
+        }
+        DataChoice::Real { root, datasets } => {
+            let roots = datasets
+                .iter()
+                .map(|d| {
+                    let r = if d == "cohen" || datasets.len() == 1 {
+                        root.clone()
+                    } else {
+                        root.join(real_folder(d))
+                    };
+                    (d.clone(), r)
+                })
+                .collect();
+            (None, None, roots)
+        }
+    };
 
     // 2. Ingest: one adapter per dataset, merged into one manifest.
     let ingest_dir = dir.join("ingest");
@@ -158,8 +191,13 @@ pub fn prepare(
             bail!("no images selected from {:?}", roots);
         }
         let path = ingest_dir.join("manifest.csv");
-        cxr_ingest::write_manifest(&merged, &path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(IngestResult { manifest: path, images: merged.records.len(), per_dataset })
+        cxr_ingest::write_manifest(&merged, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(IngestResult {
+            manifest: path,
+            images: merged.records.len(),
+            per_dataset,
+        })
     })?;
 
     // 3. Preprocess: 8-bit PNGs (the per-image cache makes a rerun cheap).
@@ -201,7 +239,14 @@ pub fn prepare(
                     (shared, "the Shenzhen/Montgomery lung masks")
                 }
             };
-            let unet_dir = out.join(format!("unet-{}", if world_root.is_some() { "synthetic" } else { "shenzhen-montgomery" }));
+            let unet_dir = out.join(format!(
+                "unet-{}",
+                if world_root.is_some() {
+                    "synthetic"
+                } else {
+                    "shenzhen-montgomery"
+                }
+            ));
             let weights = unet_dir.join("unet.safetensors");
             let mut cfg = if profile.segment_quick {
                 cxr_segment::TrainConfig::quick(&data, &weights)
@@ -210,17 +255,30 @@ pub fn prepare(
             };
             cfg.resume = args.resume;
             cfg.seed = args.seed;
+            if profile.segment_quick {
+                // A narrow UNet can sit at an empty mask for several epochs before it finds the lungs; let the
+                // time budget, not early stopping, end the quick run.
+                cfg.patience = cfg.epochs;
+            }
             let key = key_of(&("unet-v1", &cfg, world_summary.as_ref().map(|_| &ingest_key)));
-            notes.push(format!("Lung UNet trained on {what} (base {}, {} px).", cfg.unet.base, cfg.unet.size));
+            notes.push(format!(
+                "Lung UNet trained on {what} (base {}, {} px).",
+                cfg.unet.base, cfg.unet.size
+            ));
             let report: serde_json::Value = cached("segment-train", &unet_dir, &key, || {
-                let report = cxr_segment::train(&cfg).with_context(|| format!("training the lung UNet on {}", data.display()))?;
+                let report = cxr_segment::train(&cfg)
+                    .with_context(|| format!("training the lung UNet on {}", data.display()))?;
                 Ok(serde_json::to_value(&report)?)
             })?;
             (weights, Some(report))
         }
     };
     let seg_dir = dir.join("segment");
-    let seg_key = key_of(&("segment-v1", file_key(&pre_manifest)?, file_key(&segmenter)?));
+    let seg_key = key_of(&(
+        "segment-v1",
+        file_key(&pre_manifest)?,
+        file_key(&segmenter)?,
+    ));
     let segment: serde_json::Value = cached("segment", &seg_dir, &seg_key, || {
         let seg = cxr_segment::Segmenter::load(&segmenter)
             .with_context(|| format!("loading lung UNet {}", segmenter.display()))?;
@@ -244,7 +302,10 @@ pub fn prepare(
         bail!(
             "the lung UNet {} rejected every image ({}): retrain it (delete {}) or pass --segmenter WEIGHTS",
             segmenter.display(),
-            segment.get("rejected").map(|r| r.to_string()).unwrap_or_default(),
+            segment
+                .get("rejected")
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             segmenter.display()
         );
     }
@@ -267,7 +328,10 @@ pub fn prepare(
 /// Preprocessing for the study: min-max for window-less sources (the authors' code), metadata windows where
 /// the dataset has them (PadChest, BIMCV), resized so the longest side is the profile's size.
 fn preprocess_config(profile: &Profile) -> cxr_preprocess::config::PreprocessConfig {
-    cxr_preprocess::config::PreprocessConfig { size: profile.preprocess_size, ..Default::default() }
+    cxr_preprocess::config::PreprocessConfig {
+        size: profile.preprocess_size,
+        ..Default::default()
+    }
 }
 
 /// Folder name of a real dataset under `--data-root` (the names the datasets ship with; docs/DATASETS.md).

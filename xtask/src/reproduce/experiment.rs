@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use cxr_core::{Grey8, Manifest, ManifestRecord, Prediction, Split};
+use cxr_core::{Manifest, ManifestRecord, Prediction, Split};
 use serde::{Deserialize, Serialize};
 
 use super::data::Prepared;
@@ -52,8 +52,10 @@ pub fn load_specs(dir: &Path, only: &[String]) -> Result<Vec<ExperimentSpec>> {
     paths.sort();
     let mut specs = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let spec: ExperimentSpec = toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let spec: ExperimentSpec =
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         if only.is_empty() || only.contains(&spec.name) {
             specs.push(spec);
         }
@@ -70,7 +72,9 @@ pub fn load_specs(dir: &Path, only: &[String]) -> Result<Vec<ExperimentSpec>> {
 
 /// A model name split into backbone and mode.
 fn parse_model(name: &str) -> Result<(cxr_model::Arch, cxr_model::Mode)> {
-    let (backbone, mode) = name.split_once('-').with_context(|| format!("model `{name}`: expected <backbone>-<mode>"))?;
+    let (backbone, mode) = name
+        .split_once('-')
+        .with_context(|| format!("model `{name}`: expected <backbone>-<mode>"))?;
     let arch = match backbone {
         "resnet50" => cxr_model::Arch::resnet50(),
         "vgg16" => cxr_model::Arch::vgg16(),
@@ -130,7 +134,12 @@ impl<'a> Study<'a> {
     }
 
     /// Runs every experiment that fits the data, in order.
-    pub fn run_all(&mut self, data: &Prepared, specs: &[ExperimentSpec], out: &Path) -> Result<Vec<ExperimentResult>> {
+    pub fn run_all(
+        &mut self,
+        data: &Prepared,
+        specs: &[ExperimentSpec],
+        out: &Path,
+    ) -> Result<Vec<ExperimentResult>> {
         let is_cohen = data.tag.contains("cohen");
         let mut results: Vec<ExperimentResult> = Vec::new();
         for spec in specs {
@@ -142,7 +151,12 @@ impl<'a> Study<'a> {
                     results
                         .iter()
                         .find(|r| &r.spec.name == b)
-                        .with_context(|| format!("experiment `{}` fine-tunes `{b}`, which did not run", spec.name))?
+                        .with_context(|| {
+                            format!(
+                                "experiment `{}` fine-tunes `{b}`, which did not run",
+                                spec.name
+                            )
+                        })?
                         .clone(),
                 ),
                 None => None,
@@ -172,7 +186,8 @@ impl<'a> Study<'a> {
         let design_path = args.splits_dir.join(format!("{}.toml", spec.split));
         let design = cxr_ingest::SplitDesign::read(&design_path)
             .with_context(|| format!("reading split design {}", design_path.display()))?;
-        let segmented = Manifest::read(&data.manifest).with_context(|| format!("reading {}", data.manifest.display()))?;
+        let segmented = Manifest::read(&data.manifest)
+            .with_context(|| format!("reading {}", data.manifest.display()))?;
         let kept = kept_absolute(&segmented);
         let scale = (kept.records.len() as f64 / PAPER_IMAGES).min(1.0);
         let (mut split_manifest, split_report) = cxr_ingest::apply_split(&kept, &design, scale)
@@ -185,7 +200,9 @@ impl<'a> Study<'a> {
         }
         if spec.kind == "table4" {
             // Fine-tune on the `finetune` rows; the base model's training rows are not used again.
-            split_manifest.records.retain(|r| r.split != Some(Split::Train));
+            split_manifest
+                .records
+                .retain(|r| r.split != Some(Split::Train));
             for r in &mut split_manifest.records {
                 if r.split == Some(Split::Finetune) {
                     r.split = Some(Split::Train);
@@ -197,7 +214,9 @@ impl<'a> Study<'a> {
         split_manifest.write(&manifest_path)?;
         let mut split_counts = BTreeMap::new();
         for r in &split_manifest.records {
-            *split_counts.entry(r.split.map(|s| s.to_string()).unwrap_or_default()).or_insert(0) += 1;
+            *split_counts
+                .entry(r.split.map(|s| s.to_string()).unwrap_or_default())
+                .or_insert(0) += 1;
         }
         let lint = cxr_ingest::lint(&split_manifest);
         let train_cramers_v = lint.train_cramers_v;
@@ -226,23 +245,50 @@ impl<'a> Study<'a> {
                 "vgg16" => args.weights_vgg16.clone(),
                 _ => None,
             };
-            cfg.name = if mode_run == mode_requested { name.clone() } else { format!("{name} [{mode_run}]") };
+            cfg.name = if mode_run == mode_requested {
+                name.clone()
+            } else {
+                format!("{name} [{mode_run}]")
+            };
             if spec.kind == "table4" {
                 cfg.max_epochs = cfg.max_epochs.min(50);
             }
-            let init = base.and_then(|b| b.models.first()).map(|m| m.model_path.clone());
+            let init = base
+                .and_then(|b| b.models.first())
+                .map(|m| m.model_path.clone());
             cfg.init = init.clone();
-            if let Some(same) = models.iter().find(|m| m.backbone == arch.to_string() && m.mode_run == mode_run.to_string()) {
+            if let Some(same) = models
+                .iter()
+                .find(|m| m.backbone == arch.to_string() && m.mode_run == mode_run.to_string())
+            {
                 // Identical training (only the requested mode differs): reuse it under this name.
-                let preds = relabel(&same.predictions, &cfg.name, &dir.join(format!("{}.predictions.csv", slug(&cfg.name))))?;
-                models.push(ModelRun { name: cfg.name.clone(), mode_requested: mode_requested.to_string(), predictions: preds, ..same.clone() });
+                let preds = relabel(
+                    &same.predictions,
+                    &cfg.name,
+                    &dir.join(format!("{}.predictions.csv", slug(&cfg.name))),
+                )?;
+                models.push(ModelRun {
+                    name: cfg.name.clone(),
+                    mode_requested: mode_requested.to_string(),
+                    predictions: preds,
+                    ..same.clone()
+                });
                 continue;
             }
             let run_dir = dir.join(slug(name));
-            let key = key_of(&("train-v1", &cfg, file_key(&manifest_path)?, init.as_ref().map(|p| file_key(p).ok())));
+            let key = key_of(&(
+                "train-v1",
+                &cfg,
+                file_key(&manifest_path)?,
+                init.as_ref().map(|p| file_key(p).ok()),
+            ));
             let run: ModelRun = cached("train", &run_dir, &key, || {
-                let opts = cxr_model::TrainOptions { resume: args.resume, ..Default::default() };
-                let report = cxr_model::train(&cfg, &run_dir, &opts).with_context(|| format!("training {}", cfg.name))?;
+                let opts = cxr_model::TrainOptions {
+                    resume: args.resume,
+                    ..Default::default()
+                };
+                let report = cxr_model::train(&cfg, &run_dir, &opts)
+                    .with_context(|| format!("training {}", cfg.name))?;
                 Ok(ModelRun {
                     name: cfg.name.clone(),
                     backbone: arch.to_string(),
@@ -264,12 +310,20 @@ impl<'a> Study<'a> {
 
         // 3. Evaluate every model together (paired tests between them come free).
         let eval_dir = dir.join("eval");
-        let eval = evaluate(&models.iter().map(|m| m.predictions.clone()).collect::<Vec<_>>(), &split_manifest, args, &eval_dir)?;
+        let eval = evaluate(
+            &models
+                .iter()
+                .map(|m| m.predictions.clone())
+                .collect::<Vec<_>>(),
+            &split_manifest,
+            args,
+            &eval_dir,
+        )?;
 
         // 4. Audit the first model: source probe, occlusion, Grad-CAM, verdict.
         let (audit, gradcam_dir, galleries) = match models.first() {
             Some(m) if spec.kind != "table4" => {
-                let a = super::audit::run(args, profile, m, &manifest_path, train_cramers_v, &dir.join("audit"))
+                let a = super::audit::run(profile, m, &manifest_path, &dir.join("audit"))
                     .with_context(|| format!("auditing {}", m.name))?;
                 (Some(a.report), Some(a.gradcam_dir), a.galleries)
             }
@@ -295,12 +349,22 @@ impl<'a> Study<'a> {
 }
 
 /// Runs cxr-eval on prediction files; returns metrics.json's content.
-pub fn evaluate(predictions: &[PathBuf], train_manifest: &Manifest, args: &ReproduceArgs, out: &Path) -> Result<serde_json::Value> {
+pub fn evaluate(
+    predictions: &[PathBuf],
+    train_manifest: &Manifest,
+    args: &ReproduceArgs,
+    out: &Path,
+) -> Result<serde_json::Value> {
     let preds = cxr_eval::load_predictions(predictions).context("reading predictions")?;
-    let opts = cxr_eval::EvalOptions { resamples: args.resamples, seed: args.seed, ..Default::default() }
-        .with_train_manifest(train_manifest);
+    let opts = cxr_eval::EvalOptions {
+        resamples: args.resamples,
+        seed: args.seed,
+        ..Default::default()
+    }
+    .with_train_manifest(train_manifest);
     let report = cxr_eval::evaluate(&preds, &opts).context("evaluating predictions")?;
-    cxr_eval::write_outputs(&report, out).with_context(|| format!("writing metrics to {}", out.display()))?;
+    cxr_eval::write_outputs(&report, out)
+        .with_context(|| format!("writing metrics to {}", out.display()))?;
     Ok(serde_json::to_value(&report)?)
 }
 
@@ -309,12 +373,19 @@ pub fn evaluate(predictions: &[PathBuf], train_manifest: &Manifest, args: &Repro
 fn kept_absolute(m: &Manifest) -> Manifest {
     let abs = |p: &str| -> String {
         let p = Path::new(p);
-        if p.is_absolute() { p.display().to_string() } else { m.base_dir.join(p).display().to_string() }
+        if p.is_absolute() {
+            p.display().to_string()
+        } else {
+            m.base_dir.join(p).display().to_string()
+        }
     };
     let records: Vec<ManifestRecord> = m
         .records
         .iter()
-        .filter(|r| r.get("reject_reason").unwrap_or_default().is_empty() && !r.get("crop").unwrap_or_default().is_empty())
+        .filter(|r| {
+            r.get("reject_reason").unwrap_or_default().is_empty()
+                && !r.get("crop").unwrap_or_default().is_empty()
+        })
         .map(|r| {
             let mut r = r.clone();
             r.path = m.resolve(&r);
@@ -326,24 +397,34 @@ fn kept_absolute(m: &Manifest) -> Manifest {
             r
         })
         .collect();
-    Manifest { records, extra_columns: m.extra_columns.clone(), base_dir: PathBuf::new() }
+    Manifest {
+        records,
+        extra_columns: m.extra_columns.clone(),
+        base_dir: PathBuf::new(),
+    }
 }
 
 /// Copies predictions under another model name.
 fn relabel(from: &Path, model: &str, to: &Path) -> Result<PathBuf> {
     let preds: Vec<Prediction> = cxr_core::read_predictions(from)?
         .into_iter()
-        .map(|p| Prediction { model: model.to_string(), ..p })
+        .map(|p| Prediction {
+            model: model.to_string(),
+            ..p
+        })
         .collect();
     cxr_core::write_predictions(to, &preds)?;
     Ok(to.to_path_buf())
 }
 
 pub fn slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' }).collect()
-}
-
-/// Reads an 8-bit grey PNG.
-pub fn read_grey(path: &Path) -> Result<Grey8> {
-    cxr_explain::read_grey8(path).with_context(|| format!("reading {}", path.display()))
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

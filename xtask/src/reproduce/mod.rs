@@ -120,6 +120,10 @@ pub struct Profile {
     pub segment_quick: bool,
     /// Images per source and class explained with Grad-CAM.
     pub gradcam_per_group: usize,
+    /// Test images per source and class in the occlusion tests.
+    pub occlusion_per_group: usize,
+    /// Occlusion fills (`mean`, `noise`).
+    pub occlusion_fills: &'static str,
     pub notes: Vec<String>,
 }
 
@@ -133,17 +137,20 @@ impl Profile {
                 preprocess_size: 256,
                 image_size: 128,
                 mode_override: Some("frozen"),
-                max_epochs: 200,
-                patience: 10,
-                batch_size: 32,
+                max_epochs: 300,
+                patience: 40,
+                batch_size: 8,
                 learning_rate: 1e-3,
                 segment_quick: true,
                 gradcam_per_group: 4,
+                occlusion_per_group: 40,
+                occlusion_fills: "mean",
                 notes: vec![
                     "Quick profile (CPU): the backbone runs in inference mode and only the paper's head is trained \
                      (mode `frozen`) instead of Finetune1/Finetune2, so models named finetune1/finetune2 are \
-                     trained identically here; images are 128 px instead of 224; Adam at 1e-3 instead of 1e-4 \
-                     and early-stopping patience 10, because a head on cached features needs it; no 10x \
+                     trained identically here; images are 128 px instead of 224; Adam at 1e-3 instead of 1e-4, \
+                     batch 8 and early-stopping patience 40, because a head on a few dozen cached feature vectors needs \
+                     many small steps; no 10x \
                      augmentation (it would multiply the backbone passes by ten). Use `--profile paper` on a \
                      GPU for the published setting."
                         .into(),
@@ -162,6 +169,8 @@ impl Profile {
                 learning_rate: 1e-4,
                 segment_quick: false,
                 gradcam_per_group: 8,
+                occlusion_per_group: 1000,
+                occlusion_fills: "mean,noise",
                 notes: vec![
                     "Paper profile: 224 px, Finetune1/Finetune2 as published, Adam 1e-4, at most 200 epochs, \
                      early stopping after 5 epochs without a better validation accuracy."
@@ -193,7 +202,10 @@ pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
     cxr_model::feature_cache::set_cache_dir(Some(out.join("feature-cache")));
     let specs = experiment::load_specs(&args.experiments_dir, &args.experiments)?;
     if specs.is_empty() {
-        bail!("no experiment selected in {}", args.experiments_dir.display());
+        bail!(
+            "no experiment selected in {}",
+            args.experiments_dir.display()
+        );
     }
     tracing::info!(profile = profile.name, out = %out.display(), "reproduce: {} experiments", specs.len());
 
@@ -204,11 +216,21 @@ pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
     let results_main = study.run_all(&main, &specs, &out.join("experiments"))?;
     // The control: the same split, same pipeline, on the clean world (synthetic default only).
     let control = if args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control {
-        let split1: Vec<ExperimentSpec> = specs.iter().filter(|s| s.kind == "figure4").cloned().collect();
+        let split1: Vec<ExperimentSpec> = specs
+            .iter()
+            .filter(|s| s.kind == "figure4")
+            .cloned()
+            .collect();
         if split1.is_empty() {
             None
         } else {
-            let ctl = data::prepare(&args, &profile, data::DataChoice::Synthetic(WorldArg::Clean), &out, Some(seg_weights))?;
+            let ctl = data::prepare(
+                &args,
+                &profile,
+                data::DataChoice::Synthetic(WorldArg::Clean),
+                &out,
+                Some(seg_weights),
+            )?;
             Some(study.run_all(&ctl, &split1, &out.join("control-clean"))?)
         }
     } else {

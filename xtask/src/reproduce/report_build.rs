@@ -31,7 +31,9 @@ fn auc_triplet(report: &EvalReport, model: &str, group: &Group) -> Option<[f64; 
 fn seen_unseen(results: &[ExperimentResult]) -> Vec<SeenUnseenAuc> {
     let mut out = Vec::new();
     for r in results {
-        let Ok(report) = serde_json::from_value::<EvalReport>(r.eval.clone()) else { continue };
+        let Ok(report) = serde_json::from_value::<EvalReport>(r.eval.clone()) else {
+            continue;
+        };
         for m in &r.models {
             out.push(SeenUnseenAuc {
                 experiment: r.spec.name.clone(),
@@ -64,8 +66,14 @@ pub fn write(
     let weights = if pretrained {
         format!(
             "ImageNet weights: ResNet50 {}, VGG16 {}",
-            args.weights_resnet50.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
-            args.weights_vgg16.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
+            args.weights_resnet50
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into()),
+            args.weights_vgg16
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into())
         )
     } else {
         "random initialisation — no ImageNet weights supplied".to_string()
@@ -75,12 +83,31 @@ pub fn write(
         ("command".to_string(), command.clone()),
         ("profile".to_string(), profile.name.to_string()),
         ("data".to_string(), main.choice_label.clone()),
-        ("images".to_string(), format!("{} selected by the dataset rules; {} after lung cropping", main.ingest.images, count_kept(&main.segment))),
+        (
+            "images".to_string(),
+            format!(
+                "{} selected by the dataset rules; {} after lung cropping",
+                main.ingest.images,
+                count_kept(&main.segment)
+            ),
+        ),
         ("backbone weights".to_string(), weights.clone()),
         ("seed".to_string(), args.seed.to_string()),
-        ("bootstrap resamples".to_string(), args.resamples.to_string()),
-        ("model input".to_string(), format!("{} px", profile.image_size)),
-        ("versions".to_string(), format!("cxr-confounders {} (candle 0.11.1)", env!("CARGO_PKG_VERSION"))),
+        (
+            "bootstrap resamples".to_string(),
+            args.resamples.to_string(),
+        ),
+        (
+            "model input".to_string(),
+            format!("{} px", profile.image_size),
+        ),
+        (
+            "versions".to_string(),
+            format!(
+                "cxr-confounders {} (candle 0.11.1)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
         ("wall time".to_string(), format!("{elapsed_s:.0} s")),
     ];
     let main_auc = seen_unseen(&results);
@@ -120,23 +147,50 @@ pub fn write(
     }
     let mut rows = Vec::new();
     for a in &main_auc {
-        rows.push(vec![a.experiment.clone(), a.model.clone(), main.tag.clone(), fmt3(&a.seen), fmt3(&a.unseen)]);
+        rows.push(vec![
+            a.experiment.clone(),
+            a.model.clone(),
+            main.tag.clone(),
+            fmt3(&a.seen),
+            fmt3(&a.unseen),
+        ]);
     }
     for a in &control_auc {
-        rows.push(vec![a.experiment.clone(), a.model.clone(), "world-clean (control)".into(), fmt3(&a.seen), fmt3(&a.unseen)]);
+        rows.push(vec![
+            a.experiment.clone(),
+            a.model.clone(),
+            "world-clean (control)".into(),
+            fmt3(&a.seen),
+            fmt3(&a.unseen),
+        ]);
     }
     overview.push(Block::Table {
         caption: "Test AUC on seen vs unseen sources (DeLong 95% CI)".into(),
-        header: vec!["experiment".into(), "model".into(), "data".into(), "seen sources".into(), "unseen sources".into()],
+        header: vec![
+            "experiment".into(),
+            "model".into(),
+            "data".into(),
+            "seen sources".into(),
+            "unseen sources".into(),
+        ],
         rows,
     });
-    if let Some(gallery) = main.world_root.as_ref().map(|w| w.join("gallery.png")).filter(|p| p.exists()) {
+    if let Some(gallery) = main
+        .world_root
+        .as_ref()
+        .map(|w| w.join("gallery.png"))
+        .filter(|p| p.exists())
+    {
         overview.push(Block::Png {
             caption: "The synthetic world: a few images per source (each source has its own acquisition signature)".into(),
             bytes: std::fs::read(&gallery).with_context(|| format!("reading {}", gallery.display()))?,
         });
     }
-    sections.push(Section { id: "overview".into(), title: "Overview".into(), blocks: overview });
+    sections.push(Section {
+        id: "overview".into(),
+        title: "Overview".into(),
+        blocks: overview,
+    });
 
     for r in &results {
         sections.push(experiment_section(r, "")?);
@@ -146,16 +200,32 @@ pub fn write(
             sections.push(experiment_section(r, " — control: clean world")?);
         }
     }
-    let report = Report { title: "cxr-confounders: do CXR models learn Covid-19 or the source?".into(), run_facts, sections };
+    let report = Report {
+        title: "cxr-confounders: do CXR models learn Covid-19 or the source?".into(),
+        run_facts,
+        sections,
+    };
     let html_path = out.join("report.html");
     cxr_core::fsutil::write_atomic(&html_path, report.to_html().as_bytes())?;
     println!("report: {}", html_path.display());
     println!("results: {}", results_path.display());
     for a in &main_auc {
-        println!("  {:<24} {:<32} seen AUC {}  unseen AUC {}", a.experiment, a.model, fmt3(&a.seen), fmt3(&a.unseen));
+        println!(
+            "  {:<24} {:<32} seen AUC {}  unseen AUC {}",
+            a.experiment,
+            a.model,
+            fmt3(&a.seen),
+            fmt3(&a.unseen)
+        );
     }
     for a in &control_auc {
-        println!("  {:<24} {:<32} seen AUC {}  unseen AUC {} (clean world)", a.experiment, a.model, fmt3(&a.seen), fmt3(&a.unseen));
+        println!(
+            "  {:<24} {:<32} seen AUC {}  unseen AUC {} (clean world)",
+            a.experiment,
+            a.model,
+            fmt3(&a.seen),
+            fmt3(&a.unseen)
+        );
     }
     Ok(html_path)
 }
@@ -166,13 +236,26 @@ fn describe_test(t: &cxr_explain::TestResult) -> String {
         (Some(v), _, _) => format!("{v:.3}"),
         _ => "–".into(),
     };
-    let th = t.threshold.map(|v| format!(" (threshold {v:.2})")).unwrap_or_default();
-    let by = if t.triggered_by.is_empty() { String::new() } else { format!("; triggered by {}", t.triggered_by.join(", ")) };
-    format!("{:?} — {}: {fig}{th}. {}{by}. {}", t.status, t.test, t.rule, t.detail)
+    let th = t
+        .threshold
+        .map(|v| format!(" (threshold {v:.2})"))
+        .unwrap_or_default();
+    let by = if t.triggered_by.is_empty() {
+        String::new()
+    } else {
+        format!("; triggered by {}", t.triggered_by.join(", "))
+    };
+    format!(
+        "{:?} — {}: {fig}{th}. {}{by}. {}",
+        t.status, t.test, t.rule, t.detail
+    )
 }
 
 fn count_kept(segment: &serde_json::Value) -> String {
-    segment.get("kept").map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+    segment
+        .get("kept")
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "?".into())
 }
 
 fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
@@ -195,23 +278,42 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
             m.epochs_run.to_string(),
             m.best_epoch.to_string(),
             format!("{:.3}", m.best_val_accuracy),
-            if m.pretrained { "ImageNet".into() } else { "random".into() },
+            if m.pretrained {
+                "ImageNet".into()
+            } else {
+                "random".into()
+            },
         ]);
     }
     blocks.push(Block::Table {
         caption: "Models".into(),
-        header: ["model", "mode run", "trainable parameters", "epochs", "best epoch", "best val accuracy", "backbone"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "model",
+            "mode run",
+            "trainable parameters",
+            "epochs",
+            "best epoch",
+            "best val accuracy",
+            "backbone",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: model_rows,
     });
     if let Ok(report) = serde_json::from_value::<EvalReport>(r.eval.clone()) {
         match r.spec.kind.as_str() {
-            "table3" => blocks.push(Block::Html(cxr_eval::table3(&report, Split::Test).to_html())),
+            "table3" => blocks.push(Block::Html(
+                cxr_eval::table3(&report, Split::Test).to_html(),
+            )),
             "figure4" => {
-                let design = if r.spec.split.contains('2') { cxr_eval::Figure4Design::Split2 } else { cxr_eval::Figure4Design::Split1 };
+                let design = if r.spec.split.contains('2') {
+                    cxr_eval::Figure4Design::Split2
+                } else {
+                    cxr_eval::Figure4Design::Split1
+                };
                 if let Some(m) = r.models.first() {
-                    let mut fig = cxr_eval::figure4(&report, Split::Test, &[(design, m.name.as_str())]);
+                    let mut fig =
+                        cxr_eval::figure4(&report, Split::Test, &[(design, m.name.as_str())]);
                     fig.rows.retain(|row| row.design == design);
                     blocks.push(Block::Html(fig.to_html()));
                 }
@@ -222,10 +324,18 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
         for m in &report.models {
             let sets = cxr_eval::plots::summary_sets(m);
             if let Ok(svg) = cxr_eval::plots::roc_svg(&format!("ROC — {}", m.model), &sets) {
-                blocks.push(Block::Svg { caption: format!("ROC curves of {} with 95% bands", m.model), svg });
+                blocks.push(Block::Svg {
+                    caption: format!("ROC curves of {} with 95% bands", m.model),
+                    svg,
+                });
             }
-            if let Ok(svg) = cxr_eval::plots::histograms_svg(&format!("Scores — {}", m.model), &sets) {
-                blocks.push(Block::Svg { caption: format!("Score histograms of {}", m.model), svg });
+            if let Ok(svg) =
+                cxr_eval::plots::histograms_svg(&format!("Scores — {}", m.model), &sets)
+            {
+                blocks.push(Block::Svg {
+                    caption: format!("Score histograms of {}", m.model),
+                    svg,
+                });
             }
         }
         for alarm in &report.alarms {
@@ -246,9 +356,23 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
     }
     for g in r.galleries.iter().take(12) {
         if let Ok(bytes) = std::fs::read(g) {
-            let name = g.file_stem().map(|s| s.to_string_lossy().replace("__", " / ")).unwrap_or_default();
-            blocks.push(Block::Png { caption: format!("Grad-CAM (Covid-19 logit), lung outline in green: {name}"), bytes });
+            let name = g
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace("__", " / "))
+                .unwrap_or_default();
+            blocks.push(Block::Png {
+                caption: format!("Grad-CAM (Covid-19 logit), lung outline in green: {name}"),
+                bytes,
+            });
         }
     }
-    Ok(Section { id: format!("{}{}", r.spec.name, if suffix.is_empty() { "" } else { "-control" }), title: format!("{}{suffix}", r.spec.title), blocks })
+    Ok(Section {
+        id: format!(
+            "{}{}",
+            r.spec.name,
+            if suffix.is_empty() { "" } else { "-control" }
+        ),
+        title: format!("{}{suffix}", r.spec.title),
+        blocks,
+    })
 }

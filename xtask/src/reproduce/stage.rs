@@ -43,9 +43,16 @@ where
     tracing::info!(stage = name, "running → {}", dir.display());
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let value = work().with_context(|| format!("stage `{name}`"))?;
-    let bytes = serde_json::to_vec_pretty(&Stamp { key: key.to_string(), value: &value })?;
+    let bytes = serde_json::to_vec_pretty(&Stamp {
+        key: key.to_string(),
+        value: &value,
+    })?;
     cxr_core::fsutil::write_atomic(&stamp_path, &bytes)?;
-    tracing::info!(stage = name, seconds = format!("{:.1}", start.elapsed().as_secs_f64()), "done");
+    tracing::info!(
+        stage = name,
+        seconds = format!("{:.1}", start.elapsed().as_secs_f64()),
+        "done"
+    );
     Ok(value)
 }
 
@@ -53,9 +60,11 @@ where
 pub fn bar(name: &str, total: u64) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_prefix(name.to_string());
     pb
