@@ -37,15 +37,23 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
 
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    let rows = results["seen_unseen_auc"].as_array().expect("seen_unseen_auc");
+    let rows = results["seen_unseen_auc"]
+        .as_array()
+        .expect("seen_unseen_auc");
     let split1 = rows
         .iter()
         .find(|r| r["experiment"] == "figure4-split1")
         .expect("figure4-split1 in results.json");
-    let (seen, unseen) = (auc(&split1["seen"]).unwrap(), auc(&split1["unseen"]).unwrap());
+    let (seen, unseen) = (
+        auc(&split1["seen"]).unwrap(),
+        auc(&split1["unseen"]).unwrap(),
+    );
     // The paper world: each source holds one class, so the source gives the label away on seen sources only.
     assert!(seen >= 0.9, "seen-source AUC {seen}");
-    assert!(seen - unseen >= 0.2, "seen {seen} should clearly beat unseen {unseen}");
+    assert!(
+        seen - unseen >= 0.2,
+        "seen {seen} should clearly beat unseen {unseen}"
+    );
 
     // The audit flags the shortcut: the training split is fully confounded.
     let audit = &results["experiments"][0]["audit"];
@@ -54,14 +62,88 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     // The report is one self-contained file and shows what results.json holds.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("random initialisation — no ImageNet weights supplied"));
-    assert!(html.contains(&format!("{seen:.3}")), "report lacks the seen AUC {seen:.3}");
+    assert!(
+        html.contains(&format!("{seen:.3}")),
+        "report lacks the seen AUC {seen:.3}"
+    );
     assert!(!html.contains("<script") && !html.contains("https://"));
+
+    // Privacy: the planted fake patient names of the synthetic COVID-19-AR DICOMs (`SYNTH^PATIENT^<id>`) reach no
+    // output, and no patient id of any dataset reaches a report, results.json or an output file name. (Manifests
+    // keep the input files' paths, whose folders are the datasets' own public de-identified ids.)
+    let truth = std::fs::read_to_string(out.join("data-world-paper/world/truth.csv")).unwrap();
+    let mut ids: Vec<String> = truth
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(5).map(str::to_string))
+        .filter(|p| p.len() >= 6)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(
+        ids.iter().any(|p| p.starts_with("COVID-19-AR-")),
+        "truth.csv lists the COVID-19-AR patient ids"
+    );
+    let world = out.join("data-world-paper/world");
+    let mut checked = 0;
+    let mut stack = vec![out.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.starts_with(&world) {
+                continue; // the input datasets themselves
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for id in &ids {
+                assert!(
+                    !name.contains(id.as_str()),
+                    "an output file name holds patient id {id}: {}",
+                    path.display()
+                );
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let ext = path
+                .extension()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !matches!(
+                ext.as_str(),
+                "csv" | "json" | "html" | "md" | "txt" | "toml"
+            ) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !text.contains("SYNTH^PATIENT") && !text.contains("SYNTH PATIENT"),
+                "a patient name in {}",
+                path.display()
+            );
+            if matches!(
+                name.as_str(),
+                "report.html" | "results.json" | "metrics.json" | "metrics.csv" | "audit.json"
+            ) {
+                for id in &ids {
+                    assert!(
+                        !text.contains(id.as_str()),
+                        "patient id {id} in {}",
+                        path.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} output files checked");
 
     // Nothing changed: every stage is reused and the numbers are identical.
     let before = std::fs::read(out.join("results.json")).unwrap();
     let t = std::time::Instant::now();
     run_tiny(&out);
-    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let before: serde_json::Value = serde_json::from_slice(&before).unwrap();
     assert_eq!(before["seen_unseen_auc"], after["seen_unseen_auc"]);
     // Not a speed goal (those live in benchmarks): a cache miss would retrain the UNet for about a minute.

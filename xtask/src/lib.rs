@@ -16,6 +16,7 @@ mod bench;
 mod bench_ops;
 mod evaluate;
 mod explain;
+mod fuzz;
 mod manifest;
 mod model;
 mod preprocess;
@@ -63,6 +64,8 @@ enum Command {
     /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
     /// metrics.csv, tables.md, plots/*.svg.
     Evaluate(evaluate::EvaluateArgs),
+    /// Fuzz the ingest readers and CSV parsers (`fuzz/`, nightly): `--seconds N` per target.
+    Fuzz(fuzz::FuzzArgs),
     /// The whole study in one command: world or real data → … → results.json and report.html.
     Reproduce(reproduce::ReproduceArgs),
 }
@@ -97,6 +100,7 @@ where
         Command::Convert(args) => preprocess::convert(args),
         Command::Segment(cmd) => segment::run(cmd),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Reproduce(args) => reproduce::run(args).map(|_| ()),
     }
 }
