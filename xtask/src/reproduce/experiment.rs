@@ -11,9 +11,6 @@ use super::data::Prepared;
 use super::stage::{cached, file_key, key_of};
 use super::{Profile, ReproduceArgs};
 
-/// Total images of the paper's study: split designs give the paper's counts, scaled to the data at hand.
-const PAPER_IMAGES: f64 = 1724.0;
-
 /// One experiment definition (TOML).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,7 +186,22 @@ impl<'a> Study<'a> {
         let segmented = Manifest::read(&data.manifest)
             .with_context(|| format!("reading {}", data.manifest.display()))?;
         let kept = kept_absolute(&segmented);
-        let scale = (kept.records.len() as f64 / PAPER_IMAGES).min(1.0);
+        // The designs give the paper's image counts; shrink them so that no step takes more than half of a
+        // source's images (the paper's CheXpert test set alone is 252), leaving every source in training.
+        let sources: std::collections::BTreeSet<&str> =
+            kept.records.iter().map(|r| r.source.as_str()).collect();
+        let per_source = kept.records.len() as f64 / sources.len().max(1) as f64;
+        let max_count = design
+            .assignments
+            .iter()
+            .filter_map(|a| a.count)
+            .max()
+            .unwrap_or(0) as f64;
+        let scale = if max_count > 0.0 {
+            (0.5 * per_source / max_count).min(1.0)
+        } else {
+            1.0
+        };
         let (mut split_manifest, split_report) = cxr_ingest::apply_split(&kept, &design, scale)
             .with_context(|| format!("applying split design {}", design_path.display()))?;
         if !split_report.shortfalls.is_empty() {
@@ -208,7 +220,33 @@ impl<'a> Study<'a> {
                     r.split = Some(Split::Train);
                 }
             }
-            notes.push("Local fine-tuning: the `finetune` images are the training set; the model starts from the base experiment's weights.".into());
+            // Early stopping must watch the new sources: a fifth of the fine-tuning patients validate, not the
+            // base model's validation images (on which the base model is already best).
+            split_manifest
+                .records
+                .retain(|r| r.split != Some(Split::Val));
+            let mut patients: Vec<String> = split_manifest
+                .records
+                .iter()
+                .filter(|r| r.split == Some(Split::Train))
+                .map(|r| format!("{}/{}", r.source, r.patient))
+                .collect();
+            patients.sort();
+            patients.dedup();
+            let val: std::collections::BTreeSet<String> =
+                patients.iter().step_by(5).cloned().collect();
+            for r in &mut split_manifest.records {
+                if r.split == Some(Split::Train)
+                    && val.contains(&format!("{}/{}", r.source, r.patient))
+                {
+                    r.split = Some(Split::Val);
+                }
+            }
+            notes.push(
+                "Local fine-tuning: the `finetune` images train (four fifths of their patients) and validate (one \
+                 fifth); the model starts from the base experiment's weights."
+                    .into(),
+            );
         }
         let manifest_path = dir.join("manifest.csv");
         split_manifest.write(&manifest_path)?;
