@@ -193,8 +193,15 @@ impl Profile {
 }
 
 /// Runs the whole study. Returns the path of `report.html`.
-pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
+pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
     let started = Instant::now();
+    // Relative definition folders are the repository's when the current folder has none (e.g. in tests).
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in [&mut args.experiments_dir, &mut args.splits_dir] {
+        if dir.is_relative() && !dir.exists() && repo.join(&*dir).exists() {
+            *dir = repo.join(&*dir);
+        }
+    }
     let profile = Profile::of(&args);
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
