@@ -29,7 +29,9 @@ fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = CACHE_DIR.read().ok().and_then(|d| d.clone()) {
         return Some(d);
     }
-    std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Cache of one (backbone state, input size).
@@ -46,7 +48,10 @@ impl FeatureCache {
         };
         let fp = backbone_fingerprint(model)?;
         let dir = root.join(format!("{}-{}-{size}", model.arch(), &fp[..24]));
-        Ok(Some(Self { dir, dim: model.arch().feature_dim() }))
+        Ok(Some(Self {
+            dir,
+            dim: model.arch().feature_dim(),
+        }))
     }
 
     fn entry(&self, image_sha: &str) -> PathBuf {
@@ -59,7 +64,12 @@ impl FeatureCache {
         if bytes.len() != self.dim * 4 {
             return None;
         }
-        Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     }
 
     pub fn put(&self, image_sha: &str, v: &[f32]) -> Result<()> {
@@ -97,8 +107,14 @@ pub fn image_key(path: &Path) -> Result<String> {
 }
 
 /// Rows whose features are not cached yet, and the cached ones by position.
-pub fn split_cached(cache: &FeatureCache, rows: &[&ImageRow]) -> Result<(Vec<String>, Vec<Option<Vec<f32>>>)> {
-    let keys = rows.iter().map(|r| image_key(&r.path)).collect::<Result<Vec<_>>>()?;
+pub fn split_cached(
+    cache: &FeatureCache,
+    rows: &[&ImageRow],
+) -> Result<(Vec<String>, Vec<Option<Vec<f32>>>)> {
+    let keys = rows
+        .iter()
+        .map(|r| image_key(&r.path))
+        .collect::<Result<Vec<_>>>()?;
     let hits = keys.iter().map(|k| cache.get(k)).collect();
     Ok((keys, hits))
 }

@@ -418,7 +418,11 @@ fn features_cached(
     let (keys, mut vectors) = crate::feature_cache::split_cached(cache, rows)?;
     let missing: Vec<usize> = (0..rows.len()).filter(|&i| vectors[i].is_none()).collect();
     if !missing.is_empty() {
-        tracing::info!(missing = missing.len(), total = rows.len(), "computing features (cache)");
+        tracing::info!(
+            missing = missing.len(),
+            total = rows.len(),
+            "computing features (cache)"
+        );
     }
     for chunk in missing.chunks(batch.max(1)) {
         let chunk_rows: Vec<&ImageRow> = chunk.iter().map(|&i| rows[i]).collect();
