@@ -21,6 +21,21 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), CoreError> {
+    replace_with(path, true, write)
+}
+
+/// Temporary file + rename like [`write_atomic`] (a killed run never leaves half a file under the final name),
+/// without `fsync`: for regenerable bulk outputs (caches, synthetic images), where an fsync per file would
+/// dominate the run time. A power loss may lose such a file, never corrupt it under its name.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+    replace_with(path, false, |w| w.write_all(bytes))
+}
+
+fn replace_with(
+    path: &Path,
+    sync: bool,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), CoreError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -40,7 +55,9 @@ pub fn write_atomic_with(
         let mut w = std::io::BufWriter::new(file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
@@ -87,6 +104,8 @@ mod tests {
         write_atomic(&p, b"first").unwrap();
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        write_replace(&p, b"third").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"third");
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())

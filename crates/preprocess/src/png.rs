@@ -41,26 +41,7 @@ pub fn write_png(img: &Grey8, path: &Path) -> Result<(), PreprocessError> {
 /// an fsync per file (about 3.4 ms here, two per image) was a third of the batch time; the manifest, rejects
 /// and summary still go through `write_atomic`.
 pub fn write_cache_file(path: &Path, bytes: &[u8]) -> Result<(), PreprocessError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io = |e: std::io::Error| PreprocessError::Core(cxr_core::CoreError::io(path, e));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    Ok(cxr_core::fsutil::write_replace(path, bytes)?)
 }
 
 /// Reads an 8-bit grey PNG (as written by [`write_png`]); other colour types are converted to luma.

@@ -580,23 +580,7 @@ fn render_and_write(
 /// would dominate the run time. The world is deterministic, so a crash is repaired by running again; the
 /// metadata tables, `truth.csv` and `world.json` (written last) still go through `write_atomic` with `fsync`.
 fn write_image(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
-    let io = |e| SynthError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    Ok(cxr_core::fsutil::write_replace(path, bytes)?)
 }
 
 /// Area-averaged downscale so the longer side is `max` pixels.

@@ -209,18 +209,13 @@ pub fn write(
     cxr_core::fsutil::write_atomic(&html_path, report.to_html().as_bytes())?;
     println!("report: {}", html_path.display());
     println!("results: {}", results_path.display());
-    for a in &main_auc {
+    let labelled = main_auc
+        .iter()
+        .map(|a| (a, ""))
+        .chain(control_auc.iter().map(|a| (a, " (clean world)")));
+    for (a, world) in labelled {
         println!(
-            "  {:<24} {:<32} seen AUC {}  unseen AUC {}",
-            a.experiment,
-            a.model,
-            fmt3(&a.seen),
-            fmt3(&a.unseen)
-        );
-    }
-    for a in &control_auc {
-        println!(
-            "  {:<24} {:<32} seen AUC {}  unseen AUC {} (clean world)",
+            "  {:<24} {:<32} seen AUC {}  unseen AUC {}{world}",
             a.experiment,
             a.model,
             fmt3(&a.seen),
