@@ -30,5 +30,5 @@ pub use infer::{
     COLUMNS, SegmentOptions, SegmentSummary, Segmenter, crop_manifest, predict_folder,
     segment_manifest,
 };
-pub use train::{TrainConfig, TrainEvent, TrainReport, train, train_with_progress};
+pub use train::{LrSchedule, TrainConfig, TrainEvent, TrainReport, train, train_with_progress};
 pub use unet::{UNet, UNetConfig, default_device};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use cxr_core::{Grey8, ImageFormat, Label, Manifest, ManifestRecord, SourceId};
 use cxr_segment::{
-    SegmentOptions, Segmenter, TrainConfig, UNet, UNetConfig, crop_manifest, data::Augment,
-    imageio, segment_manifest, train,
+    SegmentOptions, Segmenter, TrainConfig, TrainEvent, UNet, UNetConfig, crop_manifest,
+    data::Augment, imageio, segment_manifest, train, train_with_progress,
 };
 
 /// A phantom chest: two bright-edged dark ellipses (lungs) on a lighter, noisy body; the mask is the
@@ -98,9 +98,19 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
     assert!(test > 0.85, "test Dice {test}");
     assert!(cfg.report_path().is_file() && cfg.checkpoint_path().is_file());
 
-    // 3 epochs, then resumed to 6: the same weights bit for bit.
+    // The same run killed after epoch 3 (a panic in the progress callback, after the checkpoint was
+    // written), then resumed: the same weights bit for bit, the learning-rate schedule included.
     let resumed = dir.path().join("b/w.safetensors");
-    train(&tiny_config(dir.path(), &resumed, 3)).unwrap();
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_with_progress(&tiny_config(dir.path(), &resumed, 6), &mut |ev| {
+            if let TrainEvent::Epoch(log) = ev
+                && log.epoch == 3
+            {
+                panic!("simulated kill after epoch 3");
+            }
+        })
+    }));
+    assert!(killed.is_err() && !resumed.with_extension("report.json").exists());
     let r2 = train(&tiny_config(dir.path(), &resumed, 6)).unwrap();
     let key = |r: &cxr_segment::TrainReport| -> Vec<(usize, f64, f64)> {
         r.history
@@ -117,6 +127,17 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
     }
     assert_eq!(r2.history.len(), 6);
     assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&straight).unwrap());
+    // The default cosine schedule decayed the rate epoch by epoch (3e-3 at the start).
+    let lrs: Vec<f64> = report.history.iter().map(|h| h.lr).collect();
+    assert!(
+        (lrs[0] - 3e-3).abs() < 1e-12 && lrs.windows(2).all(|w| w[1] < w[0]) && lrs[5] < 3e-4,
+        "{lrs:?}"
+    );
+    // Its checkpoint resumes only under the same epoch budget: more epochs would change the rates.
+    let err = train(&tiny_config(dir.path(), &resumed, 8))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("w.ckpt.safetensors"), "{err}");
     // A checkpoint of another configuration is refused, naming the file.
     let mut other = tiny_config(dir.path(), &resumed, 8);
     other.lr = 1e-2;
