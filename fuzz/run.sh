@@ -6,7 +6,8 @@ set -e
 cd "$(dirname "$0")"
 SECS=${1:-600}; [ $# -gt 0 ] && shift
 TARGETS=${*:-"read_dicom read_nifti read_raster manifest_csv predictions_csv"}
-D=${CXR_SHARED_DATA:-../../shared/data}
+# CXR_SHARED_DATA is relative to the repository root (the house rule), default ../shared/data.
+D=${CXR_SHARED_DATA:-../shared/data}
 case "$D" in /*) ;; *) D="$(pwd)/../$D" ;; esac
 mkdir -p corpus/read_dicom corpus/read_nifti corpus/read_raster corpus/manifest_csv corpus/predictions_csv
 if [ -d "$D" ]; then
