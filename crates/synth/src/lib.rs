@@ -11,7 +11,9 @@
 //! Inputs: a [`WorldConfig`] (world kind, images per source, size, seed, signal). Outputs under the chosen
 //! folder: one dataset root per source, `world.json` (every planted confounder), `truth.csv` (per-image ground
 //! truth for tests and audits, never for adapters), `lung-masks/{images,masks}/*.png` (a segmentation training
-//! set) and optionally a gallery PNG.
+//! set) and optionally a gallery PNG. [`render_counterfactual`] renders an image with one planted confounder
+//! group ([`ConfounderKind`]) taken from another source, for the counterfactual confounder test; [`read_world_json`]
+//! reads a world's signatures back.
 //!
 //! Invariants: deterministic — the same config gives byte-identical files on any machine and any thread count
 //! (ChaCha8 streams seeded per image from the world seed; rayon only changes the order of work); the pathology
@@ -19,6 +21,7 @@
 //! (names and ids are synthetic, some deliberately identifying-looking to test de-identification).
 
 mod acquisition;
+mod confounders;
 mod font;
 mod formats;
 mod pathology;
@@ -27,6 +30,7 @@ mod sources;
 mod world;
 
 pub use acquisition::Acquisition;
+pub use confounders::{ConfounderKind, WorldFile, planted, read_world_json, render_counterfactual};
 pub use pathology::{CONSOLIDATION_AMPLITUDE, GGO_AMPLITUDE, Lesion, LesionKind, Pattern};
 pub use phantom::{Anatomy, Phantom, bounding_box, render_frontal};
 pub use sources::{SourceSpec, generic_source, paper_sources};
@@ -52,6 +56,8 @@ pub enum SynthError {
     Encode { what: String, message: String },
     #[error("{path}: {message}")]
     Write { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
     #[error("invalid world config: {0}")]
     Config(String),
 }

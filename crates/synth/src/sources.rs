@@ -10,10 +10,10 @@
 //! grain, blur and grid lines also reach inside the lungs, as they do in real images.
 
 use cxr_core::{Label, SourceId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a burned-in annotation sits.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Corner {
     TopLeft,
@@ -22,9 +22,9 @@ pub enum Corner {
     BottomRight,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSpec {
-    pub text: &'static str,
+    pub text: String,
     pub corner: Corner,
     /// Glyph height as a fraction of the image height.
     pub height: f32,
@@ -32,7 +32,7 @@ pub struct TextSpec {
     pub value: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GridSpec {
     /// Period in pixels at 512 px image height.
     pub period: f32,
@@ -41,7 +41,7 @@ pub struct GridSpec {
     pub vertical: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CollimationSpec {
     /// Probability that an image shows collimator borders.
     pub probability: f32,
@@ -52,16 +52,16 @@ pub struct CollimationSpec {
 }
 
 /// The acquisition signature and file conventions of one source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSpec {
     /// `cxr_core::SourceId` string.
-    pub id: &'static str,
-    pub dataset: &'static str,
+    pub id: String,
+    pub dataset: String,
     /// Folder under the world root (the dataset root).
-    pub folder: &'static str,
+    pub folder: String,
     /// The class the source holds in the paper world.
     pub paper_class: Label,
-    pub file_format: &'static str,
+    pub file_format: String,
     /// Width / height, and its relative jitter; `square` forces width = height = size.
     pub aspect: f32,
     pub aspect_jitter: f32,
@@ -109,11 +109,11 @@ impl SourceSpec {
 pub fn paper_sources() -> Vec<SourceSpec> {
     vec![
         SourceSpec {
-            id: SourceId::BIMCV,
-            dataset: "BIMCV-COVID19+",
-            folder: "BIMCV-COVID19+",
+            id: SourceId::BIMCV.into(),
+            dataset: "BIMCV-COVID19+".into(),
+            folder: "BIMCV-COVID19+".into(),
             paper_class: Label::Covid,
-            file_format: "16-bit PNG (12-bit values) + DICOM-JSON sidecars + TSVs",
+            file_format: "16-bit PNG (12-bit values) + DICOM-JSON sidecars + TSVs".into(),
             aspect: 0.86,
             aspect_jitter: 0.08,
             size_jitter: 0.08,
@@ -144,11 +144,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
             jpeg_quality: None,
         },
         SourceSpec {
-            id: SourceId::COVID19_AR,
-            dataset: "COVID-19-AR",
-            folder: "COVID-19-AR",
+            id: SourceId::COVID19_AR.into(),
+            dataset: "COVID-19-AR".into(),
+            folder: "COVID-19-AR".into(),
             paper_class: Label::Covid,
-            file_format: "DICOM CR/DX, 12-bit, WindowCenter/Width, some MONOCHROME1 + clinical CSV",
+            file_format: "DICOM CR/DX, 12-bit, WindowCenter/Width, some MONOCHROME1 + clinical CSV".into(),
             aspect: 1.0,
             aspect_jitter: 0.1,
             size_jitter: 0.06,
@@ -169,7 +169,7 @@ pub fn paper_sources() -> Vec<SourceSpec> {
                 value: 0.02,
             },
             text: Some(TextSpec {
-                text: "AP PORTABLE",
+                text: "AP PORTABLE".into(),
                 corner: Corner::TopRight,
                 height: 0.025,
                 value: 1.0,
@@ -184,11 +184,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
             jpeg_quality: None,
         },
         SourceSpec {
-            id: SourceId::V2_COV19_NII,
-            dataset: "V2-COV19-NII",
-            folder: "V2-COV19-NII",
+            id: SourceId::V2_COV19_NII.into(),
+            dataset: "V2-COV19-NII".into(),
+            folder: "V2-COV19-NII".into(),
             paper_class: Label::Covid,
-            file_format: "NIfTI-1 .nii.gz, uint16 raw grey values, x = column + data.csv",
+            file_format: "NIfTI-1 .nii.gz, uint16 raw grey values, x = column + data.csv".into(),
             aspect: 1.18,
             aspect_jitter: 0.06,
             size_jitter: 0.05,
@@ -213,7 +213,7 @@ pub fn paper_sources() -> Vec<SourceSpec> {
                 value: 0.9,
             },
             text: Some(TextSpec {
-                text: "LIEGEND",
+                text: "LIEGEND".into(),
                 corner: Corner::BottomLeft,
                 height: 0.022,
                 value: 0.95,
@@ -228,11 +228,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
             jpeg_quality: None,
         },
         SourceSpec {
-            id: SourceId::NIH,
-            dataset: "NIH ChestX-ray14",
-            folder: "ChestX-ray14",
+            id: SourceId::NIH.into(),
+            dataset: "NIH ChestX-ray14".into(),
+            folder: "ChestX-ray14".into(),
             paper_class: Label::Pneumonia,
-            file_format: "8-bit PNG + Data_Entry_2017.csv",
+            file_format: "8-bit PNG + Data_Entry_2017.csv".into(),
             aspect: 1.0,
             aspect_jitter: 0.0,
             size_jitter: 0.0,
@@ -263,11 +263,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
             jpeg_quality: None,
         },
         SourceSpec {
-            id: SourceId::CHEXPERT,
-            dataset: "CheXpert",
-            folder: "CheXpert-v1.0-small",
+            id: SourceId::CHEXPERT.into(),
+            dataset: "CheXpert".into(),
+            folder: "CheXpert-v1.0-small".into(),
             paper_class: Label::Pneumonia,
-            file_format: "8-bit JPEG + train.csv/valid.csv",
+            file_format: "8-bit JPEG + train.csv/valid.csv".into(),
             aspect: 0.82,
             aspect_jitter: 0.05,
             size_jitter: 0.04,
@@ -292,7 +292,7 @@ pub fn paper_sources() -> Vec<SourceSpec> {
                 value: 0.0,
             },
             text: Some(TextSpec {
-                text: "PORTABLE",
+                text: "PORTABLE".into(),
                 corner: Corner::TopLeft,
                 height: 0.03,
                 value: 1.0,
@@ -307,11 +307,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
             jpeg_quality: Some(80),
         },
         SourceSpec {
-            id: SourceId::PADCHEST,
-            dataset: "PadChest",
-            folder: "PadChest",
+            id: SourceId::PADCHEST.into(),
+            dataset: "PadChest".into(),
+            folder: "PadChest".into(),
             paper_class: Label::Pneumonia,
-            file_format: "16-bit PNG + CSV with WindowCenter_DICOM/WindowWidth_DICOM/PhotometricInterpretation_DICOM",
+            file_format: "16-bit PNG + CSV with WindowCenter_DICOM/WindowWidth_DICOM/PhotometricInterpretation_DICOM".into(),
             aspect: 0.95,
             aspect_jitter: 0.1,
             size_jitter: 0.1,
@@ -352,11 +352,11 @@ pub fn paper_sources() -> Vec<SourceSpec> {
 /// six sources' ranges, so a segmenter trained on it is not tied to one source.
 pub fn generic_source() -> SourceSpec {
     SourceSpec {
-        id: "lung-masks",
-        dataset: "lung-masks",
-        folder: "lung-masks",
+        id: "lung-masks".into(),
+        dataset: "lung-masks".into(),
+        folder: "lung-masks".into(),
         paper_class: Label::Normal,
-        file_format: "8-bit PNG images + {0,255} PNG masks",
+        file_format: "8-bit PNG images + {0,255} PNG masks".into(),
         aspect: 0.95,
         aspect_jitter: 0.2,
         size_jitter: 0.1,

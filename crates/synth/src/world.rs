@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SynthError;
 use crate::acquisition::Acquisition;
+use crate::confounders::ConfounderKind;
 use crate::formats::{self, DicomMeta};
 use crate::pathology::{self, Pattern};
 use crate::phantom::{self, Anatomy};
@@ -207,8 +208,34 @@ fn draw(
     height: usize,
     age: u32,
 ) -> (phantom::Phantom, Acquisition) {
-    let zoom = range(rng, spec.zoom);
-    let shift = range(rng, spec.shift_y);
+    draw_swapped(
+        rng, spec, None, pattern, signal, lateral, width, height, age,
+    )
+}
+
+/// [`draw`], optionally with one confounder group drawn from a donor source: the donor's values are drawn
+/// from a clone of the stream at the point where the base draws that group, and the stream itself goes on as
+/// the base's, so nothing else in the image moves (see `confounders::render_counterfactual`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn draw_swapped(
+    rng: &mut ChaCha8Rng,
+    spec: &SourceSpec,
+    swap: Option<(&SourceSpec, ConfounderKind)>,
+    pattern: Pattern,
+    signal: f32,
+    lateral: bool,
+    width: usize,
+    height: usize,
+    age: u32,
+) -> (phantom::Phantom, Acquisition) {
+    let fork = rng.clone();
+    let mut zoom = range(rng, spec.zoom);
+    let mut shift = range(rng, spec.shift_y);
+    if let Some((donor, ConfounderKind::Framing)) = swap {
+        let mut f = fork;
+        zoom = range(&mut f, donor.zoom);
+        shift = range(&mut f, donor.shift_y);
+    }
     let anatomy = Anatomy::sample(rng, age, zoom, shift);
     // Lesions draw from their own stream, so that the same seed with another pattern or signal renders the
     // same patient and the same acquisition: the difference between two such images is the pathology alone.
@@ -220,7 +247,12 @@ fn draw(
     } else {
         phantom::render_frontal(&anatomy, &lesions, width, height, vessel_phase)
     };
-    let acq = Acquisition::sample(rng, spec, width, height);
+    let fork = rng.clone();
+    let mut acq = Acquisition::sample(rng, spec, width, height);
+    if let Some((donor, kind)) = swap {
+        let mut f = fork;
+        acq.take_group(kind, &Acquisition::sample(&mut f, donor, width, height));
+    }
     (ph, acq)
 }
 
@@ -356,7 +388,7 @@ pub fn generate_with_progress(
         sources.push(SourceSummary {
             id: spec.id.to_string(),
             dataset: spec.dataset.to_string(),
-            root: out.join(spec.folder),
+            root: out.join(&spec.folder),
             selected: sel.len(),
             covid: sel.iter().filter(|r| r.label == "covid").count(),
             pneumonia: sel.iter().filter(|r| r.label == "pneumonia").count(),
@@ -398,7 +430,7 @@ pub fn generate_with_progress(
 
     let gallery = if cfg.gallery {
         let path = out.join("gallery.png");
-        let names: Vec<&str> = specs.iter().map(|s| s.dataset).collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
         write_atomic(&path, &compose_gallery(&names, &thumbs)?)?;
         Some(path)
     } else {
@@ -419,7 +451,7 @@ pub fn generate_with_progress(
 
 #[derive(Debug, Clone, Serialize)]
 struct TruthRow {
-    source: &'static str,
+    source: String,
     path: String,
     label: &'static str,
     selected: bool,
@@ -544,7 +576,7 @@ fn render_and_write(
             _ => 1,
         };
     let row = TruthRow {
-        source: spec.id,
+        source: spec.id.clone(),
         path: job.path.clone(),
         label: job.label.as_str(),
         selected: job.selected,
@@ -903,7 +935,7 @@ const BIMCV_FINDINGS: [&str; 6] = [
 
 #[allow(clippy::type_complexity, clippy::needless_range_loop)]
 fn plan_bimcv(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let kinds = ["lateral", "no_positive_pcr", "not_most_severe"];
     let nd = p.distractor_count(kinds.len());
@@ -1157,7 +1189,7 @@ fn fmt_dmy(day: i32) -> String {
 // COVID-19-AR
 
 fn plan_covid19_ar(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let nd = p.distractor_count(1);
     let mut jobs = Vec::new();
@@ -1335,7 +1367,7 @@ fn plan_covid19_ar(p: &mut Planner) -> Result<Plan, SynthError> {
 // V2-COV19-NII
 
 fn plan_v2(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let nd = p.distractor_count(1);
     let clean = p.cfg.kind == WorldKind::Clean;
@@ -1434,7 +1466,7 @@ fn plan_v2(p: &mut Planner) -> Result<Plan, SynthError> {
 // NIH ChestX-ray14
 
 fn plan_nih(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let kinds = ["multi_label", "no_finding", "other_finding"];
     let nd = p.distractor_count(kinds.len());
@@ -1554,7 +1586,7 @@ const CHEXPERT_OBS: [&str; 14] = [
 ];
 
 fn plan_chexpert(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let kinds = ["lateral", "multi_label", "uncertain_label", "no_finding"];
     let nd = p.distractor_count(kinds.len());
@@ -1788,7 +1820,7 @@ const PADCHEST_COLUMNS: [&str; 36] = [
 ];
 
 fn plan_padchest(p: &mut Planner) -> Result<Plan, SynthError> {
-    let root = p.spec.folder;
+    let root = p.spec.folder.as_str();
     let n = p.cfg.per_source;
     let kinds = ["lateral", "multi_label", "no_finding"];
     let nd = p.distractor_count(kinds.len());
