@@ -9,14 +9,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{D, DType, Device, Tensor, Var};
 use cxr_ops::Conv2dCfg;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, Result};
+use crate::error::{CandleContext, ModelError, Result};
 use crate::params::{Init, ParamRole, ParamStore};
 
 /// BatchNorm epsilon and momentum (PyTorch's; torchvision's weights were trained with them).
@@ -637,9 +637,14 @@ impl Backbone {
 }
 
 /// The paper's head (Table 2): GAP → Dense(64, ReLU) → Dropout(0.5) → BatchNorm → Dense(1); sigmoid lives in
-/// the loss and the score.
+/// the loss and the score. One addition: a fixed per-feature standardisation in front of Dense(64)
+/// (`head.norm.mean`, `head.norm.scale`; identity until [`Classifier::set_feature_norm`]), because pooled
+/// features of a randomly initialised backbone sit at arbitrary scales per channel and the head then fails
+/// to learn from a few dozen images.
 #[derive(Debug, Clone)]
 struct Head {
+    norm_mean: Var,
+    norm_scale: Var,
     w1: Var,
     b1: Var,
     bn: Bn,
@@ -650,6 +655,16 @@ struct Head {
 impl Head {
     fn new<R: Rng>(store: &mut ParamStore, init: &mut Init<'_, R>, inp: usize) -> Result<Self> {
         Ok(Self {
+            norm_mean: store.add(
+                "head.norm.mean",
+                init.constant(0.0, inp)?,
+                ParamRole::FeatureNorm,
+            )?,
+            norm_scale: store.add(
+                "head.norm.scale",
+                init.constant(1.0, inp)?,
+                ParamRole::FeatureNorm,
+            )?,
             w1: store.add(
                 "head.fc1.weight",
                 init.glorot(HEAD_HIDDEN, inp)?,
@@ -676,6 +691,10 @@ impl Head {
 
     /// `dropout_mask` (already scaled by 1/(1-p)) switches training mode on; `None` is inference.
     fn forward(&self, f: &Tensor, dropout_mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let f = f
+            .broadcast_sub(&self.norm_mean.as_tensor().detach())?
+            .broadcast_mul(&self.norm_scale.as_tensor().detach())?;
+        let f = &f;
         match dropout_mask {
             Some(mask) => {
                 let h = Self::dense(f, self.w1.as_tensor(), self.b1.as_tensor())?.relu()?;
@@ -752,7 +771,7 @@ impl Classifier {
             let layer = name.rsplit_once('.').map(|(l, _)| l).unwrap_or(&name);
             let trainable = match role {
                 ParamRole::Head => true,
-                ParamRole::BnRunning => false,
+                ParamRole::BnRunning | ParamRole::FeatureNorm => false,
                 ParamRole::BnAffine if name.starts_with("head.") => true,
                 ParamRole::BnAffine => mode != Mode::Frozen,
                 ParamRole::ConvWeight | ParamRole::ConvBias => conv_trains(layer),
@@ -840,6 +859,32 @@ impl Classifier {
     /// Logits [N] in inference mode.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.logit_from_feature_map(&self.feature_map(x)?)
+    }
+
+    /// Sets the head's input standardisation from pooled features [N, F] of the training images: mean and
+    /// 1/sqrt(var + eps) per feature, where eps (1 % of the median variance) keeps dead channels (variance 0
+    /// on the training images) from blowing up on other images.
+    pub fn set_feature_norm(&self, features: &Tensor) -> Result<()> {
+        let stats = || -> candle_core::Result<(Tensor, Tensor)> {
+            let f = features.to_dtype(DType::F32)?;
+            let mean = f.mean(0)?;
+            let var = f.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+            let mut sorted = var.to_vec1::<f32>()?;
+            sorted.sort_by(f32::total_cmp);
+            let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0) as f64;
+            let eps = (median * 1e-2).max(1e-12);
+            let scale = (var + eps)?.sqrt()?.recip()?;
+            Ok((mean, scale))
+        };
+        let (mean, scale) = stats().ctx(|| "feature standardisation".into())?;
+        self.head
+            .norm_mean
+            .set(&mean)
+            .ctx(|| "setting head.norm.mean".into())?;
+        self.head
+            .norm_scale
+            .set(&scale)
+            .ctx(|| "setting head.norm.scale".into())
     }
 
     /// Head logits from pooled features, inference mode.

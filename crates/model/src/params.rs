@@ -24,6 +24,9 @@ pub enum ParamRole {
     BnRunning,
     /// Weights of the classification head (dense layers).
     Head,
+    /// The head's input standardisation (per-feature mean and 1/std of the training features): set once
+    /// before training, saved with the model, never touched by the optimiser.
+    FeatureNorm,
 }
 
 /// One parameter.

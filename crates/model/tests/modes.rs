@@ -134,3 +134,74 @@ fn weight_loading_errors_name_the_tensor() {
     let msg = dst.load_backbone(&path).unwrap_err().to_string();
     assert!(msg.contains("not-there.safetensors"), "{msg}");
 }
+
+#[test]
+fn feature_norm_standardises_the_head_input_and_is_saved_but_never_trained() {
+    let arch: Arch = "resnet:1,1,1,1:4".parse().unwrap();
+    let dev = Device::Cpu;
+    let m = Classifier::new(&arch, Mode::Frozen, 3, &dev).unwrap();
+    let dim = arch.feature_dim();
+    // Features at different scales (std 1x to 10x) and offsets per channel; channel 0 is constant (a dead ReLU).
+    let sd_factor = |c: usize| 1.0 + 9.0 * c as f64 / dim as f64;
+    let rows: Vec<f32> = (0..10 * dim)
+        .map(|i| {
+            let (n, c) = (i / dim, i % dim);
+            if c == 0 {
+                3.0
+            } else {
+                (c as f64 * 10.0 + (n as f64 - 4.5) * sd_factor(c)) as f32
+            }
+        })
+        .collect();
+    let f = Tensor::from_vec(rows, (10, dim), &dev).unwrap();
+    let before = m.head_logits(&f).unwrap().to_vec1::<f32>().unwrap();
+    m.set_feature_norm(&f).unwrap();
+    let after = m.head_logits(&f).unwrap().to_vec1::<f32>().unwrap();
+    assert_ne!(
+        before, after,
+        "the standardisation must change the head's input"
+    );
+    let p = m.params();
+    let mean = p
+        .get("head.norm.mean")
+        .unwrap()
+        .var
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = p
+        .get("head.norm.scale")
+        .unwrap()
+        .var
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(mean[0], 3.0);
+    assert!(
+        scale[0].is_finite() && scale[0] < 10.0,
+        "a constant channel must not be blown up: {}",
+        scale[0]
+    );
+    // Channel c: mean 10c, std = factor(c) · std(0..9); channels above the median variance come out at unit
+    // std (the floor, 1 % of the median variance, only shrinks the small ones).
+    let sd = |c: usize| sd_factor(c) * (8.25f64).sqrt();
+    for c in 1..dim {
+        assert!((mean[c] as f64 - 10.0 * c as f64).abs() < 1e-3 * c as f64 + 1e-3);
+        let unit = scale[c] as f64 * sd(c);
+        assert!(unit <= 1.0 + 1e-4 && unit > 0.5, "channel {c}: {unit}");
+        if c > dim / 2 {
+            assert!(unit > 0.99, "channel {c}: {unit}");
+        }
+    }
+    assert!(!p.get("head.norm.mean").unwrap().trainable);
+    assert!(!p.get("head.norm.scale").unwrap().trainable);
+    // Saved and loaded with the model: the loaded classifier scores the same.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    m.save(&path).unwrap();
+    let loaded = cxr_model::load_classifier(&arch, &path).unwrap();
+    assert_eq!(
+        loaded.head_logits(&f).unwrap().to_vec1::<f32>().unwrap(),
+        after
+    );
+}
