@@ -21,10 +21,13 @@ fi
 printf 'id,source,label,patient,view,path,format,sha256,split\na1,nih,pneumonia,p1,PA,a.png,png,00,train\n' > corpus/manifest_csv/m.csv
 printf 'id,source,split,label,score,patient,model\na1,nih,test,covid,0.25,p1,m\n' > corpus/predictions_csv/p.csv
 ./build.sh
+mkdir -p artifacts && touch artifacts/.started
 for t in $TARGETS; do
   mkdir -p artifacts/$t
   # fork mode keeps going after a finding (a caught-in-production decoder panic aborts under libFuzzer).
   nice -n 19 target/x86_64-unknown-linux-gnu/release/$t corpus/$t -fork=1 -ignore_crashes=1 \
     -max_total_time="$SECS" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -artifact_prefix=artifacts/$t/ || true
 done
-ls artifacts/*/ 2>/dev/null
+# Findings of this run only (older ones stay in artifacts/ until removed by hand).
+NEW=$(find artifacts -type f -newer artifacts/.started ! -name .started)
+if [ -n "$NEW" ]; then echo "new findings:"; echo "$NEW"; else echo "no new findings ($TARGETS, ${SECS} s each)"; fi
