@@ -150,7 +150,9 @@ impl Profile {
                      (mode `frozen`) instead of Finetune1/Finetune2, so models named finetune1/finetune2 are \
                      trained identically here; images are 128 px instead of 224; Adam at 1e-3 instead of 1e-4, \
                      batch 8 and early-stopping patience 40, because a head on a few dozen cached feature vectors needs \
-                     many small steps; no 10x \
+                     many small steps; the head's input is standardised with the training images' feature \
+                     means and standard deviations (random-backbone features sit at arbitrary scales), and \
+                     equal validation accuracies are told apart by the validation loss; no 10x \
                      augmentation (it would multiply the backbone passes by ten). Use `--profile paper` on a \
                      GPU for the published setting."
                         .into(),
