@@ -845,6 +845,26 @@ impl Classifier {
         self.head.forward(&self.backbone.pool(fmap)?, None)
     }
 
+    /// The feature map minus the head's standardisation mean per channel ([`Classifier::set_feature_norm`]):
+    /// Grad-CAM's activations measured from the training images' average instead of from zero. With a
+    /// standardised head the logit follows `GAP(A) - mean`, so the map of raw activations can be negative
+    /// everywhere (an empty CAM) for a confident positive. Identity while the standardisation is unset.
+    pub fn centered_feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.feature_map(x)?.broadcast_sub(&self.norm_mean_4d()?)
+    }
+
+    /// Inverse of [`Classifier::centered_feature_map`] then [`Classifier::logit_from_feature_map`]; the
+    /// gradient with respect to the centered map equals the one with respect to the raw map.
+    pub fn logit_from_centered_feature_map(&self, fmap: &Tensor) -> candle_core::Result<Tensor> {
+        self.logit_from_feature_map(&fmap.broadcast_add(&self.norm_mean_4d()?)?)
+    }
+
+    fn norm_mean_4d(&self) -> candle_core::Result<Tensor> {
+        let mean = self.head.norm_mean.as_tensor().detach();
+        let c = mean.dim(0)?;
+        mean.reshape((1, c, 1, 1))
+    }
+
     /// Pooled backbone features [N, F] in inference mode (embeddings; the frozen-mode cache).
     pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.backbone.pool(&self.feature_map(x)?)

@@ -205,3 +205,36 @@ fn feature_norm_standardises_the_head_input_and_is_saved_but_never_trained() {
         after
     );
 }
+
+#[test]
+fn centered_feature_map_gives_the_same_logits() {
+    for arch in ["resnet:1,1,1,1:4", "vgg:4,4,4,4,4"] {
+        let arch: Arch = arch.parse().unwrap();
+        let dev = Device::Cpu;
+        let m = Classifier::new(&arch, Mode::Frozen, 5, &dev).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (3, 3, 32, 32), &dev).unwrap();
+        m.set_feature_norm(&m.features(&x).unwrap()).unwrap();
+        let direct = m.logits(&x).unwrap().to_vec1::<f32>().unwrap();
+        let fm = m.centered_feature_map(&x).unwrap();
+        // Centered: the pooled map averages to zero over these images, per channel.
+        let pooled = fm.mean(3).unwrap().mean(2).unwrap().mean(0).unwrap();
+        let worst = pooled
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        if arch.to_string().starts_with("resnet") {
+            assert!(worst < 1e-4, "{arch}: {worst}");
+        }
+        let via = m
+            .logit_from_centered_feature_map(&fm)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (a, b) in direct.iter().zip(&via) {
+            assert!((a - b).abs() < 1e-4, "{arch}: {a} vs {b}");
+        }
+    }
+}
