@@ -70,6 +70,18 @@ pub fn resize(img: &Grey8, width: u32, height: u32) -> Grey8 {
     }
 }
 
+/// Resizes a square probability map (`side` x `side`, row-major) to `width` x `height`, bilinearly.
+pub fn resize_prob(prob: &[f32], side: u32, width: u32, height: u32) -> Vec<f32> {
+    if (side, side) == (width, height) {
+        return prob.to_vec();
+    }
+    match ImageBuffer::<Luma<f32>, _>::from_raw(side, side, prob) {
+        Some(buf) => image::imageops::resize(&buf, width, height, FilterType::Triangle).into_raw(),
+        // A map of the wrong length is a programming error upstream: an empty mask, not a panic.
+        None => vec![0.0; width as usize * height as usize],
+    }
+}
+
 /// Resizes a binary mask ({0, 255} or {0, 1}) and thresholds it at half its maximum: smooth edges, no
 /// blockiness, still binary ({0, 255}).
 pub fn resize_mask(mask: &Grey8, width: u32, height: u32) -> Grey8 {
@@ -152,5 +164,23 @@ mod tests {
         );
         let c = crop(&m, 2, 4, 6, 8);
         assert!(c.data.iter().all(|&v| v == 255));
+    }
+
+    #[test]
+    fn resized_probabilities_put_the_edge_between_model_pixels() {
+        // Columns 0-2 at 0, column 3 at 0.4, 4-7 at 1: the 0.5 crossing is at model x = 3 + 0.1/0.6,
+        // i.e. at output x = (3.1667 + 0.5) * 8 - 0.5 = 28.8 (a thresholded mask would put it at 31.5).
+        let row = [0.0f32, 0.0, 0.0, 0.4, 1.0, 1.0, 1.0, 1.0];
+        let prob: Vec<f32> = (0..8).flat_map(|_| row).collect();
+        let big = resize_prob(&prob, 8, 64, 16);
+        assert_eq!(big.len(), 64 * 16);
+        for r in big.chunks(64) {
+            assert!(r.windows(2).all(|w| w[1] >= w[0] - 1e-6));
+            assert!(r.iter().all(|&v| (0.0..=1.0 + 1e-6).contains(&v)));
+            let first_on = r.iter().position(|&v| v > 0.5).unwrap();
+            assert!((28..=30).contains(&first_on), "{first_on}");
+        }
+        assert_eq!(resize_prob(&prob, 8, 8, 8), prob);
+        assert!(resize_prob(&prob[..10], 8, 4, 4).iter().all(|&v| v == 0.0));
     }
 }
