@@ -41,28 +41,30 @@ fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
 pub struct ModelArgs {
     /// A training run folder (`model.safetensors` + `run.json`) or a `model.safetensors` file.
     #[arg(long)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Backbone (`resnet50`, `vgg16`, ...); default: the run's.
     #[arg(long)]
-    backbone: Option<String>,
+    pub(crate) backbone: Option<String>,
     /// Input size; default: the run's (else 224).
     #[arg(long)]
-    image_size: Option<usize>,
+    pub(crate) image_size: Option<usize>,
     /// Manifest image column; default: the run's (else `crop`).
     #[arg(long)]
-    column: Option<String>,
+    pub(crate) column: Option<String>,
     #[arg(long, default_value_t = 8)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
 }
 
-struct Loaded {
-    model: Classifier,
-    name: String,
-    size: usize,
-    column: String,
+pub(crate) struct Loaded {
+    pub(crate) model: Classifier,
+    pub(crate) name: String,
+    pub(crate) size: usize,
+    pub(crate) column: String,
 }
 
-fn load_model(a: &ModelArgs) -> Result<Loaded> {
+/// Loads the classifier with the image size and column from `run.json` unless given (also used by
+/// `audit-confounders`).
+pub(crate) fn load_model(a: &ModelArgs) -> Result<Loaded> {
     let (weights, run) = if a.model.is_dir() {
         let run_path = a.model.join("run.json");
         let run: serde_json::Value = match std::fs::read(&run_path) {
@@ -179,7 +181,7 @@ fn image_and_mask(manifest: &Manifest, s: &Sample, column: &str) -> Result<(Grey
     Ok((image, mask))
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {eta}")

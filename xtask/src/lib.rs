@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_ops;
+mod confounders;
 mod evaluate;
 mod explain;
 mod fuzz;
@@ -48,6 +49,10 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Shortcut audit of a trained model (cxr-explain): source probe, occlusion AUCs, split design, audit.json.
     Audit(explain::AuditArgs),
+    /// Counterfactual confounder test on a synthetic world: swaps one planted confounder at a time between
+    /// the training split's Covid and pneumonia sources and flags those the model's score follows
+    /// (confounders.json).
+    AuditConfounders(confounders::AuditConfoundersArgs),
     /// Train a classifier from an experiment config (cxr-model): predictions.csv, training_log.csv, checkpoints.
     Train(model::TrainArgs),
     /// Backbone features per image (cxr-model): features.csv (`id, f0 … fN`).
@@ -93,6 +98,7 @@ where
         Command::Bench(cmd) => bench::run(cmd),
         Command::Explain(args) => explain::explain(args),
         Command::Audit(args) => explain::audit(args),
+        Command::AuditConfounders(args) => confounders::run(args),
         Command::Train(args) => model::train(args),
         Command::Embed(args) => model::embed(args),
         Command::Synth(args) => synth::run(args),
