@@ -1,5 +1,6 @@
-//! End-to-end: `cargo xtask reproduce` on a tiny synthetic world shows the paper's pattern, writes a
-//! self-contained report, and a second run with nothing changed reuses every stage.
+//! End-to-end: `cargo xtask reproduce` on a tiny synthetic world shows the paper's pattern, flags the shortcut
+//! in the confounded world and not in the clean-world control, writes a self-contained report, and a second run
+//! with nothing changed reuses every stage.
 
 use std::path::Path;
 
@@ -24,7 +25,6 @@ fn run_tiny(out: &Path) {
         "200",
         "--experiment",
         "figure4-split1",
-        "--no-control",
     ])
     .expect("reproduce on a tiny synthetic world");
 }
@@ -59,6 +59,23 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     let audit = &results["experiments"][0]["audit"];
     assert_eq!(audit["verdicts"][0]["verdict"], "shortcut", "{audit}");
 
+    // The clean-world control: same split, same pipeline, but every source holds both classes. The sources are
+    // as identifiable as before; the label no longer follows them, and the audit must not call it a shortcut.
+    let control = results["control_clean_world"]
+        .as_array()
+        .expect("control_clean_world");
+    let control_split1 = control
+        .iter()
+        .find(|e| e["spec"]["name"] == "figure4-split1")
+        .expect("the control ran figure4-split1");
+    let verdict = &control_split1["audit"]["verdicts"][0];
+    assert_ne!(verdict["verdict"], "shortcut", "{verdict}");
+    let v = control_split1["train_cramers_v"].as_f64().unwrap();
+    assert!(v < 0.5, "clean-world training split: Cramér's V {v}");
+    for t in verdict["tests"].as_array().unwrap() {
+        assert_ne!(t["status"], "flag", "clean world flagged by {t}");
+    }
+
     // The report is one self-contained file and shows what results.json holds.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("random initialisation — no ImageNet weights supplied"));
@@ -71,26 +88,33 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     // Privacy: the planted fake patient names of the synthetic COVID-19-AR DICOMs (`SYNTH^PATIENT^<id>`) reach no
     // output, and no patient id of any dataset reaches a report, results.json or an output file name. (Manifests
     // keep the input files' paths, whose folders are the datasets' own public de-identified ids.)
-    let truth = std::fs::read_to_string(out.join("data-world-paper/world/truth.csv")).unwrap();
-    let mut ids: Vec<String> = truth
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').nth(5).map(str::to_string))
-        .filter(|p| p.len() >= 6)
-        .collect();
+    let worlds = [
+        out.join("data-world-paper/world"),
+        out.join("data-world-clean/world"),
+    ];
+    let mut ids: Vec<String> = Vec::new();
+    for world in &worlds {
+        let truth = std::fs::read_to_string(world.join("truth.csv")).unwrap();
+        ids.extend(
+            truth
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').nth(5).map(str::to_string))
+                .filter(|p| p.len() >= 6),
+        );
+    }
     ids.sort();
     ids.dedup();
     assert!(
         ids.iter().any(|p| p.starts_with("COVID-19-AR-")),
         "truth.csv lists the COVID-19-AR patient ids"
     );
-    let world = out.join("data-world-paper/world");
     let mut checked = 0;
     let mut stack = vec![out.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.starts_with(&world) {
+            if worlds.iter().any(|w| path.starts_with(w)) {
                 continue; // the input datasets themselves
             }
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -111,7 +135,7 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
                 .unwrap_or_default();
             if !matches!(
                 ext.as_str(),
-                "csv" | "json" | "html" | "md" | "txt" | "toml"
+                "csv" | "json" | "html" | "md" | "txt" | "toml" | "log"
             ) {
                 continue;
             }
@@ -123,7 +147,12 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
             );
             if matches!(
                 name.as_str(),
-                "report.html" | "results.json" | "metrics.json" | "metrics.csv" | "audit.json"
+                "report.html"
+                    | "results.json"
+                    | "metrics.json"
+                    | "metrics.csv"
+                    | "audit.json"
+                    | "reproduce.log"
             ) {
                 for id in &ids {
                     assert!(
@@ -137,6 +166,9 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
         }
     }
     assert!(checked > 10, "only {checked} output files checked");
+    // The log of the run is among the checked outputs (the run logs at info level).
+    let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
+    assert!(log.contains("figure4-split1"), "reproduce.log: {log:.300}");
 
     // Nothing changed: every stage is reused and the numbers are identical.
     let before = std::fs::read(out.join("results.json")).unwrap();

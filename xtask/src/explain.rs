@@ -17,12 +17,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Explain's view of the trained classifier: the contract of `cxr_explain::CamModel`.
 struct Cam<'a>(&'a Classifier);
 
+/// The activations are centered on the head's standardisation mean (see
+/// `Classifier::centered_feature_map`): what the standardised head compares each image with.
 impl CamModel for Cam<'_> {
     fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.feature_map(x)
+        self.0.centered_feature_map(x)
     }
     fn logit_from_feature_map(&self, fmap: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.logit_from_feature_map(fmap)
+        self.0.logit_from_centered_feature_map(fmap)
     }
 }
 

@@ -18,6 +18,7 @@ mod confounders;
 mod evaluate;
 mod explain;
 mod fuzz;
+mod logfile;
 mod manifest;
 mod model;
 mod preprocess;
@@ -121,9 +122,20 @@ fn init_tracing(verbose: u8) {
         // jpeg2k (OpenJPEG) logs every header it reads at info level: keep it to warnings.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},jpeg2k=warn")));
     // `try_init`: tests call `run` many times in one process.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| logfile::FileTee)
+                .with_ansi(false)
+                .with_target(false),
+        )
         .try_init();
 }

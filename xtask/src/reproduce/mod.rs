@@ -207,6 +207,7 @@ pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
     let profile = Profile::of(&args);
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _log = crate::logfile::copy_to(&out.join("reproduce.log"))?;
     // Frozen backbones embed the same images in every experiment and in the audit: compute each vector once.
     cxr_model::feature_cache::set_cache_dir(Some(out.join("feature-cache")));
     let specs = experiment::load_specs(&args.experiments_dir, &args.experiments)?;
