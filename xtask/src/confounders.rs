@@ -499,7 +499,6 @@ pub(crate) fn run_test(
         .keys()
         .filter_map(|k| bases.get(k).cloned().flatten())
         .collect();
-    let n_bases = images.len();
     let mut cf_index: Vec<Option<usize>> = Vec::with_capacity(jobs.len());
     for (j, cf) in jobs.iter().zip(&cfs) {
         let key = (j.base, j.seed, j.pattern == Pattern::Covid);
@@ -519,7 +518,6 @@ pub(crate) fn run_test(
             images.len()
         );
     }
-    let _ = n_bases;
 
     let mut rows = Vec::new();
     for (j, ci) in jobs.iter().zip(&cf_index) {

@@ -92,7 +92,7 @@ fn a_marker_swap_only_touches_the_top_corners() {
                 "seed {seed}: change at row {y}, not near the top"
             );
             assert!(
-                x < W * 3 / 10 || x >= W * 7 / 10,
+                !(W * 3 / 10..W * 7 / 10).contains(&x),
                 "seed {seed}: change at column {x}, not in a corner"
             );
             left |= x < W / 2;
@@ -113,15 +113,15 @@ fn a_grid_swap_adds_stripes_that_depend_on_the_column_only() {
     let mut by_column: Vec<Option<f32>> = vec![None; W];
     let mut n = 0;
     for y in 0..H {
-        for x in 0..W {
+        for (x, col) in by_column.iter_mut().enumerate() {
             let i = y * W + x;
             if r.mask[i] == 0 || r.display[i] < 0.05 || r.display[i] > 0.95 {
                 continue;
             }
             let d = c[i] - r.display[i];
             assert!(d.abs() <= 0.0185, "({x},{y}): {d} exceeds the amplitude");
-            match by_column[x] {
-                None => by_column[x] = Some(d),
+            match *col {
+                None => *col = Some(d),
                 Some(d0) => assert!((d - d0).abs() < 1e-5, "({x},{y}): {d} vs {d0}"),
             }
             n += 1;
