@@ -2,7 +2,7 @@
 //!
 //! Layer tables for ResNet50 (b = 8, 224x224) and the segment stage's UNet (base 16, 256x256), per-layer forward
 //! timings of our convolution against candle's stock one, and whole-network figures built from the same ops:
-//! ResNet50 inference (BatchNorm folded, fused bias + ReLU), a Finetune1 training step (frozen convolutions,
+//! ResNet50 inference (BatchNorm folded, bias + identity + ReLU fused into the convolution), a Finetune1 training step (frozen convolutions,
 //! training-mode BatchNorm, trainable head) and a UNet training step, each with our ops and with candle's stock
 //! ops. Weights are random (speed does not depend on them); PyTorch is timed by the xtask's Python script.
 
@@ -11,7 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 use crate::{
-    Conv2dCfg, bias_relu, conv2d, conv2d_candle, conv2d_frozen, max_pool2d, max_pool2d_views,
+    Conv2dCfg, conv2d, conv2d_bias_act, conv2d_candle, conv2d_frozen, max_pool2d, max_pool2d_views,
 };
 
 /// One convolution layer shape; `count` is how often it occurs in the network.
@@ -307,18 +307,15 @@ impl ConvBn {
     /// Inference: ours = folded conv + fused bias(+ReLU); stock = candle conv + BatchNorm (running stats) + ReLU.
     fn infer(&self, x: &Tensor, ops: Ops, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         match ops {
-            Ops::Ours => {
-                let y = conv2d_frozen(x, &self.folded.0, None, self.cfg)?;
-                let y = match residual {
-                    Some(r) => (y + r)?,
-                    None => y,
-                };
-                if relu {
-                    bias_relu(&y, &self.folded.1)
-                } else {
-                    y.broadcast_add(&self.folded.1.reshape((1, (), 1, 1))?)
-                }
-            }
+            // One pass: conv + folded bias [+ identity] [+ ReLU] in the convolution's epilogue.
+            Ops::Ours => conv2d_bias_act(
+                x,
+                &self.folded.0,
+                Some(&self.folded.1),
+                residual,
+                relu,
+                self.cfg,
+            ),
             Ops::Stock => {
                 let y = conv2d_candle(x, &self.w, None, self.cfg)?;
                 let c = y.dim(1)?;

@@ -195,7 +195,76 @@ fn col2im<T: Elem>(g: &Geom, dcol: &[T], c0: usize, c1: usize, dx: &mut [T]) {
     }
 }
 
-/// y = conv(x, w) [+ bias], NCHW.
+/// `Some(s)` as f32 when `T` is f32.
+fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// y = relu?(conv(x, w) + bias[o] + residual), NCHW: the AVX2 kernel with a fused epilogue for f32 when the CPU
+/// has it (unless `CXR_OPS_GENERIC_CONV` is set, for comparisons), else the `gemm` crate path plus one pass.
+pub(crate) fn forward_fused<T: Elem>(
+    g: &Geom,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
+    if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+        && !generic_forced()
+    {
+        let epi = crate::fastconv::Epilogue {
+            bias: bias.and_then(as_f32),
+            residual: residual.and_then(as_f32),
+            relu,
+        };
+        if let Some(y) = crate::fastconv::forward(g, xf, wf, epi) {
+            let mut y = std::mem::ManuallyDrop::new(y);
+            // SAFETY: T is f32 (as_f32 succeeded), so the vector's layout is unchanged.
+            return unsafe {
+                Vec::from_raw_parts(y.as_mut_ptr().cast::<T>(), y.len(), y.capacity())
+            };
+        }
+    }
+    let mut y = forward(g, x, w, bias);
+    if residual.is_some() || relu {
+        let add = |v: &mut [T], r: Option<&[T]>| {
+            if let Some(r) = r {
+                for (a, b) in v.iter_mut().zip(r) {
+                    *a += *b;
+                }
+            }
+            if relu {
+                for a in v.iter_mut() {
+                    if a.partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+                        *a = T::ZERO;
+                    }
+                }
+            }
+        };
+        match residual {
+            Some(res) => y
+                .par_chunks_mut(1 << 14)
+                .zip(res.par_chunks(1 << 14))
+                .for_each(|(v, r)| add(v, Some(r))),
+            None => y.par_chunks_mut(1 << 14).for_each(|v| add(v, None)),
+        }
+    }
+    y
+}
+
+/// `CXR_OPS_GENERIC_CONV=1` turns the AVX2 forward kernel off (read once).
+fn generic_forced() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| std::env::var_os("CXR_OPS_GENERIC_CONV").is_some_and(|v| v != "0"))
+}
+
+/// y = conv(x, w) [+ bias], NCHW, through the `gemm` crate.
 pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (r, p, o) = (g.r(), g.p(), g.o);
     let mut y = vec![T::ZERO; g.n * o * p];
@@ -475,11 +544,13 @@ impl CustomOp2 for ConvOp {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(l1, l2)?;
         dispatch!(s1, |T| {
-            let y = forward::<T>(
+            let y = forward_fused::<T>(
                 &g,
                 slice(s1, l1, "conv2d input")?,
                 slice(s2, l2, "conv2d weight")?,
                 None,
+                None,
+                false,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -520,11 +591,13 @@ impl CustomOp3 for ConvOp {
             );
         }
         dispatch!(s1, |T| {
-            let y = forward::<T>(
+            let y = forward_fused::<T>(
                 &g,
                 slice(s1, l1, "conv2d input")?,
                 slice(s2, l2, "conv2d weight")?,
                 Some(slice(s3, l3, "conv2d bias")?),
+                None,
+                false,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -585,11 +658,13 @@ impl CustomOp1 for FrozenConvOp {
                 }
                 None => None,
             };
-            let y = forward::<T>(
+            let y = forward_fused::<T>(
                 &g,
                 slice(s1, l1, "conv2d_frozen input")?,
                 slice(ws, wl, "conv2d_frozen weight")?,
                 bias,
+                None,
+                false,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -682,6 +757,81 @@ impl CustomOp2 for BwdWeight {
                 slice(s2, l2, "conv2d output gradient")?,
             );
             Ok((storage(dw), Shape::from(self.1)))
+        })
+    }
+}
+
+/// Inference convolution with the fused epilogue: CustomOp1(x) holding the weight, bias and residual; applied
+/// without a backward (the public function falls back to tracked ops when a gradient is wanted).
+pub(crate) struct FusedInferOp {
+    pub op: ConvOp,
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+    pub res: Option<Tensor>,
+    pub relu: bool,
+}
+
+impl CustomOp1 for FusedInferOp {
+    fn name(&self) -> &'static str {
+        "cxr-conv2d-bias-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(ws) = &*ws else {
+            candle_core::bail!("conv2d_bias_act: the weight is not on the CPU");
+        };
+        let g = Geom::new(
+            l1.dims(),
+            wl.dims(),
+            self.op.stride,
+            self.op.pad,
+            self.op.dil,
+        )?;
+        let bguard = self.b.as_ref().map(|b| b.storage_and_layout());
+        let rguard = self.res.as_ref().map(|r| r.storage_and_layout());
+        dispatch!(s1, |T| {
+            let bias: Option<&[T]> = match &bguard {
+                Some((bs, bl)) => {
+                    let candle_core::Storage::Cpu(bs) = &**bs else {
+                        candle_core::bail!("conv2d_bias_act: the bias is not on the CPU");
+                    };
+                    if bl.dims() != [g.o] {
+                        candle_core::bail!(
+                            "conv2d_bias_act: bias {:?} does not match {} output channels",
+                            bl.dims(),
+                            g.o
+                        );
+                    }
+                    Some(slice(bs, bl, "conv2d_bias_act bias")?)
+                }
+                None => None,
+            };
+            let residual: Option<&[T]> = match &rguard {
+                Some((rs, rl)) => {
+                    let candle_core::Storage::Cpu(rs) = &**rs else {
+                        candle_core::bail!("conv2d_bias_act: the residual is not on the CPU");
+                    };
+                    if rl.dims() != g.out_shape().dims() {
+                        candle_core::bail!(
+                            "conv2d_bias_act: residual {:?} does not match the output {:?}",
+                            rl.dims(),
+                            g.out_shape()
+                        );
+                    }
+                    Some(slice(rs, rl, "conv2d_bias_act residual")?)
+                }
+                None => None,
+            };
+            let y = forward_fused::<T>(
+                &g,
+                slice(s1, l1, "conv2d_bias_act input")?,
+                slice(ws, wl, "conv2d_bias_act weight")?,
+                bias,
+                residual,
+                self.relu,
+            );
+            Ok((storage(y), g.out_shape()))
         })
     }
 }

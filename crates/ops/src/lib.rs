@@ -33,6 +33,7 @@ macro_rules! dispatch {
 mod bn;
 mod conv;
 mod elem;
+mod fastconv;
 mod fused;
 mod pool;
 
@@ -124,6 +125,46 @@ pub fn conv2d_frozen(
         b,
     };
     x.contiguous()?.apply_op1(op)
+}
+
+/// Inference convolution with a fused epilogue: `relu?(conv(x, w) + bias[o] + residual)`, in one pass over the
+/// output (ResNet's folded conv + BatchNorm bias + identity + ReLU). `residual` has the output's shape. When `x`,
+/// `w`, `bias` or `residual` carries a gradient (or off the CPU), it is the same composition of [`conv2d`] (or
+/// [`conv2d_frozen`] for an untracked weight), `+` and ReLU, with gradients; otherwise the result has none.
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    relu: bool,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    let tracked = x.track_op()
+        || w.track_op()
+        || bias.is_some_and(|b| b.track_op())
+        || residual.is_some_and(|r| r.track_op());
+    let same_dtype = bias.is_none_or(|b| b.dtype() == x.dtype())
+        && residual.is_none_or(|r| r.dtype() == x.dtype() && r.device().is_cpu());
+    if tracked || !fast_path(x, w, cfg) || !same_dtype {
+        let y = if w.track_op() {
+            conv2d(x, w, bias, cfg)?
+        } else {
+            conv2d_frozen(x, w, bias, cfg)?
+        };
+        let y = match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        };
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let op = conv::FusedInferOp {
+        op: conv_op(cfg),
+        w: w.contiguous()?,
+        b: bias.map(|b| b.contiguous()).transpose()?,
+        res: residual.map(|r| r.contiguous()).transpose()?,
+        relu,
+    };
+    x.contiguous()?.apply_op1_no_bwd(&op)
 }
 
 /// Max-pooling over `kernel` x `kernel` windows with the given stride and padding (padded cells are -inf, as in

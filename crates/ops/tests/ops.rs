@@ -2,7 +2,9 @@
 //! differences in f64, on odd shapes: stride 2, padding, non-square, batch 1, channels not a multiple of 8.
 
 use candle_core::{DType, Device, Tensor, Var};
-use cxr_ops::{Conv2dCfg, bias_relu, conv2d, conv2d_frozen, fold_batch_norm, max_pool2d};
+use cxr_ops::{
+    Conv2dCfg, bias_relu, conv2d, conv2d_bias_act, conv2d_frozen, fold_batch_norm, max_pool2d,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -473,4 +475,81 @@ fn batch_norm_train_matches_candle_and_finite_differences() {
     let (y, ..) = cxr_ops::batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
     let (yr, ..) = cxr_ops::batch_norm_train_candle(&x, &gamma, &beta, 1e-5, true).unwrap();
     assert!(max_abs_diff(&y, &yr) < 1e-4);
+}
+
+/// The fused inference convolution (`relu?(conv + bias + residual)`, the AVX2 kernel on f32 where the CPU has it)
+/// against candle's conv plus broadcast ops, on shapes that hit every edge of the kernel: output channels not a
+/// multiple of 4, reductions longer than one 256-row K-slice, 24-column tiles spanning two images, output-channel
+/// splits with a remainder, stride 2, padding, dilation, batch 1, non-square inputs.
+#[test]
+fn conv2d_bias_act_matches_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let cases = [
+        // (n, cin, h, w, cout, k, cfg)
+        (3, 30, 5, 5, 7, 3, cfg(1, 1, 1, 1)),
+        (1, 13, 9, 11, 5, 1, cfg(1, 0, 1, 1)),
+        (2, 9, 10, 7, 6, 1, cfg(2, 0, 1, 1)),
+        (2, 5, 13, 12, 9, 3, cfg(2, 1, 1, 1)),
+        (1, 3, 23, 21, 10, 7, cfg(2, 3, 1, 1)),
+        (2, 4, 9, 8, 3, 3, cfg(1, 2, 2, 1)),
+        (4, 300, 3, 3, 260, 1, cfg(1, 0, 1, 1)),
+        (2, 40, 4, 4, 270, 3, cfg(1, 1, 1, 1)),
+        (8, 64, 7, 7, 36, 1, cfg(1, 0, 1, 1)),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (n, cin, h, w, cout, k, c) in cases {
+            let x = randn(&mut rng, &[n, cin, h, w], dtype);
+            let wt = randn(&mut rng, &[cout, cin, k, k], dtype);
+            let b = randn(&mut rng, &[cout], dtype);
+            let conv = conv_ref(&x, &wt, None, c);
+            let res = randn(&mut rng, conv.dims(), dtype);
+            for (bias, residual, relu) in [
+                (None, None, false),
+                (Some(&b), None, true),
+                (Some(&b), Some(&res), true),
+                (None, Some(&res), false),
+            ] {
+                let ours = conv2d_bias_act(&x, &wt, bias, residual, relu, c).unwrap();
+                let mut r = conv_ref(&x, &wt, bias, c);
+                if let Some(res) = residual {
+                    r = (r + res).unwrap();
+                }
+                if relu {
+                    r = r.relu().unwrap();
+                }
+                let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+                let d = max_abs_diff(&ours, &r);
+                assert!(
+                    d < tol * (1.0 + max_abs(&r)),
+                    "{:?} -> {cout} {c:?} k{k} bias {} residual {} relu {relu}: diff {d}",
+                    x.dims(),
+                    bias.is_some(),
+                    residual.is_some()
+                );
+            }
+        }
+    }
+}
+
+/// With a tracked input the fused call is the differentiable composition: same values and the same gradient as
+/// `conv2d_frozen` + residual + ReLU.
+#[test]
+fn conv2d_bias_act_tracked_input_has_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let x = Var::from_tensor(&randn(&mut rng, &[2, 6, 7, 5], DType::F64)).unwrap();
+    let wt = randn(&mut rng, &[5, 6, 3, 3], DType::F64);
+    let b = randn(&mut rng, &[5], DType::F64);
+    let c = cfg(1, 1, 1, 1);
+    let res = randn(&mut rng, &[2, 5, 7, 5], DType::F64);
+    let y = conv2d_bias_act(x.as_tensor(), &wt, Some(&b), Some(&res), true, c).unwrap();
+    let yr = (conv2d_frozen(x.as_tensor(), &wt, Some(&b), c).unwrap() + &res)
+        .unwrap()
+        .relu()
+        .unwrap();
+    assert!(max_abs_diff(&y, &yr) < 1e-12);
+    let r = randn(&mut rng, y.dims(), DType::F64);
+    let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gr = yr.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let d = max_abs_diff(g.get(&x).unwrap(), gr.get(&x).unwrap());
+    assert!(d < 1e-12, "input gradient differs by {d}");
 }

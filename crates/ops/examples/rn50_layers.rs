@@ -1,0 +1,72 @@
+//! Development: ResNet50 (b=8) per-layer forward GFLOP/s of cxr-ops and the whole inference, for tuning. Prints
+//! wall-clock and process-CPU-time rates (the latter is robust to other load on a shared machine).
+use cxr_ops::bench::{self, Ops};
+
+fn cpu_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn time<F: FnMut()>(min_s: f64, mut f: F) -> (f64, f64) {
+    f();
+    let (c0, t0) = (cpu_s(), std::time::Instant::now());
+    let mut n = 0;
+    while t0.elapsed().as_secs_f64() < min_s || n < 2 {
+        f();
+        n += 1;
+    }
+    (
+        t0.elapsed().as_secs_f64() / n as f64,
+        (cpu_s() - c0) / n as f64,
+    )
+}
+
+fn main() -> candle_core::Result<()> {
+    let min_s: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.5);
+    let only_net = std::env::args().any(|a| a == "net");
+    let layers = bench::resnet50_layers(8);
+    let (mut tw, mut tc, mut fl) = (0.0, 0.0, 0.0);
+    for l in layers.iter().filter(|_| !only_net) {
+        let x = bench::uniform(&[l.n, l.cin, l.h, l.w], 1.0, 1)?;
+        let w = bench::uniform(&[l.cout, l.cin, l.k, l.k], 0.1, 2)?;
+        let cfg = cxr_ops::Conv2dCfg {
+            stride: l.stride,
+            padding: l.pad,
+            dilation: 1,
+            groups: 1,
+        };
+        let (sw, sc) = time(min_s, || {
+            drop(cxr_ops::conv2d_frozen(&x, &w, None, cfg).unwrap())
+        });
+        tw += sw * l.count as f64;
+        tc += sc * l.count as f64;
+        fl += l.flops() * l.count as f64;
+        println!(
+            "{:<24} x{} {:8.2} ms {:6.1} GFLOP/s wall {:6.1} per CPU-s",
+            l.name,
+            l.count,
+            sw * 1e3,
+            l.flops() / sw / 1e9,
+            l.flops() / sc / 1e9
+        );
+    }
+    if !only_net {
+        println!(
+            "convs: {tw:.3} s per batch, {:.1} GFLOP/s wall, {:.1} per CPU-s",
+            fl / tw / 1e9,
+            fl / tc / 1e9
+        );
+    }
+    let net = bench::ResNet50::new()?;
+    let x = bench::uniform(&[8, 3, 224, 224], 1.0, 3)?;
+    let (sw, sc) = time(min_s * 4.0, || drop(net.infer(&x, Ops::Ours).unwrap()));
+    println!(
+        "infer: {sw:.3} s per batch wall ({:.2} img/s), {sc:.3} CPU-s per batch",
+        8.0 / sw
+    );
+    Ok(())
+}
