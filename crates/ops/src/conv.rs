@@ -241,7 +241,7 @@ pub(crate) fn forward_fused<T: Elem>(
             }
             if relu {
                 for a in v.iter_mut() {
-                    if a.partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+                    if (*a).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
                         *a = T::ZERO;
                     }
                 }
