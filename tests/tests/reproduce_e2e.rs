@@ -76,6 +76,30 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
         assert_ne!(t["status"], "flag", "clean world flagged by {t}");
     }
 
+    // The counterfactual confounder test: the confounded model follows at least one planted confounder (the
+    // intensity curve, in practice: lung crops remove the corner markers and text), the clean-world one none.
+    let followed = |e: &serde_json::Value| -> Vec<String> {
+        e["confounders"]["confounders"]
+            .as_array()
+            .expect("confounders.json in results.json")
+            .iter()
+            .filter(|k| k["flagged"] == true)
+            .map(|k| k["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let paper_followed = followed(&results["experiments"][0]);
+    assert!(
+        !paper_followed.is_empty(),
+        "{}",
+        results["experiments"][0]["confounders"]
+    );
+    assert_eq!(
+        followed(control_split1),
+        Vec::<String>::new(),
+        "{}",
+        control_split1["confounders"]
+    );
+
     // The report is one self-contained file and shows what results.json holds.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("random initialisation — no ImageNet weights supplied"));

@@ -40,7 +40,7 @@ pub fn run(
     dir: &Path,
 ) -> Result<AuditOutput> {
     let key = key_of(&(
-        "audit-v4",
+        "audit-v5",
         file_key(&model.model_path)?,
         file_key(manifest_path)?,
         profile.gradcam_per_group,
@@ -158,5 +158,41 @@ pub fn run(
             gradcam_dir,
             galleries,
         })
+    })
+}
+
+/// The counterfactual confounder test (`cargo xtask audit-confounders`) of one model on a synthetic world: does
+/// its output follow each planted confounder group? Cached by the model, the split and the world.
+pub fn confounders(
+    profile: &Profile,
+    model: &ModelRun,
+    manifest_path: &Path,
+    world_root: &Path,
+    dir: &Path,
+) -> Result<serde_json::Value> {
+    let world_json = world_root.join("world.json");
+    let key = key_of(&(
+        "confounders-v1",
+        file_key(&model.model_path)?,
+        file_key(manifest_path)?,
+        file_key(&world_json)?,
+        profile.confounder_pairs,
+    ));
+    cached("confounders", dir, &key, || {
+        let pairs = profile.confounder_pairs.to_string();
+        let args = crate::confounders::AuditConfoundersArgs::try_parse_from([
+            "audit-confounders",
+            "--model",
+            &model.dir.to_string_lossy(),
+            "--world",
+            &world_root.to_string_lossy(),
+            "--manifest",
+            &manifest_path.to_string_lossy(),
+            "--pairs",
+            &pairs,
+            "--out",
+            &dir.to_string_lossy(),
+        ])?;
+        crate::confounders::audit_confounders(args)
     })
 }

@@ -114,6 +114,9 @@ pub struct ExperimentResult {
     pub eval_dir: PathBuf,
     /// cxr-explain's audit report (evidence + verdicts), when the audit ran.
     pub audit: Option<serde_json::Value>,
+    /// The counterfactual confounder test (`confounders.json`), on synthetic worlds.
+    #[serde(default)]
+    pub confounders: Option<serde_json::Value>,
     pub gradcam_dir: Option<PathBuf>,
     pub galleries: Vec<PathBuf>,
     pub notes: Vec<String>,
@@ -383,6 +386,22 @@ impl<'a> Study<'a> {
             }
             _ => (None, None, Vec::new()),
         };
+        // 5. On a synthetic world: which planted confounders does that model follow (counterfactual swaps)?
+        let confounders = match (models.first(), &data.world_root) {
+            (Some(m), Some(world)) if spec.kind != "table4" && profile.confounder_pairs > 0 => {
+                Some(
+                    super::audit::confounders(
+                        profile,
+                        m,
+                        &manifest_path,
+                        world,
+                        &dir.join("confounders"),
+                    )
+                    .with_context(|| format!("counterfactual confounder test of {}", m.name))?,
+                )
+            }
+            _ => None,
+        };
 
         Ok(ExperimentResult {
             spec: spec.clone(),
@@ -397,6 +416,7 @@ impl<'a> Study<'a> {
             audit,
             gradcam_dir,
             galleries,
+            confounders,
             notes,
         })
     }

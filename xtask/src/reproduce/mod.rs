@@ -124,6 +124,8 @@ pub struct Profile {
     pub occlusion_per_group: usize,
     /// Occlusion fills (`mean`, `noise`).
     pub occlusion_fills: &'static str,
+    /// Counterfactual pairs per confounder and direction in the confounder test (synthetic worlds; 0 = off).
+    pub confounder_pairs: usize,
     pub notes: Vec<String>,
 }
 
@@ -145,6 +147,7 @@ impl Profile {
                 gradcam_per_group: 4,
                 occlusion_per_group: 40,
                 occlusion_fills: "mean",
+                confounder_pairs: 16,
                 notes: vec![
                     "Quick profile (CPU): the backbone runs in inference mode and only the paper's head is trained \
                      (mode `frozen`) instead of Finetune1/Finetune2, so models named finetune1/finetune2 are \
@@ -173,6 +176,7 @@ impl Profile {
                 gradcam_per_group: 8,
                 occlusion_per_group: 1000,
                 occlusion_fills: "mean,noise",
+                confounder_pairs: 48,
                 notes: vec![
                     "Paper profile: 224 px, Finetune1/Finetune2 as published, Adam 1e-4, at most 200 epochs, \
                      early stopping after 5 epochs without a better validation accuracy."
