@@ -353,8 +353,13 @@ impl ConvBn {
         if relu { y.relu() } else { Ok(y) }
     }
 
-    /// Inference: the convolution with the folded weight, and the folded bias still to add.
-    fn forward_eval_unbiased(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Inference: relu?(conv(x, folded weight) + folded bias [+ residual]), fused into the convolution's epilogue.
+    fn forward_eval_fused(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
         let (w, b) = cxr_ops::fold_batch_norm(
             &self.w.as_tensor().detach(),
             None,
@@ -364,17 +369,11 @@ impl ConvBn {
             &self.bn.var.as_tensor().detach(),
             BN_EPS,
         )?;
-        Ok((cxr_ops::conv2d_frozen(x, &w, None, self.cfg)?, b))
+        cxr_ops::conv2d_bias_act(x, &w, Some(&b), residual, relu, self.cfg)
     }
 
     fn forward_eval(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-        let (y, b) = self.forward_eval_unbiased(x)?;
-        if relu {
-            cxr_ops::bias_relu(&y, &b)
-        } else {
-            let c = b.dim(0)?;
-            y.broadcast_add(&b.reshape((1, c, 1, 1))?)
-        }
+        self.forward_eval_fused(x, None, relu)
     }
 
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> candle_core::Result<Tensor> {
@@ -406,9 +405,8 @@ impl Bottleneck {
             let y = self.c3.forward_train(&y, false)?;
             (y + identity)?.relu()
         } else {
-            // relu(conv3 + folded bias + identity) in one fused pass.
-            let (y, b) = self.c3.forward_eval_unbiased(&y)?;
-            cxr_ops::bias_relu(&(y + identity)?, &b)
+            // relu(conv3 + folded bias + identity) in the convolution's epilogue.
+            self.c3.forward_eval_fused(&y, Some(&identity), true)
         }
     }
 }
