@@ -33,6 +33,14 @@ pub struct ExperimentSpec {
     /// For `table4`: the experiment whose (first) model is fine-tuned.
     #[serde(default)]
     pub base: Option<String>,
+    /// The manifest column the models read: `crop` (the lung crops, the paper's pipeline) or `png8` (whole
+    /// 8-bit images, no lung crop).
+    #[serde(default = "default_image_column")]
+    pub image_column: String,
+}
+
+fn default_image_column() -> String {
+    "crop".into()
 }
 
 fn default_data() -> String {
@@ -288,7 +296,14 @@ impl<'a> Study<'a> {
                 None => mode_requested,
             };
             let mut cfg = cxr_model::TrainConfig::new(&manifest_path);
-            cfg.image_column = "crop".into();
+            if !matches!(spec.image_column.as_str(), "crop" | "png8") {
+                bail!(
+                    "experiment `{}`: image_column `{}` (expected crop or png8)",
+                    spec.name,
+                    spec.image_column
+                );
+            }
+            cfg.image_column = spec.image_column.clone();
             cfg.image_size = profile.image_size;
             cfg.batch_size = profile.batch_size;
             cfg.max_epochs = profile.max_epochs;
