@@ -5,6 +5,9 @@
 //! - 1x1, stride 1, no padding: `col[n]` is `x[n]` itself, no copy.
 //! - otherwise `col` is built in tiles of whole output rows, sized to stay in L2, and multiplied tile by tile.
 //!
+//! The f32 forward runs `fastconv` (own AVX2/FMA GEMM, fused epilogue) when the CPU has AVX2/FMA; this file's
+//! `gemm`-crate forward serves f64, other CPUs and `CXR_OPS_GENERIC_CONV=1`, and all the backward passes.
+//!
 //! Work is split into (image, tile) jobs over rayon, each with a single-threaded GEMM, so that the 2 cores never
 //! synchronise inside a GEMM. The input gradient is tiled by input channels (disjoint writes), the weight gradient
 //! by images with one accumulator per thread.
