@@ -200,10 +200,14 @@ unsafe fn forward_avx(g: &Geom, x: &[f32], w: &[f32], epi: Epilogue) -> Vec<f32>
     // Jobs: columns in runs of whole panels, split by output channels when the columns alone give too few jobs.
     let threads = rayon::current_num_threads().max(1);
     let panels = np.div_ceil(NR);
-    let col_jobs = panels.div_ceil(MAX_PANELS).max(1);
+    let want = 4 * threads;
+    // Narrower column jobs (down to 2 panels) before output-channel splits, which re-pack the same im2col per job.
+    let col_jobs = panels
+        .div_ceil(MAX_PANELS)
+        .max(want.min(panels.div_ceil(2)))
+        .max(1);
     let per_job = panels.div_ceil(col_jobs);
     let col_jobs = panels.div_ceil(per_job);
-    let want = 4 * threads;
     let o_split = if col_jobs >= want {
         1
     } else {
