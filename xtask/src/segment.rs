@@ -23,8 +23,8 @@ pub enum SegmentCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Preset {
-    /// Base 8 at 128 px, Adam 1e-3 with cosine decay, up to 40 epochs within 27 minutes: the 2-core CPU
-    /// default.
+    /// Base 8 at 128 px, Adam 1e-3 with cosine decay, up to 40 epochs within 27 minutes (no early
+    /// stopping): the 2-core CPU default.
     Cpu,
     /// Base 8 at 64 px, at most 90 s of training: for the 10-minute reproduce on synthetic masks.
     Quick,
