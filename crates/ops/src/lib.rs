@@ -39,6 +39,8 @@ mod pool;
 
 pub mod bench;
 
+pub use conv::set_avx2_conv;
+
 /// Convolution hyper-parameters (PyTorch's meaning; `groups` = 1 for a dense convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dCfg {

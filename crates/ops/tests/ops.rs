@@ -483,6 +483,8 @@ fn batch_norm_train_matches_candle_and_finite_differences() {
 /// splits with a remainder, stride 2, padding, dilation, batch 1, non-square inputs.
 #[test]
 fn conv2d_bias_act_matches_candle() {
+    // The AVX2 kernel is opt-in; the default (gemm-crate) forward is checked against candle by the conv2d tests.
+    cxr_ops::set_avx2_conv(true);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let cases = [
         // (n, cin, h, w, cout, k, cfg)
