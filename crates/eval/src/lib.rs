@@ -36,6 +36,7 @@ pub mod delong;
 pub mod error;
 pub mod metrics;
 pub mod output;
+pub mod permutation;
 pub mod plots;
 pub mod report;
 pub mod tables;

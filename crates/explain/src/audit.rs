@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | `source_probe` | highest per-source probe AUC | **flag** | some source AUC >= `probe_auc` (0.90) *and* Cramér's V >= `cramers_v` (0.50): the source is predictable from the model's features and the training label follows it, so a shortcut is available. With V below the threshold: pass (noted); V unknown: warn. |
 //! | `split_design` | Cramér's V of label x source in the training split | **flag** | V >= `cramers_v` (0.50): the training data confound label and source (the paper's one-source-per-class splits give V = 1). |
-//! | `lungs_removed[<fill>]` | AUC with the lungs occluded | **flag** | max(AUC, 1 - AUC) >= `lungs_removed_auc` (0.70) and, when a CI is given, the CI excludes 0.5: the model separates the classes without the lungs (an inverted AUC counts too: the output still follows the class). |
+//! | `lungs_removed[<fill>]` | AUC with the lungs occluded | **flag** | max(AUC, 1 - AUC) >= `lungs_removed_auc` (0.70) and chance is ruled out: the permutation p-value < `lungs_removed_p` (0.05), or, where no p is given, the CI excludes 0.5. The model separates the classes without the lungs (an inverted AUC counts too: the output still follows the class). The permutation test holds on a handful of images, where DeLong's CI does not (it collapses to a point under perfect separation). |
 //! | `lungs_only[<fill>]` | full-image AUC - lungs-only AUC | warn | drop >= `lungs_only_drop` (0.20): the lungs alone do not carry the model's performance. Supporting evidence only: occlusion is also a distribution shift. |
 //! | `lung_energy` | mean lung energy fraction of Grad-CAM | warn | mean < `lung_energy_ratio` (1.0) x the mean share of the image that is lung (what an evenly spread map scores), or < `lung_energy` (0.50) when that share is unknown: the heat is no more on the lungs than chance. Supporting evidence only (Grad-CAM maps are coarse: 7x7 for ResNet50 at 224). |
 //!
@@ -66,6 +66,15 @@ pub struct OcclusionEvidence {
     pub full: Figure,
     pub lungs_removed: Figure,
     pub lungs_only: Figure,
+    /// Two-sided permutation p-value of the lungs-removed AUC's distance from 0.5 (`None` in older
+    /// `audit.json` files: then the CI decides).
+    #[serde(default)]
+    pub lungs_removed_p: Option<f64>,
+    /// Images per class the AUCs rest on (Covid-19, other pneumonia).
+    #[serde(default)]
+    pub n_covid: Option<usize>,
+    #[serde(default)]
+    pub n_pneumonia: Option<usize>,
 }
 
 /// Everything known about one model. Missing pieces are simply not run.
@@ -115,6 +124,13 @@ pub struct Thresholds {
     pub lung_energy: f64,
     /// Floor of the mean lung energy fraction as a multiple of the lungs' share of the image.
     pub lung_energy_ratio: f64,
+    /// Largest permutation p-value of the lungs-removed AUC that may flag.
+    #[serde(default = "default_lungs_removed_p")]
+    pub lungs_removed_p: f64,
+}
+
+fn default_lungs_removed_p() -> f64 {
+    0.05
 }
 
 impl Default for Thresholds {
@@ -126,6 +142,7 @@ impl Default for Thresholds {
             lungs_only_drop: 0.20,
             lung_energy: 0.50,
             lung_energy_ratio: 1.0,
+            lungs_removed_p: default_lungs_removed_p(),
         }
     }
 }
@@ -207,6 +224,14 @@ fn set_figure(t: &mut TestResult, f: Figure, threshold: f64) {
     t.ci_low = f.ci_low;
     t.ci_high = f.ci_high;
     t.threshold = Some(threshold);
+}
+
+/// `" on 6 + 7 images"` when the class counts are known.
+fn counts(occ: &OcclusionEvidence) -> String {
+    match (occ.n_covid, occ.n_pneumonia) {
+        (Some(c), Some(p)) => format!(", {c} Covid-19 + {p} pneumonia images"),
+        _ => String::new(),
+    }
 }
 
 /// Applies the rules to one model's evidence.
@@ -291,28 +316,38 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
     for occ in &evidence.occlusion {
         let mut t = test(
             &format!("lungs_removed[{}]", occ.fill),
-            "flag if max(AUC, 1 - AUC) with the lungs removed >= lungs_removed_auc and its CI excludes 0.5",
+            "flag if max(AUC, 1 - AUC) with the lungs removed >= lungs_removed_auc and chance is ruled out \
+             (permutation p < lungs_removed_p; without a p, the CI excludes 0.5)",
         );
         let r = occ.lungs_removed;
         set_figure(&mut t, r, th.lungs_removed_auc);
         let separation = r.value.max(1.0 - r.value);
-        let ci_excludes_chance = match (r.ci_low, r.ci_high) {
-            (Some(lo), Some(hi)) => lo > 0.5 || hi < 0.5,
+        let ci_excludes_chance = match (occ.lungs_removed_p, r.ci_low, r.ci_high) {
+            (Some(p), _, _) => p < th.lungs_removed_p,
+            (None, Some(lo), Some(hi)) => lo > 0.5 || hi < 0.5,
             _ => true,
+        };
+        let evidence_of_chance = match occ.lungs_removed_p {
+            Some(p) => format!("permutation p = {p:.3}{}", counts(occ)),
+            None => "its CI includes chance".into(),
         };
         (t.status, t.detail) = if separation >= th.lungs_removed_auc && ci_excludes_chance {
             (
                 Status::Flag,
                 format!(
-                    "the model still separates the classes with the lungs removed (AUC {:.3}; full image {:.3})",
-                    r.value, occ.full.value
+                    "the model still separates the classes with the lungs removed (AUC {:.3}; full image {:.3}{})",
+                    r.value,
+                    occ.full.value,
+                    occ.lungs_removed_p
+                        .map(|p| format!("; permutation p = {p:.4}{}", counts(occ)))
+                        .unwrap_or_default()
                 ),
             )
         } else if separation >= th.lungs_removed_auc {
             (
                 Status::Pass,
                 format!(
-                    "AUC {:.3} with the lungs removed, but its CI includes chance",
+                    "AUC {:.3} with the lungs removed, but chance is not ruled out ({evidence_of_chance})",
                     r.value
                 ),
             )
@@ -442,6 +477,9 @@ mod tests {
                 full: Figure::with_ci(0.99, 0.97, 1.0),
                 lungs_removed: Figure::with_ci(0.93, 0.88, 0.97),
                 lungs_only: Figure::with_ci(0.62, 0.52, 0.71),
+                lungs_removed_p: Some(0.0001),
+                n_covid: Some(40),
+                n_pneumonia: Some(40),
             }],
             lung_energy: Some(Figure::point(0.31)),
             mean_mask_area: Some(0.35),
@@ -467,6 +505,9 @@ mod tests {
                 full: Figure::with_ci(0.91, 0.86, 0.95),
                 lungs_removed: Figure::with_ci(0.53, 0.45, 0.61),
                 lungs_only: Figure::with_ci(0.88, 0.82, 0.93),
+                lungs_removed_p: Some(0.6),
+                n_covid: Some(40),
+                n_pneumonia: Some(40),
             }],
             lung_energy: Some(Figure::point(0.78)),
             mean_mask_area: Some(0.35),
@@ -528,8 +569,28 @@ mod tests {
             full: Figure::point(0.9),
             lungs_removed: Figure::with_ci(0.2, 0.1, 0.3),
             lungs_only: Figure::point(0.85),
+            lungs_removed_p: None,
+            n_covid: None,
+            n_pneumonia: None,
         });
         assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
+        // A perfect separation on 3 + 3 images: DeLong's CI collapses to [1, 1], the permutation p (0.1) says
+        // chance; the p decides.
+        e.occlusion[0].lungs_removed = Figure::with_ci(1.0, 1.0, 1.0);
+        e.occlusion[0].lungs_removed_p = Some(0.1);
+        (e.occlusion[0].n_covid, e.occlusion[0].n_pneumonia) = (Some(3), Some(3));
+        let v = verdict(&e, &th);
+        assert_eq!(v.verdict, Overall::NoShortcutFound, "{v:?}");
+        assert!(
+            v.tests[2]
+                .detail
+                .contains("p = 0.100, 3 Covid-19 + 3 pneumonia"),
+            "{}",
+            v.tests[2].detail
+        );
+        e.occlusion[0].lungs_removed_p = Some(0.001);
+        assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
+        e.occlusion[0].lungs_removed_p = None;
         e.occlusion[0].lungs_removed = Figure::with_ci(0.75, 0.45, 0.95);
         assert_eq!(verdict(&e, &th).verdict, Overall::NoShortcutFound);
         // Probe without V: warn, not flag.
