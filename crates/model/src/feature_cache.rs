@@ -47,7 +47,9 @@ impl FeatureCache {
             return Ok(None);
         };
         let fp = backbone_fingerprint(model)?;
-        let dir = root.join(format!("{}-{}-{size}", model.arch(), &fp[..24]));
+        // The per-image standardisation changes what the backbone sees, so it is part of the key.
+        let norm = if model.per_image_norm() { "-pin" } else { "" };
+        let dir = root.join(format!("{}-{}-{size}{norm}", model.arch(), &fp[..24]));
         Ok(Some(Self {
             dir,
             dim: model.arch().feature_dim(),

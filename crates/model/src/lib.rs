@@ -37,7 +37,7 @@ pub use error::{ModelError, Result};
 pub use infer::{
     EmbedOptions, EmbedReport, embed, embed_inputs, load_classifier, predict_manifest, predict_rows,
 };
-pub use net::{Arch, Classifier, Mode, bce_with_logits};
+pub use net::{Arch, Classifier, INPUT_NORM, Mode, bce_with_logits};
 pub use train::{
     LogRow, TrainConfig, TrainOptions, TrainReport, build_classifier, device_by_name, features_of,
     train,

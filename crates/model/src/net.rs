@@ -641,6 +641,10 @@ impl Backbone {
 /// to learn from a few dozen images.
 #[derive(Debug, Clone)]
 struct Head {
+    /// 1 when every input image is standardised on its own before the backbone
+    /// ([`Classifier::set_per_image_norm`]), else 0. A model property, saved with it, so that every consumer
+    /// (prediction, Grad-CAM, the audits) feeds the backbone what training did.
+    input_norm: Var,
     norm_mean: Var,
     norm_scale: Var,
     w1: Var,
@@ -653,6 +657,7 @@ struct Head {
 impl Head {
     fn new<R: Rng>(store: &mut ParamStore, init: &mut Init<'_, R>, inp: usize) -> Result<Self> {
         Ok(Self {
+            input_norm: store.add(INPUT_NORM, init.constant(0.0, 1)?, ParamRole::FeatureNorm)?,
             norm_mean: store.add(
                 "head.norm.mean",
                 init.constant(0.0, inp)?,
@@ -709,6 +714,9 @@ impl Head {
         }
     }
 }
+
+/// Name of the per-image input standardisation flag in `model.safetensors` (absent in older files: off).
+pub const INPUT_NORM: &str = "head.input_norm";
 
 /// A backbone plus the paper's head, in a fine-tune mode.
 #[derive(Debug, Clone)]
@@ -799,7 +807,18 @@ impl Classifier {
 
     /// Loads a whole classifier saved by [`Classifier::save`] (`model.safetensors`: backbone and head).
     pub fn load_all(&mut self, path: &std::path::Path) -> Result<()> {
-        self.store.load_safetensors(path, |_| true)?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            crate::ModelError::Weights {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        let has_flag = tensors.contains_key(INPUT_NORM);
+        self.store
+            .load_map(&tensors, path, |n| has_flag || n != INPUT_NORM)?;
+        if !has_flag {
+            self.set_per_image_norm(false)?;
+        }
         self.pretrained = true;
         Ok(())
     }
@@ -831,10 +850,42 @@ impl Classifier {
         self.store.trainable_count()
     }
 
+    /// Switches the per-image input standardisation on or off: each image's channels are shifted and scaled
+    /// to mean 0 and standard deviation 1 over its own pixels before the backbone. It removes a source's
+    /// global brightness and contrast (black and white levels, exposure), one lever against acquisition
+    /// shortcuts (`../shared/docs/SYNTH_NOTES.md`); texture, sharpness and the shape of the grey curve stay.
+    pub fn set_per_image_norm(&self, on: bool) -> Result<()> {
+        let v =
+            Tensor::new(&[if on { 1f32 } else { 0.0 }], &self.device).ctx(|| INPUT_NORM.into())?;
+        self.head.input_norm.set(&v).ctx(|| INPUT_NORM.into())
+    }
+
+    /// Whether inputs are standardised per image ([`Classifier::set_per_image_norm`]).
+    pub fn per_image_norm(&self) -> bool {
+        self.head
+            .input_norm
+            .as_tensor()
+            .to_vec1::<f32>()
+            .is_ok_and(|v| v.first().is_some_and(|&f| f > 0.5))
+    }
+
+    /// The backbone's input: `x` itself, or each image's channels standardised on their own pixels.
+    fn backbone_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.per_image_norm() {
+            return Ok(x.clone());
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let flat = x.reshape((n, c, h * w))?;
+        let mean = flat.mean_keepdim(D::Minus1)?;
+        let centered = flat.broadcast_sub(&mean)?;
+        let std = (centered.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?;
+        centered.broadcast_div(&std)?.reshape((n, c, h, w))
+    }
+
     /// Output of the last convolutional block (NCHW), inference mode (BatchNorm with running statistics,
     /// folded); mutates nothing. Gradients flow to `x` only.
     pub fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.backbone.feature_map(x, false)
+        self.backbone.feature_map(&self.backbone_input(x)?, false)
     }
 
     /// Pooling plus head in inference mode: the Covid-19 logits, shape [N]. Mutates nothing; differentiable
@@ -871,7 +922,8 @@ impl Classifier {
     /// Pooled backbone features [N, F] in training mode (batch statistics; updates the BatchNorm running
     /// statistics): what Finetune1 trains through.
     pub fn features_train(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.backbone.pool(&self.backbone.feature_map(x, true)?)
+        self.backbone
+            .pool(&self.backbone.feature_map(&self.backbone_input(x)?, true)?)
     }
 
     /// Logits [N] in inference mode.
@@ -935,7 +987,9 @@ impl Classifier {
     /// `frozen`), logits [N]. Updates BatchNorm running statistics.
     pub fn forward_train<R: Rng>(&self, x: &Tensor, rng: &mut R) -> candle_core::Result<Tensor> {
         let train_backbone = self.mode != Mode::Frozen;
-        let fmap = self.backbone.feature_map(x, train_backbone)?;
+        let fmap = self
+            .backbone
+            .feature_map(&self.backbone_input(x)?, train_backbone)?;
         let f = self.backbone.pool(&fmap)?;
         self.head_train(&f, rng)
     }

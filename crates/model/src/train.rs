@@ -109,6 +109,10 @@ pub struct TrainConfig {
     /// standardisation is kept. `false` gives the paper's head exactly.
     #[serde(default = "default_true")]
     pub feature_norm: bool,
+    /// Standardise every input image on its own pixels before the backbone (default false; see
+    /// [`Classifier::set_per_image_norm`]). Saved with the model; a classifier given as `init` keeps its own.
+    #[serde(default)]
+    pub per_image_norm: bool,
 }
 
 fn default_true() -> bool {
@@ -163,6 +167,7 @@ impl TrainConfig {
             device: default_device(),
             init: None,
             feature_norm: true,
+            per_image_norm: false,
         }
     }
 
@@ -330,6 +335,7 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Builds the classifier of a config: seeded random init, then the backbone weights when given.
 pub fn build_classifier(cfg: &TrainConfig, device: &Device) -> Result<Classifier> {
     let mut model = Classifier::new(&cfg.backbone, cfg.mode, cfg.seed, device)?;
+    model.set_per_image_norm(cfg.per_image_norm)?;
     match &cfg.weights {
         Some(w) => model.load_backbone(w)?,
         None => tracing::warn!(

@@ -238,3 +238,62 @@ fn centered_feature_map_gives_the_same_logits() {
         }
     }
 }
+
+#[test]
+fn per_image_norm_ignores_brightness_and_contrast_and_travels_with_the_model() {
+    let arch: Arch = "resnet:1,1,1,1:4".parse().unwrap();
+    let dev = Device::Cpu;
+    let m = Classifier::new(&arch, Mode::Frozen, 5, &dev).unwrap();
+    assert!(!m.per_image_norm(), "off by default");
+    // Two images with structure; their brighter, lower-contrast copies (an affine change of every pixel).
+    let base: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i * 7919 % 251) as f32 / 251.0 - 0.5) * 2.0)
+        .collect();
+    let shifted: Vec<f32> = base.iter().map(|v| 0.4 * v + 1.5).collect();
+    let x = Tensor::from_vec(base, (2, 3, 32, 32), &dev).unwrap();
+    let y = Tensor::from_vec(shifted, (2, 3, 32, 32), &dev).unwrap();
+    let logits = |m: &Classifier, t: &Tensor| {
+        m.features(t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    let scale = |a: &[f32]| a.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    let (fx, fy) = (logits(&m, &x), logits(&m, &y));
+    assert!(
+        max_diff(&fx, &fy) > 1e-2 * scale(&fx),
+        "without it the backbone sees the change"
+    );
+    m.set_per_image_norm(true).unwrap();
+    assert!(m.per_image_norm());
+    let (gx, gy) = (logits(&m, &x), logits(&m, &y));
+    assert!(
+        max_diff(&gx, &gy) <= 1e-3 * scale(&gx),
+        "{} vs {}",
+        max_diff(&gx, &gy),
+        scale(&gx)
+    );
+    assert!(!m.params().get(cxr_model::INPUT_NORM).unwrap().trainable);
+    // Saved with the model; a file without the flag (an older model) loads with it off.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    m.save(&path).unwrap();
+    let mut loaded = Classifier::new(&arch, Mode::Frozen, 5, &dev).unwrap();
+    loaded.load_all(&path).unwrap();
+    assert!(loaded.per_image_norm());
+    assert_eq!(logits(&loaded, &y), gy);
+    let mut tensors = candle_core::safetensors::load(&path, &dev).unwrap();
+    tensors.remove(cxr_model::INPUT_NORM);
+    let old = dir.path().join("old.safetensors");
+    candle_core::safetensors::save(&tensors, &old).unwrap();
+    loaded.load_all(&old).unwrap();
+    assert!(!loaded.per_image_norm());
+}
