@@ -171,6 +171,9 @@ pub(crate) struct KindResult {
     pub n: usize,
     /// Pairs dropped because the crop rule rejected an image (empty or small lung box).
     pub rejected: usize,
+    /// Scored pairs whose two model inputs are identical: the preprocessing (the lung crop, in practice)
+    /// removed the group before the model could see it.
+    pub identical_inputs: usize,
     pub mean_shift: Option<f64>,
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
@@ -383,6 +386,7 @@ pub(crate) fn run_test(
                 .collect(),
             n: 0,
             rejected: 0,
+            identical_inputs: 0,
             mean_shift: None,
             ci_low: None,
             ci_high: None,
@@ -530,6 +534,9 @@ pub(crate) fn run_test(
             continue;
         };
         let bi = base_index[&(j.base, j.seed, j.pattern == Pattern::Covid)];
+        if images[bi] == images[*ci] {
+            k.identical_inputs += 1;
+        }
         let (sb, sc) = (scores[bi], scores[*ci]);
         rows.push(PairRow {
             kind: j.kind,
@@ -588,6 +595,13 @@ pub(crate) fn run_test(
             r.detail = format!(
                 "no training source pair differs in this group and in its Covid share; sensitivity: mean |shift| {} over {} pairs",
                 fmt(r.mean_abs_shift),
+                r.n
+            );
+        } else if r.n >= 2 && r.identical_inputs == r.n {
+            r.status = "not_in_model_input";
+            r.detail = format!(
+                "the pipeline's input path removes this group: all {} counterfactual inputs equal their bases \
+                 (it lies outside the lung crop), so the model cannot follow it",
                 r.n
             );
         } else if r.n < 2 {
@@ -735,16 +749,17 @@ fn write_outputs(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     let mut csv = String::from(
-        "kind,label_associated,cramers_v,n,rejected,mean_shift,ci_low,ci_high,towards_covid_mean,towards_pneumonia_mean,mean_abs_shift,flagged,status\n",
+        "kind,label_associated,cramers_v,n,rejected,identical_inputs,mean_shift,ci_low,ci_high,towards_covid_mean,towards_pneumonia_mean,mean_abs_shift,flagged,status\n",
     );
     for r in results {
         csv.push_str(&format!(
-            "{},{},{:.4},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{:.4},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.kind,
             r.label_associated,
             r.cramers_v,
             r.n,
             r.rejected,
+            r.identical_inputs,
             f(r.mean_shift),
             f(r.ci_low),
             f(r.ci_high),
@@ -1035,6 +1050,12 @@ mod tests {
                 .iter()
                 .all(|r| r.score_base == r.score_counterfactual)
         );
+        let by_kind = |k: ConfounderKind| res.iter().find(|r| r.kind == k).unwrap();
+        let marker = by_kind(ConfounderKind::Marker);
+        assert_eq!(marker.status, "not_in_model_input", "{}", marker.detail);
+        assert_eq!(marker.identical_inputs, marker.n);
+        assert_eq!(grid.status, "followed");
+        assert_eq!(grid.identical_inputs, 0, "the grid reaches the lungs");
 
         // The outputs: JSON with the flag list, the CSVs.
         let json = report_json(&p, &res, "grid-reader", serde_json::Value::Null);
