@@ -71,17 +71,16 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     let verdict = &control_split1["audit"]["verdicts"][0];
     let v = control_split1["train_cramers_v"].as_f64().unwrap();
     assert!(v < 0.5, "clean-world training split: Cramér's V {v}");
-    // The label-source tests must pass. (The occlusion test is not asserted here: in this tiny world it rests on a
-    // handful of test images, and a lungs-removed AUC on them flagged the clean model once; the full quick run's
-    // clean-world audits pass it, see docs/PERFORMANCE.md.)
+    // No test may flag it. (The occlusion test runs on a handful of test images here; its permutation p-value,
+    // not DeLong's CI, is what keeps a chance separation of six images from flagging.)
+    assert_ne!(verdict["verdict"], "shortcut", "{verdict}");
     for t in verdict["tests"].as_array().unwrap() {
-        if matches!(t["test"].as_str(), Some("source_probe" | "split_design")) {
-            assert_ne!(t["status"], "flag", "clean world flagged by {t}");
-        }
+        assert_ne!(t["status"], "flag", "clean world flagged by {t}");
     }
 
     // The counterfactual confounder test: the confounded model follows at least one planted confounder (the
-    // intensity curve, in practice: lung crops remove the corner markers and text), the clean-world one none.
+    // in-lung textures and the grey curve, in practice: lung crops remove the corner markers and text), the
+    // clean-world one none.
     let followed = |e: &serde_json::Value| -> Vec<String> {
         e["confounders"]["confounders"]
             .as_array()

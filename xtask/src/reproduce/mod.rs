@@ -90,6 +90,10 @@ pub struct ReproduceArgs {
     /// Skip the clean-world control run of the synthetic default.
     #[arg(long)]
     pub no_control: bool,
+    /// Feed the backbone each image as it is (ImageNet normalisation only) instead of standardising every
+    /// image on its own pixels first (the default, see `cxr_model::Classifier::set_per_image_norm`).
+    #[arg(long)]
+    pub no_per_image_norm: bool,
     #[arg(long, default_value_t = 2021)]
     pub seed: u64,
     /// Bootstrap resamples per metric (≥ 2,000 for the published figures).
@@ -194,6 +198,14 @@ impl Profile {
         if let Some(s) = args.image_size {
             p.image_size = s;
         }
+        p.notes.push(if args.no_per_image_norm {
+            "Inputs: each image as it is, ImageNet normalisation only (`--no-per-image-norm`).".into()
+        } else {
+            "Inputs: every image is standardised on its own pixels (mean 0, standard deviation 1) before the \
+             backbone, which removes each source's global brightness and contrast; texture, sharpness and the \
+             shape of the grey curve remain. `--no-per-image-norm` feeds the images as they are."
+                .into()
+        });
         p
     }
 }
