@@ -5,9 +5,9 @@
 //! - 1x1, stride 1, no padding: `col[n]` is `x[n]` itself, no copy.
 //! - otherwise `col` is built in tiles of whole output rows, sized to stay in L2, and multiplied tile by tile.
 //!
-//! The f32 forward can run `fastconv` (own AVX2/FMA GEMM, fused epilogue; opt-in with [`set_avx2_conv`] or
-//! `CXR_OPS_AVX2_CONV=1`, because it measured slower on an idle machine); by default this file's `gemm`-crate
-//! forward serves every forward, and all the backward passes.
+//! Every pass multiplies through the `gemm` crate (candle's own GEMM). A hand-written AVX2/FMA micro-kernel
+//! with a fused epilogue was tried and removed: on idle cores it ran ResNet50 inference 30–45 % slower
+//! (docs/PERFORMANCE.md).
 //!
 //! Work is split into (image, tile) jobs over rayon, each with a single-threaded GEMM, so that the 2 cores never
 //! synchronise inside a GEMM. The input gradient is tiled by input channels (disjoint writes), the weight gradient
@@ -199,18 +199,7 @@ fn col2im<T: Elem>(g: &Geom, dcol: &[T], c0: usize, c1: usize, dx: &mut [T]) {
     }
 }
 
-/// `Some(s)` as f32 when `T` is f32.
-fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: T is f32.
-        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
-    } else {
-        None
-    }
-}
-
-/// y = relu?(conv(x, w) + bias[o] + residual), NCHW: the `gemm` crate path plus one pass, or the AVX2 kernel with
-/// a fused epilogue for f32 when it is switched on ([`set_avx2_conv`]) and the CPU has AVX2/FMA.
+/// y = relu?(conv(x, w) + bias[o] + residual), NCHW: the `gemm` crate path plus one pass.
 pub(crate) fn forward_fused<T: Elem>(
     g: &Geom,
     x: &[T],
@@ -219,22 +208,6 @@ pub(crate) fn forward_fused<T: Elem>(
     residual: Option<&[T]>,
     relu: bool,
 ) -> Vec<T> {
-    if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
-        && !generic_forced()
-    {
-        let epi = crate::fastconv::Epilogue {
-            bias: bias.and_then(as_f32),
-            residual: residual.and_then(as_f32),
-            relu,
-        };
-        if let Some(y) = crate::fastconv::forward(g, xf, wf, epi) {
-            let mut y = std::mem::ManuallyDrop::new(y);
-            // SAFETY: T is f32 (as_f32 succeeded), so the vector's layout is unchanged.
-            return unsafe {
-                Vec::from_raw_parts(y.as_mut_ptr().cast::<T>(), y.len(), y.capacity())
-            };
-        }
-    }
     let mut y = forward(g, x, w, bias);
     if residual.is_some() || relu {
         let add = |v: &mut [T], r: Option<&[T]>| {
@@ -260,28 +233,6 @@ pub(crate) fn forward_fused<T: Elem>(
         }
     }
     y
-}
-
-/// 0: not decided (the environment decides), 1: off, 2: on. See [`set_avx2_conv`].
-static AVX2_CONV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Turns the AVX2 forward kernel (`fastconv`) on or off for this process. It is **off by default**: on an idle
-/// 2-core machine it ran ResNet50 inference 30–45 % slower than the `gemm`-crate path (5.1–7.2 vs 9.1–10.4 img/s,
-/// alternating runs, 2026-11-26), although it measured faster while the cores were oversubscribed. Also
-/// `CXR_OPS_AVX2_CONV=1` in the environment.
-pub fn set_avx2_conv(on: bool) {
-    AVX2_CONV.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn generic_forced() -> bool {
-    match AVX2_CONV.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            !*ENV.get_or_init(|| std::env::var_os("CXR_OPS_AVX2_CONV").is_some_and(|v| v != "0"))
-        }
-    }
 }
 
 /// y = conv(x, w) [+ bias], NCHW, through the `gemm` crate.

@@ -33,13 +33,10 @@ macro_rules! dispatch {
 mod bn;
 mod conv;
 mod elem;
-mod fastconv;
 mod fused;
 mod pool;
 
 pub mod bench;
-
-pub use conv::set_avx2_conv;
 
 /// Convolution hyper-parameters (PyTorch's meaning; `groups` = 1 for a dense convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
