@@ -30,6 +30,7 @@ macro_rules! dispatch {
     };
 }
 
+pub mod alloc;
 mod bn;
 mod conv;
 mod elem;
