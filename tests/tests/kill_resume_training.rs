@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId, Split};
+use cxr_core::Split;
 use cxr_model::{Arch, Mode, TrainConfig, TrainOptions};
 
 const CHILD_ENV: &str = "CXR_KILL_RESUME_TRAIN_CHILD";
 const TEST_NAME: &str = "killed_training_resumes_to_identical_outputs";
-const SIZE: u32 = 40;
 
-/// xorshift64: the test's only randomness (image noise, square positions, kill moments), fixed seed.
+/// xorshift64: the kill moments, fixed seed.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -24,56 +23,16 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// Grey noise with a 10x10 square, bright for Covid-19 and dark for pneumonia, somewhere in the image.
-fn write_image(path: &Path, covid: bool, rng: &mut u64) {
-    let mut img = image::GrayImage::new(SIZE, SIZE);
-    for p in img.pixels_mut() {
-        p.0[0] = 60 + (next(rng) % 80) as u8;
-    }
-    let x0 = 2 + (next(rng) % u64::from(SIZE - 14)) as u32;
-    let y0 = 2 + (next(rng) % u64::from(SIZE - 14)) as u32;
-    for y in y0..y0 + 10 {
-        for x in x0..x0 + 10 {
-            img.put_pixel(x, y, image::Luma([if covid { 250 } else { 5 }]));
-        }
-    }
-    img.save(path).unwrap();
-}
+#[path = "../../crates/model/tests/common/square_cue.rs"]
+mod square_cue;
 
-/// A manifest with `png8` and `split` columns, `n` images per class and split, from two sources.
+/// The model tests' square-cue set: 32 + 8 + 8 images per class.
 fn dataset(dir: &Path) -> PathBuf {
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    std::fs::create_dir_all(dir.join("png")).unwrap();
-    let mut records = Vec::new();
-    for (split, n) in [(Split::Train, 32), (Split::Val, 8), (Split::Test, 8)] {
-        for label in [Label::Covid, Label::Pneumonia] {
-            for i in 0..n {
-                let id = format!("{split}-{label}-{i}");
-                write_image(
-                    &dir.join(format!("png/{id}.png")),
-                    label == Label::Covid,
-                    &mut rng,
-                );
-                let mut r = ManifestRecord {
-                    id: id.clone(),
-                    source: SourceId::new(if i % 2 == 0 { "nih" } else { "bimcv" }).unwrap(),
-                    label,
-                    patient: format!("p{split}{i}"),
-                    view: "PA".into(),
-                    path: format!("raw/{id}.png").into(),
-                    format: ImageFormat::Png,
-                    sha256: "0".repeat(64),
-                    split: Some(split),
-                    extra: Default::default(),
-                };
-                r.set("png8", format!("png/{id}.png"));
-                records.push(r);
-            }
-        }
-    }
-    let path = dir.join("manifest.csv");
-    Manifest::new(records).write(&path).unwrap();
-    path
+    square_cue::square_cue_manifest(
+        dir,
+        &[(Split::Train, 32), (Split::Val, 8), (Split::Test, 8)],
+        7,
+    )
 }
 
 /// Fine-tuning of the BatchNorm layers and the head (Finetune1) of a tiny ResNet: a checkpoint per epoch with

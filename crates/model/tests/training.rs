@@ -5,65 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, SourceId, Split};
+use cxr_core::{Label, Split};
 use cxr_model::{Arch, Classifier, Mode, TrainConfig, TrainOptions, train};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
-const SIZE: u32 = 40;
+#[path = "common/square_cue.rs"]
+mod square_cue;
 
-/// Grey noise; Covid images carry a bright 10x10 square somewhere (the "cue"), pneumonia images a dark one.
-fn write_image(path: &Path, covid: bool, rng: &mut ChaCha8Rng) {
-    let mut img = image::GrayImage::new(SIZE, SIZE);
-    for p in img.pixels_mut() {
-        p.0[0] = rng.random_range(60..140);
-    }
-    let (x0, y0) = (
-        rng.random_range(2..SIZE - 12),
-        rng.random_range(2..SIZE - 12),
-    );
-    for y in y0..y0 + 10 {
-        for x in x0..x0 + 10 {
-            img.put_pixel(x, y, image::Luma([if covid { 250 } else { 5 }]));
-        }
-    }
-    img.save(path).unwrap();
-}
-
-/// A manifest with `png8` and `split`: per split and class `n` images, from two sources.
+/// The shared square-cue training set, seeded as these tests always were.
 fn world(dir: &Path, per_class: [(Split, usize); 3]) -> PathBuf {
-    let mut rng = ChaCha8Rng::seed_from_u64(99);
-    std::fs::create_dir_all(dir.join("png")).unwrap();
-    let mut records = Vec::new();
-    for (split, n) in per_class {
-        for label in [Label::Covid, Label::Pneumonia] {
-            for i in 0..n {
-                let id = format!("{split}-{label}-{i}");
-                write_image(
-                    &dir.join(format!("png/{id}.png")),
-                    label == Label::Covid,
-                    &mut rng,
-                );
-                let mut r = ManifestRecord {
-                    id: id.clone(),
-                    source: SourceId::new(if i % 2 == 0 { "nih" } else { "bimcv" }).unwrap(),
-                    label,
-                    patient: format!("p{i}"),
-                    view: "PA".into(),
-                    path: format!("raw/{id}.dcm").into(),
-                    format: ImageFormat::Png,
-                    sha256: "0".repeat(64),
-                    split: Some(split),
-                    extra: Default::default(),
-                };
-                r.set("png8", format!("png/{id}.png"));
-                records.push(r);
-            }
-        }
-    }
-    let path = dir.join("manifest.csv");
-    Manifest::new(records).write(&path).unwrap();
-    path
+    square_cue::square_cue_manifest(dir, &per_class, 99)
 }
 
 fn config(manifest: &Path, mode: Mode, epochs: usize) -> TrainConfig {
