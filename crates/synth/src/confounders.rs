@@ -15,15 +15,13 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::SynthError;
 use crate::acquisition::Acquisition;
 use crate::pathology::Pattern;
 use crate::sources::SourceSpec;
-use crate::world::{RenderedSample, WorldConfig, draw_swapped};
+use crate::world::{RenderedSample, WorldConfig};
 
 /// One swappable group of planted confounders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -186,26 +184,16 @@ pub fn render_counterfactual(
     seed: u64,
     age: u32,
 ) -> RenderedSample {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (phantom, acq) = draw_swapped(
-        &mut rng,
+    crate::world::render_swapped(
         base,
         Some((donor, swap)),
         pattern,
         signal,
-        false,
         width,
         height,
+        seed,
         age,
-    );
-    let display = acq.apply(&mut rng, &phantom.density, width, height);
-    RenderedSample {
-        width,
-        height,
-        display,
-        mask: phantom.mask,
-        pathology: phantom.pathology,
-    }
+    )
 }
 
 /// What `world.json` holds that the counterfactual test needs: the config and every source's signature.

@@ -185,8 +185,26 @@ pub fn render_sample(
     seed: u64,
     age: u32,
 ) -> RenderedSample {
+    render_swapped(spec, None, pattern, signal, width, height, seed, age)
+}
+
+/// [`render_sample`], optionally with one confounder group drawn from a donor source (the one render path of
+/// both the world and `confounders::render_counterfactual`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn render_swapped(
+    spec: &SourceSpec,
+    swap: Option<(&SourceSpec, ConfounderKind)>,
+    pattern: Pattern,
+    signal: f32,
+    width: usize,
+    height: usize,
+    seed: u64,
+    age: u32,
+) -> RenderedSample {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (phantom, acq) = draw(&mut rng, spec, pattern, signal, false, width, height, age);
+    let (phantom, acq) = draw_swapped(
+        &mut rng, spec, swap, pattern, signal, false, width, height, age,
+    );
     let display = acq.apply(&mut rng, &phantom.density, width, height);
     RenderedSample {
         width,
