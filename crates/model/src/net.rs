@@ -807,12 +807,7 @@ impl Classifier {
 
     /// Loads a whole classifier saved by [`Classifier::save`] (`model.safetensors`: backbone and head).
     pub fn load_all(&mut self, path: &std::path::Path) -> Result<()> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            crate::ModelError::Weights {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
+        let tensors = crate::params::read_safetensors(path)?;
         let has_flag = tensors.contains_key(INPUT_NORM);
         self.store
             .load_map(&tensors, path, |n| has_flag || n != INPUT_NORM)?;
@@ -869,23 +864,25 @@ impl Classifier {
             .is_ok_and(|v| v.first().is_some_and(|&f| f > 0.5))
     }
 
-    /// The backbone's input: `x` itself, or each image's channels standardised on their own pixels.
-    fn backbone_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The backbone's feature map of `x`, after the per-image standardisation when it is on (the one entry
+    /// point to the backbone, so no path can skip it).
+    fn backbone_map(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if !self.per_image_norm() {
-            return Ok(x.clone());
+            return self.backbone.feature_map(x, train);
         }
         let (n, c, h, w) = x.dims4()?;
         let flat = x.reshape((n, c, h * w))?;
         let mean = flat.mean_keepdim(D::Minus1)?;
         let centered = flat.broadcast_sub(&mean)?;
         let std = (centered.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?;
-        centered.broadcast_div(&std)?.reshape((n, c, h, w))
+        let x = centered.broadcast_div(&std)?.reshape((n, c, h, w))?;
+        self.backbone.feature_map(&x, train)
     }
 
     /// Output of the last convolutional block (NCHW), inference mode (BatchNorm with running statistics,
     /// folded); mutates nothing. Gradients flow to `x` only.
     pub fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.backbone.feature_map(&self.backbone_input(x)?, false)
+        self.backbone_map(x, false)
     }
 
     /// Pooling plus head in inference mode: the Covid-19 logits, shape [N]. Mutates nothing; differentiable
@@ -922,8 +919,7 @@ impl Classifier {
     /// Pooled backbone features [N, F] in training mode (batch statistics; updates the BatchNorm running
     /// statistics): what Finetune1 trains through.
     pub fn features_train(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.backbone
-            .pool(&self.backbone.feature_map(&self.backbone_input(x)?, true)?)
+        self.backbone.pool(&self.backbone_map(x, true)?)
     }
 
     /// Logits [N] in inference mode.
@@ -987,9 +983,7 @@ impl Classifier {
     /// `frozen`), logits [N]. Updates BatchNorm running statistics.
     pub fn forward_train<R: Rng>(&self, x: &Tensor, rng: &mut R) -> candle_core::Result<Tensor> {
         let train_backbone = self.mode != Mode::Frozen;
-        let fmap = self
-            .backbone
-            .feature_map(&self.backbone_input(x)?, train_backbone)?;
+        let fmap = self.backbone_map(x, train_backbone)?;
         let f = self.backbone.pool(&fmap)?;
         self.head_train(&f, rng)
     }

@@ -122,13 +122,7 @@ impl ParamStore {
     /// Loads backbone weights as torchvision/timm ship them: every parameter whose name passes `wanted` must
     /// be present with the right shape (any float dtype, converted to f32); extra tensors are ignored.
     pub fn load_safetensors(&self, path: &Path, wanted: impl Fn(&str) -> bool) -> Result<usize> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            ModelError::Weights {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
-        self.load_map(&tensors, path, wanted)
+        self.load_map(&read_safetensors(path)?, path, wanted)
     }
 
     pub(crate) fn load_map(
@@ -220,4 +214,12 @@ impl<R: Rng> Init<'_, R> {
             .and_then(|t| t.to_dtype(DType::F32))
             .ctx(|| "init".into())
     }
+}
+
+/// Every tensor of a safetensors file, on the CPU; errors name the file.
+pub(crate) fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| ModelError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
