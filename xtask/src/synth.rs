@@ -33,6 +33,10 @@ pub struct SynthArgs {
     /// Also write gallery.png (4 images per source) into the output folder.
     #[arg(long)]
     pub gallery: bool,
+    /// Plant one confounder group alone (framing, intensity, blur, noise, grid, collimation, text, marker): the
+    /// sources share one broad signature for everything else (`cxr_synth::isolate`).
+    #[arg(long)]
+    pub only: Option<cxr_synth::ConfounderKind>,
 }
 
 impl SynthArgs {
@@ -45,6 +49,7 @@ impl SynthArgs {
             signal: self.signal,
             lung_mask_count: self.lung_masks,
             gallery: self.gallery,
+            only: self.only,
             ..WorldConfig::default()
         })
     }

@@ -138,6 +138,54 @@ pub fn planted(spec: &SourceSpec) -> Vec<ConfounderKind> {
         .collect()
 }
 
+/// `spec` with every planted group except `keep` replaced by the broad, source-free signature of
+/// [`generic_source`](crate::sources::generic_source) (and no grid, border, text or marker), so that a world of
+/// such sources differs between sources in `keep` alone: the audit's sensitivity worlds.
+///
+/// Image size and aspect become the generic ones too, and VOI windows and lossy JPEG are turned off (format-level
+/// cues that are no group of their own); bit depth, stored range and MONOCHROME1 stay, since the preprocess
+/// stage undoes them exactly.
+pub fn isolate(spec: &SourceSpec, keep: ConfounderKind) -> SourceSpec {
+    let g = crate::sources::generic_source();
+    let mut s = spec.clone();
+    s.aspect = g.aspect;
+    s.aspect_jitter = g.aspect_jitter;
+    s.size_jitter = g.size_jitter;
+    s.square = false;
+    s.window = 0.0;
+    s.jpeg_quality = spec.jpeg_quality.map(|_| 95);
+    for kind in ConfounderKind::ALL {
+        if kind == keep {
+            continue;
+        }
+        match kind {
+            ConfounderKind::Framing => {
+                s.zoom = g.zoom;
+                s.shift_y = g.shift_y;
+            }
+            ConfounderKind::Intensity => {
+                s.gamma = g.gamma;
+                s.black = g.black;
+                s.white = g.white;
+                s.s_curve = g.s_curve;
+            }
+            ConfounderKind::Blur => s.blur = g.blur,
+            ConfounderKind::Noise => {
+                s.noise = g.noise;
+                s.grain = g.grain;
+            }
+            ConfounderKind::Grid => s.grid = None,
+            ConfounderKind::Collimation => {
+                s.collimation = g.collimation.clone();
+                s.collimation.probability = 0.0;
+            }
+            ConfounderKind::Text => s.text = None,
+            ConfounderKind::Marker => s.marker = None,
+        }
+    }
+    s
+}
+
 impl Acquisition {
     /// Replaces this draw's values of one group by `other`'s (framing is not drawn here: no-op).
     pub fn take_group(&mut self, kind: ConfounderKind, other: &Acquisition) {
@@ -225,4 +273,41 @@ pub fn read_world_json(path: &Path) -> Result<WorldFile, SynthError> {
         path: file,
         message: format!("not a cxr-synth world.json: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::paper_sources;
+
+    #[test]
+    fn isolated_sources_differ_in_the_kept_group_only() {
+        let specs = paper_sources();
+        for keep in ConfounderKind::ALL {
+            let iso: Vec<SourceSpec> = specs.iter().map(|s| isolate(s, keep)).collect();
+            let mut kept_differs = false;
+            for (i, a) in iso.iter().enumerate() {
+                for (j, b) in iso.iter().enumerate().skip(i + 1) {
+                    for kind in ConfounderKind::ALL {
+                        let d = kind.differs(a, b);
+                        if kind == keep {
+                            assert_eq!(d, kind.differs(&specs[i], &specs[j]), "{keep}: {kind}");
+                            kept_differs |= d;
+                        } else {
+                            assert!(!d, "world `{keep}`: {} and {} differ in {kind}", a.id, b.id);
+                        }
+                    }
+                    assert_eq!(
+                        (a.aspect, a.square, a.window),
+                        (b.aspect, b.square, b.window)
+                    );
+                }
+            }
+            assert!(kept_differs, "no two sources differ in {keep}");
+            // The group's planted values are the source's own.
+            for (a, s) in iso.iter().zip(&specs) {
+                assert_eq!(keep.spec_values(a), keep.spec_values(s));
+            }
+        }
+    }
 }

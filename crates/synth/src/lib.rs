@@ -30,7 +30,9 @@ mod sources;
 mod world;
 
 pub use acquisition::Acquisition;
-pub use confounders::{ConfounderKind, WorldFile, planted, read_world_json, render_counterfactual};
+pub use confounders::{
+    ConfounderKind, WorldFile, isolate, planted, read_world_json, render_counterfactual,
+};
 pub use pathology::{CONSOLIDATION_AMPLITUDE, GGO_AMPLITUDE, Lesion, LesionKind, Pattern};
 pub use phantom::{Anatomy, Phantom, bounding_box, render_frontal};
 pub use sources::{SourceSpec, generic_source, paper_sources};

@@ -71,6 +71,11 @@ pub struct WorldConfig {
     pub distractor_fraction: f32,
     /// Also write `gallery.png` (4 selected images per source) into the world folder.
     pub gallery: bool,
+    /// Plant this confounder group alone: every source keeps its own values of it and shares one broad,
+    /// source-free signature for the rest ([`isolate`](crate::confounders::isolate)); `world.json` records the
+    /// isolated signatures. `None` (the default): every source's full signature.
+    #[serde(default)]
+    pub only: Option<ConfounderKind>,
 }
 
 impl Default for WorldConfig {
@@ -84,6 +89,7 @@ impl Default for WorldConfig {
             lung_mask_count: 200,
             distractor_fraction: 0.3,
             gallery: false,
+            only: None,
         }
     }
 }
@@ -321,7 +327,13 @@ pub fn generate_with_progress(
         path: out.to_path_buf(),
         source: e,
     })?;
-    let specs = paper_sources();
+    let specs: Vec<SourceSpec> = match cfg.only {
+        None => paper_sources(),
+        Some(keep) => paper_sources()
+            .iter()
+            .map(|s| crate::confounders::isolate(s, keep))
+            .collect(),
+    };
     let generic = generic_source();
     let mut jobs: Vec<Job> = Vec::new();
     let mut meta_files: Vec<(String, Vec<u8>)> = Vec::new();
