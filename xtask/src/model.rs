@@ -149,12 +149,21 @@ pub struct BenchModelArgs {
     train_batch: usize,
     #[arg(long, default_value_t = 2)]
     train_iters: usize,
+    /// `cpu` or `cuda` / `cuda:N` (needs a build with the `cuda` feature, see docs/GPU.md); the PyTorch peer
+    /// runs on the same kind of device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Python with torch + torchvision (default `$CXR_PYTHON`, else /work/pyvenv/bin/python, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
 }
 
-fn random_input(b: usize, size: usize, seed: u64) -> Result<candle_core::Tensor> {
+fn random_input(
+    b: usize,
+    size: usize,
+    seed: u64,
+    dev: &candle_core::Device,
+) -> Result<candle_core::Tensor> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let data: Vec<f32> = (0..b * 3 * size * size)
@@ -163,34 +172,40 @@ fn random_input(b: usize, size: usize, seed: u64) -> Result<candle_core::Tensor>
     Ok(candle_core::Tensor::from_vec(
         data,
         (b, 3, size, size),
-        &candle_core::Device::Cpu,
+        dev,
     )?)
 }
 
 pub fn bench(args: BenchModelArgs) -> Result<()> {
-    let dev = candle_core::Device::Cpu;
+    let dev = cxr_model::device_by_name(&args.device).context("bench model: --device")?;
+    let where_ = if dev.is_cpu() {
+        format!("CPU ({} threads)", rayon::current_num_threads())
+    } else {
+        format!("{dev:?}")
+    };
     println!(
-        "bench model: ResNet50, {}x{} px, f32, CPU ({} threads)",
-        args.size,
-        args.size,
-        rayon::current_num_threads()
+        "bench model: ResNet50, {}x{} px, f32, {where_}",
+        args.size, args.size,
     );
     let model = Classifier::new(&Arch::resnet50(), Mode::Finetune1, 0, &dev)?;
     let mut ours = Vec::new();
     for &b in &args.batches {
-        let x = random_input(b, args.size, b as u64)?;
+        let x = random_input(b, args.size, b as u64, &dev)?;
         model.features(&x)?;
+        dev.synchronize()?;
         let t = Instant::now();
         for _ in 0..args.iters {
             model.features(&x)?;
         }
+        // GPU work is queued asynchronously: wait for it before reading the clock.
+        dev.synchronize()?;
         let ips = (b * args.iters) as f64 / t.elapsed().as_secs_f64();
         println!("  ours  embed batch {b:>2}: {ips:7.2} images/s");
         ours.push((b, ips));
     }
     // Finetune1 training step: convs frozen, BN (batch stats) + head trainable, Adam.
     let b = args.train_batch;
-    let x = random_input(b, args.size, 1)?;
+    let x = random_input(b, args.size, 1, &dev)?;
     let y: Vec<f32> = (0..b).map(|i| (i % 2) as f32).collect();
     let y = candle_core::Tensor::new(y.as_slice(), &dev)?;
     let mut adam = cxr_model::optim::Adam::new(model.params().trainable(), 1e-4)?;
@@ -203,10 +218,12 @@ pub fn bench(args: BenchModelArgs) -> Result<()> {
         Ok(())
     };
     step()?;
+    dev.synchronize()?;
     let t = Instant::now();
     for _ in 0..args.train_iters {
         step()?;
     }
+    dev.synchronize()?;
     let ours_steps = args.train_iters as f64 / t.elapsed().as_secs_f64();
     println!(
         "  ours  finetune1 step batch {b}: {ours_steps:.3} steps/s ({:.2} images/s; {} trainable parameters)",
@@ -238,6 +255,10 @@ pub fn bench(args: BenchModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn dev_is_cuda(name: &str) -> bool {
+    name.trim().to_ascii_lowercase().starts_with("cuda")
+}
+
 fn run_torch(args: &BenchModelArgs) -> Result<Option<Vec<serde_json::Value>>> {
     let python = args
         .python
@@ -263,6 +284,14 @@ fn run_torch(args: &BenchModelArgs) -> Result<Option<Vec<serde_json::Value>>> {
             &args.train_batch.to_string(),
         ])
         .args(["--train-iters", &args.train_iters.to_string()])
+        .args([
+            "--device",
+            if dev_is_cuda(&args.device) {
+                "cuda"
+            } else {
+                "cpu"
+            },
+        ])
         .output();
     let out = match out {
         Ok(o) if o.status.success() => o,
@@ -291,9 +320,10 @@ fn run_torch(args: &BenchModelArgs) -> Result<Option<Vec<serde_json::Value>>> {
         .collect();
     if let Some(info) = rows.iter().find(|v| v["what"] == "info") {
         println!(
-            "  torch {} ({} threads), script {}",
+            "  torch {} ({} threads, device {}), script {}",
             info["torch"],
             info["threads"],
+            info["device"],
             script.display()
         );
     }
