@@ -13,6 +13,8 @@ use super::{Profile, ReproduceArgs, WorldArg};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum DataChoice {
     Synthetic(WorldArg),
+    /// The paper world with one confounder group planted alone (the audit's sensitivity study).
+    Isolated(cxr_synth::ConfounderKind),
     /// Real datasets: root and dataset names (adapters).
     Real {
         root: PathBuf,
@@ -49,6 +51,9 @@ impl DataChoice {
             DataChoice::Synthetic(WorldArg::Clean) => {
                 "synthetic world `clean` (every source holds both classes 50/50)".into()
             }
+            DataChoice::Isolated(g) => format!(
+                "synthetic world `only {g}` (each source holds one class; sources differ in {g} alone)"
+            ),
             DataChoice::Real { root, datasets } => format!(
                 "real data: {} under {}",
                 datasets.join(", "),
@@ -97,6 +102,7 @@ pub fn prepare(
     let tag = match &choice {
         DataChoice::Synthetic(WorldArg::Paper) => "world-paper".to_string(),
         DataChoice::Synthetic(WorldArg::Clean) => "world-clean".to_string(),
+        DataChoice::Isolated(g) => format!("world-only-{g}"),
         DataChoice::Real { datasets, .. } => format!("real-{}", datasets.join("+")),
     };
     let dir = out.join(format!("data-{tag}"));
@@ -108,12 +114,15 @@ pub fn prepare(
         Option<serde_json::Value>,
         Vec<(String, PathBuf)>,
     ) = match &choice {
-        DataChoice::Synthetic(kind) => {
+        DataChoice::Synthetic(_) | DataChoice::Isolated(_) => {
+            let (kind, only) = match &choice {
+                DataChoice::Synthetic(WorldArg::Clean) => (cxr_synth::WorldKind::Clean, None),
+                DataChoice::Isolated(g) => (cxr_synth::WorldKind::Paper, Some(*g)),
+                _ => (cxr_synth::WorldKind::Paper, None),
+            };
             let cfg = cxr_synth::WorldConfig {
-                kind: match kind {
-                    WorldArg::Paper => cxr_synth::WorldKind::Paper,
-                    WorldArg::Clean => cxr_synth::WorldKind::Clean,
-                },
+                kind,
+                only,
                 per_source: profile.per_source,
                 size: profile.world_size,
                 seed: args.seed,

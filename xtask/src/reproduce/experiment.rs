@@ -305,6 +305,7 @@ impl<'a> Study<'a> {
             }
             cfg.image_column = spec.image_column.clone();
             cfg.per_image_norm = !args.no_per_image_norm;
+            cfg.device = args.device.clone();
             cfg.image_size = profile.image_size;
             cfg.batch_size = profile.batch_size;
             cfg.max_epochs = profile.max_epochs;

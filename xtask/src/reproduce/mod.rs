@@ -12,6 +12,7 @@ mod audit;
 mod data;
 mod experiment;
 mod report_build;
+mod sensitivity;
 mod stage;
 
 use std::path::PathBuf;
@@ -90,10 +91,24 @@ pub struct ReproduceArgs {
     /// Skip the clean-world control run of the synthetic default.
     #[arg(long)]
     pub no_control: bool,
+    /// Also run the audit's sensitivity study (synthetic worlds only): one extra world per planted confounder
+    /// group with that group planted alone, each with the whole-image model (see `reproduce::sensitivity`).
+    /// Shows whether the audit catches each kind of confounder when a model uses it; about a minute per group
+    /// in the quick profile.
+    #[arg(long)]
+    pub sensitivity: bool,
+    /// With `--sensitivity`: only these groups (comma-separated: framing, intensity, blur, noise, grid,
+    /// collimation, text, marker); default all eight.
+    #[arg(long, value_delimiter = ',')]
+    pub sensitivity_groups: Vec<cxr_synth::ConfounderKind>,
     /// Feed the backbone each image as it is (ImageNet normalisation only) instead of standardising every
     /// image on its own pixels first (the default, see `cxr_model::Classifier::set_per_image_norm`).
     #[arg(long)]
     pub no_per_image_norm: bool,
+    /// Where the classifiers train: `cpu` (default) or `cuda` / `cuda:N` (a build with the `cuda` feature, see
+    /// docs/GPU.md). Grad-CAM, the audit and the confounder test run on the CPU either way.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long, default_value_t = 2021)]
     pub seed: u64,
     /// Bootstrap resamples per metric (≥ 2,000 for the published figures).
@@ -198,6 +213,12 @@ impl Profile {
         if let Some(s) = args.image_size {
             p.image_size = s;
         }
+        if !args.device.trim().eq_ignore_ascii_case("cpu") {
+            p.notes.push(format!(
+                "Classifiers trained on device `{}`; explanations and audits ran on the CPU.",
+                args.device.trim()
+            ));
+        }
         p.notes.push(if args.no_per_image_norm {
             "Inputs: each image as it is, ImageNet normalisation only (`--no-per-image-norm`).".into()
         } else {
@@ -255,13 +276,39 @@ pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
                 &profile,
                 data::DataChoice::Synthetic(WorldArg::Clean),
                 &out,
-                Some(seg_weights),
+                Some(seg_weights.clone()),
             )?;
             Some(study.run_all(&ctl, &split1, &out.join("control-clean"))?)
         }
     } else {
         None
     };
+    let sensitivity = if args.sensitivity && args.data_root.is_none() {
+        Some(sensitivity::run(
+            &args,
+            &profile,
+            &mut study,
+            &args.sensitivity_groups,
+            seg_weights,
+            &out,
+        )?)
+    } else {
+        if args.sensitivity {
+            tracing::warn!("--sensitivity needs a synthetic world: skipped with --data-root");
+        }
+        None
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    report_build::write(&args, &profile, &main, results_main, control, elapsed, &out)
+    report_build::write(
+        &args,
+        &profile,
+        &main,
+        report_build::Runs {
+            main: results_main,
+            control,
+            sensitivity,
+        },
+        elapsed,
+        &out,
+    )
 }
