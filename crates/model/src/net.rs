@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use cxr_ops::Conv2dCfg;
@@ -274,6 +275,7 @@ impl Bn {
         let rv = ((self.var.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
         self.mean.set(&rm)?;
         self.var.set(&rv)?;
+        crate::params::bump_generation();
         Ok(y)
     }
 
@@ -294,6 +296,7 @@ impl Bn {
         let rv = ((self.var.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
         self.mean.set(&rm)?;
         self.var.set(&rv)?;
+        crate::params::bump_generation();
         Ok(y)
     }
 
@@ -315,6 +318,9 @@ struct ConvBn {
     bn: Bn,
     cfg: Conv2dCfg,
     trainable: bool,
+    /// The folded (weight, bias) of inference and the parameter generation they were computed at: folding
+    /// rewrites the whole weight tensor, which every inference pass would otherwise repeat.
+    folded: Arc<Mutex<Option<(u64, Tensor, Tensor)>>>,
 }
 
 impl ConvBn {
@@ -340,6 +346,7 @@ impl ConvBn {
             bn: Bn::new(store, init, bn, cout)?,
             cfg: cfg(stride, pad),
             trainable: false,
+            folded: Arc::default(),
         })
     }
 
@@ -360,6 +367,22 @@ impl ConvBn {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> candle_core::Result<Tensor> {
+        let (w, b) = self.folded()?;
+        cxr_ops::conv2d_bias_act(x, &w, Some(&b), residual, relu, self.cfg)
+    }
+
+    /// The BatchNorm folded into the weight, recomputed only when a parameter changed since the last fold.
+    fn folded(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let generation = crate::params::generation();
+        let mut cache = self
+            .folded
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("folded BatchNorm cache poisoned".into()))?;
+        if let Some((g, w, b)) = cache.as_ref()
+            && *g == generation
+        {
+            return Ok((w.clone(), b.clone()));
+        }
         let (w, b) = cxr_ops::fold_batch_norm(
             &self.w.as_tensor().detach(),
             None,
@@ -369,7 +392,8 @@ impl ConvBn {
             &self.bn.var.as_tensor().detach(),
             BN_EPS,
         )?;
-        cxr_ops::conv2d_bias_act(x, &w, Some(&b), residual, relu, self.cfg)
+        *cache = Some((generation, w.clone(), b.clone()));
+        Ok((w, b))
     }
 
     fn forward_eval(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {

@@ -65,6 +65,7 @@ impl Adam {
             })();
             upd.ctx(|| format!("Adam step on `{name}`"))?;
         }
+        crate::params::bump_generation();
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -157,6 +158,21 @@ impl ParamStore {
     }
 }
 
+/// Bumped by every change this crate makes to any parameter (loads, restores, optimiser steps, running-statistics
+/// updates). Values derived from parameters and cached between calls (the folded BatchNorm weights of inference)
+/// are valid while it stays the one they were computed at. Process-wide, so it errs towards recomputing.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Records that some parameter changed (see [`generation`]).
+pub(crate) fn bump_generation() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The current parameter generation.
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
 fn set_checked(p: &Param, name: &str, t: &Tensor, path: &Path) -> Result<()> {
     if t.dims() != p.var.dims() {
         return Err(ModelError::TensorShape {
@@ -180,7 +196,9 @@ fn set_checked(p: &Param, name: &str, t: &Tensor, path: &Path) -> Result<()> {
         .and_then(|t| t.to_device(p.var.device()))
         .and_then(|t| t.contiguous())
         .ctx(|| format!("converting `{name}` from {}", path.display()))?;
-    p.var.set(&t).ctx(|| format!("setting `{name}`"))
+    p.var.set(&t).ctx(|| format!("setting `{name}`"))?;
+    bump_generation();
+    Ok(())
 }
 
 /// Seeded initialisers (candle's CPU RNG cannot be seeded, so every random tensor comes from here).

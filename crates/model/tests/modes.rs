@@ -297,3 +297,54 @@ fn per_image_norm_ignores_brightness_and_contrast_and_travels_with_the_model() {
     loaded.load_all(&old).unwrap();
     assert!(!loaded.per_image_norm());
 }
+
+/// Inference caches each layer's folded BatchNorm; every way the parameters change must invalidate it: a
+/// training forward (running statistics), an optimiser step (affine parameters) and a restore.
+#[test]
+fn inference_follows_every_parameter_change_despite_the_folded_batch_norm_cache() {
+    let arch: Arch = "resnet:1,1,1,1:8".parse().unwrap();
+    let model = Classifier::new(&arch, Mode::Finetune1, 3, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let features = |m: &Classifier| {
+        m.features(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let before = features(&model);
+    assert_eq!(features(&model), before, "inference is repeatable");
+    let saved = model.params().snapshot(|_| true).unwrap();
+
+    // Training forward: the running statistics move, so inference must change.
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    let logits = model.forward_train(&x, &mut rng).unwrap();
+    let after_stats = features(&model);
+    assert_ne!(
+        after_stats, before,
+        "stale folded weights after a training forward"
+    );
+
+    // Optimiser step on the BatchNorm affine parameters.
+    let y = Tensor::new(&[0f32, 1.0], &Device::Cpu).unwrap();
+    let loss = cxr_model::bce_with_logits(&logits, &y).unwrap();
+    let mut adam = cxr_model::optim::Adam::new(model.params().trainable(), 1e-2).unwrap();
+    adam.step(&loss.backward().unwrap()).unwrap();
+    assert_ne!(
+        features(&model),
+        after_stats,
+        "stale folded weights after an Adam step"
+    );
+
+    // Restore: back to the first features exactly.
+    model
+        .params()
+        .restore(&saved, std::path::Path::new("snapshot"))
+        .unwrap();
+    assert_eq!(
+        features(&model),
+        before,
+        "stale folded weights after a restore"
+    );
+}
