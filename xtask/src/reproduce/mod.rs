@@ -287,7 +287,6 @@ pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
         Some(sensitivity::run(
             &args,
             &profile,
-            &mut study,
             &args.sensitivity_groups,
             seg_weights,
             &out,

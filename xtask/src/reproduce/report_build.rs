@@ -241,7 +241,7 @@ pub fn write(
     for r in sensitivity.iter().flatten() {
         let row = sensitivity_row(r);
         println!(
-            "  sensitivity {:<12} {:<20} seen AUC {:<6} shift {} {:<12} audit {} ({})",
+            "  sensitivity {:<12} {:<27} seen AUC {:<6} shift {} {:<12} audit {} ({})",
             row[0], row[1], row[2], row[3], row[4], row[5], row[6]
         );
     }
@@ -295,13 +295,14 @@ fn sensitivity_row(r: &SensitivityRun) -> Vec<String> {
     vec![
         r.group.to_string(),
         format!(
-            "{}, {}",
+            "{}, {} {} px",
             r.split,
             if r.image_column == "png8" {
                 "whole image"
             } else {
                 "lung crop"
-            }
+            },
+            r.image_size
         ),
         seen,
         shift,
@@ -320,7 +321,8 @@ fn sensitivity_section(runs: &[SensitivityRun]) -> Section {
              broad, source-free signature, `cxr_synth::isolate`). A model is trained on the split whose training \
              pair differs in that group, on lung crops for the groups drawn over the whole image (intensity, blur, \
              noise, grid) and on whole images for those that live outside the lungs (framing, collimation, text, \
-             marker), and put through the audit and the counterfactual confounder test. A sensitive audit finds the planted group followed (the other groups are the same \
+             marker; text at twice the input size, where its 7 px glyphs keep their height), and put through the \
+             audit and the counterfactual confounder test. A sensitive audit finds the planted group followed (the other groups are the same \
              in every source there, so they are not tested)."
                 .into(),
         ),

@@ -27,8 +27,9 @@ pub struct SensitivityRun {
     pub group: ConfounderKind,
     /// Split design of the training pair.
     pub split: String,
-    /// The model's input: `crop` (lung crops) or `png8` (whole images).
+    /// The model's input: `crop` (lung crops) or `png8` (whole images), and its size in pixels.
     pub image_column: String,
+    pub image_size: usize,
     pub result: ExperimentResult,
 }
 
@@ -55,11 +56,22 @@ pub fn experiment_for(group: ConfounderKind) -> (&'static str, &'static str) {
     }
 }
 
+/// The model input size for `group`'s world. Burned-in text is one row of 7 px glyphs in the quick profile's
+/// 256 px worlds, 3.5 px tall at its 128 px input, which a frozen backbone's pooled features barely keep; its
+/// world runs at twice the profile's input size (at most the world's size), where the glyphs keep their height.
+pub fn input_size_for(group: ConfounderKind, profile: &Profile) -> usize {
+    match group {
+        ConfounderKind::Text => (2 * profile.image_size)
+            .min(profile.world_size as usize)
+            .max(profile.image_size),
+        _ => profile.image_size,
+    }
+}
+
 /// Runs the study for `groups` (all eight when empty), reusing the main run's UNet.
 pub fn run(
     args: &ReproduceArgs,
     profile: &Profile,
-    study: &mut Study,
     groups: &[ConfounderKind],
     segmenter: PathBuf,
     out: &Path,
@@ -101,7 +113,9 @@ pub fn run(
         )
         .with_context(|| format!("sensitivity world `{group}`"))?;
         let dir = out.join("sensitivity").join(group.as_str());
-        let result = study
+        let mut group_profile = profile.clone();
+        group_profile.image_size = input_size_for(group, profile);
+        let result = Study::new(args, &group_profile)?
             .run_all(&data, std::slice::from_ref(&spec), &dir)
             .with_context(|| format!("sensitivity world `{group}`"))?
             .into_iter()
@@ -111,6 +125,7 @@ pub fn run(
             group,
             split: spec.split.clone(),
             image_column: spec.image_column.clone(),
+            image_size: group_profile.image_size,
             result,
         });
     }
