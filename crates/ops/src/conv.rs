@@ -199,7 +199,10 @@ fn col2im<T: Elem>(g: &Geom, dcol: &[T], c0: usize, c1: usize, dx: &mut [T]) {
     }
 }
 
-/// y = relu?(conv(x, w) + bias[o] + residual), NCHW: the `gemm` crate path plus one pass.
+/// y = relu?(conv(x, w) + bias[o] + residual), NCHW, through the `gemm` crate. Each job multiplies its tile of
+/// output columns and finishes it (bias, residual, ReLU) while the tile is still in cache: the output is written
+/// once, with no bias pre-fill and no separate epilogue pass over the whole activation. The sums are the same
+/// as `bias + conv` then `+ residual` (same operands, same order of the two additions).
 pub(crate) fn forward_fused<T: Elem>(
     g: &Geom,
     x: &[T],
@@ -208,46 +211,38 @@ pub(crate) fn forward_fused<T: Elem>(
     residual: Option<&[T]>,
     relu: bool,
 ) -> Vec<T> {
-    let mut y = forward(g, x, w, bias);
-    if residual.is_some() || relu {
-        let add = |v: &mut [T], r: Option<&[T]>| {
-            if let Some(r) = r {
-                for (a, b) in v.iter_mut().zip(r) {
-                    *a += *b;
+    let (r, p, o) = (g.r(), g.p(), g.o);
+    let mut y = vec![T::ZERO; g.n * o * p];
+    let yp = SendPtr(y.as_mut_ptr());
+    // Columns c0..c0+len of image n, every output channel: the region one job owns.
+    let finish = |n: usize, c0: usize, len: usize| {
+        if bias.is_none() && residual.is_none() && !relu {
+            return;
+        }
+        for oc in 0..o {
+            let at = n * o * p + oc * p + c0;
+            // SAFETY: only the job that owns (n, c0..c0 + len) touches these elements, and they are in bounds.
+            let row = unsafe { std::slice::from_raw_parts_mut(yp.get().add(at), len) };
+            if let Some(b) = bias {
+                let b = b[oc];
+                for v in row.iter_mut() {
+                    *v = *v + b;
+                }
+            }
+            if let Some(res) = residual {
+                for (v, r) in row.iter_mut().zip(&res[at..at + len]) {
+                    *v += *r;
                 }
             }
             if relu {
-                for a in v.iter_mut() {
-                    if (*a).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
-                        *a = T::ZERO;
+                for v in row.iter_mut() {
+                    if (*v).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+                        *v = T::ZERO;
                     }
                 }
             }
-        };
-        match residual {
-            Some(res) => y
-                .par_chunks_mut(1 << 14)
-                .zip(res.par_chunks(1 << 14))
-                .for_each(|(v, r)| add(v, Some(r))),
-            None => y.par_chunks_mut(1 << 14).for_each(|v| add(v, None)),
         }
-    }
-    y
-}
-
-/// y = conv(x, w) [+ bias], NCHW, through the `gemm` crate.
-pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
-    let (r, p, o) = (g.r(), g.p(), g.o);
-    let mut y = vec![T::ZERO; g.n * o * p];
-    if let Some(b) = bias {
-        for img in y.chunks_mut(o * p) {
-            for (oc, plane) in img.chunks_mut(p).enumerate() {
-                plane.fill(b[oc]);
-            }
-        }
-    }
-    let acc = bias.is_some();
-    let yp = SendPtr(y.as_mut_ptr());
+    };
     if g.is_pointwise() {
         // Column tiles of each image, plain GEMM on the input.
         let tiles = (2 * rayon::current_num_threads()).div_ceil(g.n).max(1);
@@ -266,7 +261,7 @@ pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -
                     yp.get().add(n * o * p + p0),
                     p,
                     1,
-                    acc,
+                    false,
                     w.as_ptr(),
                     r,
                     1,
@@ -276,6 +271,7 @@ pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -
                     Parallelism::None,
                 )
             };
+            finish(n, p0, tc);
         });
         return y;
     }
@@ -304,7 +300,7 @@ pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -
                     yp.get().add(n * o * p + oy0 * g.ow),
                     p,
                     1,
-                    acc,
+                    false,
                     w.as_ptr(),
                     r,
                     1,
@@ -314,6 +310,7 @@ pub(crate) fn forward<T: Elem>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -
                     Parallelism::None,
                 )
             };
+            finish(n, oy0 * g.ow, t);
         });
     y
 }
