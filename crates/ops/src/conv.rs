@@ -226,7 +226,7 @@ pub(crate) fn forward_fused<T: Elem>(
             if let Some(b) = bias {
                 let b = b[oc];
                 for v in row.iter_mut() {
-                    *v = *v + b;
+                    *v += b;
                 }
             }
             if let Some(res) = residual {

@@ -128,9 +128,12 @@ fn convolutions_on_cuda_match_the_cpu_kernels() {
             &[x.clone(), wt.clone(), b.clone()],
             |t| conv2d(&t[0], &t[1], Some(&t[2]), c),
         );
-        check(&format!("conv2d_frozen {i}"), &gpu, &[x.clone()], |t| {
-            conv2d_frozen(&t[0], &wt.to_device(t[0].device())?, None, c)
-        });
+        check(
+            &format!("conv2d_frozen {i}"),
+            &gpu,
+            std::slice::from_ref(&x),
+            |t| conv2d_frozen(&t[0], &wt.to_device(t[0].device())?, None, c),
+        );
     }
 }
 
