@@ -10,7 +10,8 @@
 //! (docs/PERFORMANCE.md).
 //!
 //! Work is split into (image, tile) jobs over rayon, each with a single-threaded GEMM, so that the 2 cores never
-//! synchronise inside a GEMM. The input gradient is tiled by input channels (disjoint writes), the weight gradient
+//! synchronise inside a GEMM. In the forward pass each job also adds the bias and residual and applies the ReLU to
+//! its own tile while it is still in cache. The input gradient is tiled by input channels (disjoint writes), the weight gradient
 //! by images with one accumulator per thread.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
