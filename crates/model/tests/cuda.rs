@@ -13,42 +13,9 @@ use rand_chacha::ChaCha8Rng;
 #[path = "common/square_cue.rs"]
 mod square_cue;
 
-fn gpu() -> Option<Device> {
-    match Device::cuda_if_available(0) {
-        Ok(d) if d.is_cuda() => Some(d),
-        _ => {
-            println!(
-                "skipped: no CUDA device (needs `--features cuda` and a GPU, see docs/GPU.md)"
-            );
-            None
-        }
-    }
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_device(&Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
-
-/// Largest difference relative to the larger of the two tensors' largest magnitudes.
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let (a, b) = (values(a), values(b));
-    assert_eq!(a.len(), b.len());
-    let scale = a
-        .iter()
-        .chain(&b)
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(1e-12);
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-        / scale
-}
+#[path = "../../ops/tests/common/gpu.rs"]
+mod common;
+use common::{gpu, rel_diff, values};
 
 fn input(dev: &Device) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(3);

@@ -4,7 +4,7 @@
 //!
 //! They need a build with `--features cuda` and a GPU (docs/GPU.md); elsewhere they print `skipped:`.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use cxr_ops::{
     Conv2dCfg, batch_norm_train, bias_relu, conv2d, conv2d_bias_act, conv2d_frozen,
     fold_batch_norm, max_pool2d,
@@ -12,48 +12,15 @@ use cxr_ops::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn gpu() -> Option<Device> {
-    match Device::cuda_if_available(0) {
-        Ok(d) if d.is_cuda() => Some(d),
-        _ => {
-            println!(
-                "skipped: no CUDA device (needs `--features cuda` and a GPU, see docs/GPU.md)"
-            );
-            None
-        }
-    }
-}
+#[path = "common/gpu.rs"]
+mod common;
+use common::{gpu, rel_diff};
 
 fn randn(seed: u64, shape: &[usize]) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let flat = |t: &Tensor| {
-        t.to_device(&Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
-    let (a, b) = (flat(a), flat(b));
-    let scale = a
-        .iter()
-        .chain(&b)
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(1e-12);
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-        / scale
 }
 
 const TOL: f32 = 1e-4;
