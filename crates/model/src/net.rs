@@ -319,8 +319,9 @@ struct ConvBn {
     cfg: Conv2dCfg,
     trainable: bool,
     /// The folded (weight, bias) of inference and the parameter generation they were computed at: folding
-    /// rewrites the whole weight tensor, which every inference pass would otherwise repeat.
-    folded: Arc<Mutex<Option<(u64, Tensor, Tensor)>>>,
+    /// rewrites the whole weight tensor (and the Winograd layers transform it), which every inference pass would
+    /// otherwise repeat.
+    folded: Arc<Mutex<Option<(u64, cxr_ops::InferenceWeight, Tensor)>>>,
 }
 
 impl ConvBn {
@@ -368,11 +369,11 @@ impl ConvBn {
         relu: bool,
     ) -> candle_core::Result<Tensor> {
         let (w, b) = self.folded()?;
-        cxr_ops::conv2d_bias_act(x, &w, Some(&b), residual, relu, self.cfg)
+        cxr_ops::conv2d_bias_act_prepared(x, &w, Some(&b), residual, relu, self.cfg)
     }
 
     /// The BatchNorm folded into the weight, recomputed only when a parameter changed since the last fold.
-    fn folded(&self) -> candle_core::Result<(Tensor, Tensor)> {
+    fn folded(&self) -> candle_core::Result<(cxr_ops::InferenceWeight, Tensor)> {
         let generation = crate::params::generation();
         let mut cache = self
             .folded
@@ -392,6 +393,7 @@ impl ConvBn {
             &self.bn.var.as_tensor().detach(),
             BN_EPS,
         )?;
+        let w = cxr_ops::InferenceWeight::new(&w, self.cfg)?;
         *cache = Some((generation, w.clone(), b.clone()));
         Ok((w, b))
     }

@@ -23,14 +23,22 @@ fn time<F: FnMut()>(min_s: f64, mut f: F) -> (f64, f64) {
 }
 
 fn main() -> candle_core::Result<()> {
+    // The same allocator settings as xtask, so that the figures match `cargo xtask bench ops`.
+    cxr_ops::alloc::retain_freed_memory();
     let min_s: f64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.5);
     let only_net = std::env::args().any(|a| a == "net");
+    // `only=TEXT`: just the layers whose name contains TEXT (then no whole-network timing).
+    let only: Option<String> =
+        std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_string));
     let layers = bench::resnet50_layers(8);
     let (mut tw, mut tc, mut fl) = (0.0, 0.0, 0.0);
-    for l in layers.iter().filter(|_| !only_net) {
+    for l in layers
+        .iter()
+        .filter(|l| !only_net && only.as_ref().is_none_or(|o| l.name.contains(o.as_str())))
+    {
         let x = bench::uniform(&[l.n, l.cin, l.h, l.w], 1.0, 1)?;
         let w = bench::uniform(&[l.cout, l.cin, l.k, l.k], 0.1, 2)?;
         let cfg = cxr_ops::Conv2dCfg {
@@ -61,12 +69,57 @@ fn main() -> candle_core::Result<()> {
             fl / tc / 1e9
         );
     }
+    if only.is_some() {
+        return Ok(());
+    }
     let net = bench::ResNet50::new()?;
+    if std::env::args().any(|a| a == "ab") {
+        // In-process A/B, alternating batch by batch: Winograd on (A) and off (B). The machine's speed drifts
+        // by 10-20 % over seconds, which alternation cancels.
+        let x = bench::uniform(&[8, 3, 224, 224], 1.0, 3)?;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..24 {
+            let on = round % 2 == 0;
+            cxr_ops::set_winograd(on);
+            let s = std::time::Instant::now();
+            drop(net.infer(&x, Ops::Ours)?);
+            let dt = s.elapsed().as_secs_f64();
+            if round >= 2 {
+                if on { a.push(dt) } else { b.push(dt) }
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            8.0 / v[v.len() / 2]
+        };
+        println!(
+            "A/B winograd on {:.2} img/s, off {:.2} img/s (medians of {} each)",
+            med(&mut a),
+            med(&mut b),
+            a.len()
+        );
+        return Ok(());
+    }
     let x = bench::uniform(&[8, 3, 224, 224], 1.0, 3)?;
     let (sw, sc) = time(min_s * 4.0, || drop(net.infer(&x, Ops::Ours).unwrap()));
     println!(
         "infer: {sw:.3} s per batch wall ({:.2} img/s), {sc:.3} CPU-s per batch",
         8.0 / sw
+    );
+    // Per-batch spread: the median is what `bench ops` reports.
+    let mut t: Vec<f64> = (0..9)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            drop(net.infer(&x, Ops::Ours).unwrap());
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    println!(
+        "infer x9: median {:.2} img/s, best {:.2}, worst {:.2}",
+        8.0 / t[4],
+        8.0 / t[0],
+        8.0 / t[8]
     );
     Ok(())
 }

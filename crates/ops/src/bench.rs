@@ -10,9 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
-use crate::{
-    Conv2dCfg, conv2d, conv2d_bias_act, conv2d_candle, conv2d_frozen, max_pool2d, max_pool2d_views,
-};
+use crate::{Conv2dCfg, conv2d, conv2d_candle, conv2d_frozen, max_pool2d, max_pool2d_views};
 
 /// One convolution layer shape; `count` is how often it occurs in the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,8 +263,8 @@ struct ConvBn {
     beta: Var,
     mean: Tensor,
     var: Tensor,
-    /// Inference: the BatchNorm folded into the convolution.
-    folded: (Tensor, Tensor),
+    /// Inference: the BatchNorm folded into the convolution, the weight prepared once.
+    folded: (crate::InferenceWeight, Tensor),
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -288,14 +286,16 @@ impl ConvBn {
             &var,
             BN_EPS,
         )?;
+        let cfg = Conv2dCfg {
+            stride,
+            padding: k / 2,
+            dilation: 1,
+            groups: 1,
+        };
+        let folded = (crate::InferenceWeight::new(&folded.0, cfg)?, folded.1);
         Ok(Self {
             w,
-            cfg: Conv2dCfg {
-                stride,
-                padding: k / 2,
-                dilation: 1,
-                groups: 1,
-            },
+            cfg,
             gamma,
             beta,
             mean,
@@ -308,7 +308,7 @@ impl ConvBn {
     fn infer(&self, x: &Tensor, ops: Ops, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         match ops {
             // One pass: conv + folded bias [+ identity] [+ ReLU] in the convolution's epilogue.
-            Ops::Ours => conv2d_bias_act(
+            Ops::Ours => crate::conv2d_bias_act_prepared(
                 x,
                 &self.folded.0,
                 Some(&self.folded.1),

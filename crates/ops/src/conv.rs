@@ -211,7 +211,11 @@ pub(crate) fn forward_fused<T: Elem>(
     bias: Option<&[T]>,
     residual: Option<&[T]>,
     relu: bool,
+    winograd_u: Option<&[T]>,
 ) -> Vec<T> {
+    if crate::winograd::applies(g) {
+        return crate::winograd::forward(g, x, w, winograd_u, bias, residual, relu);
+    }
     let (r, p, o) = (g.r(), g.p(), g.o);
     let mut y = vec![T::ZERO; g.n * o * p];
     let yp = SendPtr(y.as_mut_ptr());
@@ -520,6 +524,7 @@ impl CustomOp2 for ConvOp {
                 None,
                 None,
                 false,
+                None,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -567,6 +572,7 @@ impl CustomOp3 for ConvOp {
                 Some(slice(s3, l3, "conv2d bias")?),
                 None,
                 false,
+                None,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -634,6 +640,7 @@ impl CustomOp1 for FrozenConvOp {
                 bias,
                 None,
                 false,
+                None,
             );
             Ok((storage(y), g.out_shape()))
         })
@@ -738,6 +745,8 @@ pub(crate) struct FusedInferOp {
     pub b: Option<Tensor>,
     pub res: Option<Tensor>,
     pub relu: bool,
+    /// The weight transformed for the Winograd path, computed once by the caller ([`crate::InferenceWeight`]).
+    pub winograd_u: Option<Tensor>,
 }
 
 impl CustomOp1 for FusedInferOp {
@@ -759,7 +768,27 @@ impl CustomOp1 for FusedInferOp {
         )?;
         let bguard = self.b.as_ref().map(|b| b.storage_and_layout());
         let rguard = self.res.as_ref().map(|r| r.storage_and_layout());
+        let uguard = self.winograd_u.as_ref().map(|u| u.storage_and_layout());
         dispatch!(s1, |T| {
+            let winograd_u: Option<&[T]> = match &uguard {
+                Some((us, ul)) => {
+                    let candle_core::Storage::Cpu(us) = &**us else {
+                        candle_core::bail!(
+                            "conv2d_bias_act: the Winograd weight is not on the CPU"
+                        );
+                    };
+                    if ul.dims() != [16, g.o, g.c] {
+                        candle_core::bail!(
+                            "conv2d_bias_act: Winograd weight {:?} does not match [16, {}, {}]",
+                            ul.dims(),
+                            g.o,
+                            g.c
+                        );
+                    }
+                    Some(slice(us, ul, "conv2d_bias_act Winograd weight")?)
+                }
+                None => None,
+            };
             let bias: Option<&[T]> = match &bguard {
                 Some((bs, bl)) => {
                     let candle_core::Storage::Cpu(bs) = &**bs else {
@@ -799,6 +828,7 @@ impl CustomOp1 for FusedInferOp {
                 bias,
                 residual,
                 self.relu,
+                winograd_u,
             );
             Ok((storage(y), g.out_shape()))
         })

@@ -36,6 +36,9 @@ mod conv;
 mod elem;
 mod fused;
 mod pool;
+mod winograd;
+
+pub use winograd::set_winograd;
 
 pub mod bench;
 
@@ -163,6 +166,85 @@ pub fn conv2d_bias_act(
         b: bias.map(|b| b.contiguous()).transpose()?,
         res: residual.map(|r| r.contiguous()).transpose()?,
         relu,
+        winograd_u: None,
+    };
+    x.contiguous()?.apply_op1_no_bwd(&op)
+}
+
+/// A frozen convolution weight prepared for repeated inference with [`conv2d_bias_act_prepared`]: the weight and,
+/// where the Winograd path takes the layer (3x3, stride 1, at least 16 channels in and out, CPU), its transformed
+/// copy `[16, O, C]`, computed once here instead of in every call. Build it where the weight is cached, beside the
+/// folded BatchNorm, and build it again when the weight changes.
+#[derive(Debug, Clone)]
+pub struct InferenceWeight {
+    w: Tensor,
+    winograd_u: Option<Tensor>,
+}
+
+impl InferenceWeight {
+    /// Prepares `w` [O, C, KH, KW] for convolutions with `cfg`.
+    pub fn new(w: &Tensor, cfg: Conv2dCfg) -> Result<Self> {
+        let w = w.detach().contiguous()?;
+        let winograd_u = match w.dims() {
+            &[o, c, kh, kw]
+                if fast_path(&w, &w, cfg)
+                    && winograd::takes(o, c, kh, kw, cfg.stride, cfg.dilation) =>
+            {
+                let u = match w.dtype() {
+                    DType::F64 => {
+                        let v = w.flatten_all()?.to_vec1::<f64>()?;
+                        Tensor::from_vec(
+                            winograd::transform_weights(o, c, &v),
+                            (16, o, c),
+                            w.device(),
+                        )?
+                    }
+                    _ => {
+                        let v = w.flatten_all()?.to_vec1::<f32>()?;
+                        Tensor::from_vec(
+                            winograd::transform_weights(o, c, &v),
+                            (16, o, c),
+                            w.device(),
+                        )?
+                    }
+                };
+                Some(u)
+            }
+            _ => None,
+        };
+        Ok(Self { w, winograd_u })
+    }
+
+    /// The weight as given.
+    pub fn weight(&self) -> &Tensor {
+        &self.w
+    }
+}
+
+/// [`conv2d_bias_act`] with a weight prepared once by [`InferenceWeight::new`]; the same results.
+pub fn conv2d_bias_act_prepared(
+    x: &Tensor,
+    w: &InferenceWeight,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    relu: bool,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    let tracked = x.track_op()
+        || bias.is_some_and(|b| b.track_op())
+        || residual.is_some_and(|r| r.track_op());
+    let same_dtype = bias.is_none_or(|b| b.dtype() == x.dtype())
+        && residual.is_none_or(|r| r.dtype() == x.dtype() && r.device().is_cpu());
+    if tracked || !fast_path(x, &w.w, cfg) || !same_dtype || w.winograd_u.is_none() {
+        return conv2d_bias_act(x, &w.w, bias, residual, relu, cfg);
+    }
+    let op = conv::FusedInferOp {
+        op: conv_op(cfg),
+        w: w.w.clone(),
+        b: bias.map(|b| b.contiguous()).transpose()?,
+        res: residual.map(|r| r.contiguous()).transpose()?,
+        relu,
+        winograd_u: w.winograd_u.clone(),
     };
     x.contiguous()?.apply_op1_no_bwd(&op)
 }

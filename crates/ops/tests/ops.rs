@@ -552,3 +552,89 @@ fn conv2d_bias_act_tracked_input_has_gradient() {
     let d = max_abs_diff(g.get(&x).unwrap(), gr.get(&x).unwrap());
     assert!(d < 1e-12, "input gradient differs by {d}");
 }
+
+/// 3x3 stride-1 convolutions with at least 16 channels in and out take the Winograd F(2x2, 3x3) path. Against
+/// candle, and against the im2col path with Winograd switched off: padding 0, 1 and 2, odd output sizes (half
+/// tiles), batch 1, channel counts not a multiple of 8, and a shape large enough to span several tile blocks
+/// whose boundaries fall inside an image.
+#[test]
+fn winograd_3x3_matches_candle_and_the_im2col_path() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let cases = [
+        // (n, cin, h, w, cout, padding)
+        (1, 16, 5, 5, 16, 1),
+        (3, 17, 7, 6, 19, 1),
+        (2, 33, 9, 8, 16, 0),
+        (1, 20, 6, 9, 24, 2),
+        (2, 16, 3, 3, 16, 1),
+        (3, 64, 40, 40, 64, 1),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (n, cin, h, w, cout, pad) in cases {
+            let x = randn(&mut rng, &[n, cin, h, w], dtype);
+            let wt = randn(&mut rng, &[cout, cin, 3, 3], dtype);
+            let b = randn(&mut rng, &[cout], dtype);
+            let c = cfg(1, pad, 1, 1);
+            let conv = conv_ref(&x, &wt, Some(&b), c);
+            let res = randn(&mut rng, conv.dims(), dtype);
+            let reference = (&conv + &res).unwrap().relu().unwrap();
+            cxr_ops::set_winograd(true);
+            let ours = conv2d_bias_act(&x, &wt, Some(&b), Some(&res), true, c).unwrap();
+            let plain = conv2d(&x, &wt, Some(&b), c).unwrap();
+            cxr_ops::set_winograd(false);
+            let im2col = conv2d_bias_act(&x, &wt, Some(&b), Some(&res), true, c).unwrap();
+            cxr_ops::set_winograd(true);
+            let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+            for (what, got, want) in [
+                ("fused vs candle", &ours, &reference),
+                ("conv2d vs candle", &plain, &conv),
+                ("fused vs im2col", &ours, &im2col),
+            ] {
+                let d = max_abs_diff(got, want);
+                assert!(
+                    d < tol * (1.0 + max_abs(want)),
+                    "{what} {:?} -> {cout} pad {pad} {dtype:?}: diff {d}",
+                    x.dims()
+                );
+            }
+        }
+    }
+}
+
+/// A weight prepared once gives the same convolution as the unprepared call, on a Winograd layer (whose
+/// transformed weight is then reused) and on layers the Winograd path does not take; a tracked input still gets
+/// its gradient through the fallback.
+#[test]
+fn prepared_inference_weight_matches_the_plain_call() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for (cin, cout, k, c) in [
+        (24, 18, 3, cfg(1, 1, 1, 1)),
+        (24, 18, 3, cfg(2, 1, 1, 1)),
+        (8, 18, 3, cfg(1, 1, 1, 1)),
+        (24, 18, 1, cfg(1, 0, 1, 1)),
+    ] {
+        let x = randn(&mut rng, &[2, cin, 9, 7], DType::F32);
+        let wt = randn(&mut rng, &[cout, cin, k, k], DType::F32);
+        let b = randn(&mut rng, &[cout], DType::F32);
+        let prepared = cxr_ops::InferenceWeight::new(&wt, c).unwrap();
+        let want = conv2d_bias_act(&x, &wt, Some(&b), None, true, c).unwrap();
+        for _ in 0..2 {
+            let got =
+                cxr_ops::conv2d_bias_act_prepared(&x, &prepared, Some(&b), None, true, c).unwrap();
+            let d = max_abs_diff(&got, &want);
+            assert!(
+                d < 1e-5 * (1.0 + max_abs(&want)),
+                "{cin}->{cout} k{k} {c:?}: diff {d}"
+            );
+        }
+        let xv = Var::from_tensor(&x).unwrap();
+        let y =
+            cxr_ops::conv2d_bias_act_prepared(xv.as_tensor(), &prepared, Some(&b), None, true, c)
+                .unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(
+            grads.get(xv.as_tensor()).is_some(),
+            "no input gradient through the prepared call"
+        );
+    }
+}
