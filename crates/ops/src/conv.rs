@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::elem::{Elem, SendPtr, gemm, slice, storage};
+use crate::elem::{Elem, SendPtr, gemm, slice, storage, written_by};
 
 /// Bytes of im2col tile a job aims for: fits the 1 MiB L2 of this machine with the GEMM's packing buffers.
 const TILE_BYTES: usize = 384 * 1024;
@@ -216,9 +216,27 @@ pub(crate) fn forward_fused<T: Elem>(
     if crate::winograd::applies(g) {
         return crate::winograd::forward(g, x, w, winograd_u, bias, residual, relu);
     }
+    let (p, o) = (g.p(), g.o);
+    // SAFETY: the jobs below cover every (image, column) region of the output, and each job's GEMM writes its
+    // region (without reading it) before the epilogue reads it.
+    unsafe {
+        written_by(g.n * o * p, |y| {
+            forward_into(g, x, w, bias, residual, relu, SendPtr(y))
+        })
+    }
+}
+
+/// The im2col / pointwise body of [`forward_fused`], writing every element of the output at `yp`.
+fn forward_into<T: Elem>(
+    g: &Geom,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    relu: bool,
+    yp: SendPtr<T>,
+) {
     let (r, p, o) = (g.r(), g.p(), g.o);
-    let mut y = vec![T::ZERO; g.n * o * p];
-    let yp = SendPtr(y.as_mut_ptr());
     // Columns c0..c0+len of image n, every output channel: the region one job owns.
     let finish = |n: usize, c0: usize, len: usize| {
         if bias.is_none() && residual.is_none() && !relu {
@@ -278,7 +296,7 @@ pub(crate) fn forward_fused<T: Elem>(
             };
             finish(n, p0, tc);
         });
-        return y;
+        return;
     }
     let rows = g.tile_rows::<T>();
     let jobs: Vec<(usize, usize)> = (0..g.n)
@@ -317,7 +335,6 @@ pub(crate) fn forward_fused<T: Elem>(
             };
             finish(n, oy0 * g.ow, t);
         });
-    y
 }
 
 /// dx = conv^T(dy, w): `dcol = w^T . dy[n]` by channel blocks, then col2im.

@@ -16,7 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::conv::Geom;
-use crate::elem::{Elem, SendPtr, gemm};
+use crate::elem::{Elem, SendPtr, gemm, written_by};
 
 /// Bytes of transformed inputs plus products a block aims for.
 const BLOCK_BYTES: usize = 8 << 20;
@@ -93,8 +93,6 @@ pub(crate) fn forward<T: Elem>(
     relu: bool,
 ) -> Vec<T> {
     let (c, o) = (g.c, g.o);
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let rows_total = g.n * th;
     // The caller's precomputed transform, or one made now (a weight that changes between calls).
     let computed;
     let u = match u {
@@ -104,8 +102,28 @@ pub(crate) fn forward<T: Elem>(
             &computed[..]
         }
     };
-    let mut y = vec![T::ZERO; g.n * o * g.oh * g.ow];
-    let yp = SendPtr(y.as_mut_ptr());
+    // SAFETY: the blocks cover every tile row of every image, and each block's output transform writes every
+    // element of its rows in every output channel before reading them back for the residual and ReLU.
+    unsafe {
+        written_by(g.n * o * g.oh * g.ow, |y| {
+            blocks(g, x, u, bias, residual, relu, SendPtr(y))
+        })
+    }
+}
+
+/// The tile blocks of [`forward`], one after the other, writing the output at `yp`.
+fn blocks<T: Elem>(
+    g: &Geom,
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    residual: Option<&[T]>,
+    relu: bool,
+    yp: SendPtr<T>,
+) {
+    let (c, o) = (g.c, g.o);
+    let tw = g.ow.div_ceil(2);
+    let rows_total = g.n * g.oh.div_ceil(2);
 
     // Tile rows per block: about BLOCK_BYTES of V (16 x C x T) and M (16 x O x T).
     let per_tile = 16 * (c + o) * std::mem::size_of::<T>();
@@ -163,7 +181,6 @@ pub(crate) fn forward<T: Elem>(
             },
         );
     }
-    y
 }
 
 /// Input row `iy` of plane `plane`, transformed along the row for every tile of the row: `rt[j][tx]` (4 x TW)
@@ -330,16 +347,22 @@ unsafe fn output_transform<T: Elem>(
             }
             let (even, odd) = (&even[col0..col0 + tw], &odd[col0..col0 + tw]);
             let at = (n * g.o + oc) * ohw + oy * g.ow;
-            // SAFETY: row oy of y[n][oc], owned by this output channel's job.
-            let row = unsafe { std::slice::from_raw_parts_mut(yp.get().add(at), g.ow) };
-            let (pairs, last) = row.split_at_mut(g.ow / 2 * 2);
-            for (d, (e, o)) in pairs.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                d[0] = *e + b;
-                d[1] = *o + b;
+            // Row oy of y[n][oc], owned by this output channel's job; written through the pointer first, since
+            // the output starts uninitialised.
+            let dst = unsafe { yp.get().add(at) };
+            for tx in 0..g.ow / 2 {
+                // SAFETY: 2tx + 1 < OW.
+                unsafe {
+                    dst.add(2 * tx).write(even[tx] + b);
+                    dst.add(2 * tx + 1).write(odd[tx] + b);
+                }
             }
-            if let Some(d) = last.first_mut() {
-                *d = even[tw - 1] + b;
+            if g.ow % 2 == 1 {
+                // SAFETY: the row's last element.
+                unsafe { dst.add(g.ow - 1).write(even[tw - 1] + b) };
             }
+            // SAFETY: the whole row is written now.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst, g.ow) };
             if let Some(res) = residual {
                 for (d, r) in row.iter_mut().zip(&res[at..at + g.ow]) {
                     *d += *r;
