@@ -8,6 +8,12 @@ fn cpu_s() -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+fn minflt() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    f[7].parse().unwrap()
+}
+
 fn time<F: FnMut()>(min_s: f64, mut f: F) -> (f64, f64) {
     f();
     let (c0, t0) = (cpu_s(), std::time::Instant::now());
@@ -37,7 +43,7 @@ fn main() -> candle_core::Result<()> {
     let (mut tw, mut tc, mut fl) = (0.0, 0.0, 0.0);
     for l in layers
         .iter()
-        .filter(|l| !only_net && only.as_ref().is_none_or(|o| l.name.contains(o.as_str())))
+        .filter(|l| !only_net && !std::env::args().any(|a| a.starts_with("ab=")) && only.as_ref().is_none_or(|o| l.name.contains(o.as_str())))
     {
         let x = bench::uniform(&[l.n, l.cin, l.h, l.w], 1.0, 1)?;
         let w = bench::uniform(&[l.cout, l.cin, l.k, l.k], 0.1, 2)?;
@@ -73,14 +79,33 @@ fn main() -> candle_core::Result<()> {
         return Ok(());
     }
     let net = bench::ResNet50::new()?;
-    if std::env::args().any(|a| a == "ab") {
-        // In-process A/B, alternating batch by batch: Winograd on (A) and off (B). The machine's speed drifts
-        // by 10-20 % over seconds, which alternation cancels.
+    if std::env::args().any(|a| a == "seq") {
+        // Every batch's time in order, with the process's CPU time and minor page faults over it.
+        let x = bench::uniform(&[8, 3, 224, 224], 1.0, 3)?;
+        for _ in 0..20 {
+            let (c0, t0) = (cpu_s(), std::time::Instant::now());
+            let f0 = minflt();
+            drop(net.infer(&x, Ops::Ours)?);
+            println!(
+                "{:.3} s wall, {:.2} CPU-s, {} minor faults",
+                t0.elapsed().as_secs_f64(),
+                cpu_s() - c0,
+                minflt() - f0
+            );
+        }
+        return Ok(());
+    }
+    if let Some(what) = std::env::args().find_map(|a| a.strip_prefix("ab=").map(str::to_string)) {
+        // In-process A/B, alternating batch by batch: the feature on (A) and off (B). The machine's speed drifts
+        // by 10-20 % over seconds, which alternation cancels. `ab=winograd`.
         let x = bench::uniform(&[8, 3, 224, 224], 1.0, 3)?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..24 {
             let on = round % 2 == 0;
-            cxr_ops::set_winograd(on);
+            match what.as_str() {
+                "winograd" => cxr_ops::set_winograd(on),
+                other => panic!("ab={other}: only ab=winograd"),
+            }
             let s = std::time::Instant::now();
             drop(net.infer(&x, Ops::Ours)?);
             let dt = s.elapsed().as_secs_f64();
