@@ -118,7 +118,7 @@ fn main() -> candle_core::Result<()> {
             8.0 / v[v.len() / 2]
         };
         println!(
-            "A/B winograd on {:.2} img/s, off {:.2} img/s (medians of {} each)",
+            "A/B {what} on {:.2} img/s, off {:.2} img/s (medians of {} each)",
             med(&mut a),
             med(&mut b),
             a.len()
