@@ -19,7 +19,7 @@ use candle_nn::VarMap;
 use crate::error::{ExplainError, Result};
 
 /// A model that Grad-CAM can explain: the contract between `cxr-model` and `cxr-explain`
-/// (`/work/notes/CONTRACTS.md`). Both methods run in inference mode and mutate no state.
+/// (docs/ARCHITECTURE.md). Both methods run in inference mode and mutate no state.
 pub trait CamModel {
     /// Output of the last convolutional block for the input batch `x` (NCHW), itself NCHW.
     fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor>;

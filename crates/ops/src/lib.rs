@@ -6,7 +6,7 @@
 //! to candle's own ops (cuDNN on CUDA).
 //!
 //! Invariants: knows nothing about images, datasets or models; the public API below is the contract the model and
-//! segment stages code against (`/work/notes/CONTRACTS.md`): signatures never change, functions may be added.
+//! segment stages code against (docs/ARCHITECTURE.md): signatures never change, functions may be added.
 
 use candle_core::{DType, Result, Tensor};
 
