@@ -41,10 +41,11 @@ fn main() -> candle_core::Result<()> {
         std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_string));
     let layers = bench::resnet50_layers(8);
     let (mut tw, mut tc, mut fl) = (0.0, 0.0, 0.0);
-    for l in layers
-        .iter()
-        .filter(|l| !only_net && !std::env::args().any(|a| a.starts_with("ab=")) && only.as_ref().is_none_or(|o| l.name.contains(o.as_str())))
-    {
+    for l in layers.iter().filter(|l| {
+        !only_net
+            && !std::env::args().any(|a| a.starts_with("ab="))
+            && only.as_ref().is_none_or(|o| l.name.contains(o.as_str()))
+    }) {
         let x = bench::uniform(&[l.n, l.cin, l.h, l.w], 1.0, 1)?;
         let w = bench::uniform(&[l.cout, l.cin, l.k, l.k], 0.1, 2)?;
         let cfg = cxr_ops::Conv2dCfg {

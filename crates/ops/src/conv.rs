@@ -338,8 +338,37 @@ fn forward_into<T: Elem>(
         });
 }
 
+/// The input gradient of a 3x3 stride-1 convolution with padding p <= 2 is itself one: dy convolved with the
+/// weight flipped in space and with its channel axes swapped, padding 2 - p, which gives back the input's size.
+/// It then takes the Winograd forward; None when that path does not take it.
+fn backward_input_winograd<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Option<Vec<T>> {
+    if !(g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dil == 1 && g.pad <= 2) {
+        return None;
+    }
+    let gt = Geom::new(&[g.n, g.o, g.oh, g.ow], &[g.c, g.o, 3, 3], 1, 2 - g.pad, 1).ok()?;
+    if !crate::winograd::applies(&gt) || (gt.oh, gt.ow) != (g.h, g.w) {
+        return None;
+    }
+    let mut wt = vec![T::ZERO; w.len()];
+    for oc in 0..g.o {
+        for ci in 0..g.c {
+            let src = &w[(oc * g.c + ci) * 9..(oc * g.c + ci + 1) * 9];
+            let dst = &mut wt[(ci * g.o + oc) * 9..(ci * g.o + oc + 1) * 9];
+            for (k, d) in dst.iter_mut().enumerate() {
+                *d = src[8 - k];
+            }
+        }
+    }
+    Some(crate::winograd::forward(
+        &gt, dy, &wt, None, None, None, false,
+    ))
+}
+
 /// dx = conv^T(dy, w): `dcol = w^T . dy[n]` by channel blocks, then col2im.
 pub(crate) fn backward_input<T: Elem>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    if let Some(dx) = backward_input_winograd(g, dy, w) {
+        return dx;
+    }
     let (r, p, o, hw) = (g.r(), g.p(), g.o, g.hw());
     let kk = g.kh * g.kw;
     let mut dx = vec![T::ZERO; g.n * g.c * hw];

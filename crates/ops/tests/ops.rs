@@ -638,3 +638,47 @@ fn prepared_inference_weight_matches_the_plain_call() {
         );
     }
 }
+
+/// The input gradient of a 3x3 stride-1 convolution with 16+ channels goes through the Winograd forward (the
+/// weight flipped and transposed): against the im2col/col2im path and candle's own backward, padding 0 to 2, odd
+/// sizes, batch 1, in f32 and f64.
+#[test]
+fn winograd_input_gradient_matches_col2im_and_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    for dtype in [DType::F32, DType::F64] {
+        for (n, cin, h, w, cout, pad) in [
+            (2, 16, 7, 6, 17, 1),
+            (1, 18, 9, 8, 16, 0),
+            (2, 16, 5, 7, 20, 2),
+            (3, 32, 12, 12, 16, 1),
+        ] {
+            let x = Var::from_tensor(&randn(&mut rng, &[n, cin, h, w], dtype)).unwrap();
+            let wt = randn(&mut rng, &[cout, cin, 3, 3], dtype);
+            let c = cfg(1, pad, 1, 1);
+            let r = randn(
+                &mut rng,
+                conv_ref(x.as_tensor(), &wt, None, c).dims(),
+                dtype,
+            );
+            let grad = |y: Tensor| {
+                let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(x.as_tensor()).unwrap().clone()
+            };
+            cxr_ops::set_winograd(true);
+            let ours = grad(conv2d_frozen(x.as_tensor(), &wt, None, c).unwrap());
+            cxr_ops::set_winograd(false);
+            let col2im = grad(conv2d_frozen(x.as_tensor(), &wt, None, c).unwrap());
+            cxr_ops::set_winograd(true);
+            let candle = grad(conv_ref(x.as_tensor(), &wt, None, c));
+            let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+            for (what, want) in [("col2im", &col2im), ("candle", &candle)] {
+                let d = max_abs_diff(&ours, want);
+                assert!(
+                    d < tol * (1.0 + max_abs(want)),
+                    "vs {what}: {:?} -> {cout} pad {pad} {dtype:?}: diff {d}",
+                    x.dims()
+                );
+            }
+        }
+    }
+}
