@@ -39,7 +39,12 @@ fn main() -> candle_core::Result<()> {
     // `only=TEXT`: just the layers whose name contains TEXT (then no whole-network timing).
     let only: Option<String> =
         std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_string));
-    let layers = bench::resnet50_layers(8);
+    // `unet`: the UNet's layers (base 16, 256x256, batch 4) instead of ResNet50's.
+    let layers = if std::env::args().any(|a| a == "unet") {
+        bench::unet_layers(4, 16, 256)
+    } else {
+        bench::resnet50_layers(8)
+    };
     let (mut tw, mut tc, mut fl) = (0.0, 0.0, 0.0);
     for l in layers.iter().filter(|l| {
         !only_net

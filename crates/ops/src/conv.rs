@@ -3,7 +3,7 @@
 //! Layout: x [N, C, H, W], w [O, C, KH, KW], y [N, O, OH, OW], all contiguous row-major. With R = C*KH*KW and
 //! P = OH*OW, per image `y[n] (O x P) = w (O x R) . col[n] (R x P)` where `col` is the im2col matrix.
 //! - 1x1, stride 1, no padding: `col[n]` is `x[n]` itself, no copy.
-//! - 3x3, stride 1, 16+ channels in and out: the forward goes to Winograd F(2x2, 3x3) (`crate::winograd`).
+//! - 3x3, stride 1, 64+ channels in and out: the forward goes to Winograd F(2x2, 3x3) (`crate::winograd`).
 //! - otherwise `col` is built in tiles of whole output rows, sized to stay in L2, and multiplied tile by tile.
 //!
 //! Every pass multiplies through the `gemm` crate (candle's own GEMM). A hand-written AVX2/FMA micro-kernel

@@ -172,7 +172,7 @@ pub fn conv2d_bias_act(
 }
 
 /// A frozen convolution weight prepared for repeated inference with [`conv2d_bias_act_prepared`]: the weight and,
-/// where the Winograd path takes the layer (3x3, stride 1, at least 16 channels in and out, CPU), its transformed
+/// where the Winograd path takes the layer (3x3, stride 1, at least 64 channels in and out, CPU), its transformed
 /// copy `[16, O, C]`, computed once here instead of in every call. Build it where the weight is cached, beside the
 /// folded BatchNorm, and build it again when the weight changes.
 #[derive(Debug, Clone)]

@@ -22,14 +22,15 @@ use crate::elem::{Elem, SendPtr, gemm, written_by};
 const BLOCK_BYTES: usize = 8 << 20;
 
 /// Whether the Winograd path takes this convolution: 3x3, stride 1, no dilation, and enough channels for the
-/// GEMMs to dominate the transforms (a 1-channel input, like a UNet's first layer, gains nothing).
+/// GEMMs to dominate the transforms. Measured on the UNet's layers: with 16 channels it ran 1.3-1.6x slower than
+/// im2col, with 32 about as fast, with 64 and more 1.2-1.5x faster.
 pub(crate) fn applies(g: &Geom) -> bool {
     takes(g.o, g.c, g.kh, g.kw, g.stride, g.dil) && enabled()
 }
 
 /// [`applies`] from the weight's shape and the stride and dilation alone.
 pub(crate) fn takes(o: usize, c: usize, kh: usize, kw: usize, stride: usize, dil: usize) -> bool {
-    kh == 3 && kw == 3 && stride == 1 && dil == 1 && c >= 16 && o >= 16
+    kh == 3 && kw == 3 && stride == 1 && dil == 1 && c >= 64 && o >= 64
 }
 
 static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -553,7 +553,7 @@ fn conv2d_bias_act_tracked_input_has_gradient() {
     assert!(d < 1e-12, "input gradient differs by {d}");
 }
 
-/// 3x3 stride-1 convolutions with at least 16 channels in and out take the Winograd F(2x2, 3x3) path. Against
+/// 3x3 stride-1 convolutions with at least 64 channels in and out take the Winograd F(2x2, 3x3) path. Against
 /// candle, and against the im2col path with Winograd switched off: padding 0, 1 and 2, odd output sizes (half
 /// tiles), batch 1, channel counts not a multiple of 8, and a shape large enough to span several tile blocks
 /// whose boundaries fall inside an image.
@@ -562,11 +562,11 @@ fn winograd_3x3_matches_candle_and_the_im2col_path() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let cases = [
         // (n, cin, h, w, cout, padding)
-        (1, 16, 5, 5, 16, 1),
-        (3, 17, 7, 6, 19, 1),
-        (2, 33, 9, 8, 16, 0),
-        (1, 20, 6, 9, 24, 2),
-        (2, 16, 3, 3, 16, 1),
+        (1, 64, 5, 5, 64, 1),
+        (3, 65, 7, 6, 67, 1),
+        (2, 73, 9, 8, 64, 0),
+        (1, 64, 6, 9, 70, 2),
+        (2, 64, 3, 3, 64, 1),
         (3, 64, 40, 40, 64, 1),
     ];
     for dtype in [DType::F32, DType::F64] {
@@ -608,10 +608,10 @@ fn winograd_3x3_matches_candle_and_the_im2col_path() {
 fn prepared_inference_weight_matches_the_plain_call() {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     for (cin, cout, k, c) in [
-        (24, 18, 3, cfg(1, 1, 1, 1)),
-        (24, 18, 3, cfg(2, 1, 1, 1)),
-        (8, 18, 3, cfg(1, 1, 1, 1)),
-        (24, 18, 1, cfg(1, 0, 1, 1)),
+        (64, 66, 3, cfg(1, 1, 1, 1)),
+        (64, 66, 3, cfg(2, 1, 1, 1)),
+        (40, 66, 3, cfg(1, 1, 1, 1)),
+        (64, 66, 1, cfg(1, 0, 1, 1)),
     ] {
         let x = randn(&mut rng, &[2, cin, 9, 7], DType::F32);
         let wt = randn(&mut rng, &[cout, cin, k, k], DType::F32);
@@ -639,7 +639,7 @@ fn prepared_inference_weight_matches_the_plain_call() {
     }
 }
 
-/// The input gradient of a 3x3 stride-1 convolution with 16+ channels goes through the Winograd forward (the
+/// The input gradient of a 3x3 stride-1 convolution with 64+ channels goes through the Winograd forward (the
 /// weight flipped and transposed): against the im2col/col2im path and candle's own backward, padding 0 to 2, odd
 /// sizes, batch 1, in f32 and f64.
 #[test]
@@ -647,10 +647,10 @@ fn winograd_input_gradient_matches_col2im_and_candle() {
     let mut rng = ChaCha8Rng::seed_from_u64(29);
     for dtype in [DType::F32, DType::F64] {
         for (n, cin, h, w, cout, pad) in [
-            (2, 16, 7, 6, 17, 1),
-            (1, 18, 9, 8, 16, 0),
-            (2, 16, 5, 7, 20, 2),
-            (3, 32, 12, 12, 16, 1),
+            (2, 64, 7, 6, 65, 1),
+            (1, 66, 9, 8, 64, 0),
+            (2, 64, 5, 7, 68, 2),
+            (3, 96, 12, 12, 64, 1),
         ] {
             let x = Var::from_tensor(&randn(&mut rng, &[n, cin, h, w], dtype)).unwrap();
             let wt = randn(&mut rng, &[cout, cin, 3, 3], dtype);
