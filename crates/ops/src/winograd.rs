@@ -125,6 +125,9 @@ fn blocks<T: Elem>(
     let (c, o) = (g.c, g.o);
     let tw = g.ow.div_ceil(2);
     let rows_total = g.n * g.oh.div_ceil(2);
+    if rows_total == 0 {
+        return;
+    }
 
     // Tile rows per block: about BLOCK_BYTES of V (16 x C x T) and M (16 x O x T).
     let per_tile = 16 * (c + o) * std::mem::size_of::<T>();
