@@ -142,6 +142,19 @@ pub fn conv2d_bias_act(
     relu: bool,
     cfg: Conv2dCfg,
 ) -> Result<Tensor> {
+    fused_infer(x, w, None, bias, residual, relu, cfg)
+}
+
+/// [`conv2d_bias_act`], with the weight's Winograd transform when the caller has it.
+fn fused_infer(
+    x: &Tensor,
+    w: &Tensor,
+    winograd_u: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    relu: bool,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
     let tracked = x.track_op()
         || w.track_op()
         || bias.is_some_and(|b| b.track_op())
@@ -166,7 +179,7 @@ pub fn conv2d_bias_act(
         b: bias.map(|b| b.contiguous()).transpose()?,
         res: residual.map(|r| r.contiguous()).transpose()?,
         relu,
-        winograd_u: None,
+        winograd_u: winograd_u.cloned(),
     };
     x.contiguous()?.apply_op1_no_bwd(&op)
 }
@@ -190,25 +203,18 @@ impl InferenceWeight {
                 if fast_path(&w, &w, cfg)
                     && winograd::takes(o, c, kh, kw, cfg.stride, cfg.dilation) =>
             {
-                let u = match w.dtype() {
-                    DType::F64 => {
-                        let v = w.flatten_all()?.to_vec1::<f64>()?;
-                        Tensor::from_vec(
-                            winograd::transform_weights(o, c, &v),
-                            (16, o, c),
-                            w.device(),
-                        )?
-                    }
-                    _ => {
-                        let v = w.flatten_all()?.to_vec1::<f32>()?;
-                        Tensor::from_vec(
-                            winograd::transform_weights(o, c, &v),
-                            (16, o, c),
-                            w.device(),
-                        )?
-                    }
-                };
-                Some(u)
+                fn transform<T: elem::Elem>(w: &Tensor, o: usize, c: usize) -> Result<Tensor> {
+                    let v = w.flatten_all()?.to_vec1::<T>()?;
+                    Tensor::from_vec(
+                        winograd::transform_weights(o, c, &v),
+                        (16, o, c),
+                        w.device(),
+                    )
+                }
+                Some(match w.dtype() {
+                    DType::F64 => transform::<f64>(&w, o, c)?,
+                    _ => transform::<f32>(&w, o, c)?,
+                })
             }
             _ => None,
         };
@@ -230,23 +236,7 @@ pub fn conv2d_bias_act_prepared(
     relu: bool,
     cfg: Conv2dCfg,
 ) -> Result<Tensor> {
-    let tracked = x.track_op()
-        || bias.is_some_and(|b| b.track_op())
-        || residual.is_some_and(|r| r.track_op());
-    let same_dtype = bias.is_none_or(|b| b.dtype() == x.dtype())
-        && residual.is_none_or(|r| r.dtype() == x.dtype() && r.device().is_cpu());
-    if tracked || !fast_path(x, &w.w, cfg) || !same_dtype || w.winograd_u.is_none() {
-        return conv2d_bias_act(x, &w.w, bias, residual, relu, cfg);
-    }
-    let op = conv::FusedInferOp {
-        op: conv_op(cfg),
-        w: w.w.clone(),
-        b: bias.map(|b| b.contiguous()).transpose()?,
-        res: residual.map(|r| r.contiguous()).transpose()?,
-        relu,
-        winograd_u: w.winograd_u.clone(),
-    };
-    x.contiguous()?.apply_op1_no_bwd(&op)
+    fused_infer(x, &w.w, w.winograd_u.as_ref(), bias, residual, relu, cfg)
 }
 
 /// Max-pooling over `kernel` x `kernel` windows with the given stride and padding (padded cells are -inf, as in
