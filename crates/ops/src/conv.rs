@@ -203,8 +203,9 @@ fn col2im<T: Elem>(g: &Geom, dcol: &[T], c0: usize, c1: usize, dx: &mut [T]) {
 
 /// y = relu?(conv(x, w) + bias[o] + residual), NCHW, through the `gemm` crate. Each job multiplies its tile of
 /// output columns and finishes it (bias, residual, ReLU) while the tile is still in cache: the output is written
-/// once, with no bias pre-fill and no separate epilogue pass over the whole activation. The sums are the same
-/// as `bias + conv` then `+ residual` (same operands, same order of the two additions).
+/// once, with no bias pre-fill and no separate epilogue pass over the whole activation. The bias is added to the
+/// finished dot product; the pre-fill added the partial sums to it, so results differ in rounding when the
+/// reduction spans several of the GEMM's blocks.
 pub(crate) fn forward_fused<T: Elem>(
     g: &Geom,
     x: &[T],
