@@ -220,11 +220,6 @@ impl InferenceWeight {
         };
         Ok(Self { w, winograd_u })
     }
-
-    /// The weight as given.
-    pub fn weight(&self) -> &Tensor {
-        &self.w
-    }
 }
 
 /// [`conv2d_bias_act`] with a weight prepared once by [`InferenceWeight::new`]; the same results.
