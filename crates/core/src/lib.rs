@@ -10,6 +10,8 @@
 //!   metadata preprocessing needs (ingest → preprocess); [`Grey8`]: an 8-bit grey image;
 //! - [`fsutil`]: atomic writes and content hashes (every output in the pipeline goes through them);
 //! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output;
+//! - [`Scorer`]: a classifier as the audit sees it (8-bit images in, Covid-19 scores out), implemented by
+//!   `cxr-model`'s classifier and the ONNX scorer, consumed by the explain stage;
 //! - [`auc::roc_auc`]: the exact ROC AUC, shared by eval and the explain audit so both agree to the bit.
 //!
 //! Inputs: none (no I/O beyond the helpers that callers invoke). Outputs: types and CSV/JSON (de)serialisation.
@@ -25,6 +27,7 @@ pub mod label;
 pub mod manifest;
 pub mod prediction;
 pub mod privacy;
+pub mod scorer;
 
 pub use error::CoreError;
 pub use image::{
@@ -33,6 +36,7 @@ pub use image::{
 pub use label::{Label, SourceId, Split};
 pub use manifest::{Manifest, ManifestRecord};
 pub use prediction::{Prediction, read_predictions, write_predictions};
+pub use scorer::{ScoreError, Scored, Scorer};
 
 /// Result type of this crate.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -96,11 +96,20 @@ pub fn load_image(path: &Path, id: &str, size: usize) -> Result<Vec<f32>> {
         .decode()
         .map_err(|e| err(e.to_string()))?
         .to_luma8();
+    Ok(grey_to_input(&img, size))
+}
+
+/// One grey image as the model's input: resized to `size` square with `image`'s `Triangle` filter
+/// (bilinear, anti-aliased) unless already that size, replicated to 3 channels, ImageNet-normalised (CHW).
+/// The one resize every scorer uses (`cxr_core::Scorer`'s contract).
+pub fn grey_to_input(img: &image::GrayImage, size: usize) -> Vec<f32> {
     let s = size as u32;
+    let resized;
     let img = if img.width() == s && img.height() == s {
         img
     } else {
-        image::imageops::resize(&img, s, s, image::imageops::FilterType::Triangle)
+        resized = image::imageops::resize(img, s, s, image::imageops::FilterType::Triangle);
+        &resized
     };
     let plane = size * size;
     let mut out = vec![0f32; 3 * plane];
@@ -110,7 +119,7 @@ pub fn load_image(path: &Path, id: &str, size: usize) -> Result<Vec<f32>> {
             *o = (p as f32 / 255.0 - m) / sd;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Loads images in parallel into one [N, 3, size, size] tensor.

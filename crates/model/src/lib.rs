@@ -28,16 +28,18 @@ pub mod infer;
 pub mod net;
 pub mod optim;
 pub mod params;
+pub mod scorer;
 pub mod train;
 
 pub use data::{
-    IMAGENET_MEAN, IMAGENET_STD, ImageRow, batch_tensor, load_image, rows_from_manifest,
+    IMAGENET_MEAN, IMAGENET_STD, ImageRow, batch_tensor, grey_to_input, load_image, rows_from_manifest,
 };
 pub use error::{ModelError, Result};
 pub use infer::{
     EmbedOptions, EmbedReport, embed, embed_inputs, load_classifier, predict_manifest, predict_rows,
 };
 pub use net::{Arch, Classifier, INPUT_NORM, Mode, bce_with_logits};
+pub use scorer::ClassifierScorer;
 pub use train::{
     LogRow, TrainConfig, TrainOptions, TrainReport, build_classifier, device_by_name, features_of,
     train,

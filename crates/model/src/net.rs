@@ -948,6 +948,14 @@ impl Classifier {
         self.backbone.pool(&self.backbone_map(x, true)?)
     }
 
+    /// Pooled features [N, F] and logits [N] in inference mode from one backbone pass (the scorer's source
+    /// probe needs both).
+    pub fn features_and_logits(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let pooled = self.backbone.pool(&self.feature_map(x)?)?;
+        let logits = self.head.forward(&pooled, None)?;
+        Ok((pooled, logits))
+    }
+
     /// Logits [N] in inference mode.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.logit_from_feature_map(&self.feature_map(x)?)

@@ -1,0 +1,53 @@
+//! The one interface through which every audit path queries a classifier.
+//!
+//! The audit must work on models we did not train (ONNX exports from PyTorch, TensorFlow, JAX; scores
+//! written by any framework), so it never sees a network, only a [`Scorer`]: a batch of 8-bit grey images
+//! in, Covid-19 scores (and, when the model exposes them, pooled feature vectors) out. `cxr-model`'s
+//! classifier implements it, and so does the ONNX scorer. The trait lives here because the model stage
+//! implements it and the explain stage consumes it, and stages never depend on each other.
+
+use crate::Grey8;
+
+/// What a [`Scorer`] returns for one batch, in the batch's order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scored {
+    /// P(Covid-19) per image, in `[0, 1]` (a logit output is passed through the sigmoid by the scorer).
+    pub scores: Vec<f64>,
+    /// One pooled feature vector per image when features were asked for and the model exposes them.
+    pub features: Option<Vec<Vec<f32>>>,
+}
+
+/// Why a batch could not be scored; the message names the model file or graph node.
+#[derive(Debug, thiserror::Error)]
+#[error("{model}: {message}")]
+pub struct ScoreError {
+    /// The model (file path or run name) that failed.
+    pub model: String,
+    pub message: String,
+}
+
+impl ScoreError {
+    pub fn new(model: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A Covid-19 classifier as the audit sees it.
+///
+/// Contract: `score` takes 8-bit grey images of any size; an image not already `input_size` square is
+/// resized by the scorer with the same resize our own models use (`image`'s `Triangle` filter, i.e.
+/// bilinear with anti-aliasing); an image already at that size is passed unchanged. Scores are finite and
+/// in `[0, 1]`, or the call fails with a [`ScoreError`]. Scoring never changes the model.
+pub trait Scorer: Send + Sync {
+    /// Name for logs, reports and the `model` column of `predictions.csv`.
+    fn name(&self) -> &str;
+    /// Side of the square input the model takes.
+    fn input_size(&self) -> usize;
+    /// Whether `score(.., true)` returns feature vectors (needed by the source probe).
+    fn has_features(&self) -> bool;
+    /// Scores one batch; with `features`, also returns the pooled feature vectors (if the model has them).
+    fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError>;
+}
