@@ -34,7 +34,7 @@ pub use image::{
     Grey8, ImageFormat, Lut, Photometric, PixelMeta, RawImage, Rescale, VoiLutFunction, Window,
 };
 pub use label::{Label, SourceId, Split};
-pub use manifest::{Manifest, ManifestRecord};
+pub use manifest::{Manifest, ManifestRecord, PATH_COLUMNS, absolute_path, path_cell};
 pub use prediction::{Prediction, read_predictions, write_predictions};
 pub use scorer::{ScoreError, Scored, Scorer};
 

@@ -5,10 +5,14 @@
 //! columns this crate does not know are kept, in order, in [`ManifestRecord::extra`], so a stage that reads
 //! and rewrites a manifest never drops another stage's work.
 //!
-//! `path` is stored as written; relative paths are relative to the manifest's folder ([`Manifest::resolve`]).
+//! **Path rule.** Every cell of a [`PATH_COLUMNS`] column is either absolute or relative to the folder of the
+//! manifest file that holds it ([`Manifest::resolve`], [`Manifest::resolve_cell`]); never relative to the
+//! working directory. [`Manifest::read`] records that folder, absolute, in `base_dir`, and [`Manifest::write`]
+//! re-expresses every path cell for the folder it writes to ([`path_cell`]), so a stage that reads a manifest
+//! in one folder and writes it into another keeps every path valid, whatever the working directory.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::{CoreError, ImageFormat, Label, SourceId, Split, fsutil};
 
@@ -16,6 +20,59 @@ use crate::{CoreError, ImageFormat, Label, SourceId, Split, fsutil};
 pub const REQUIRED_COLUMNS: [&str; 8] = [
     "id", "source", "label", "patient", "view", "path", "format", "sha256",
 ];
+
+/// Columns whose cells name files: resolved and rewritten by the path rule (module docs).
+pub const PATH_COLUMNS: [&str; 4] = ["path", "png8", "mask", "crop"];
+
+/// `p` made absolute against the working directory and lexically normalised (`.` dropped, `a/..` folded);
+/// the file system is not touched beyond reading the working directory.
+pub fn absolute_path(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The cell to write for `file` in a manifest stored in `manifest_dir` (either may be relative to the working
+/// directory): relative to `manifest_dir` with forward slashes (and `..` where needed) when the two share a
+/// folder below the root, absolute otherwise.
+pub fn path_cell(manifest_dir: &Path, file: &Path) -> String {
+    let (f, d) = (absolute_path(file), absolute_path(manifest_dir));
+    let fc: Vec<Component<'_>> = f.components().collect();
+    let dc: Vec<Component<'_>> = d.components().collect();
+    let common = fc.iter().zip(&dc).take_while(|(a, b)| a == b).count();
+    let shares_folder = fc[..common]
+        .iter()
+        .any(|c| matches!(c, Component::Normal(_)));
+    if !shares_folder {
+        return f.to_string_lossy().into_owned();
+    }
+    let mut parts: Vec<String> = vec!["..".into(); dc.len() - common];
+    parts.extend(
+        fc[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
 
 /// One image of a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +123,9 @@ pub struct Manifest {
     pub records: Vec<ManifestRecord>,
     /// Extra column names in file order; new columns set on records are appended on write.
     pub extra_columns: Vec<String>,
-    /// Folder of the manifest file (relative `path`s are resolved against it). Empty when built in memory.
+    /// Folder of the manifest file, absolute after [`Manifest::read`]; relative path cells are resolved
+    /// against it. Empty when built in memory: relative cells are then written as they are (the builder
+    /// made them relative to the destination folder), absolute ones by the path rule.
     pub base_dir: PathBuf,
 }
 
@@ -80,18 +139,56 @@ impl Manifest {
 
     /// Absolute (or base-relative) path of a record's file.
     pub fn resolve(&self, record: &ManifestRecord) -> PathBuf {
-        if record.path.is_absolute() {
-            record.path.clone()
+        self.resolve_path(&record.path)
+    }
+
+    /// Absolute (or base-relative) path named by any path cell (`png8`, `mask`, `crop`, ...).
+    pub fn resolve_cell(&self, cell: &str) -> PathBuf {
+        self.resolve_path(Path::new(cell))
+    }
+
+    fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
         } else {
-            self.base_dir.join(&record.path)
+            self.base_dir.join(p)
         }
+    }
+
+    /// A copy whose path cells are expressed for a manifest stored in `dir` (the path rule, module docs).
+    pub fn rebased(&self, dir: &Path) -> Manifest {
+        let mut m = self.clone();
+        let from_file = !self.base_dir.as_os_str().is_empty();
+        let cell = |v: &str| -> Option<String> {
+            if v.trim().is_empty() {
+                return None;
+            }
+            let p = Path::new(v);
+            if p.is_absolute() || from_file {
+                Some(path_cell(dir, &self.resolve_path(p)))
+            } else {
+                None
+            }
+        };
+        for r in &mut m.records {
+            if let Some(c) = cell(&r.path.to_string_lossy()) {
+                r.path = PathBuf::from(c);
+            }
+            for col in &PATH_COLUMNS[1..] {
+                if let Some(c) = r.extra.get(*col).and_then(|v| cell(v)) {
+                    r.extra.insert((*col).to_string(), c);
+                }
+            }
+        }
+        m.base_dir = absolute_path(dir);
+        m
     }
 
     /// Reads a manifest. Errors name the file, the line (1-based, header = line 1) and the column.
     pub fn read(path: &Path) -> Result<Self, CoreError> {
         let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
         let mut manifest = Self::from_reader(file, path)?;
-        manifest.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        manifest.base_dir = absolute_path(path.parent().unwrap_or(Path::new("")));
         Ok(manifest)
     }
 
@@ -234,8 +331,10 @@ impl Manifest {
     }
 
     /// Writes the manifest atomically (temporary file + rename): a killed run never leaves half a manifest.
+    /// Path cells are re-expressed for `path`'s folder ([`Manifest::rebased`]).
     pub fn write(&self, path: &Path) -> Result<(), CoreError> {
-        fsutil::write_atomic(path, &self.to_csv()?)
+        let dir = path.parent().unwrap_or(Path::new(""));
+        fsutil::write_atomic(path, &self.rebased(dir).to_csv()?)
     }
 }
 
@@ -316,6 +415,58 @@ mod tests {
             matches!(err, CoreError::DuplicateId { line: 3, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn path_cells_follow_the_manifest_folder() {
+        assert_eq!(path_cell(Path::new("/a/b"), Path::new("/a/b/c/x.png")), "c/x.png");
+        assert_eq!(path_cell(Path::new("/a/b/e"), Path::new("/a/b/./c/../d.png")), "../d.png");
+        assert_eq!(path_cell(Path::new("/a/b"), Path::new("/z/x.png")), "/z/x.png");
+        // Relative inputs are taken from the working directory, never copied as they are.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_path(Path::new("t/r/../s/x.png")),
+            cwd.join("t/s/x.png")
+        );
+        assert_eq!(path_cell(Path::new("t/r/exp"), Path::new("t/r/seg/c.png")), "../seg/c.png");
+    }
+
+    /// A manifest read from one folder (given relative to the working directory, as a user types it) and
+    /// written into another keeps naming the same files: the bug of a relative `--out`.
+    #[test]
+    fn rewriting_into_another_folder_keeps_every_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("out/segment");
+        std::fs::create_dir_all(seg.join("crops")).unwrap();
+        std::fs::write(seg.join("crops/x.png"), b"png").unwrap();
+        let mut r = record("x");
+        r.path = dir.path().join("world/x.dcm");
+        r.set("crop", "crops/x.png");
+        r.set("note", "crops/not-a-path");
+        let mut m = Manifest::new(vec![r]);
+        m.base_dir = seg.clone();
+        m.write(&seg.join("manifest.csv")).unwrap();
+        let rel_seg = relative_from_cwd(&seg);
+        let m = Manifest::read(&rel_seg.join("manifest.csv")).unwrap();
+        assert!(m.base_dir.is_absolute());
+        let exp = dir.path().join("out/experiments/e");
+        m.write(&relative_from_cwd(&exp).join("manifest.csv")).unwrap();
+        let back = Manifest::read(&exp.join("manifest.csv")).unwrap();
+        let r = &back.records[0];
+        assert_eq!(r.get("crop").unwrap(), "../../segment/crops/x.png");
+        assert!(back.resolve_cell(&r.get("crop").unwrap()).is_file());
+        assert_eq!(absolute_path(&back.resolve(r)), dir.path().join("world/x.dcm"));
+        assert_eq!(r.get("note").unwrap(), "crops/not-a-path");
+    }
+
+    /// `p` as a relative path from the working directory (`..` up to the root), as a user would type it.
+    fn relative_from_cwd(p: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let mut out = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            out.push("..");
+        }
+        out.join(p.strip_prefix("/").unwrap())
     }
 
     #[test]

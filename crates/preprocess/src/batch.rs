@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use cxr_core::{Manifest, ManifestRecord, Photometric, RawImage, Window, fsutil};
+use cxr_core::{Manifest, ManifestRecord, Photometric, RawImage, Window, absolute_path, fsutil};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -227,7 +227,10 @@ where
             Outcome::Rejected(r) => rejects.push(r),
         }
     }
+    // `path` cells stay relative to the input manifest's folder, `png8` cells are absolute: `write`
+    // re-expresses both for the output folder.
     let mut out = Manifest::new(rows);
+    out.base_dir = manifest.base_dir.clone();
     out.extra_columns = manifest.extra_columns.clone();
     let manifest_path = out_dir.join("manifest.csv");
     out.write(&manifest_path)?;
@@ -381,23 +384,15 @@ where
                 r.id = format!("{}.aug{k}", record.id);
                 r.set("aug_of", record.id.clone());
                 r.set("aug", kind.name());
-                r.set("png8", path_string(&aug_rel(k)));
+                r.set("png8", absolute_path(&out_dir.join(aug_rel(k))).to_string_lossy().into_owned());
                 r
             })
             .collect()
     } else {
-        base.set("png8", path_string(&png_rel));
+        base.set("png8", absolute_path(&out_dir.join(&png_rel)).to_string_lossy().into_owned());
         vec![base]
     };
     Ok(Outcome::Rows(rows, was_cached))
-}
-
-/// Forward slashes on every platform: manifests are shared files.
-fn path_string(p: &Path) -> String {
-    p.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn read_entry(path: &Path) -> Option<CacheEntry> {

@@ -8,7 +8,7 @@
 //! one UNet batch per chunk), so memory stays flat on large manifests.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use cxr_core::{Grey8, Manifest, ManifestRecord};
@@ -209,8 +209,7 @@ fn run_manifest(
     mask_base: Option<PathBuf>,
 ) -> Result<SegmentSummary, SegmentError> {
     let base = manifest.base_dir.clone();
-    let abs = |p: &Path| std::path::absolute(p).map_err(|e| SegmentError::io(p, e));
-    let (base_abs, out_abs) = (abs(&base)?, abs(out_dir)?);
+    let out_abs = cxr_core::absolute_path(out_dir);
     let total = manifest.records.len();
     let mut summary = SegmentSummary {
         images: total,
@@ -282,9 +281,9 @@ fn run_manifest(
                     let mask_rel = if mask_base.is_some() {
                         record.get("mask").unwrap_or_default()
                     } else {
-                        let rel = format!("masks/{}.png", record.id);
-                        imageio::write_grey_png(&out_dir.join(&rel), &mask)?;
-                        rel
+                        let file = out_abs.join(format!("masks/{}.png", record.id));
+                        imageio::write_grey_png(&file, &mask)?;
+                        file.to_string_lossy().into_owned()
                     };
                     let decision = crop::lung_box(&mask);
                     record.set("mask", mask_rel);
@@ -304,10 +303,10 @@ fn run_manifest(
                     record.set("crop_h", hs);
                     match (decision.reject, decision.crop) {
                         (None, Some(b)) => {
-                            let rel = format!("crops/{}.png", record.id);
+                            let file = out_abs.join(format!("crops/{}.png", record.id));
                             let c = imageio::crop(&img, b.x, b.y, b.w, b.h);
-                            imageio::write_grey_png(&out_dir.join(&rel), &c)?;
-                            record.set("crop", rel);
+                            imageio::write_grey_png(&file, &c)?;
+                            record.set("crop", file.to_string_lossy().into_owned());
                             record.set("reject_reason", "");
                             summary.kept += 1;
                         }
@@ -325,32 +324,8 @@ fn run_manifest(
         done += chunk.len();
         progress(done, total);
     }
-    // Paths of the input manifest move with the new manifest's folder.
-    if base_abs != out_abs {
-        let mut cols = vec!["path".to_string(), column.clone()];
-        if mask_base.is_some() {
-            cols.push("mask".into());
-        }
-        for r in &mut manifest.records {
-            for c in &cols {
-                let Some(v) = r.get(c).filter(|v| !v.is_empty()) else {
-                    continue;
-                };
-                let p = Path::new(&v);
-                if p.is_absolute() {
-                    continue;
-                }
-                let moved = relative(&base_abs.join(p), &out_abs)
-                    .to_string_lossy()
-                    .into_owned();
-                if c == "path" {
-                    r.path = PathBuf::from(moved);
-                } else {
-                    r.set(c, moved);
-                }
-            }
-        }
-    }
+    // New cells are absolute, the input's are relative to its folder: `write` re-expresses both for the
+    // output folder (the path rule of `cxr_core::manifest`).
     for c in COLUMNS {
         if !manifest.extra_columns.iter().any(|e| e == c) {
             manifest.extra_columns.push(c.to_string());
@@ -377,33 +352,6 @@ fn resolve(base: &Path, rel: &str) -> PathBuf {
     } else {
         base.join(p)
     }
-}
-
-/// `target` expressed relative to the folder `from` (both absolute, lexically normalised here).
-pub fn relative(target: &Path, from: &Path) -> PathBuf {
-    fn norm(p: &Path) -> Vec<Component<'_>> {
-        let mut v: Vec<Component<'_>> = Vec::new();
-        for c in p.components() {
-            match c {
-                Component::CurDir => {}
-                Component::ParentDir if matches!(v.last(), Some(Component::Normal(_))) => {
-                    v.pop();
-                }
-                other => v.push(other),
-            }
-        }
-        v
-    }
-    let (t, f) = (norm(target), norm(from));
-    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..f.len() {
-        out.push("..");
-    }
-    for c in &t[common..] {
-        out.push(c.as_os_str());
-    }
-    out
 }
 
 fn write_rejects(path: &Path, rows: &[(String, String, String)]) -> Result<(), SegmentError> {
@@ -479,16 +427,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dice_and_relative_paths() {
-        assert_eq!(dice(&[0, 0], &[0, 0]), 1.0);
-        assert_eq!(dice(&[255, 255, 0, 0], &[255, 0, 255, 0]), 0.5);
-        assert_eq!(
-            relative(Path::new("/a/b/c.png"), Path::new("/a/x/y")),
-            PathBuf::from("../../b/c.png")
-        );
-        assert_eq!(
-            relative(Path::new("/a/./b/../c.png"), Path::new("/a")),
-            PathBuf::from("c.png")
-        );
+    fn dice() {
+        assert_eq!(super::dice(&[0, 0], &[0, 0]), 1.0);
+        assert_eq!(super::dice(&[255, 255, 0, 0], &[255, 0, 255, 0]), 0.5);
     }
 }

@@ -196,7 +196,7 @@ impl<'a> Study<'a> {
             .with_context(|| format!("reading split design {}", design_path.display()))?;
         let segmented = Manifest::read(&data.manifest)
             .with_context(|| format!("reading {}", data.manifest.display()))?;
-        let kept = kept_absolute(&segmented);
+        let kept = kept_rows(&segmented);
         // The designs give the paper's image counts, made for thousands of images. Cap each step at half of
         // the images its sources hold (of its label, when it names one), so that every source keeps images for
         // the later steps (training): the paper's CheXpert test set alone is 252 images. A single global scale
@@ -459,17 +459,9 @@ pub fn evaluate(
     Ok(serde_json::to_value(&report)?)
 }
 
-/// Kept rows (no reject reason, a crop) with every file column made absolute, so the manifest can be
-/// written anywhere.
-fn kept_absolute(m: &Manifest) -> Manifest {
-    let abs = |p: &str| -> String {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.display().to_string()
-        } else {
-            m.base_dir.join(p).display().to_string()
-        }
-    };
+/// Kept rows (no reject reason, a crop); path cells still relative to `m`'s folder, which `write`
+/// re-expresses for wherever the split manifest goes.
+fn kept_rows(m: &Manifest) -> Manifest {
     let records: Vec<ManifestRecord> = m
         .records
         .iter()
@@ -477,21 +469,11 @@ fn kept_absolute(m: &Manifest) -> Manifest {
             r.get("reject_reason").unwrap_or_default().is_empty()
                 && !r.get("crop").unwrap_or_default().is_empty()
         })
-        .map(|r| {
-            let mut r = r.clone();
-            r.path = m.resolve(&r);
-            for col in ["png8", "mask", "crop"] {
-                if let Some(v) = r.extra.get(col).filter(|v| !v.is_empty()).cloned() {
-                    r.extra.insert(col.into(), abs(&v));
-                }
-            }
-            r
-        })
+        .cloned()
         .collect();
     Manifest {
         records,
-        extra_columns: m.extra_columns.clone(),
-        base_dir: PathBuf::new(),
+        ..m.clone()
     }
 }
 

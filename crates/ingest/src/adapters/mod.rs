@@ -184,45 +184,14 @@ pub fn scan(
     })
 }
 
-/// Writes a manifest with every path made relative to the manifest's folder (when both sit on the same
-/// tree), so a manifest and its data can move together.
+/// Writes a manifest by the path rule of `cxr_core::manifest`: every path relative to the manifest's folder
+/// (when both sit on the same tree, so a manifest and its data can move together), absolute otherwise.
 pub fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| IngestError::io(dir, e))?;
-    let dir = dir.canonicalize().map_err(|e| IngestError::io(dir, e))?;
-    let mut m = manifest.clone();
-    for r in &mut m.records {
-        let abs = manifest.resolve(r);
-        if let Some(rel) = relative_to(&abs, &dir) {
-            r.path = rel;
-        }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| IngestError::io(dir, e))?;
     }
-    m.write(out)?;
+    manifest.write(out)?;
     Ok(())
-}
-
-/// `path` relative to `base` (both absolute), with `..` where needed.
-pub fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
-    if !path.is_absolute() || !base.is_absolute() {
-        return None;
-    }
-    let p: Vec<_> = path.components().collect();
-    let b: Vec<_> = base.components().collect();
-    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    if common == 0 {
-        return None;
-    }
-    let mut out = PathBuf::new();
-    for _ in common..b.len() {
-        out.push("..");
-    }
-    for c in &p[common..] {
-        out.push(c.as_os_str());
-    }
-    Some(out)
 }
 
 // ---------- helpers shared by the adapters ----------
@@ -426,18 +395,6 @@ mod tests {
         assert_eq!(
             days_from_civil(2021, 1, 1) - days_from_civil(2020, 1, 1),
             366
-        );
-    }
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative_to(Path::new("/a/b/c/x.png"), Path::new("/a/d")),
-            Some(PathBuf::from("../b/c/x.png"))
-        );
-        assert_eq!(
-            relative_to(Path::new("/a/x.png"), Path::new("/a")),
-            Some(PathBuf::from("x.png"))
         );
     }
 
