@@ -61,6 +61,7 @@ fn run(inputs: &Path, out: &Path) {
     let options = cxr_preprocess::BatchOptions {
         augment: true,
         verify_hash: false,
+        shard: None,
     };
     cxr_preprocess::run_batch(
         &manifest_of(inputs),

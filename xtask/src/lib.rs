@@ -25,6 +25,7 @@ mod preprocess;
 mod report;
 mod reproduce;
 mod segment;
+mod shard;
 mod synth;
 
 /// cxr-confounders task runner.
