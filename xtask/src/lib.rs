@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_merge;
 mod bench_ops;
 mod confounders;
 mod evaluate;
