@@ -129,7 +129,10 @@ fn merge_case(dir: &Path, rows: usize, parts: u32) -> Result<(f64, u64)> {
         .context("bench merge: no peak RSS in the merge's output")?;
     let want = Manifest::read(&input)?.to_csv()?;
     let got = std::fs::read(out.join("manifest.csv"))?;
-    ensure!(got == want, "bench merge: the merged manifest differs from the input");
+    ensure!(
+        got == want,
+        "bench merge: the merged manifest differs from the input"
+    );
     Ok((secs, rss))
 }
 
@@ -223,7 +226,10 @@ fn bench(dir: &Path, args: &BenchMergeArgs) -> Result<()> {
     let whole = first.min(second);
     let same = std::fs::read(dir.join("whole/manifest.csv"))?
         == std::fs::read(shards_dir.join("manifest.csv"))?;
-    ensure!(same, "bench merge: merged preprocess manifest differs from the unsharded one");
+    ensure!(
+        same,
+        "bench merge: merged preprocess manifest differs from the unsharded one"
+    );
     let sharded: f64 = per.iter().sum::<f64>() + merge_s;
     println!(
         "preprocess of {} images ({side}x{side} -> {size}), {} threads: unsharded {whole:.2} s (runs: {first:.2}, \
