@@ -113,34 +113,14 @@ state=$(sinfo -h -N -o '%T' 2>/dev/null | head -n1 || true)
 case "$state" in idle*|mixed*|alloc*) ;; *) die "node $HOST is '$state', not idle" ;; esac
 log "cluster up: node $HOST ($CPUS CPUs) $state"
 
-# --- inputs: a tiny synthetic world, two datasets through their ingest adapters, plus one truncated file.
-"$XTASK" synth --out "$W/world" --per-source 8 --size 128 --lung-masks 0 >/dev/null
-"$XTASK" manifest --dataset nih --root "$W/world/ChestX-ray14" --out "$W/nih.csv" >/dev/null
+# --- inputs: a tiny synthetic world's BIMCV (PNGs with window and photometric columns) through its ingest
+# adapter, plus one truncated file so that rejects.csv is compared too. Plain awk: no Python needed.
+"$XTASK" synth --out "$W/world" --per-source 12 --size 128 --lung-masks 0 >/dev/null
 "$XTASK" manifest --dataset bimcv --root "$W/world/BIMCV-COVID19+" --out "$W/input.csv" >/dev/null
-# Append the NIH rows (paths made absolute) and a truncated file to the BIMCV manifest.
-python3 - "$W" <<'PY'
-import csv, os, sys
-w = sys.argv[1]
-rows, header = [], None
-for name in ("input.csv", "nih.csv"):
-    with open(os.path.join(w, name), newline="") as f:
-        r = csv.DictReader(f)
-        header = header or list(r.fieldnames)
-        for c in r.fieldnames:
-            if c not in header:
-                header.append(c)
-        for row in r:
-            row["path"] = os.path.join(w, row["path"]) if not os.path.isabs(row["path"]) else row["path"]
-            rows.append(row)
-bad = dict(rows[0]); bad["id"] = "truncated-file"; bad["sha256"] = ""
-bad["path"] = os.path.join(w, "truncated.dcm")
-with open(rows[0]["path"], "rb") as f, open(bad["path"], "wb") as g:
-    g.write(f.read(300))
-rows.append(bad)
-with open(os.path.join(w, "input.csv"), "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=header, restval="")
-    wr.writeheader(); wr.writerows(rows)
-PY
+first=$(awk -F, 'NR == 2 { print $6 }' "$W/input.csv")
+head -c 300 "$W/$first" > "$W/truncated.png"
+awk -F, -v OFS=, '{ print } NR == 2 { $1 = "truncated-file"; $6 = "truncated.png"; $8 = ""; extra = $0 }
+    END { print extra }' "$W/input.csv" > "$W/input.tmp" && mv "$W/input.tmp" "$W/input.csv"
 log "input manifest: $(($(wc -l < "$W/input.csv") - 1)) rows"
 
 "$XTASK" preprocess --manifest "$W/input.csv" --out "$W/whole" --size 96 --augment

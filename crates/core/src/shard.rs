@@ -195,15 +195,15 @@ pub fn resolve(
                     )));
                 }
                 let n = (max - min) / step + 1;
-                if let Some(c) = count {
-                    if c != n {
-                        return Err(shard_err(format!(
-                            "Slurm array {min}-{max}:{step} has {n} steps but SLURM_ARRAY_TASK_COUNT={c}: \
+                if let Some(c) = count
+                    && c != n
+                {
+                    return Err(shard_err(format!(
+                        "Slurm array {min}-{max}:{step} has {n} steps but SLURM_ARRAY_TASK_COUNT={c}: \
                              a list or a range with holes cannot be mapped to shards; submit a range \
                              (--array=0-{}) or pass --shard",
-                            c - 1
-                        )));
-                    }
+                        c - 1
+                    )));
                 }
                 if id < min || id > max || (id - min) % step != 0 {
                     return Err(shard_err(format!(
