@@ -137,7 +137,7 @@ fn assert_same_outputs(whole: &Path, merged: &Path, at_least: usize, what: &str)
 }
 
 /// A manifest of a synthetic world (four of its datasets, through their ingest adapters) plus one truncated
-/// file, so that rejects are part of the comparison.
+/// file, so that rejects are part of the comparison, and one file listed twice.
 fn world_manifest(dir: &Path) -> PathBuf {
     let world = dir.join("world");
     let w = world.to_str().unwrap();
@@ -189,6 +189,10 @@ fn world_manifest(dir: &Path) -> PathBuf {
     bad.path = bad_path;
     bad.sha256 = String::new();
     records.push(bad);
+    // The same file under another id: one cache entry that two shards may write at the same time.
+    let mut twin = records[1].clone();
+    twin.id = "duplicate-file".into();
+    records.push(twin);
     let mut m = Manifest::new(records);
     m.extra_columns = extra;
     let path = dir.join("input.csv");
