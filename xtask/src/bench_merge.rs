@@ -64,7 +64,7 @@ fn record(i: usize, source: &SourceId, path: PathBuf) -> ManifestRecord {
     ManifestRecord {
         id: format!("img-{i:07}"),
         source: source.clone(),
-        label: if i % 2 == 0 {
+        label: if i.is_multiple_of(2) {
             Label::Covid
         } else {
             Label::Pneumonia

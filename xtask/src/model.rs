@@ -142,7 +142,13 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         )
     })?;
     if let Some(s) = shard {
-        crate::shard::write_sidecars("embed", s, &args.input, &config_hash, &[out.clone()])?;
+        crate::shard::write_sidecars(
+            "embed",
+            s,
+            &args.input,
+            &config_hash,
+            std::slice::from_ref(&out),
+        )?;
     }
     if !r.pretrained {
         println!("WARNING: backbone randomly initialised (no --weights)");
