@@ -61,6 +61,7 @@ fn run(inputs: &Path, out: &Path) {
     let options = cxr_preprocess::BatchOptions {
         augment: true,
         verify_hash: false,
+        shard: None,
     };
     cxr_preprocess::run_batch(
         &manifest_of(inputs),
@@ -94,7 +95,7 @@ fn outputs(out: &Path) -> Vec<(String, Vec<u8>)> {
     acc
 }
 
-/// A temporary file a killed write left behind: `cxr_core::fsutil` names them `.<name>.tmp-<pid>-<n>`.
+/// A temporary file a killed write left behind: `cxr_core::fsutil` names them `.<name>.tmp-<pid>-<host hash>-<n>`.
 fn is_temporary(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     name.starts_with('.') && name.contains(".tmp-")

@@ -24,6 +24,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         rows: usize,
     },
+    /// Sharding costs: `manifest merge` time and peak RSS on a generated manifest split in parts, and
+    /// preprocess as three shards against one unsharded run.
+    Merge(crate::bench_merge::BenchMergeArgs),
     /// Synthetic world rendering + writing throughput (images/s), paper world.
     Synth {
         /// Images per source (the lung-mask set gets as many).
@@ -52,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
         BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
+        BenchCommand::Merge(args) => crate::bench_merge::run(args),
         BenchCommand::Synth { per_source, size } => crate::synth::bench(per_source, size),
         BenchCommand::Segment {
             bases,

@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_merge;
 mod bench_ops;
 mod confounders;
 mod evaluate;
@@ -25,6 +26,7 @@ mod preprocess;
 mod report;
 mod reproduce;
 mod segment;
+mod shard;
 mod synth;
 
 /// cxr-confounders task runner.

@@ -69,6 +69,17 @@ pub enum ManifestCommand {
         #[arg(long, default_value = "path")]
         image_column: String,
     },
+    /// Join the parts of sharded runs in DIR (`manifest.part-K-of-N.csv`, `rejects.part-K-of-N.csv`,
+    /// `features.part-K-of-N.csv`, ...) into `manifest.csv`, `rejects.csv`, `features.csv`: streamed, in the
+    /// input manifest's row order, byte for byte what an unsharded run writes. Refuses missing, duplicated or
+    /// mismatched parts.
+    Merge {
+        /// The folder holding the parts (a stage's `--out`).
+        dir: PathBuf,
+        /// The input manifest the shards read (default: the one named in the parts' sidecars).
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
     /// List the dataset adapters.
     Datasets,
 }
@@ -100,6 +111,7 @@ pub fn run(args: ManifestArgs) -> Result<()> {
             print!("{summary}");
         }
         ManifestCommand::Check { file } => print!("{}", check(&file)?),
+        ManifestCommand::Merge { dir, input } => crate::shard::merge(&dir, input.as_deref())?,
         ManifestCommand::Split {
             manifest,
             design,

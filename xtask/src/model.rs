@@ -100,10 +100,30 @@ pub struct EmbedArgs {
     image_size: usize,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// With a shard, `--out DIR/features.csv` becomes `DIR/features.part-K-of-N.csv` (+ its sidecar).
+    #[command(flatten)]
+    shard: crate::shard::ShardArgs,
 }
 
 pub fn embed(args: EmbedArgs) -> Result<()> {
     let backbone: Arch = args.backbone.parse().context("embed: --backbone")?;
+    let shard = args.shard.resolve("embed")?;
+    let weights_sha = match &args.weights {
+        Some(w) if shard.is_some() => cxr_core::fsutil::sha256_file(w)
+            .with_context(|| format!("embed: weights {}", w.display()))?,
+        _ => String::new(),
+    };
+    let config_hash = cxr_core::fsutil::sha256_bytes(
+        format!(
+            "backbone={} weights={weights_sha} size={} batch={} column={:?} seed=0",
+            args.backbone, args.image_size, args.batch_size, args.column
+        )
+        .as_bytes(),
+    );
+    let out = match shard {
+        Some(s) => s.part_path(&args.out),
+        None => args.out.clone(),
+    };
     let opts = EmbedOptions {
         backbone,
         weights: args.weights,
@@ -111,15 +131,25 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         batch_size: args.batch_size,
         column: args.column,
         seed: 0,
+        shard,
     };
     let t = Instant::now();
-    let r = cxr_model::embed(&args.input, &args.out, &opts).with_context(|| {
+    let r = cxr_model::embed(&args.input, &out, &opts).with_context(|| {
         format!(
             "embed: input {}, output {}",
             args.input.display(),
             args.out.display()
         )
     })?;
+    if let Some(s) = shard {
+        crate::shard::write_sidecars(
+            "embed",
+            s,
+            &args.input,
+            &config_hash,
+            std::slice::from_ref(&out),
+        )?;
+    }
     if !r.pretrained {
         println!("WARNING: backbone randomly initialised (no --weights)");
     }
@@ -127,7 +157,7 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         "embed: {} images x {} features -> {} ({:.1} s)",
         r.images,
         r.dim,
-        args.out.display(),
+        out.display(),
         t.elapsed().as_secs_f64()
     );
     Ok(())

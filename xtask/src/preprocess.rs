@@ -35,6 +35,8 @@ pub struct PreprocessArgs {
     /// Hash every input file instead of trusting the manifest's `sha256` column.
     #[arg(long)]
     verify_hash: bool,
+    #[command(flatten)]
+    shard: crate::shard::ShardArgs,
 }
 
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
@@ -59,9 +61,11 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
     if let Some(size) = args.size {
         config.size = size;
     }
+    let shard = args.shard.resolve("preprocess")?;
     let options = BatchOptions {
         augment: args.augment,
         verify_hash: args.verify_hash,
+        shard,
     };
     let bar = progress_bar(manifest.records.len(), "preprocess");
     let summary = run_batch(
@@ -79,6 +83,18 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
     )
     .with_context(|| format!("preprocess: writing to {}", args.out.display()))?;
     bar.finish_and_clear();
+    if let Some(s) = shard {
+        let config_hash = cxr_core::fsutil::sha256_bytes(
+            format!("{} augment={}", config.hash(), args.augment).as_bytes(),
+        );
+        crate::shard::write_sidecars(
+            "preprocess",
+            s,
+            &args.manifest,
+            &config_hash,
+            &[summary.manifest.clone(), summary.rejects.clone()],
+        )?;
+    }
     println!(
         "preprocess: {} images: {} processed, {} from the cache, {} rejected; {} rows in {} ({:.1} s)",
         summary.total,

@@ -98,6 +98,8 @@ pub struct PredictArgs {
     /// Manifest column with the 8-bit image.
     #[arg(long, default_value = "png8")]
     image_column: String,
+    #[command(flatten)]
+    shard: crate::shard::ShardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -243,11 +245,19 @@ fn predict(a: PredictArgs) -> Result<()> {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     };
+    let shard = a.shard.resolve("segment predict")?;
     let summary = if a.input.is_dir() {
+        if shard.is_some() {
+            anyhow::bail!(
+                "segment predict: {}: a folder cannot be sharded (its order is not a manifest's): give a manifest",
+                a.input.display()
+            );
+        }
         cxr_segment::predict_folder(&seg, &a.input, &a.out, &mut progress)
     } else {
         let opts = SegmentOptions {
             image_column: a.image_column.clone(),
+            shard,
             ..Default::default()
         };
         cxr_segment::segment_manifest(&seg, &a.input, &a.out, &opts, &mut progress)
@@ -260,6 +270,18 @@ fn predict(a: PredictArgs) -> Result<()> {
         )
     })?;
     pb.finish_and_clear();
+    if let Some(s) = shard {
+        let weights = cxr_core::fsutil::sha256_file(&a.weights)
+            .with_context(|| format!("segment predict: weights {}", a.weights.display()))?;
+        let config_hash = cxr_core::fsutil::sha256_bytes(
+            format!("weights={weights} column={}", a.image_column).as_bytes(),
+        );
+        let parts = [
+            s.part_path(&a.out.join("manifest.csv")),
+            s.part_path(&a.out.join("rejects.csv")),
+        ];
+        crate::shard::write_sidecars("segment", s, &a.input, &config_hash, &parts)?;
+    }
     println!(
         "segment predict: {} images, {} kept, rejected {:?}; outputs in {}",
         summary.images,

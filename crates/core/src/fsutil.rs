@@ -45,11 +45,7 @@ fn replace_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        unique()
-    ));
+    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", process_token(), unique()));
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
@@ -65,6 +61,30 @@ fn replace_with(
         return Err(CoreError::io(path, e));
     }
     Ok(())
+}
+
+/// A token unique to this process across machines: shards on different hosts share one folder (and one
+/// content-keyed cache) over a network filesystem, where process ids alone can collide. Hash of the host
+/// name, the process id and the start time.
+fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let seed = format!("{}\0{}\0{nanos}", host.trim(), std::process::id());
+        format!(
+            "{}-{}",
+            std::process::id(),
+            &sha256_bytes(seed.as_bytes())[..12]
+        )
+    })
 }
 
 fn unique() -> u64 {

@@ -9,6 +9,8 @@
 //! - [`RawImage`] / [`PixelMeta`]: a decoded grey image with the stored values and every piece of pixel
 //!   metadata preprocessing needs (ingest → preprocess); [`Grey8`]: an 8-bit grey image;
 //! - [`fsutil`]: atomic writes and content hashes (every output in the pipeline goes through them);
+//! - [`shard`]: the stable row → shard rule, the Slurm/Kubernetes environment mapping, and the streaming
+//!   merge of `*.part-K-of-N.csv` parts;
 //! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output;
 //! - [`Scorer`]: a classifier as the audit sees it (8-bit images in, Covid-19 scores out), implemented by
 //!   `cxr-model`'s classifier and the ONNX scorer, consumed by the explain stage;
@@ -28,6 +30,7 @@ pub mod manifest;
 pub mod prediction;
 pub mod privacy;
 pub mod scorer;
+pub mod shard;
 
 pub use error::CoreError;
 pub use image::{
@@ -37,6 +40,7 @@ pub use label::{Label, SourceId, Split};
 pub use manifest::{Manifest, ManifestRecord, PATH_COLUMNS, absolute_path, path_cell};
 pub use prediction::{Prediction, read_predictions, write_predictions};
 pub use scorer::{ScoreError, Scored, Scorer};
+pub use shard::Shard;
 
 /// Result type of this crate.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -77,6 +77,8 @@ pub struct EmbedOptions {
     pub column: Option<String>,
     /// Seed of the random initialisation when there are no weights.
     pub seed: u64,
+    /// Embed only this shard's manifest rows (`cxr_core::shard`; the caller names the part file).
+    pub shard: Option<cxr_core::Shard>,
 }
 
 impl Default for EmbedOptions {
@@ -88,6 +90,7 @@ impl Default for EmbedOptions {
             batch_size: 16,
             column: None,
             seed: 0,
+            shard: None,
         }
     }
 }
@@ -102,7 +105,23 @@ pub struct EmbedReport {
 
 /// Rows to embed: a folder (every `.png`, sorted, id = file stem) or a manifest (CSV).
 pub fn embed_inputs(input: &Path, column: Option<&str>) -> Result<Vec<ImageRow>> {
+    embed_inputs_of_shard(input, column, None)
+}
+
+/// [`embed_inputs`], keeping only a shard's manifest rows (a folder cannot be sharded: its order is not a
+/// manifest's).
+pub fn embed_inputs_of_shard(
+    input: &Path,
+    column: Option<&str>,
+    shard: Option<&cxr_core::Shard>,
+) -> Result<Vec<ImageRow>> {
     if input.is_dir() {
+        if shard.is_some() {
+            return Err(ModelError::Data {
+                path: input.to_path_buf(),
+                message: "a folder cannot be sharded: give a manifest".into(),
+            });
+        }
         let mut files: Vec<PathBuf> = std::fs::read_dir(input)
             .map_err(|e| ModelError::io(input, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -126,7 +145,10 @@ pub fn embed_inputs(input: &Path, column: Option<&str>) -> Result<Vec<ImageRow>>
             })
             .collect())
     } else {
-        let manifest = Manifest::read(input)?;
+        let mut manifest = Manifest::read(input)?;
+        if let Some(s) = shard {
+            manifest = s.filter(&manifest);
+        }
         let col = match column {
             Some(c) => c.to_string(),
             None if manifest.extra_columns.iter().any(|c| c == "crop") => "crop".into(),
@@ -138,7 +160,7 @@ pub fn embed_inputs(input: &Path, column: Option<&str>) -> Result<Vec<ImageRow>>
 
 /// Writes `features.csv` (`id, f0 … fN`, pooled backbone features in inference mode) for every input image.
 pub fn embed(input: &Path, out: &Path, opts: &EmbedOptions) -> Result<EmbedReport> {
-    let rows = embed_inputs(input, opts.column.as_deref())?;
+    let rows = embed_inputs_of_shard(input, opts.column.as_deref(), opts.shard.as_ref())?;
     let mut model = Classifier::new(&opts.backbone, Mode::Frozen, opts.seed, &Device::Cpu)?;
     match &opts.weights {
         Some(w) => model.load_backbone(w)?,

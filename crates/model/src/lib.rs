@@ -36,7 +36,8 @@ pub use data::{
 };
 pub use error::{ModelError, Result};
 pub use infer::{
-    EmbedOptions, EmbedReport, embed, embed_inputs, load_classifier, predict_manifest, predict_rows,
+    EmbedOptions, EmbedReport, embed, embed_inputs, embed_inputs_of_shard, load_classifier, predict_manifest,
+    predict_rows,
 };
 pub use net::{Arch, Classifier, INPUT_NORM, Mode, bce_with_logits};
 pub use scorer::ClassifierScorer;

@@ -10,6 +10,9 @@
 //!   pre_window_source, pre_inverted, pre_min, pre_max, pre_size, pre_modality, pre_voi_function`),
 //!   `<out>/rejects.csv`, `<out>/summary.json`. With augmentation each input gives ten rows `<id>.aug<k>`
 //!   (k = 0..9, 0 = the original) with `aug_of` and `aug`.
+//! - Sharded (`BatchOptions::shard`): only the shard's rows, written as `manifest.part-K-of-N.csv` and
+//!   `rejects.part-K-of-N.csv`; shards share the cache (disjoint rows; an image listed twice writes identical
+//!   bytes through per-process temporary names).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -35,6 +38,10 @@ pub struct BatchOptions {
     pub augment: bool,
     /// Hash every input file instead of trusting the manifest's `sha256` column.
     pub verify_hash: bool,
+    /// Process only this shard's rows (`cxr_core::shard`) and write `manifest.part-K-of-N.csv` and
+    /// `rejects.part-K-of-N.csv` instead of `manifest.csv`, `rejects.csv` and `summary.json` (merged later by
+    /// `cargo xtask manifest merge`). The cache folder is shared by all shards.
+    pub shard: Option<cxr_core::Shard>,
 }
 
 /// Progress after each image.
@@ -174,6 +181,14 @@ where
     E: Display,
 {
     let start = Instant::now();
+    let owned;
+    let manifest = match &options.shard {
+        Some(s) => {
+            owned = s.filter(manifest);
+            &owned
+        }
+        None => manifest,
+    };
     let total = manifest.records.len();
     let geometry = Geometry {
         size: config.size,
@@ -232,9 +247,13 @@ where
     let mut out = Manifest::new(rows);
     out.base_dir = manifest.base_dir.clone();
     out.extra_columns = manifest.extra_columns.clone();
-    let manifest_path = out_dir.join("manifest.csv");
+    let name = |n: &str| match &options.shard {
+        Some(s) => s.part_path(&out_dir.join(n)),
+        None => out_dir.join(n),
+    };
+    let manifest_path = name("manifest.csv");
     out.write(&manifest_path)?;
-    let rejects_path = out_dir.join("rejects.csv");
+    let rejects_path = name("rejects.csv");
     write_rejects(&rejects, &rejects_path)?;
     let summary = BatchSummary {
         total,
@@ -248,12 +267,15 @@ where
         manifest: manifest_path,
         rejects: rejects_path,
     };
-    let summary_path = out_dir.join("summary.json");
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| PreprocessError::Cache {
-        path: summary_path.clone(),
-        message: e.to_string(),
-    })?;
-    fsutil::write_atomic(&summary_path, &json)?;
+    // A shard's counts are in its log; `summary.json` describes a whole run only.
+    if options.shard.is_none() {
+        let summary_path = out_dir.join("summary.json");
+        let json = serde_json::to_vec_pretty(&summary).map_err(|e| PreprocessError::Cache {
+            path: summary_path.clone(),
+            message: e.to_string(),
+        })?;
+        fsutil::write_atomic(&summary_path, &json)?;
+    }
     tracing::info!(
         total,
         processed = summary.processed,

@@ -126,6 +126,10 @@ pub struct SegmentOptions {
     pub image_column: String,
     /// Records per chunk (decoded together, then segmented in UNet batches).
     pub chunk: usize,
+    /// Process only this shard's rows (`cxr_core::shard`): `manifest.part-K-of-N.csv` and
+    /// `rejects.part-K-of-N.csv` instead of `manifest.csv` and `rejects.csv`; masks and crops keep their
+    /// per-id names in the shared folder.
+    pub shard: Option<cxr_core::Shard>,
 }
 
 impl Default for SegmentOptions {
@@ -133,6 +137,7 @@ impl Default for SegmentOptions {
         Self {
             image_column: "png8".into(),
             chunk: 32,
+            shard: None,
         }
     }
 }
@@ -208,6 +213,9 @@ fn run_manifest(
     predict: impl Fn(&[Grey8]) -> Result<Vec<Grey8>, SegmentError>,
     mask_base: Option<PathBuf>,
 ) -> Result<SegmentSummary, SegmentError> {
+    if let Some(s) = &opts.shard {
+        manifest = s.filter(&manifest);
+    }
     let base = manifest.base_dir.clone();
     let out_abs = cxr_core::absolute_path(out_dir);
     let total = manifest.records.len();
@@ -331,9 +339,13 @@ fn run_manifest(
             manifest.extra_columns.push(c.to_string());
         }
     }
-    let out_manifest = out_dir.join("manifest.csv");
+    let name = |n: &str| match &opts.shard {
+        Some(s) => s.part_path(&out_dir.join(n)),
+        None => out_dir.join(n),
+    };
+    let out_manifest = name("manifest.csv");
     manifest.write(&out_manifest)?;
-    write_rejects(&out_dir.join("rejects.csv"), &rejects)?;
+    write_rejects(&name("rejects.csv"), &rejects)?;
     summary.manifest = Some(out_manifest);
     Ok(summary)
 }
