@@ -103,17 +103,24 @@ fn shared_dicoms_match_pydicom_whole_array() {
             println!(
                 "skipped: {} could not run the pydicom reference: {}",
                 python().display(),
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
             return;
         }
         Err(e) => {
-            println!("skipped: no Python at {} ({e}); set CXR_PYTHON", python().display());
+            println!(
+                "skipped: no Python at {} ({e}); set CXR_PYTHON",
+                python().display()
+            );
             return;
         }
     }
     let index: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("index.json")).unwrap())
+            .unwrap();
     assert_eq!(index.len(), files.len());
     let mut syntaxes = std::collections::BTreeMap::<String, usize>::new();
     for (file, e) in files.iter().zip(&index) {
@@ -121,7 +128,10 @@ fn shared_dicoms_match_pydicom_whole_array() {
         let ours = read_image(file);
         let Some(pixels) = e["pixels"].as_str() else {
             // pydicom refuses it: so must we, with a one-line error naming the file.
-            let err = ours.expect_err(&format!("{name}: pydicom fails ({}) but we decode it", e["error"]));
+            let err = ours.expect_err(&format!(
+                "{name}: pydicom fails ({}) but we decode it",
+                e["error"]
+            ));
             let msg = err.to_string();
             assert!(msg.contains(&name) && !msg.contains('\n'), "{msg}");
             println!("{name}: both fail; ours: {msg}");
@@ -175,4 +185,116 @@ fn shared_dicoms_match_pydicom_whole_array() {
     ] {
         assert!(syntaxes.contains_key(ts), "no file of {ts} decoded");
     }
+}
+
+fn read_u16(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
+        .collect()
+}
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// The committed fixtures (synthetic images; expected arrays decoded by pydicom + libjpeg / CharLS when they
+/// were made): no Python or shared data needed.
+#[test]
+fn codec_fixtures_decode_as_libjpeg_and_charls() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/codec");
+    let index: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let mut decoded = std::collections::BTreeSet::new();
+    let mut failed = 0;
+    for e in &index {
+        let name = e["file"].as_str().unwrap();
+        let result = read_image(&dir.join(name));
+        if let Some(want) = e["error"].as_str() {
+            let err = result.expect_err(&format!("{name} must fail"));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(name) && msg.contains(want) && !msg.contains('\n'),
+                "{name}: {msg}"
+            );
+            assert!(
+                !matches!(err, IngestError::Panic { .. }),
+                "{name}: decoder panicked: {msg}"
+            );
+            println!("{name}: fails as it must: {msg}");
+            failed += 1;
+            continue;
+        }
+        let img = result.unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            (img.height as u64, img.width as u64),
+            (e["rows"].as_u64().unwrap(), e["cols"].as_u64().unwrap()),
+            "{name}"
+        );
+        let expected = read_u16(&dir.join(e["expected"].as_str().unwrap()));
+        let worst = largest_difference(&img.pixels, &expected);
+        let tol = e["tolerance"].as_f64().unwrap() as f32;
+        assert!(
+            worst <= tol,
+            "{name}: largest difference from pydicom {worst} > {tol}"
+        );
+        if let Some(original) = e["original"].as_str() {
+            // Near-lossless: within NEAR of the image before encoding, as the standard promises.
+            let near = e["near"].as_f64().unwrap() as f32;
+            let err = largest_difference(&img.pixels, &read_u16(&dir.join(original)));
+            assert!(
+                err <= near && err > 0.0,
+                "{name}: error {err} vs NEAR {near}"
+            );
+        }
+        println!("{name}: largest difference from pydicom {worst}");
+        decoded.insert(e["transfer_syntax"].as_str().unwrap().to_string());
+    }
+    assert_eq!(decoded.len(), 3, "{decoded:?}");
+    assert_eq!(failed, 2);
+}
+
+/// Corrupting the 12-bit JPEG or JPEG-LS stream anywhere gives an image or a clean error, never a panic or a
+/// hang.
+#[test]
+fn corrupt_jpeg12_and_jpegls_streams_never_panic() {
+    for name in ["jpeg12_restart.dcm", "jls_near3.dcm"] {
+        corrupt_never_panics(name);
+    }
+}
+
+fn corrupt_never_panics(name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/codec")
+        .join(name);
+    let bytes = std::fs::read(&path).unwrap();
+    let start = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xD8])
+        .expect("SOI in the fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ok, mut errors) = (0, 0);
+    for (i, at) in (start..bytes.len()).step_by(7).enumerate() {
+        let mut b = bytes.clone();
+        b[at] ^= if i % 2 == 0 { 0x55 } else { 0xFF };
+        let p = dir.path().join("corrupt.dcm");
+        std::fs::write(&p, &b).unwrap();
+        match read_image(&p) {
+            Ok(_) => ok += 1,
+            Err(IngestError::Panic { message, .. }) => {
+                panic!("{name}, byte {at}: decoder panicked: {message}")
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("corrupt.dcm"), "{e}");
+                errors += 1;
+            }
+        }
+    }
+    println!("{name}: {ok} corrupt streams decoded to some image, {errors} refused cleanly");
+    assert!(errors > 0);
 }

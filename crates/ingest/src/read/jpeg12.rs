@@ -60,9 +60,9 @@ pub fn precision(data: &[u8]) -> Option<u8> {
 }
 
 const ZIGZAG: [usize; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14,
-    21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53,
-    60, 61, 54, 47, 55, 62, 63,
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 const LOOKUP_BITS: u32 = 9;
@@ -97,7 +97,9 @@ impl Huffman {
                 mincode[len] = code as i32;
                 for _ in 0..n {
                     if code >= (1 << len) {
-                        return Err(corrupt("Huffman table has more codes than its lengths allow"));
+                        return Err(corrupt(
+                            "Huffman table has more codes than its lengths allow",
+                        ));
                     }
                     if len as u32 <= LOOKUP_BITS {
                         let shift = LOOKUP_BITS - len as u32;
@@ -258,9 +260,9 @@ impl<'a> Bits<'a> {
         self.npad = 0;
         if self.marker.is_none() {
             // The buffer read ahead; find the marker from where we are.
-            while self.pos + 1 < self.data.len()
-                && !(self.data[self.pos] == 0xFF && !matches!(self.data[self.pos + 1], 0x00 | 0xFF))
-            {
+            let is_marker =
+                |p: usize| self.data[p] == 0xFF && !matches!(self.data[p + 1], 0x00 | 0xFF);
+            while self.pos + 1 < self.data.len() && !is_marker(self.pos) {
                 self.pos += 1;
             }
             if self.pos + 1 >= self.data.len() {
@@ -269,13 +271,14 @@ impl<'a> Bits<'a> {
             self.marker = Some(self.data[self.pos + 1]);
         }
         match self.marker {
-            Some(m @ 0xD0..=0xD7) => {
-                let _ = m;
+            Some(0xD0..=0xD7) => {
                 self.pos += 2;
                 self.marker = None;
                 Ok(())
             }
-            Some(m) => Err(corrupt(format!("expected a restart marker, found 0xFF{m:02X}"))),
+            Some(m) => Err(corrupt(format!(
+                "expected a restart marker, found 0xFF{m:02X}"
+            ))),
             None => Err(corrupt("restart marker missing")),
         }
     }
@@ -294,7 +297,11 @@ fn idct_basis() -> [[f32; 8]; 8] {
     let mut c = [[0f32; 8]; 8];
     for (x, row) in c.iter_mut().enumerate() {
         for (u, v) in row.iter_mut().enumerate() {
-            let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+            let cu = if u == 0 {
+                std::f64::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            };
             *v = (cu / 2.0 * (((2 * x + 1) * u) as f64 * std::f64::consts::PI / 16.0).cos()) as f32;
         }
     }
@@ -326,7 +333,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
         let marker = data[pos + 1];
         let len = u16::from_be_bytes([data[pos + 2], data[pos + 3]]) as usize;
         if len < 2 || pos + 2 + len > data.len() {
-            return Err(corrupt(format!("marker 0xFF{marker:02X} segment overruns the stream")));
+            return Err(corrupt(format!(
+                "marker 0xFF{marker:02X} segment overruns the stream"
+            )));
         }
         let seg = &data[pos + 4..pos + 2 + len];
         pos += 2 + len;
@@ -340,7 +349,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
                 let width = u16::from_be_bytes([seg[3], seg[4]]) as usize;
                 let nf = seg[5] as usize;
                 if precision != 8 && precision != 12 {
-                    return Err(corrupt(format!("sample precision {precision} (8 or 12 expected)")));
+                    return Err(corrupt(format!(
+                        "sample precision {precision} (8 or 12 expected)"
+                    )));
                 }
                 if nf != 1 {
                     return Err(JpegError::Unsupported(format!(
@@ -348,7 +359,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
                     )));
                 }
                 if height == 0 {
-                    return Err(JpegError::Unsupported("height defined by a DNL marker".into()));
+                    return Err(JpegError::Unsupported(
+                        "height defined by a DNL marker".into(),
+                    ));
                 }
                 if width == 0 || seg.len() < 9 {
                     return Err(corrupt("frame header without width or component"));
@@ -367,10 +380,12 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
             }
             0xC2 | 0xC6 => return Err(JpegError::Unsupported("progressive JPEG".into())),
             0xC3 | 0xC7 => {
-                return Err(JpegError::Unsupported("lossless JPEG (not a DCT process)".into()));
+                return Err(JpegError::Unsupported(
+                    "lossless JPEG (not a DCT process)".into(),
+                ));
             }
             0xC5 => return Err(JpegError::Unsupported("hierarchical JPEG".into())),
-            0xC9..=0xCB | 0xCD..=0xCF | 0xCC => {
+            0xC9..=0xCF => {
                 return Err(JpegError::Unsupported("arithmetic-coded JPEG".into()));
             }
             0xC4 => {
@@ -425,7 +440,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
                 restart_interval = u16::from_be_bytes([seg[0], seg[1]]) as usize;
             }
             0xDA => {
-                let f = frame.as_ref().ok_or_else(|| corrupt("scan before the frame header"))?;
+                let f = frame
+                    .as_ref()
+                    .ok_or_else(|| corrupt("scan before the frame header"))?;
                 if seg.len() < 6 || seg[0] != 1 || seg[1] != f.component_id {
                     return Err(corrupt("scan header does not name the frame's component"));
                 }
@@ -449,7 +466,9 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
                 return decode_scan(data, pos, f, dc, ac, &q, restart_interval);
             }
             0xD9 => return Err(corrupt("EOI before any scan")),
-            0xD0..=0xD8 | 0x01 => return Err(corrupt(format!("unexpected marker 0xFF{marker:02X}"))),
+            0xD0..=0xD8 | 0x01 => {
+                return Err(corrupt(format!("unexpected marker 0xFF{marker:02X}")));
+            }
             // APPn, COM, DNL, DHP, EXP, JPGn: skipped.
             _ => {}
         }
@@ -481,8 +500,9 @@ fn decode_scan(
         }
         coef.fill(0);
         let t = bits.symbol(dc)?;
-        pred += bits.receive_extend(t)?;
-        coef[0] = pred * q[0] as i32;
+        // Wrapping: a corrupt stream may overflow; it then decodes to garbage, never panics.
+        pred = pred.wrapping_add(bits.receive_extend(t)?);
+        coef[0] = pred.wrapping_mul(q[0] as i32);
         let mut k = 1;
         while k < 64 {
             let rs = bits.symbol(ac)?;
@@ -498,7 +518,7 @@ fn decode_scan(
             if k > 63 {
                 return Err(corrupt("AC coefficient index past 63"));
             }
-            coef[ZIGZAG[k]] = bits.receive_extend(s)? * q[k] as i32;
+            coef[ZIGZAG[k]] = bits.receive_extend(s)?.wrapping_mul(q[k] as i32);
             k += 1;
         }
         // Rows then columns of the separable IDCT.
@@ -510,12 +530,11 @@ fn decode_scan(
             }
         }
         let (bx, by) = (n % bw, n / bw);
-        for y in 0..8 {
+        for (y, b) in basis.iter().enumerate() {
             let py = by * 8 + y;
             if py >= f.height {
                 break;
             }
-            let b = &basis[y];
             for x in 0..8 {
                 let px = bx * 8 + x;
                 if px >= f.width {
@@ -548,10 +567,15 @@ mod tests {
 
     #[test]
     fn refuses_progressive_and_garbage() {
-        let prog = [0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0];
+        let prog = [
+            0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0,
+        ];
         assert!(matches!(decode(&prog), Err(JpegError::Unsupported(_))));
         assert!(matches!(decode(b"not a jpeg"), Err(JpegError::Corrupt(_))));
-        assert!(matches!(decode(&[0xFF, 0xD8, 0xFF]), Err(JpegError::Corrupt(_))));
+        assert!(matches!(
+            decode(&[0xFF, 0xD8, 0xFF]),
+            Err(JpegError::Corrupt(_))
+        ));
     }
 
     #[test]
