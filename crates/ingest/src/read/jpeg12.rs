@@ -521,13 +521,27 @@ fn decode_scan(
             coef[ZIGZAG[k]] = bits.receive_extend(s)?.wrapping_mul(q[k] as i32);
             k += 1;
         }
-        // Rows then columns of the separable IDCT.
+        // Rows then columns of the separable IDCT. Most rows of a radiograph's blocks are zero or DC-only:
+        // skip the zero rows (and, in the column pass, the zero rows below the last non-zero one).
+        let mut rows_used = 0;
         for v in 0..8 {
             let row = &coef[v * 8..v * 8 + 8];
-            for x in 0..8 {
-                let b = &basis[x];
-                tmp[v * 8 + x] = (0..8).map(|u| b[u] * row[u] as f32).sum();
+            let out = &mut tmp[v * 8..v * 8 + 8];
+            if row[1..].iter().all(|&c| c == 0) {
+                let dc = row[0] as f32;
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = basis[x][0] * dc;
+                }
+                if row[0] == 0 {
+                    continue;
+                }
+            } else {
+                for (x, o) in out.iter_mut().enumerate() {
+                    let b = &basis[x];
+                    *o = (0..8).map(|u| b[u] * row[u] as f32).sum();
+                }
             }
+            rows_used = v + 1;
         }
         let (bx, by) = (n % bw, n / bw);
         for (y, b) in basis.iter().enumerate() {
@@ -540,7 +554,7 @@ fn decode_scan(
                 if px >= f.width {
                     break;
                 }
-                let s: f32 = (0..8).map(|v| b[v] * tmp[v * 8 + x]).sum();
+                let s: f32 = (0..rows_used).map(|v| b[v] * tmp[v * 8 + x]).sum();
                 out[py * f.width + px] = (s + shift).round().clamp(0.0, max) as u16;
             }
         }
