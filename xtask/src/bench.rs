@@ -219,6 +219,7 @@ fn bench_codecs(reps: usize, large_side: usize) -> Result<()> {
         .args(&files)
         .output();
     let python_ok = matches!(&run, Ok(o) if o.status.success());
+    let mut charls_ms = std::collections::BTreeMap::<String, f64>::new();
     if python_ok {
         let index: Vec<serde_json::Value> =
             serde_json::from_str(&std::fs::read_to_string(out.join("ref/index.json"))?)?;
@@ -241,6 +242,9 @@ fn bench_codecs(reps: usize, large_side: usize) -> Result<()> {
                 row.3 += secs;
                 row.4 = row.4.max(diff);
             }
+            if let Some(charls) = e["charls_seconds"].as_f64() {
+                *charls_ms.entry(ts.clone()).or_default() += charls * 1e3;
+            }
         }
     } else {
         println!(
@@ -250,6 +254,14 @@ fn bench_codecs(reps: usize, large_side: usize) -> Result<()> {
         rows.values_mut().for_each(|r| r.3 = f64::NAN);
     }
     let _ = std::fs::remove_dir_all(&out);
+    for (ts, ms) in &charls_ms {
+        // pydicom decodes JPEG-LS with pylibjpeg-libjpeg; CharLS (pyjpegls) on the same files, for comparison.
+        let ours = rows.get(ts).map_or(f64::NAN, |r| r.2 * 1e3);
+        println!(
+            "{ts}: pydicom + pyjpegls (CharLS) {ms:.2} ms, CharLS/ours {:.2}",
+            ms / ours
+        );
+    }
     println!(
         "median of {reps} reads per file, summed per transfer syntax (parse + decode of frame 0)"
     );
