@@ -523,3 +523,32 @@ fn luts(obj: &DefaultDicomObject, seq: dicom_core::Tag, signed: bool) -> Vec<Lut
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::frame0_stream;
+
+    #[test]
+    fn frame0_takes_the_fragments_of_the_first_frame_only() {
+        let f = |b: &[u8]| b.to_vec();
+        let (a, b, c, d) = (
+            f(&[1, 2]),
+            f(&[3, 0xFF, 0xD9, 0]),
+            f(&[5, 6]),
+            f(&[7, 0xFF, 0xD9]),
+        );
+        let all = [a.clone(), b.clone(), c.clone(), d.clone()];
+        // One frame: everything.
+        assert_eq!(frame0_stream(&all, &[], 1), all.concat());
+        // Basic Offset Table: frame 1 starts after a and b (8-byte item headers included).
+        let second = (8 + a.len() + 8 + b.len()) as u32;
+        assert_eq!(
+            frame0_stream(&all, &[0, second], 2),
+            [a.clone(), b.clone()].concat()
+        );
+        // One fragment per frame.
+        assert_eq!(frame0_stream(&all, &[], 4), a);
+        // No table, more fragments than frames: up to the first that ends with EOI (even-length padded).
+        assert_eq!(frame0_stream(&all, &[], 2), [a, b].concat());
+    }
+}

@@ -600,4 +600,46 @@ mod tests {
         counts[0] = 3; // three 1-bit codes cannot exist
         assert!(Huffman::new(&counts, vec![0, 1, 2]).is_err());
     }
+
+    fn sof(marker: u8, precision: u8, height: u16, components: u8) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, marker, 0, 8 + 3 * components, precision];
+        v.extend(height.to_be_bytes());
+        v.extend(8u16.to_be_bytes());
+        v.push(components);
+        for c in 0..components {
+            v.extend([c + 1, 0x11, 0]);
+        }
+        v
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_implement_with_the_reason() {
+        let cases = [
+            (sof(0xC9, 12, 8, 1), "arithmetic"),
+            (sof(0xC3, 12, 8, 1), "lossless"),
+            (sof(0xC5, 12, 8, 1), "hierarchical"),
+            (sof(0xC1, 12, 8, 3), "3 components"),
+            (sof(0xC1, 12, 0, 1), "DNL"),
+        ];
+        for (bytes, why) in cases {
+            match decode(&bytes) {
+                Err(JpegError::Unsupported(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        match decode(&sof(0xC1, 10, 8, 1)) {
+            Err(JpegError::Corrupt(m)) => assert!(m.contains("precision 10"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn precision_is_read_from_the_frame_header() {
+        let mut with_app = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2];
+        with_app.extend(&sof(0xC1, 12, 8, 1)[2..]);
+        assert_eq!(precision(&with_app), Some(12));
+        assert_eq!(precision(&sof(0xC0, 8, 8, 1)), Some(8));
+        assert_eq!(precision(b"\xFF\xD8\xFF\xDA\x00\x02"), None);
+        assert_eq!(precision(b"GIF89a"), None);
+    }
 }
