@@ -487,12 +487,17 @@ fn decode_scan(
     let (bw, bh) = (f.width.div_ceil(8), f.height.div_ceil(8));
     let mut out = vec![0u16; f.width * f.height];
     let basis = idct_basis();
+    let mut basis_t = [[0f32; 8]; 8];
+    for (x, row) in basis.iter().enumerate() {
+        for (u, &b) in row.iter().enumerate() {
+            basis_t[u][x] = b;
+        }
+    }
     let shift = (1i32 << (f.precision - 1)) as f32;
     let max = (1u32 << f.precision) - 1;
     let mut bits = Bits::new(data, pos);
     let mut pred = 0i32;
     let mut coef = [0i32; 64];
-    let mut tmp = [0f32; 64];
     for n in 0..bw * bh {
         if restart_interval > 0 && n > 0 && n % restart_interval == 0 {
             bits.restart()?;
@@ -521,43 +526,40 @@ fn decode_scan(
             coef[ZIGZAG[k]] = bits.receive_extend(s)?.wrapping_mul(q[k] as i32);
             k += 1;
         }
-        // Rows then columns of the separable IDCT. Most rows of a radiograph's blocks are zero or DC-only:
-        // skip the zero rows (and, in the column pass, the zero rows below the last non-zero one).
+        // Rows then columns of the separable IDCT, each an axpy over 8 lanes (vectorises). Most rows of a
+        // radiograph's blocks are zero: skip them, and in the column pass the zero rows below the last one used.
+        let mut tmp = [[0f32; 8]; 8];
         let mut rows_used = 0;
-        for v in 0..8 {
-            let row = &coef[v * 8..v * 8 + 8];
-            let out = &mut tmp[v * 8..v * 8 + 8];
-            if row[1..].iter().all(|&c| c == 0) {
-                let dc = row[0] as f32;
-                for (x, o) in out.iter_mut().enumerate() {
-                    *o = basis[x][0] * dc;
-                }
-                if row[0] == 0 {
-                    continue;
-                }
-            } else {
-                for (x, o) in out.iter_mut().enumerate() {
-                    let b = &basis[x];
-                    *o = (0..8).map(|u| b[u] * row[u] as f32).sum();
+        for (v, t) in tmp.iter_mut().enumerate() {
+            for u in 0..8 {
+                let c = coef[v * 8 + u];
+                if c != 0 {
+                    let c = c as f32;
+                    for (o, b) in t.iter_mut().zip(&basis_t[u]) {
+                        *o += b * c;
+                    }
+                    rows_used = v + 1;
                 }
             }
-            rows_used = v + 1;
+        }
+        let mut block = [[0f32; 8]; 8];
+        for (y, acc) in block.iter_mut().enumerate() {
+            *acc = [shift + 0.5; 8];
+            for (v, t) in tmp.iter().enumerate().take(rows_used) {
+                let b = basis[y][v];
+                for (o, t) in acc.iter_mut().zip(t) {
+                    *o += b * t;
+                }
+            }
         }
         let (bx, by) = (n % bw, n / bw);
-        for (y, b) in basis.iter().enumerate() {
-            let py = by * 8 + y;
-            if py >= f.height {
-                break;
-            }
-            for x in 0..8 {
-                let px = bx * 8 + x;
-                if px >= f.width {
-                    break;
-                }
-                let s: f32 = (0..rows_used).map(|v| b[v] * tmp[v * 8 + x]).sum();
-                // Round half up, clamp; `as` truncates, which is floor once non-negative (f32::round is a
-                // libm call here, a quarter of the decode time).
-                out[py * f.width + px] = ((s + shift + 0.5).max(0.0) as u32).min(max) as u16;
+        let w = (f.width - bx * 8).min(8);
+        for (y, acc) in block.iter().enumerate().take((f.height - by * 8).min(8)) {
+            let row = &mut out[(by * 8 + y) * f.width + bx * 8..][..w];
+            for (o, s) in row.iter_mut().zip(acc) {
+                // Round half up (0.5 added above) and clamp; `as` truncates, which is floor once non-negative
+                // (f32::round is a libm call here).
+                *o = (s.max(0.0) as u32).min(max) as u16;
             }
         }
     }
