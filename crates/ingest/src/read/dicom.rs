@@ -122,8 +122,9 @@ fn own_decode(
         if super::jpeg12::precision(&stream) != Some(12) {
             return Ok(None);
         }
-        let d =
-            super::jpeg12::decode(&stream).map_err(|e| decode_err("12-bit JPEG", e.to_string()))?;
+        let expected = (cols.max(0) as usize, rows.max(0) as usize);
+        let d = super::jpeg12::decode(&stream, Some(expected))
+            .map_err(|e| decode_err("12-bit JPEG", e.to_string()))?;
         (d.width as u32, d.height as u32, d.samples)
     };
     if i64::from(w) != cols || i64::from(h) != rows {

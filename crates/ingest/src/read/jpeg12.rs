@@ -308,8 +308,9 @@ fn idct_basis() -> [[f32; 8]; 8] {
     c
 }
 
-/// Decodes one sequential Huffman JPEG with a single component.
-pub fn decode(data: &[u8]) -> Result<Decoded> {
+/// Decodes one sequential Huffman JPEG with a single component. `expected` (width, height), when given, must
+/// match the frame header: checked before the output is allocated, so a corrupt header cannot ask for gigabytes.
+pub fn decode(data: &[u8], expected: Option<(usize, usize)>) -> Result<Decoded> {
     if !data.starts_with(&[0xFF, 0xD8]) {
         return Err(corrupt("no SOI marker at the start"));
     }
@@ -365,6 +366,13 @@ pub fn decode(data: &[u8]) -> Result<Decoded> {
                 }
                 if width == 0 || seg.len() < 9 {
                     return Err(corrupt("frame header without width or component"));
+                }
+                if let Some((w, h)) = expected
+                    && (w, h) != (width, height)
+                {
+                    return Err(corrupt(format!(
+                        "frame is {width}x{height}, the DICOM header says {w}x{h}"
+                    )));
                 }
                 let quant_table = seg[8] as usize;
                 if quant_table > 3 {
@@ -588,10 +596,16 @@ mod tests {
         let prog = [
             0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x0B, 12, 0, 8, 0, 8, 1, 1, 0x11, 0,
         ];
-        assert!(matches!(decode(&prog), Err(JpegError::Unsupported(_))));
-        assert!(matches!(decode(b"not a jpeg"), Err(JpegError::Corrupt(_))));
         assert!(matches!(
-            decode(&[0xFF, 0xD8, 0xFF]),
+            decode(&prog, None),
+            Err(JpegError::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode(b"not a jpeg", None),
+            Err(JpegError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode(&[0xFF, 0xD8, 0xFF], None),
             Err(JpegError::Corrupt(_))
         ));
     }
@@ -624,13 +638,23 @@ mod tests {
             (sof(0xC1, 12, 0, 1), "DNL"),
         ];
         for (bytes, why) in cases {
-            match decode(&bytes) {
+            match decode(&bytes, None) {
                 Err(JpegError::Unsupported(m)) => assert!(m.contains(why), "{m}"),
                 other => panic!("{why}: {other:?}"),
             }
         }
-        match decode(&sof(0xC1, 10, 8, 1)) {
+        match decode(&sof(0xC1, 10, 8, 1), None) {
             Err(JpegError::Corrupt(m)) => assert!(m.contains("precision 10"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_header_says_is_refused_before_allocating() {
+        let mut v = sof(0xC1, 12, 60000, 1);
+        v[9..11].copy_from_slice(&60000u16.to_be_bytes());
+        match decode(&v, Some((8, 8))) {
+            Err(JpegError::Corrupt(m)) => assert!(m.contains("60000x60000"), "{m}"),
             other => panic!("{other:?}"),
         }
     }
