@@ -64,7 +64,11 @@ fn read_f32(path: &Path) -> Vec<f32> {
 
 fn compressed_or_edge_case_dicoms(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for sub in ["dicom-edge-cases", "chest-dicom"] {
+    for sub in [
+        "dicom-edge-cases",
+        "dicom-edge-cases/dicomdirtests-CR",
+        "chest-dicom",
+    ] {
         let Ok(dir) = std::fs::read_dir(root.join(sub)) else {
             continue;
         };
