@@ -33,7 +33,14 @@ fn tolerance(path: &str) -> f64 {
         || path.contains("SC_rgb_jpeg")
         || path.starts_with("chest-dicom/1.2.276")
         || path.contains("Fake_MONO");
-    if lossy { 0.5 } else { 1e-3 }
+    if path.ends_with("JPGExtended.dcm") {
+        // 12-bit JPEG Extended: our IDCT vs libjpeg's, ±1 (tests/codecs.rs checks the whole array).
+        1.0
+    } else if lossy {
+        0.5
+    } else {
+        1e-3
+    }
 }
 
 fn check(img: &RawImage, e: &serde_json::Value, path: &str) {
@@ -94,30 +101,6 @@ fn dicom_files_match_pydicom() {
             );
             println!("{path}: fails as expected: {err}");
             continue;
-        }
-        if path.contains("jpeg_ls") && !cfg!(feature = "charls") {
-            let err = result.expect_err(path);
-            assert!(
-                matches!(err, IngestError::Unsupported { .. })
-                    && err.to_string().contains("charls"),
-                "{err}"
-            );
-            continue;
-        }
-        if path.ends_with("JPGExtended.dcm") {
-            // 12-bit JPEG Extended: no Rust backend decodes it (CRATE_NOTES); it must fail cleanly.
-            match result {
-                Err(err) => {
-                    assert!(err.to_string().contains("JPGExtended.dcm"), "{err}");
-                    println!("{path}: 12-bit JPEG Extended fails cleanly: {err}");
-                    continue;
-                }
-                Ok(img) => {
-                    check(&img, e, path);
-                    decoded += 1;
-                    continue;
-                }
-            }
         }
         let img = result.unwrap_or_else(|err| panic!("{err}"));
         check(&img, e, path);

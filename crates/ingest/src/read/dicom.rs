@@ -1,6 +1,7 @@
 //! DICOM through `dicom-object` + `dicom-pixeldata`: every transfer syntax those crates decode (native,
-//! explicit/implicit/big endian, deflate, RLE, JPEG baseline/lossless, JPEG 2000 via `openjp2`, JPEG-LS with
-//! the `charls` feature).
+//! explicit/implicit/big endian, deflate, RLE, JPEG baseline/lossless, JPEG 2000 via `openjp2`), plus, in
+//! pure Rust and the default build, JPEG-LS through `pure_jpegls` (colour JPEG-LS needs the `charls` feature)
+//! and 12-bit JPEG Extended through our own [`super::jpeg12`].
 //!
 //! We keep the **stored** values: the decoded samples of frame 0 are masked to BitsStored and sign-extended
 //! ourselves (dicom-pixeldata's `to_vec` would apply the rescale and does not sign-extend with
@@ -22,6 +23,141 @@ use crate::error::{IngestError, Result};
 use crate::format::DicomFlavour;
 
 const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+/// JPEG Baseline and Extended: 12-bit streams (Extended) go to our own decoder, 8-bit ones to jpeg-decoder.
+const JPEG_DCT: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+
+/// Frame 0's samples in native byte order, with what is needed to read them.
+struct Frame {
+    w: u32,
+    h: u32,
+    spp: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    planar: bool,
+    photometric: String,
+    data: Vec<u8>,
+}
+
+/// The encapsulated stream of frame 0: all fragments for one frame, else the fragments up to the second Basic
+/// Offset Table entry, else one fragment per frame, else fragments up to the first that ends with EOI.
+fn frame0_stream(fragments: &[Vec<u8>], offsets: &[u32], frames: i64) -> Vec<u8> {
+    let take = if frames <= 1 {
+        fragments.len()
+    } else if offsets.len() >= 2 {
+        // Offsets count the 8-byte item headers.
+        let end = offsets[1] as usize;
+        let mut at = 0usize;
+        fragments
+            .iter()
+            .take_while(|f| {
+                let before = at;
+                at += 8 + f.len();
+                before < end
+            })
+            .count()
+    } else if fragments.len() == frames as usize {
+        1
+    } else {
+        fragments
+            .iter()
+            // Fragments are padded to even length with a trailing zero.
+            .position(|f| f.ends_with(&[0xFF, 0xD9]) || f.ends_with(&[0xFF, 0xD9, 0]))
+            .map_or(fragments.len(), |i| i + 1)
+    };
+    fragments[..take.max(1).min(fragments.len())].concat()
+}
+
+/// Decodes the syntaxes dicom-pixeldata cannot in the default build: JPEG-LS (pure_jpegls; CharLS with the
+/// `charls` feature for colour) and 12-bit JPEG Extended ([`super::jpeg12`]). `None`: leave it to
+/// dicom-pixeldata.
+fn own_decode(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    ts: &str,
+    cols: i64,
+    rows: i64,
+) -> Result<Option<Frame>> {
+    let jls = JPEG_LS.contains(&ts);
+    if !jls && !JPEG_DCT.contains(&ts) {
+        return Ok(None);
+    }
+    let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if spp != 1 && (!jls || cfg!(feature = "charls")) {
+        return Ok(None);
+    }
+    let Some(elem) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Ok(None);
+    };
+    let Some(fragments) = elem.value().fragments() else {
+        return Ok(None);
+    };
+    if fragments.is_empty() {
+        return Err(IngestError::Decode {
+            path: path.to_path_buf(),
+            message: format!("transfer syntax {ts}: no pixel data fragments"),
+        });
+    }
+    let offsets = elem.value().offset_table().unwrap_or(&[]);
+    let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
+    let stream = frame0_stream(fragments, offsets, frames);
+    let decode_err = |codec: &str, message: String| IngestError::Decode {
+        path: path.to_path_buf(),
+        message: format!("transfer syntax {ts} ({codec}): {message}"),
+    };
+    let (w, h, samples) = if jls {
+        if spp != 1 {
+            return Err(IngestError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!(
+                    "JPEG-LS with {spp} samples per pixel: build with the `charls` feature \
+                     (cxr-ingest feature `charls`; needs CMake)"
+                ),
+            });
+        }
+        let (s, w, h) = jpegls::decode(&stream, cols.max(0) as u32, rows.max(0) as u32)
+            .map_err(|e| decode_err("JPEG-LS", e.to_string()))?;
+        (w, h, s)
+    } else {
+        if super::jpeg12::precision(&stream) != Some(12) {
+            return Ok(None);
+        }
+        let expected = (cols.max(0) as usize, rows.max(0) as usize);
+        let d = super::jpeg12::decode(&stream, Some(expected))
+            .map_err(|e| decode_err("12-bit JPEG", e.to_string()))?;
+        (d.width as u32, d.height as u32, d.samples)
+    };
+    if i64::from(w) != cols || i64::from(h) != rows {
+        return Err(decode_err(
+            "size",
+            format!("stream is {w}x{h}, the header says {cols}x{rows}"),
+        ));
+    }
+    let bits_allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(16) as u16;
+    let bits_stored = (int(obj, tags::BITS_STORED).unwrap_or(bits_allocated as i64) as u16)
+        .clamp(1, bits_allocated.max(1));
+    let data: Vec<u8> = match bits_allocated {
+        8 => samples.iter().map(|&v| v.min(255) as u8).collect(),
+        16 => samples.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+        other => {
+            return Err(IngestError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("BitsAllocated {other} with transfer syntax {ts}"),
+            });
+        }
+    };
+    Ok(Some(Frame {
+        w,
+        h,
+        spp: 1,
+        bits_allocated,
+        bits_stored,
+        signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
+        planar: false,
+        photometric: text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default(),
+        data,
+    }))
+}
 
 fn parse_err(path: &Path, message: impl Into<String>) -> IngestError {
     IngestError::Parse {
@@ -131,15 +267,6 @@ pub(super) fn read(
     options
         .limits
         .check(path, cols.max(0) as u64, rows.max(0) as u64)?;
-    if JPEG_LS.contains(&ts.as_str()) && !cfg!(feature = "charls") {
-        return Err(IngestError::Unsupported {
-            path: path.to_path_buf(),
-            what: format!(
-                "JPEG-LS transfer syntax {ts}: build with the `charls` feature \
-                 (`cargo xtask --features charls ...` / cxr-ingest feature `charls`; needs CMake)"
-            ),
-        });
-    }
     let photometric_raw = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     if photometric_raw.eq_ignore_ascii_case("PALETTE COLOR") {
         return Err(IngestError::Unsupported {
@@ -148,26 +275,45 @@ pub(super) fn read(
         });
     }
 
-    let decoded = obj
-        .decode_pixel_data_frame(0)
-        .map_err(|e| IngestError::Decode {
-            path: path.to_path_buf(),
-            message: format!("transfer syntax {ts}: {}", chain(&e)),
-        })?;
-    let (w, h) = (decoded.columns(), decoded.rows());
+    let frame = match own_decode(&obj, path, &ts, cols, rows)? {
+        Some(f) => f,
+        None => {
+            let decoded = obj
+                .decode_pixel_data_frame(0)
+                .map_err(|e| IngestError::Decode {
+                    path: path.to_path_buf(),
+                    message: format!("transfer syntax {ts}: {}", chain(&e)),
+                })?;
+            let bits_allocated = decoded.bits_allocated();
+            let spp = decoded.samples_per_pixel() as usize;
+            Frame {
+                w: decoded.columns(),
+                h: decoded.rows(),
+                spp,
+                bits_allocated,
+                bits_stored: decoded.bits_stored().clamp(1, bits_allocated.max(1)),
+                signed: matches!(
+                    decoded.pixel_representation(),
+                    dicom_pixeldata::PixelRepresentation::Signed
+                ),
+                planar: spp > 1
+                    && !matches!(
+                        decoded.planar_configuration(),
+                        dicom_pixeldata::PlanarConfiguration::Standard
+                    ),
+                photometric: decoded.photometric_interpretation().as_str().to_string(),
+                data: decoded.into_data(),
+            }
+        }
+    };
+    let (w, h, spp) = (frame.w, frame.h, frame.spp);
     options.limits.check(path, w as u64, h as u64)?;
-    let spp = decoded.samples_per_pixel() as usize;
-    let bits_allocated = decoded.bits_allocated();
-    let bits_stored = decoded.bits_stored().clamp(1, bits_allocated.max(1));
-    let signed = matches!(
-        decoded.pixel_representation(),
-        dicom_pixeldata::PixelRepresentation::Signed
+    let (bits_allocated, bits_stored, signed, planar) = (
+        frame.bits_allocated,
+        frame.bits_stored,
+        frame.signed,
+        frame.planar,
     );
-    let planar = spp > 1
-        && !matches!(
-            decoded.planar_configuration(),
-            dicom_pixeldata::PlanarConfiguration::Standard
-        );
     let n = w as usize * h as usize;
     let bytes_per = match bits_allocated {
         8 => 1,
@@ -180,7 +326,7 @@ pub(super) fn read(
             });
         }
     };
-    let data = decoded.data();
+    let data = &frame.data[..];
     if data.len() < n * spp * bytes_per {
         return Err(IngestError::Decode {
             path: path.to_path_buf(),
@@ -212,7 +358,7 @@ pub(super) fn read(
         };
         v as f32
     };
-    let decoded_pi = decoded.photometric_interpretation().as_str().to_string();
+    let decoded_pi = frame.photometric.clone();
     let pixels: Vec<f32> = if spp == 1 {
         (0..n).map(sample).collect()
     } else if spp == 3 {
@@ -377,4 +523,33 @@ fn luts(obj: &DefaultDicomObject, seq: dicom_core::Tag, signed: bool) -> Vec<Lut
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame0_stream;
+
+    #[test]
+    fn frame0_takes_the_fragments_of_the_first_frame_only() {
+        let f = |b: &[u8]| b.to_vec();
+        let (a, b, c, d) = (
+            f(&[1, 2]),
+            f(&[3, 0xFF, 0xD9, 0]),
+            f(&[5, 6]),
+            f(&[7, 0xFF, 0xD9]),
+        );
+        let all = [a.clone(), b.clone(), c.clone(), d.clone()];
+        // One frame: everything.
+        assert_eq!(frame0_stream(&all, &[], 1), all.concat());
+        // Basic Offset Table: frame 1 starts after a and b (8-byte item headers included).
+        let second = (8 + a.len() + 8 + b.len()) as u32;
+        assert_eq!(
+            frame0_stream(&all, &[0, second], 2),
+            [a.clone(), b.clone()].concat()
+        );
+        // One fragment per frame.
+        assert_eq!(frame0_stream(&all, &[], 4), a);
+        // No table, more fragments than frames: up to the first that ends with EOI (even-length padded).
+        assert_eq!(frame0_stream(&all, &[], 2), [a, b].concat());
+    }
 }

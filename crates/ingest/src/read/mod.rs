@@ -13,6 +13,7 @@ use crate::format::detect_format_reader;
 
 mod dicom;
 mod dicom_guard;
+mod jpeg12;
 mod nifti;
 mod raster;
 
