@@ -999,6 +999,15 @@ fn load_checkpoint(
 mod tests {
     use super::*;
 
+    /// The random-initialisation warning names the file of the backbone at hand.
+    #[test]
+    fn weights_hint_names_the_backbone_file() {
+        let vgg = weights_hint(&Arch::vgg16());
+        assert!(vgg.contains("vgg16") && !vgg.contains("resnet50"), "{vgg}");
+        let resnet = weights_hint(&Arch::resnet50());
+        assert!(resnet.contains("resnet50") && !resnet.contains("vgg"), "{resnet}");
+    }
+
     /// The documented experiment file parses, relative paths resolve against its folder, typos are refused.
     #[test]
     fn config_from_toml() {
