@@ -47,7 +47,11 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     let schema: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
     let errors = json_schema::validate(&schema, &results);
-    assert!(errors.is_empty(), "results.json against the schema:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "results.json against the schema:\n{}",
+        errors.join("\n")
+    );
     let mut problems = Vec::new();
     json_schema::style_problems(&results, "$", &mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -55,9 +59,15 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     assert_eq!(results["run"]["seed"], 2021);
 
     // The operating threshold comes from the validation rows that training now writes beside the test rows.
-    let models = results["experiments"][0]["eval"]["models"].as_array().unwrap();
+    let models = results["experiments"][0]["eval"]["models"]
+        .as_array()
+        .unwrap();
     for m in models {
-        assert_eq!(m["threshold"]["from"], "val", "{}: {}", m["model"], m["threshold"]);
+        assert_eq!(
+            m["threshold"]["from"], "val",
+            "{}: {}",
+            m["model"], m["threshold"]
+        );
     }
     // The test sets hold the test rows only; the validation rows form sets of their own.
     let exp0 = &results["experiments"][0];
@@ -73,7 +83,10 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     assert_eq!(set("/test/all")["n"], exp0["split_counts"]["test"]);
     assert_eq!(set("/val/all")["n"], exp0["split_counts"]["val"]);
     let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
-    assert!(!log.contains("no validation images of both classes"), "{log}");
+    assert!(
+        !log.contains("no validation images of both classes"),
+        "{log}"
+    );
 
     let rows = results["seen_unseen_auc"]
         .as_array()

@@ -25,7 +25,10 @@ fn the_schema_checker_accepts_and_rejects() {
         "seen": {"value": 0.9, "lo": 0.8, "hi": 1.0, "method": "delong", "n_covid": 12, "n_pneumonia": 4,
                  "small_sample": true},
         "unseen": null});
-    assert_eq!(json_schema::validate(&sub(&seen_unseen), &good), Vec::<String>::new());
+    assert_eq!(
+        json_schema::validate(&sub(&seen_unseen), &good),
+        Vec::<String>::new()
+    );
     let triple = json!({"experiment": "e", "model": "m", "seen": [0.9, 0.8, 1.0], "unseen": null});
     assert!(!json_schema::validate(&sub(&seen_unseen), &triple).is_empty());
     let mut extra = good.clone();
@@ -41,5 +44,10 @@ fn the_schema_checker_accepts_and_rejects() {
     whole["run"] = run;
     let errors = json_schema::validate(&schema, &whole);
     assert!(errors.iter().any(|e| e.contains("wall time")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("missing required `experiments`")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing required `experiments`")),
+        "{errors:?}"
+    );
 }

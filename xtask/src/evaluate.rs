@@ -164,8 +164,16 @@ mod tests {
             for i in 0..n {
                 let y = i % 2;
                 // Positives score 0.55-0.95, negatives 0.05-0.45 + a little overlap: a threshold inside.
-                let s = if y == 1 { 0.5 + 0.04 * (i % 10) as f64 + 0.01 } else { 0.1 + 0.04 * (i % 10) as f64 };
-                let site = if i % 3 == 0 { "hospital_A" } else { "Hospital_B" };
+                let s = if y == 1 {
+                    0.5 + 0.04 * (i % 10) as f64 + 0.01
+                } else {
+                    0.1 + 0.04 * (i % 10) as f64
+                };
+                let site = if i % 3 == 0 {
+                    "hospital_A"
+                } else {
+                    "Hospital_B"
+                };
                 csv.push_str(&format!("{k},img{k},{site},{split},{y},{s}\n"));
                 k += 1;
             }

@@ -302,10 +302,24 @@ mod tests {
 
     #[test]
     fn labels_as_users_write_them() {
-        for s in ["1", "Covid-19", "COVID", "covid19", "COVID_19", "SARS-CoV-2"] {
+        for s in [
+            "1",
+            "Covid-19",
+            "COVID",
+            "covid19",
+            "COVID_19",
+            "SARS-CoV-2",
+        ] {
             assert_eq!(s.parse::<Label>().unwrap(), Label::Covid, "{s}");
         }
-        for s in ["0", "Pneumonia", "non-covid", "Non-COVID", "non_covid", "other pneumonia"] {
+        for s in [
+            "0",
+            "Pneumonia",
+            "non-covid",
+            "Non-COVID",
+            "non_covid",
+            "other pneumonia",
+        ] {
             assert_eq!(s.parse::<Label>().unwrap(), Label::Pneumonia, "{s}");
         }
         assert!("2".parse::<Label>().is_err());

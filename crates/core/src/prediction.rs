@@ -42,15 +42,18 @@ pub const COLUMN_ALIASES: [(&str, &str); 13] = [
 
 /// Column names trimmed and lower-cased, aliases mapped to ours where ours is absent.
 fn normalise_headers(headers: &csv::StringRecord) -> csv::StringRecord {
-    let lower: Vec<String> = headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let lower: Vec<String> = headers
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     lower
         .iter()
-        .map(|h| {
-            match COLUMN_ALIASES.iter().find(|(alias, _)| alias == h) {
+        .map(
+            |h| match COLUMN_ALIASES.iter().find(|(alias, _)| alias == h) {
                 Some((_, ours)) if !lower.iter().any(|x| x == ours) => ours.to_string(),
                 _ => h.clone(),
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -157,7 +160,10 @@ mod tests {
         .unwrap();
         let p = read_predictions(&path).unwrap();
         assert_eq!(p.len(), 3);
-        assert_eq!((p[0].id.as_str(), p[0].split, p[0].label), ("a", Split::Val, Label::Covid));
+        assert_eq!(
+            (p[0].id.as_str(), p[0].split, p[0].label),
+            ("a", Split::Val, Label::Covid)
+        );
         assert_eq!(p[0].source.as_str(), "hospital_A");
         assert_eq!((p[1].split, p[1].label), (Split::Test, Label::Pneumonia));
         assert_eq!(p[2].label, Label::Pneumonia);

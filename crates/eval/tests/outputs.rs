@@ -314,8 +314,18 @@ fn inverted_alarm_only_when_the_interval_excludes_chance() {
     }
     // 30 + 30 images ranked the wrong way round almost everywhere.
     for i in 0..30 {
-        preds.push(pred(100 + i, Label::Covid, 0.3 * (i as f64 / 30.0), "flipped"));
-        preds.push(pred(200 + i, Label::Pneumonia, 0.25 + 0.7 * (i as f64 / 30.0), "flipped"));
+        preds.push(pred(
+            100 + i,
+            Label::Covid,
+            0.3 * (i as f64 / 30.0),
+            "flipped",
+        ));
+        preds.push(pred(
+            200 + i,
+            Label::Pneumonia,
+            0.25 + 0.7 * (i as f64 / 30.0),
+            "flipped",
+        ));
     }
     let opts = EvalOptions {
         resamples: 200,
@@ -349,9 +359,18 @@ fn inverted_alarm_only_when_the_interval_excludes_chance() {
     // Four images per class is a small sample, flagged in metrics.json and beside the set in the tables.
     assert!(noisy.small_sample && !flipped.small_sample);
     let json = serde_json::to_value(&report).unwrap();
-    let sets = json["models"].as_array().unwrap().iter().flat_map(|m| m["sets"].as_array().unwrap());
+    let sets = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["sets"].as_array().unwrap());
     for s in sets {
-        assert_eq!(s["small_sample"], s["key"].as_str().unwrap().starts_with("noisy"), "{}", s["key"]);
+        assert_eq!(
+            s["small_sample"],
+            s["key"].as_str().unwrap().starts_with("noisy"),
+            "{}",
+            s["key"]
+        );
     }
     let md = cxr_eval::summary_markdown(&report);
     let noisy_row = md.lines().find(|l| l.contains("noisy/test/all")).unwrap();

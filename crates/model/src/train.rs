@@ -860,9 +860,12 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
     let val_predictions: Vec<Prediction> = val_rows
         .iter()
         .zip(&val_logits)
-        .map(|(r, &l)| to_prediction(*r, l, Split::Val))
+        .map(|(r, &l)| to_prediction(r, l, Split::Val))
         .collect();
-    let all: Vec<Prediction> = val_predictions.into_iter().chain(predictions.iter().cloned()).collect();
+    let all: Vec<Prediction> = val_predictions
+        .into_iter()
+        .chain(predictions.iter().cloned())
+        .collect();
     cxr_core::write_predictions(&out_dir.join("predictions.csv"), &all)?;
     write_log(&out_dir.join("training_log.csv"), &state.log)?;
     let run = serde_json::json!({
@@ -1005,7 +1008,10 @@ mod tests {
         let vgg = weights_hint(&Arch::vgg16());
         assert!(vgg.contains("vgg16") && !vgg.contains("resnet50"), "{vgg}");
         let resnet = weights_hint(&Arch::resnet50());
-        assert!(resnet.contains("resnet50") && !resnet.contains("vgg"), "{resnet}");
+        assert!(
+            resnet.contains("resnet50") && !resnet.contains("vgg"),
+            "{resnet}"
+        );
     }
 
     /// The documented experiment file parses, relative paths resolve against its folder, typos are refused.

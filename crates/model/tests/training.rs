@@ -56,9 +56,17 @@ fn finetune1_learns_a_visible_cue_and_resume_gives_identical_predictions() {
     assert!(a.best_val_accuracy >= 0.9, "{:?}", a.log);
     // predictions.csv holds the validation rows (at the best weights) beside the test rows.
     let all = cxr_core::read_predictions(&out_a.join("predictions.csv")).unwrap();
-    let preds: Vec<_> = all.iter().filter(|p| p.split == Split::Test).cloned().collect();
+    let preds: Vec<_> = all
+        .iter()
+        .filter(|p| p.split == Split::Test)
+        .cloned()
+        .collect();
     assert_eq!(preds, a.predictions);
-    let val: Vec<_> = all.iter().filter(|p| p.split == Split::Val).cloned().collect();
+    let val: Vec<_> = all
+        .iter()
+        .filter(|p| p.split == Split::Val)
+        .cloned()
+        .collect();
     assert_eq!(val.len(), 12);
     assert_eq!(all.len(), val.len() + preds.len());
     assert!(
@@ -86,13 +94,22 @@ fn finetune1_learns_a_visible_cue_and_resume_gives_identical_predictions() {
     let out_ft = dir.path().join("ft");
     let r = train(&ft, &out_ft, &TrainOptions::default()).unwrap();
     assert!(!r.pretrained);
-    assert_eq!(r.provenance.describe().split(',').next(), Some("random init"));
+    assert_eq!(
+        r.provenance.describe().split(',').next(),
+        Some("random init")
+    );
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_ft.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["pretrained"], false);
     assert_eq!(run["random_init"], true);
     let from = &run["provenance"]["fine_tuned_from"][0];
-    assert!(from["path"].as_str().unwrap().ends_with("model.safetensors"), "{run}");
+    assert!(
+        from["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("model.safetensors"),
+        "{run}"
+    );
     assert_eq!(from["sha256"].as_str().unwrap().len(), 64, "{run}");
 
     // Finetune1 never touches a convolution; BatchNorm affine parameters do move.

@@ -26,7 +26,10 @@ fn type_ok(t: &str, v: &Value) -> bool {
 
 fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        match r.strip_prefix("#/$defs/").and_then(|name| root["$defs"].get(name)) {
+        match r
+            .strip_prefix("#/$defs/")
+            .and_then(|name| root["$defs"].get(name))
+        {
             Some(s) => check(root, s, v, path, errors),
             None => errors.push(format!("{path}: unresolvable $ref {r}")),
         }
@@ -49,13 +52,21 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<S
         errors.push(format!("{path}: {v} is not one of {options:?}"));
     }
     if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
-        let passing = alts.iter().filter(|s| validate_under(root, s, v, path)).count();
+        let passing = alts
+            .iter()
+            .filter(|s| validate_under(root, s, v, path))
+            .count();
         if passing != 1 {
             errors.push(format!("{path}: {passing} of the oneOf alternatives match"));
         }
     }
     if let Value::Object(map) = v {
-        for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for key in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(k) = key.as_str()
                 && !map.contains_key(k)
             {
