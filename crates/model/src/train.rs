@@ -392,7 +392,8 @@ impl Provenance {
         self.origin == "imagenet"
     }
 
-    /// One line for a report: `ImageNet`, `random init`, `random init, fine-tuned from <path>`.
+    /// One line for a report: `ImageNet`, `random init`, `random init, fine-tuned from <run>/model.safetensors`
+    /// (the starting model's folder and file; the full path is in `fine_tuned_from`).
     pub fn describe(&self) -> String {
         let root = match self.origin.as_str() {
             "imagenet" => "ImageNet",
@@ -400,7 +401,17 @@ impl Provenance {
             _ => "unknown origin",
         };
         match self.fine_tuned_from.first() {
-            Some(f) => format!("{root}, fine-tuned from {}", f.path),
+            Some(f) => {
+                let p = Path::new(&f.path);
+                let short: Vec<String> = p
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .collect();
+                let short: Vec<&str> = short.iter().rev().map(String::as_str).collect();
+                format!("{root}, fine-tuned from {}", short.join("/"))
+            }
             None => root.to_string(),
         }
     }
@@ -1001,6 +1012,51 @@ fn load_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Provenance through a chain: ImageNet file → fine-tuned → fine-tuned again stays ImageNet, with both
+    /// starting models recorded nearest first; an `init` without a `run.json` is of unknown origin.
+    #[test]
+    fn provenance_follows_a_chain_of_fine_tunings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::new(&dir.path().join("m.csv"));
+        cfg.weights = Some(dir.path().join("imagenet.safetensors"));
+        let root = Provenance::of(&cfg).unwrap();
+        assert!(root.pretrained() && root.fine_tuned_from.is_empty());
+        cfg.weights = None;
+        assert_eq!(Provenance::of(&cfg).unwrap().origin, "random");
+
+        let step = |name: &str, parent: &Provenance| {
+            let run_dir = dir.path().join(name);
+            std::fs::create_dir_all(&run_dir).unwrap();
+            std::fs::write(run_dir.join("model.safetensors"), name).unwrap();
+            let run = serde_json::json!({"pretrained": parent.pretrained(), "provenance": parent});
+            std::fs::write(run_dir.join("run.json"), run.to_string()).unwrap();
+            run_dir.join("model.safetensors")
+        };
+        let first = step("first", &root);
+        cfg.init = Some(first.clone());
+        let p1 = Provenance::of(&cfg).unwrap();
+        assert!(p1.pretrained());
+        assert_eq!(p1.fine_tuned_from.len(), 1);
+        let second = step("second", &p1);
+        cfg.init = Some(second.clone());
+        let p2 = Provenance::of(&cfg).unwrap();
+        assert!(p2.pretrained());
+        let paths: Vec<&str> = p2.fine_tuned_from.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [second.display().to_string(), first.display().to_string()]
+        );
+        assert_ne!(p2.fine_tuned_from[0].sha256, p2.fine_tuned_from[1].sha256);
+        assert_eq!(
+            p2.describe(),
+            "ImageNet, fine-tuned from second/model.safetensors"
+        );
+
+        std::fs::remove_file(dir.path().join("first/run.json")).unwrap();
+        cfg.init = Some(first);
+        assert_eq!(Provenance::of(&cfg).unwrap().origin, "unknown");
+    }
 
     /// The random-initialisation warning names the file of the backbone at hand.
     #[test]
