@@ -82,9 +82,19 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     };
     assert_eq!(set("/test/all")["n"], exp0["split_counts"]["test"]);
     assert_eq!(set("/val/all")["n"], exp0["split_counts"]["val"]);
+    // The fallback to 0.5 is logged only for a model whose validation rows lack a class (in this tiny world
+    // that can happen in the clean-world control, whose 12 % validation share is a handful of images).
+    let defaults = results["control_clean_world"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["eval"]["models"].as_array().unwrap())
+        .filter(|m| m["threshold"]["from"] == "default")
+        .count();
     let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
-    assert!(
-        !log.contains("no validation images of both classes"),
+    assert_eq!(
+        log.matches("no validation images of both classes").count(),
+        defaults,
         "{log}"
     );
 
