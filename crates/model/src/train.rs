@@ -1018,7 +1018,7 @@ mod tests {
     #[test]
     fn provenance_follows_a_chain_of_fine_tunings() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = TrainConfig::new(&dir.path().join("m.csv"));
+        let mut cfg = TrainConfig::new(dir.path().join("m.csv"));
         cfg.weights = Some(dir.path().join("imagenet.safetensors"));
         let root = Provenance::of(&cfg).unwrap();
         assert!(root.pretrained() && root.fine_tuned_from.is_empty());
