@@ -4,8 +4,12 @@
 
 use std::path::Path;
 
+#[path = "support/json_schema.rs"]
+mod json_schema;
+
 fn auc(v: &serde_json::Value) -> Option<f64> {
-    v.as_array()?.first()?.as_f64()
+    assert_eq!(v["method"], "delong", "{v}");
+    v["value"].as_f64()
 }
 
 fn run_tiny(out: &Path) {
@@ -37,6 +41,63 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
 
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    // results.json follows its documented schema: numbers as numbers, no keys with spaces, labelled
+    // intervals (docs/RESULTS.md).
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
+    let errors = json_schema::validate(&schema, &results);
+    assert!(
+        errors.is_empty(),
+        "results.json against the schema:\n{}",
+        errors.join("\n")
+    );
+    let mut problems = Vec::new();
+    json_schema::style_problems(&results, "$", &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(results["run"]["wall_time_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(results["run"]["seed"], 2021);
+
+    // The operating threshold comes from the validation rows that training now writes beside the test rows.
+    let models = results["experiments"][0]["eval"]["models"]
+        .as_array()
+        .unwrap();
+    for m in models {
+        assert_eq!(
+            m["threshold"]["from"], "val",
+            "{}: {}",
+            m["model"], m["threshold"]
+        );
+    }
+    // The test sets hold the test rows only; the validation rows form sets of their own.
+    let exp0 = &results["experiments"][0];
+    let set = |key: &str| {
+        models[0]["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"].as_str().unwrap().ends_with(key))
+            .unwrap_or_else(|| panic!("no set {key}"))
+            .clone()
+    };
+    assert_eq!(set("/test/all")["n"], exp0["split_counts"]["test"]);
+    assert_eq!(set("/val/all")["n"], exp0["split_counts"]["val"]);
+    // The fallback to 0.5 is logged only for a model whose validation rows lack a class (in this tiny world
+    // that can happen in the clean-world control, whose 12 % validation share is a handful of images).
+    let defaults = results["control_clean_world"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["eval"]["models"].as_array().unwrap())
+        .filter(|m| m["threshold"]["from"] == "default")
+        .count();
+    let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
+    assert_eq!(
+        log.matches("no validation images of both classes").count(),
+        defaults,
+        "{log}"
+    );
+
     let rows = results["seen_unseen_auc"]
         .as_array()
         .expect("seen_unseen_auc");
@@ -194,6 +255,19 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     }
     assert!(checked > 10, "only {checked} output files checked");
     // The log of the run is among the checked outputs (the run logs at info level).
+    // The test sets hold the test rows only; the validation rows form sets of their own.
+    let exp0 = &results["experiments"][0];
+    let set = |key: &str| {
+        models[0]["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"].as_str().unwrap().ends_with(key))
+            .unwrap_or_else(|| panic!("no set {key}"))
+            .clone()
+    };
+    assert_eq!(set("/test/all")["n"], exp0["split_counts"]["test"]);
+    assert_eq!(set("/val/all")["n"], exp0["split_counts"]["val"]);
     let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
     assert!(log.contains("figure4-split1"), "reproduce.log: {log:.300}");
 

@@ -32,6 +32,36 @@ pub struct EvaluateArgs {
     threshold: ThresholdRule,
 }
 
+/// `--help`'s account of the predictions file: its columns and the values each accepts.
+pub fn input_help() -> String {
+    let aliases = |ours: &str| {
+        cxr_core::prediction::COLUMN_ALIASES
+            .iter()
+            .filter(|(_, o)| *o == ours)
+            .map(|(a, _)| *a)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "Predictions file (CSV with a header; column names in any case, other columns ignored):\n  \
+         id       image id, unique per model (also: {})\n  \
+         source   the image's data source, kept as written (also: {})\n  \
+         split    optional, default test: {}\n  \
+         label    {} (column also: {})\n  \
+         score    the model's probability of Covid-19, in [0, 1] (also: {})\n  \
+         patient  optional: groups the bootstrap resamples (also: {})\n  \
+         model    optional: tells several models in one file apart\n\
+         The operating threshold is chosen on the `val` rows (both classes needed; 0.5 otherwise).",
+        aliases("id"),
+        aliases("source"),
+        Split::ACCEPTED,
+        cxr_core::Label::ACCEPTED,
+        aliases("label"),
+        aliases("score"),
+        aliases("patient"),
+    )
+}
+
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let preds = cxr_eval::load_predictions(&args.predictions).context("reading predictions")?;
     let mut options = EvalOptions {
@@ -121,6 +151,77 @@ fn summary(report: &cxr_eval::EvalReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A predictions file as a scikit-learn user writes it (pandas index, `y_true` 0/1, `y_score`,
+    /// `validation`, sources in their own case): read, threshold chosen on its validation rows, sources kept
+    /// as written, and `tables.md` shows this model without the paper's empty rows.
+    #[test]
+    fn evaluate_reads_a_scikit_learn_style_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.csv");
+        let mut csv = String::from(",image_id,site,split,y_true,y_score\n");
+        let mut k = 0;
+        for (split, n) in [("validation", 12), ("test", 20)] {
+            for i in 0..n {
+                let y = i % 2;
+                // Positives score 0.55-0.95, negatives 0.05-0.45 + a little overlap: a threshold inside.
+                let s = if y == 1 {
+                    0.5 + 0.04 * (i % 10) as f64 + 0.01
+                } else {
+                    0.1 + 0.04 * (i % 10) as f64
+                };
+                let site = if i % 3 == 0 {
+                    "hospital_A"
+                } else {
+                    "Hospital_B"
+                };
+                csv.push_str(&format!("{k},img{k},{site},{split},{y},{s}\n"));
+                k += 1;
+            }
+        }
+        std::fs::write(&path, csv).unwrap();
+        let out = dir.path().join("eval");
+        crate::run([
+            "xtask",
+            "evaluate",
+            "--predictions",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--resamples",
+            "50",
+        ])
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap())
+                .unwrap();
+        let m = &json["models"][0];
+        assert_eq!(m["model"], "mine");
+        assert_eq!(m["threshold"]["from"], "val", "{}", m["threshold"]);
+        let keys: Vec<&str> = m["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["key"].as_str().unwrap())
+            .collect();
+        assert!(keys.contains(&"mine/test/source=hospital_A"), "{keys:?}");
+        assert!(keys.contains(&"mine/test/source=Hospital_B"), "{keys:?}");
+        let test = m["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == "mine/test/all")
+            .unwrap();
+        assert_eq!(test["n"], 20);
+        let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
+        assert!(tables.contains("mine"), "{tables}");
+        assert!(!tables.contains("(not run)"), "{tables}");
+
+        let help = super::input_help();
+        for want in ["y_true", "non-covid", "validation", "Covid-19"] {
+            assert!(help.contains(want), "{want} missing from the help: {help}");
+        }
+    }
+
     #[test]
     fn evaluate_writes_json_csv_and_plots() {
         let fixtures =

@@ -71,6 +71,7 @@ enum Command {
     Segment(segment::SegmentCommand),
     /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
     /// metrics.csv, tables.md, plots/*.svg.
+    #[command(after_help = evaluate::input_help())]
     Evaluate(evaluate::EvaluateArgs),
     /// Fuzz the ingest readers and CSV parsers (`fuzz/`, nightly): `--seconds N` per target.
     Fuzz(fuzz::FuzzArgs),

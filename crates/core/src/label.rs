@@ -10,7 +10,10 @@ use crate::CoreError;
 /// The diagnostic class of an image. The binary task of the paper is Covid-19 (positive, `1`) against other
 /// pneumonia (negative, `0`); `Normal` exists because the Cohen collection ships it, and is never part of the
 /// binary task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Written as `covid`, `pneumonia`, `normal`; read through [`FromStr`] (the one parser of labels in the
+/// workspace, for manifests, predictions and configs alike), which accepts what users write: see
+/// [`Label::ACCEPTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
     Covid,
@@ -20,6 +23,11 @@ pub enum Label {
 
 impl Label {
     pub const ALL: [Label; 3] = [Label::Covid, Label::Pneumonia, Label::Normal];
+
+    /// What [`FromStr`] accepts, in any case, with `_` or spaces for `-`; for help texts.
+    pub const ACCEPTED: &'static str = "Covid-19 (positive): 1, covid, covid-19, covid19, sars-cov-2, positive; \
+         other pneumonia (negative): 0, pneumonia, non-covid, non-covid-19, noncovid, other-pneumonia, \
+         negative; normal (left out of the binary task): normal, no-finding";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,21 +66,65 @@ impl fmt::Display for Label {
 impl FromStr for Label {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "covid" | "covid-19" | "covid19" | "1" => Ok(Label::Covid),
-            "pneumonia" | "0" => Ok(Label::Pneumonia),
-            "normal" => Ok(Label::Normal),
+        let key: String = s
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c == '_' || c == ' ' { '-' } else { c })
+            .collect();
+        match key.as_str() {
+            "covid" | "covid-19" | "covid19" | "sars-cov-2" | "positive" | "1" | "1.0" => {
+                Ok(Label::Covid)
+            }
+            "pneumonia" | "non-covid" | "non-covid-19" | "non-covid19" | "noncovid"
+            | "other-pneumonia" | "negative" | "0" | "0.0" => Ok(Label::Pneumonia),
+            "normal" | "no-finding" => Ok(Label::Normal),
             _ => Err(CoreError::Parse {
                 what: "label",
                 value: s.to_string(),
-                expected: "covid, pneumonia or normal",
+                expected: "1/covid/covid-19, 0/pneumonia/non-covid, or normal",
             }),
         }
     }
 }
 
-/// Where an image is used in an experiment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_de(d)
+    }
+}
+
+/// Reads a string (or, for CSV cells parsed as numbers, a number) through `FromStr`.
+fn from_str_de<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = CoreError>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<T: FromStr<Err = CoreError>> serde::de::Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a 0/1 number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse().map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+            self.visit_str(&format!("{v:.1}"))
+        }
+    }
+    // `any`: CSV cells are typed by their look (`1` arrives as a number), JSON labels may be numbers.
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+/// Where an image is used in an experiment. Read through [`FromStr`] (`validation` is `val`, any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -82,8 +134,18 @@ pub enum Split {
     Finetune,
 }
 
+impl<'de> Deserialize<'de> for Split {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_de(d)
+    }
+}
+
 impl Split {
     pub const ALL: [Split; 4] = [Split::Train, Split::Val, Split::Test, Split::Finetune];
+
+    /// What [`FromStr`] accepts, in any case; for help texts.
+    pub const ACCEPTED: &'static str =
+        "train (training), val (valid, validation), test (testing), finetune";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,9 +167,9 @@ impl FromStr for Split {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "train" => Ok(Split::Train),
+            "train" | "training" => Ok(Split::Train),
             "val" | "valid" | "validation" => Ok(Split::Val),
-            "test" => Ok(Split::Test),
+            "test" | "testing" => Ok(Split::Test),
             "finetune" => Ok(Split::Finetune),
             _ => Err(CoreError::Parse {
                 what: "split",
@@ -119,8 +181,9 @@ impl FromStr for Split {
 }
 
 /// A data source: a dataset (`bimcv`, `covid19-ar`, `v2-cov19-nii`, `nih`, `chexpert`, `padchest`) or, for
-/// collections that pool many hospitals, `dataset:location` (e.g. `cohen:hannover`). Lower-case, no commas
-/// or line breaks, so it is safe in CSV cells and file names.
+/// collections that pool many hospitals, `dataset:location` (e.g. `cohen:hannover`). ASCII letters (in the
+/// case written: a user's `hospital_A` stays `hospital_A`), digits, `-`, `_`, `.`, `:`; no commas or line
+/// breaks, so it is safe in CSV cells and file names. Adapters that build ids from free text lower-case it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SourceId(String);
@@ -142,7 +205,7 @@ impl SourceId {
         Self::PADCHEST,
     ];
 
-    /// Builds a source id, normalising free text (e.g. a Cohen `location`) to a safe slug.
+    /// Builds a source id, making free text (e.g. a Cohen `location`) a safe slug; the case is kept.
     pub fn new(name: &str) -> Result<Self, CoreError> {
         let slug = slugify(name);
         if slug.is_empty() {
@@ -160,11 +223,10 @@ impl SourceId {
     }
 }
 
-/// Lower-case ASCII letters, digits, `-`, `_`, `.` and `:`; anything else becomes `-`, runs collapsed.
+/// ASCII letters, digits, `-`, `_`, `.` and `:`; anything else becomes `-`, runs collapsed.
 fn slugify(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.trim().chars() {
-        let c = c.to_ascii_lowercase();
         if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':') {
             out.push(c);
         } else if !out.ends_with('-') {
@@ -220,18 +282,54 @@ mod tests {
     fn source_ids_are_slugs() {
         assert_eq!(
             SourceId::new("Hannover, Germany").unwrap().as_str(),
-            "hannover-germany"
+            "Hannover-Germany"
         );
         assert_eq!(
-            SourceId::new("cohen:San Diego").unwrap().as_str(),
+            SourceId::new("cohen:san diego").unwrap().as_str(),
             "cohen:san-diego"
         );
+        // Kept as written (a user's own source names).
+        assert_eq!(SourceId::new("hospital_A").unwrap().as_str(), "hospital_A");
         assert!(SourceId::new(" ,, ").is_err());
     }
 
     #[test]
     fn splits_parse() {
         assert_eq!("validation".parse::<Split>().unwrap(), Split::Val);
+        assert_eq!("Validation".parse::<Split>().unwrap(), Split::Val);
         assert!("dev".parse::<Split>().is_err());
+    }
+
+    #[test]
+    fn labels_as_users_write_them() {
+        for s in [
+            "1",
+            "Covid-19",
+            "COVID",
+            "covid19",
+            "COVID_19",
+            "SARS-CoV-2",
+        ] {
+            assert_eq!(s.parse::<Label>().unwrap(), Label::Covid, "{s}");
+        }
+        for s in [
+            "0",
+            "Pneumonia",
+            "non-covid",
+            "Non-COVID",
+            "non_covid",
+            "other pneumonia",
+        ] {
+            assert_eq!(s.parse::<Label>().unwrap(), Label::Pneumonia, "{s}");
+        }
+        assert!("2".parse::<Label>().is_err());
+        // serde reads through the same parser (CSV and JSON alike) and writes the canonical name.
+        let l: Label = serde_json::from_str("\"Covid-19\"").unwrap();
+        assert_eq!(l, Label::Covid);
+        let l: Label = serde_json::from_str("0").unwrap();
+        assert_eq!(l, Label::Pneumonia);
+        assert_eq!(serde_json::to_string(&Label::Covid).unwrap(), "\"covid\"");
+        let s: Split = serde_json::from_str("\"validation\"").unwrap();
+        assert_eq!(s, Split::Val);
     }
 }

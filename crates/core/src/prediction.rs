@@ -12,6 +12,7 @@ use crate::{CoreError, Label, SourceId, Split, fsutil};
 pub struct Prediction {
     pub id: String,
     pub source: SourceId,
+    #[serde(default = "test_split")]
     pub split: Split,
     pub label: Label,
     pub score: f64,
@@ -21,10 +22,59 @@ pub struct Prediction {
     pub model: String,
 }
 
-/// Reads predictions; errors name the file and line. Scores must be finite and within [0, 1].
+/// Other names users give the columns (scikit-learn and pandas habits), lower-case → ours. Used only when
+/// the file has no column of our name.
+pub const COLUMN_ALIASES: [(&str, &str); 13] = [
+    ("image", "id"),
+    ("image_id", "id"),
+    ("filename", "id"),
+    ("site", "source"),
+    ("hospital", "source"),
+    ("y_true", "label"),
+    ("target", "label"),
+    ("class", "label"),
+    ("y_score", "score"),
+    ("y_prob", "score"),
+    ("prob", "score"),
+    ("probability", "score"),
+    ("patient_id", "patient"),
+];
+
+/// Column names trimmed and lower-cased, aliases mapped to ours where ours is absent.
+fn normalise_headers(headers: &csv::StringRecord) -> csv::StringRecord {
+    let lower: Vec<String> = headers
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    lower
+        .iter()
+        .map(
+            |h| match COLUMN_ALIASES.iter().find(|(alias, _)| alias == h) {
+                Some((_, ours)) if !lower.iter().any(|x| x == ours) => ours.to_string(),
+                _ => h.clone(),
+            },
+        )
+        .collect()
+}
+
+fn test_split() -> Split {
+    Split::Test
+}
+
+/// Reads predictions; errors name the file and line. Scores must be finite and within [0, 1]. Column names
+/// in any case, with the [`COLUMN_ALIASES`]; labels and splits through [`Label`]'s and [`Split`]'s parsers
+/// (`1`/`0`, `Covid-19`, `non-covid`, `validation`, ...); no `split` column means every row is `test`;
+/// other columns are ignored.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, CoreError> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let mut rdr = csv::Reader::from_reader(file);
+    let headers = rdr.headers().map_err(|e| CoreError::Csv {
+        path: path.to_path_buf(),
+        line: 1,
+        message: e.to_string(),
+    })?;
+    let headers = normalise_headers(headers);
+    rdr.set_headers(headers);
     let mut out = Vec::new();
     for (i, row) in rdr.deserialize::<Prediction>().enumerate() {
         let line = i as u64 + 2;
@@ -92,5 +142,38 @@ mod tests {
         assert!(msg.contains("line 2") && msg.contains("score"), "{msg}");
         std::fs::write(&path, "id,source,split,label,score\na,nih,test,covid,NaN\n").unwrap();
         assert!(read_predictions(&path).is_err());
+    }
+
+    /// A file as a scikit-learn user writes it: pandas' index column, other column names, 0/1 labels,
+    /// `validation`, sources in their own case.
+    #[test]
+    fn predictions_as_users_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.csv");
+        std::fs::write(
+            &path,
+            ",image_id,Site,Split,y_true,y_score\n\
+             0,a,hospital_A,validation,1,0.9\n\
+             1,b,hospital_B,test,0,0.2\n\
+             2,c,hospital_A,Test,Non-COVID,0.4\n",
+        )
+        .unwrap();
+        let p = read_predictions(&path).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            (p[0].id.as_str(), p[0].split, p[0].label),
+            ("a", Split::Val, Label::Covid)
+        );
+        assert_eq!(p[0].source.as_str(), "hospital_A");
+        assert_eq!((p[1].split, p[1].label), (Split::Test, Label::Pneumonia));
+        assert_eq!(p[2].label, Label::Pneumonia);
+        // No split column: every row is a test row.
+        std::fs::write(&path, "id,source,label,score\na,nih,COVID-19,0.7\n").unwrap();
+        let p = read_predictions(&path).unwrap();
+        assert_eq!((p[0].split, p[0].label), (Split::Test, Label::Covid));
+        // A label outside the task is refused, naming the line.
+        std::fs::write(&path, "id,source,label,score\na,nih,flu,0.7\n").unwrap();
+        let msg = read_predictions(&path).unwrap_err().to_string();
+        assert!(msg.contains("line 2") && msg.contains("flu"), "{msg}");
     }
 }

@@ -24,9 +24,13 @@
 //! - stratified bootstrap percentile intervals for every metric (2,000 resamples by default, ChaCha8 seeded
 //!   per set, patients resampled as clusters; see [`bootstrap`]); the bootstrap resamples the evaluated set
 //!   with the threshold held fixed (the validation set is not resampled);
-//! - alarms: AUC < 0.5 (inverted; "significant" when DeLong's upper bound is below 0.5 too), and, on sets
+//! - alarms: inverted (the AUC's whole 95% interval below 0.5, DeLong's, or the bootstrap's where DeLong is
+//!   undefined; an AUC under 0.5 whose interval holds chance raises nothing), and, on sets
 //!   holding both classes, scores whose standard deviation is below `constant_sd` (a model emitting a
 //!   near-constant output; on a single-class set that is only confidence).
+//!
+//! - small samples: a set holding fewer than [`MIN_PER_CLASS`] (10) images of a class it contains is marked
+//!   `small_sample` in `metrics.json`, `metrics.csv` and beside its figures in the tables (`†`).
 //!
 //! Invariants: reads predictions and manifests only, never images or models; deterministic for a given
 //! seed; every output written atomically; no patient id is written (patients only group resamples).
@@ -45,7 +49,8 @@ pub use error::EvalError;
 pub use metrics::ThresholdRule;
 pub use output::{load_predictions, metrics_csv, write_outputs};
 pub use report::{
-    Alarm, AlarmKind, Estimate, EvalOptions, EvalReport, Group, ModelReport, SetReport, evaluate,
+    Alarm, AlarmKind, Estimate, EvalOptions, EvalReport, Group, MIN_PER_CLASS, ModelReport, SetReport,
+    evaluate, is_small_sample,
 };
 pub use tables::{
     Figure4, Figure4Design, Table3, figure4, summary_html, summary_markdown, table3, table3_for,

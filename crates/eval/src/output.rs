@@ -67,6 +67,7 @@ pub fn metrics_csv(report: &EvalReport) -> Result<String, EvalError> {
         "n",
         "n_covid",
         "n_pneumonia",
+        "small_sample",
         "metric",
         "threshold",
         "value",
@@ -97,6 +98,7 @@ pub fn metrics_csv(report: &EvalReport) -> Result<String, EvalError> {
                         value: Some(d.auc),
                         lo: Some(d.lo),
                         hi: Some(d.hi),
+                        method: crate::report::IntervalMethod::Delong,
                     },
                     "delong",
                 ));
@@ -138,6 +140,7 @@ fn record(
         s.n.to_string(),
         s.n_covid.to_string(),
         s.n_pneumonia.to_string(),
+        s.small_sample.to_string(),
         metric.to_string(),
         threshold.to_string(),
         num(e.value),
@@ -163,13 +166,21 @@ pub fn write_outputs(report: &EvalReport, out_dir: &Path) -> Result<Vec<PathBuf>
     fsutil::write_atomic(&csv_path, metrics_csv(report)?.as_bytes())?;
     written.push(csv_path);
 
+    // Only the rows holding one of these models: a user's own model is not set among the paper's models
+    // left empty ("(not run)"); a table with none of them is left out.
     let split = cxr_core::Split::Test;
-    let tables = format!(
-        "# Evaluation\n\n{}\n{}\n{}",
-        table3(report, split).to_markdown(),
-        figure4(report, split, &[]).to_markdown(),
-        summary_markdown(report)
-    );
+    let mut t3 = table3(report, split);
+    t3.rows.retain(|r| r.ours.is_some());
+    let mut f4 = figure4(report, split, &[]);
+    f4.rows.retain(|r| r.model.is_some());
+    let mut tables = String::from("# Evaluation\n\n");
+    if !t3.rows.is_empty() {
+        tables.push_str(&format!("{}\n", t3.to_markdown()));
+    }
+    if !f4.rows.is_empty() {
+        tables.push_str(&format!("{}\n", f4.to_markdown()));
+    }
+    tables.push_str(&summary_markdown(report));
     let tables_path = out_dir.join("tables.md");
     fsutil::write_atomic(&tables_path, tables.as_bytes())?;
     written.push(tables_path);

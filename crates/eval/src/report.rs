@@ -30,12 +30,30 @@ pub struct EvalOptions {
     pub calibration_bins: usize,
     /// A set whose score standard deviation is below this raises the constant-output alarm.
     pub constant_sd: f64,
+    /// A set holding fewer images than this of a class it contains is flagged `small_sample` (its figures
+    /// rest on too few images to read much into; default [`MIN_PER_CLASS`]).
+    #[serde(default = "default_min_per_class")]
+    pub min_per_class: usize,
     /// Sources the models were trained on (from a training manifest). `None`: inferred per model from its
     /// `train` rows, if any; with neither, there is no seen/unseen breakdown.
     pub seen_sources: Option<BTreeSet<SourceId>>,
     /// Patient of each image id (from a manifest), used when a prediction's `patient` is empty.
     #[serde(skip)]
     pub patients: HashMap<String, String>,
+}
+
+/// The documented minimum of images per class below which a figure is flagged as a small sample: with fewer
+/// than 10 images of a class, one image moves a sensitivity by 10 points or more and an AUC interval spans
+/// most of [0, 1].
+pub const MIN_PER_CLASS: usize = 10;
+
+fn default_min_per_class() -> usize {
+    MIN_PER_CLASS
+}
+
+/// Whether a set with these class counts is a small sample: a class it holds has fewer than `min` images.
+pub fn is_small_sample(n_covid: usize, n_pneumonia: usize, min: usize) -> bool {
+    [n_covid, n_pneumonia].iter().any(|&n| n > 0 && n < min)
 }
 
 impl Default for EvalOptions {
@@ -47,6 +65,7 @@ impl Default for EvalOptions {
             threshold_rule: ThresholdRule::Youden,
             calibration_bins: 10,
             constant_sd: 1e-3,
+            min_per_class: MIN_PER_CLASS,
             seen_sources: None,
             patients: HashMap::new(),
         }
@@ -87,13 +106,26 @@ impl EvalOptions {
     }
 }
 
-/// A value with its bootstrap percentile interval.
+/// How an interval was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntervalMethod {
+    /// Stratified bootstrap percentile interval (patients resampled as clusters).
+    #[default]
+    Bootstrap,
+    /// DeLong's variance, Wald interval (AUC only).
+    Delong,
+}
+
+/// A value with its 95% interval and the method behind it (`{value, lo, hi, method}` in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Estimate {
     /// On the full set; `None` when undefined there (e.g. AUC with one class).
     pub value: Option<f64>,
     pub lo: Option<f64>,
     pub hi: Option<f64>,
+    #[serde(default)]
+    pub method: IntervalMethod,
 }
 
 impl Estimate {
@@ -102,6 +134,7 @@ impl Estimate {
             value,
             lo: ci.map(|c| c[0]),
             hi: ci.map(|c| c[1]),
+            method: IntervalMethod::Bootstrap,
         }
     }
 }
@@ -164,7 +197,8 @@ pub struct Alarm {
     pub kind: AlarmKind,
     /// The set's key.
     pub set: String,
-    /// For `inverted`: the upper DeLong bound is below 0.5 too (not a chance dip).
+    /// Always true since an `inverted` alarm needs the whole interval below 0.5 (kept for readers of older
+    /// files, where it told a chance dip from a real inversion).
     pub significant: bool,
     pub message: String,
 }
@@ -183,6 +217,10 @@ pub struct SetReport {
     pub n_pneumonia: usize,
     /// Resampling units (patients, or images without one).
     pub n_clusters: usize,
+    /// A class of this set has fewer than `options.min_per_class` images: every figure of the set rests on
+    /// a small sample.
+    #[serde(default)]
+    pub small_sample: bool,
     pub auc: Estimate,
     pub delong: Option<DeLongAuc>,
     pub average_precision: Estimate,
@@ -445,8 +483,9 @@ pub fn evaluate(
         .iter()
         .flat_map(|m| m.sets.iter().flat_map(|s| s.alarms.iter().cloned()))
         .collect::<Vec<_>>();
+    // Callers say the alarms (xtask prints them once); logging them here too said each twice.
     for a in &alarms {
-        tracing::warn!(set = a.set, "{}", a.message);
+        tracing::debug!(set = a.set, "{}", a.message);
     }
     Ok(EvalReport {
         options: options.clone(),
@@ -559,26 +598,24 @@ fn evaluate_set(
     let delong = delong(&scores, &pos, level);
     let summary = score_summary(&scores);
     let mut alarms = Vec::new();
+    // Inverted only when the whole 95% interval lies below chance: an AUC under 0.5 whose interval holds 0.5
+    // is noise (a handful of test images), not a model ranking the set the wrong way round.
     if let Some(auc) = full[0].filter(|&a| a < 0.5) {
         let (lo, hi) = match &delong {
             Some(d) => (d.lo, d.hi),
             None => (est[0].lo.unwrap_or(auc), est[0].hi.unwrap_or(auc)),
         };
-        let significant = hi < 0.5;
-        alarms.push(Alarm {
-            kind: AlarmKind::Inverted,
-            set: key.clone(),
-            significant,
-            message: format!(
-                "{key}: AUC {auc:.3} (95% CI {lo:.3}-{hi:.3}) is below chance: the model ranks this set \
-                 inverted{}",
-                if significant {
-                    ", and the whole interval is below 0.5"
-                } else {
-                    " (the interval includes 0.5)"
-                }
-            ),
-        });
+        if hi < 0.5 {
+            alarms.push(Alarm {
+                kind: AlarmKind::Inverted,
+                set: key.clone(),
+                significant: true,
+                message: format!(
+                    "{key}: AUC {auc:.3} (95% CI {lo:.3}-{hi:.3}) is below chance, the whole interval under 0.5: \
+                     the model ranks this set inverted"
+                ),
+            });
+        }
     }
     // Only where both classes are present: a single-class set (one source of the paper's designs) scored
     // near 0 or 1 throughout is a confident model, not a broken one.
@@ -616,6 +653,7 @@ fn evaluate_set(
         n: rows.len(),
         n_covid,
         n_pneumonia: rows.len() - n_covid,
+        small_sample: is_small_sample(n_covid, rows.len() - n_covid, options.min_per_class),
         n_clusters: clusters.n_clusters(),
         auc: est[0],
         delong,

@@ -286,8 +286,7 @@ fn fmt_opt(v: Option<f64>, percent: bool) -> String {
     fmt_estimate(
         &Estimate {
             value: v,
-            lo: None,
-            hi: None,
+            ..Estimate::default()
         },
         percent,
     )
@@ -495,7 +494,13 @@ fn summary_grid(report: &EvalReport) -> Grid {
         .map(|s| {
             vec![
                 s.key.clone(),
-                format!("{} ({}/{})", s.n, s.n_covid, s.n_pneumonia),
+                format!(
+                    "{} ({}/{}){}",
+                    s.n,
+                    s.n_covid,
+                    s.n_pneumonia,
+                    if s.small_sample { " †" } else { "" }
+                ),
                 fmt_estimate(&s.auc, false),
                 fmt_ci(s.delong.as_ref().map(|d| [d.lo, d.hi])),
                 fmt_estimate(&s.average_precision, false),
@@ -508,10 +513,7 @@ fn summary_grid(report: &EvalReport) -> Grid {
                 s.alarms
                     .iter()
                     .map(|a| match a.kind {
-                        crate::report::AlarmKind::Inverted if a.significant => {
-                            "INVERTED (CI < 0.5)"
-                        }
-                        crate::report::AlarmKind::Inverted => "inverted (AUC < 0.5)",
+                        crate::report::AlarmKind::Inverted => "INVERTED (CI < 0.5)",
                         crate::report::AlarmKind::ConstantScores => "CONSTANT scores",
                     })
                     .collect::<Vec<_>>()
@@ -520,8 +522,11 @@ fn summary_grid(report: &EvalReport) -> Grid {
         })
         .collect();
     Grid {
-        caption: "All sets: 95% bootstrap intervals in brackets; val-thr = threshold chosen on the validation split"
-            .into(),
+        caption: format!(
+            "All sets: 95% bootstrap intervals in brackets; val-thr = threshold chosen on the validation split; \
+             † = small sample (fewer than {} images of a class the set holds)",
+            report.options.min_per_class
+        ),
         header: header.iter().map(|h| h.to_string()).collect(),
         rows,
     }

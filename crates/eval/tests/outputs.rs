@@ -193,7 +193,7 @@ fn seen_unseen_alarms_tables_and_files() {
     assert!(json["alarms"].as_array().unwrap().len() >= 2);
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert!(csv.starts_with(
-        "model,split,group,n,n_covid,n_pneumonia,metric,threshold,value,lo,hi,interval"
+        "model,split,group,n,n_covid,n_pneumonia,small_sample,metric,threshold,value,lo,hi,interval"
     ));
     assert!(
         csv.lines()
@@ -290,4 +290,91 @@ fn files_name_their_models_and_errors_name_their_files() {
         )
         .is_err()
     );
+}
+
+/// The inverted alarm needs the whole interval below chance: an AUC under 0.5 on eight images is noise.
+#[test]
+fn inverted_alarm_only_when_the_interval_excludes_chance() {
+    let pred = |i: usize, label: Label, score: f64, model: &str| Prediction {
+        id: format!("img{i}"),
+        source: SourceId::new("nih").unwrap(),
+        split: Split::Test,
+        label,
+        score,
+        patient: String::new(),
+        model: model.into(),
+    };
+    let mut preds = Vec::new();
+    // AUC 7/16 = 0.4375 on 4 + 4 images: the interval holds 0.5.
+    for (i, s) in [0.1, 0.4, 0.6, 0.35].into_iter().enumerate() {
+        preds.push(pred(i, Label::Covid, s, "noisy"));
+    }
+    for (i, s) in [0.5, 0.3, 0.7, 0.2].into_iter().enumerate() {
+        preds.push(pred(10 + i, Label::Pneumonia, s, "noisy"));
+    }
+    // 30 + 30 images ranked the wrong way round almost everywhere.
+    for i in 0..30 {
+        preds.push(pred(
+            100 + i,
+            Label::Covid,
+            0.3 * (i as f64 / 30.0),
+            "flipped",
+        ));
+        preds.push(pred(
+            200 + i,
+            Label::Pneumonia,
+            0.25 + 0.7 * (i as f64 / 30.0),
+            "flipped",
+        ));
+    }
+    let opts = EvalOptions {
+        resamples: 200,
+        ..Default::default()
+    };
+    let report = evaluate(&preds, &opts).unwrap();
+    let noisy = report.set("noisy", Split::Test, &Group::All).unwrap();
+    let auc = noisy.delong.as_ref().unwrap();
+    assert!(auc.auc < 0.5 && auc.hi > 0.5, "{auc:?}");
+    assert!(noisy.alarms.is_empty(), "{:?}", noisy.alarms);
+    let flipped = report.set("flipped", Split::Test, &Group::All).unwrap();
+    assert!(flipped.delong.as_ref().unwrap().hi < 0.5);
+    assert_eq!(
+        flipped
+            .alarms
+            .iter()
+            .filter(|a| a.kind == AlarmKind::Inverted)
+            .count(),
+        1
+    );
+    // One entry per alarm in the report's list: said once.
+    let per_set: usize = report
+        .models
+        .iter()
+        .flat_map(|m| &m.sets)
+        .map(|s| s.alarms.len())
+        .sum();
+    assert_eq!(report.alarms.len(), per_set);
+    assert!(report.alarms.iter().all(|a| a.set.starts_with("flipped/")));
+
+    // Four images per class is a small sample, flagged in metrics.json and beside the set in the tables.
+    assert!(noisy.small_sample && !flipped.small_sample);
+    let json = serde_json::to_value(&report).unwrap();
+    let sets = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["sets"].as_array().unwrap());
+    for s in sets {
+        assert_eq!(
+            s["small_sample"],
+            s["key"].as_str().unwrap().starts_with("noisy"),
+            "{}",
+            s["key"]
+        );
+    }
+    let md = cxr_eval::summary_markdown(&report);
+    let noisy_row = md.lines().find(|l| l.contains("noisy/test/all")).unwrap();
+    assert!(noisy_row.contains("8 (4/4) †"), "{noisy_row}");
+    let flipped_row = md.lines().find(|l| l.contains("flipped/test/all")).unwrap();
+    assert!(!flipped_row.contains('†'), "{flipped_row}");
 }

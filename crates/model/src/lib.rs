@@ -42,6 +42,6 @@ pub use infer::{
 pub use net::{Arch, Classifier, INPUT_NORM, Mode, bce_with_logits};
 pub use scorer::ClassifierScorer;
 pub use train::{
-    LogRow, TrainConfig, TrainOptions, TrainReport, build_classifier, device_by_name, features_of,
-    train,
+    FineTunedFrom, LogRow, Provenance, TrainConfig, TrainOptions, TrainReport, build_classifier,
+    device_by_name, features_of, train, weights_hint,
 };

@@ -266,9 +266,11 @@ pub struct TrainReport {
     pub best_val_accuracy: f64,
     pub stopped_early: bool,
     pub trainable_parameters: usize,
-    /// False when the backbone was randomly initialised (no `weights`).
+    /// True only when the backbone's weights go back to ImageNet (see [`Provenance`]).
     pub pretrained: bool,
+    pub provenance: Provenance,
     pub log: Vec<LogRow>,
+    /// Test rows (`predictions.csv` also holds the validation rows, marked `split=val`).
     pub predictions: Vec<Prediction>,
     pub out_dir: PathBuf,
 }
@@ -336,12 +338,15 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub fn build_classifier(cfg: &TrainConfig, device: &Device) -> Result<Classifier> {
     let mut model = Classifier::new(&cfg.backbone, cfg.mode, cfg.seed, device)?;
     model.set_per_image_norm(cfg.per_image_norm)?;
-    match &cfg.weights {
-        Some(w) => model.load_backbone(w)?,
-        None => tracing::warn!(
+    match (&cfg.weights, &cfg.init) {
+        (Some(w), _) => model.load_backbone(w)?,
+        // A classifier given as `init` brings its own backbone; its origin is reported by `Provenance`.
+        (None, Some(_)) => {}
+        (None, None) => tracing::warn!(
             backbone = %cfg.backbone,
             "NO BACKBONE WEIGHTS: the backbone is RANDOMLY INITIALISED (no ImageNet pre-training); results are \
-             not comparable with the paper's. Pass `weights = \"resnet50.safetensors\"` (timm resnet50.tv_in1k)."
+             not comparable with the paper's. {}",
+            weights_hint(&cfg.backbone)
         ),
     }
     if let Some(init) = &cfg.init {
@@ -349,6 +354,119 @@ pub fn build_classifier(cfg: &TrainConfig, device: &Device) -> Result<Classifier
         tracing::info!(init = %init.display(), "starting from a trained classifier");
     }
     Ok(model)
+}
+
+/// Where to get ImageNet weights for a backbone, for the random-initialisation warning.
+pub fn weights_hint(arch: &Arch) -> String {
+    match arch.to_string().as_str() {
+        "resnet50" => "Pass `weights = \"weights/resnet50/model.safetensors\"` (timm resnet50.tv_in1k, see the \
+                       README)."
+            .into(),
+        "vgg16" => "Pass `weights = \"weights/vgg16/model.safetensors\"` (timm vgg16.tv_in1k, see the README)."
+            .into(),
+        other => format!("Pass `weights` with a torchvision/timm safetensors file of a `{other}` backbone."),
+    }
+}
+
+/// Where a trained model's backbone weights came from, followed through every fine-tuning step: ImageNet
+/// weights given → pretrained; none → random; a classifier given as `init` → that run's origin (read from the
+/// `run.json` beside it), with its path and hash recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `imagenet`, `random`, or `unknown` (an `init` without a readable `run.json`).
+    pub origin: String,
+    /// The ImageNet weights file at the root of the chain, when there is one.
+    pub weights: Option<String>,
+    /// Fine-tuned from these classifiers, nearest first: (path, sha256).
+    pub fine_tuned_from: Vec<FineTunedFrom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTunedFrom {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl Provenance {
+    pub fn pretrained(&self) -> bool {
+        self.origin == "imagenet"
+    }
+
+    /// One line for a report: `ImageNet`, `random init`, `random init, fine-tuned from <run>/model.safetensors`
+    /// (the starting model's folder and file; the full path is in `fine_tuned_from`).
+    pub fn describe(&self) -> String {
+        let root = match self.origin.as_str() {
+            "imagenet" => "ImageNet",
+            "random" => "random init",
+            _ => "unknown origin",
+        };
+        match self.fine_tuned_from.first() {
+            Some(f) => {
+                let p = Path::new(&f.path);
+                let short: Vec<String> = p
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .collect();
+                let short: Vec<&str> = short.iter().rev().map(String::as_str).collect();
+                format!("{root}, fine-tuned from {}", short.join("/"))
+            }
+            None => root.to_string(),
+        }
+    }
+
+    /// The provenance of a config's starting weights. ImageNet weights given alongside an `init` are
+    /// overwritten by it, so the `init` decides.
+    pub fn of(cfg: &TrainConfig) -> Result<Self> {
+        let Some(init) = &cfg.init else {
+            return Ok(match &cfg.weights {
+                Some(w) => Self {
+                    origin: "imagenet".into(),
+                    weights: Some(w.display().to_string()),
+                    fine_tuned_from: Vec::new(),
+                },
+                None => Self {
+                    origin: "random".into(),
+                    weights: None,
+                    fine_tuned_from: Vec::new(),
+                },
+            });
+        };
+        let sha256 = cxr_core::fsutil::sha256_file(init)?;
+        let run_json = init.with_file_name("run.json");
+        let parent: Option<Self> = std::fs::read(&run_json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                // Runs written before provenance was recorded say only `pretrained`.
+                serde_json::from_value::<Self>(v["provenance"].clone())
+                    .ok()
+                    .or_else(|| {
+                        v["pretrained"].as_bool().map(|p| Self {
+                            origin: if p { "imagenet" } else { "random" }.into(),
+                            weights: v["weights"].as_str().map(String::from),
+                            fine_tuned_from: Vec::new(),
+                        })
+                    })
+            });
+        let mut p = parent.unwrap_or_else(|| {
+            tracing::warn!(init = %init.display(), "no run.json beside the initial classifier: backbone origin unknown");
+            Self {
+                origin: "unknown".into(),
+                weights: None,
+                fine_tuned_from: Vec::new(),
+            }
+        });
+        p.fine_tuned_from.insert(
+            0,
+            FineTunedFrom {
+                path: init.display().to_string(),
+                sha256,
+            },
+        );
+        Ok(p)
+    }
 }
 
 /// Training inputs: either images read per batch or cached backbone features (frozen mode).
@@ -554,6 +672,7 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
     tracing::info!(train = train_rows.len(), val = val_rows.len(), test = test_rows.len(), backbone = %cfg.backbone, mode = %cfg.mode, "training");
 
     let model = build_classifier(cfg, &device)?;
+    let provenance = Provenance::of(cfg)?;
     let trainable = model.trainable_parameter_count();
     let mut adam = Adam::new(model.params().trainable(), cfg.learning_rate)?;
     let ckpt_path = out_dir.join(CHECKPOINT);
@@ -633,7 +752,8 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
                 best_val_accuracy: state.best_val_accuracy,
                 stopped_early: false,
                 trainable_parameters: trainable,
-                pretrained: model.pretrained(),
+                pretrained: provenance.pretrained(),
+                provenance,
                 log: state.log,
                 predictions: Vec::new(),
                 out_dir: out_dir.to_path_buf(),
@@ -731,27 +851,41 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
     };
     let logits = eval_logits(&model, &test_in, cfg.batch_size)?;
     let name = cfg.model_name();
+    let to_prediction = |r: &ImageRow, l: f32, split: Split| Prediction {
+        id: r.id.clone(),
+        source: r.source.clone(),
+        split,
+        label: r.label,
+        score: sigmoid(l),
+        patient: r.patient.clone(),
+        model: name.clone(),
+    };
     let predictions: Vec<Prediction> = test_rows
         .iter()
         .zip(&logits)
-        .map(|(r, &l)| Prediction {
-            id: r.id.clone(),
-            source: r.source.clone(),
-            split: r.split.unwrap_or(Split::Test),
-            label: r.label,
-            score: sigmoid(l),
-            patient: r.patient.clone(),
-            model: name.clone(),
-        })
+        .map(|(r, &l)| to_prediction(r, l, r.split.unwrap_or(Split::Test)))
         .collect();
-    cxr_core::write_predictions(&out_dir.join("predictions.csv"), &predictions)?;
+    // The validation rows too (best weights), so that the evaluation chooses its operating threshold on
+    // them as documented; every test metric filters on `split`.
+    let val_logits = eval_logits(&model, &val_in, cfg.batch_size)?;
+    let val_predictions: Vec<Prediction> = val_rows
+        .iter()
+        .zip(&val_logits)
+        .map(|(r, &l)| to_prediction(r, l, Split::Val))
+        .collect();
+    let all: Vec<Prediction> = val_predictions
+        .into_iter()
+        .chain(predictions.iter().cloned())
+        .collect();
+    cxr_core::write_predictions(&out_dir.join("predictions.csv"), &all)?;
     write_log(&out_dir.join("training_log.csv"), &state.log)?;
     let run = serde_json::json!({
         "model": name,
         "backbone": cfg.backbone.to_string(),
         "mode": cfg.mode.to_string(),
-        "pretrained": model.pretrained(),
-        "random_init": !model.pretrained(),
+        "pretrained": provenance.pretrained(),
+        "random_init": provenance.origin == "random",
+        "provenance": provenance,
         "weights": cfg.weights.as_ref().map(|p| p.display().to_string()),
         "trainable_parameters": trainable,
         "epochs_run": state.epochs_done,
@@ -773,7 +907,8 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
         best_val_accuracy: state.best_val_accuracy,
         stopped_early,
         trainable_parameters: trainable,
-        pretrained: model.pretrained(),
+        pretrained: provenance.pretrained(),
+        provenance,
         log: state.log,
         predictions,
         out_dir: out_dir.to_path_buf(),
@@ -877,6 +1012,63 @@ fn load_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Provenance through a chain: ImageNet file → fine-tuned → fine-tuned again stays ImageNet, with both
+    /// starting models recorded nearest first; an `init` without a `run.json` is of unknown origin.
+    #[test]
+    fn provenance_follows_a_chain_of_fine_tunings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::new(dir.path().join("m.csv"));
+        cfg.weights = Some(dir.path().join("imagenet.safetensors"));
+        let root = Provenance::of(&cfg).unwrap();
+        assert!(root.pretrained() && root.fine_tuned_from.is_empty());
+        cfg.weights = None;
+        assert_eq!(Provenance::of(&cfg).unwrap().origin, "random");
+
+        let step = |name: &str, parent: &Provenance| {
+            let run_dir = dir.path().join(name);
+            std::fs::create_dir_all(&run_dir).unwrap();
+            std::fs::write(run_dir.join("model.safetensors"), name).unwrap();
+            let run = serde_json::json!({"pretrained": parent.pretrained(), "provenance": parent});
+            std::fs::write(run_dir.join("run.json"), run.to_string()).unwrap();
+            run_dir.join("model.safetensors")
+        };
+        let first = step("first", &root);
+        cfg.init = Some(first.clone());
+        let p1 = Provenance::of(&cfg).unwrap();
+        assert!(p1.pretrained());
+        assert_eq!(p1.fine_tuned_from.len(), 1);
+        let second = step("second", &p1);
+        cfg.init = Some(second.clone());
+        let p2 = Provenance::of(&cfg).unwrap();
+        assert!(p2.pretrained());
+        let paths: Vec<&str> = p2.fine_tuned_from.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [second.display().to_string(), first.display().to_string()]
+        );
+        assert_ne!(p2.fine_tuned_from[0].sha256, p2.fine_tuned_from[1].sha256);
+        assert_eq!(
+            p2.describe(),
+            "ImageNet, fine-tuned from second/model.safetensors"
+        );
+
+        std::fs::remove_file(dir.path().join("first/run.json")).unwrap();
+        cfg.init = Some(first);
+        assert_eq!(Provenance::of(&cfg).unwrap().origin, "unknown");
+    }
+
+    /// The random-initialisation warning names the file of the backbone at hand.
+    #[test]
+    fn weights_hint_names_the_backbone_file() {
+        let vgg = weights_hint(&Arch::vgg16());
+        assert!(vgg.contains("vgg16") && !vgg.contains("resnet50"), "{vgg}");
+        let resnet = weights_hint(&Arch::resnet50());
+        assert!(
+            resnet.contains("resnet50") && !resnet.contains("vgg"),
+            "{resnet}"
+        );
+    }
 
     /// The documented experiment file parses, relative paths resolve against its folder, typos are refused.
     #[test]

@@ -54,8 +54,27 @@ fn finetune1_learns_a_visible_cue_and_resume_gives_identical_predictions() {
     let acc = accuracy(&a.predictions);
     assert!(acc >= 0.9, "test accuracy {acc}; log {:?}", a.log);
     assert!(a.best_val_accuracy >= 0.9, "{:?}", a.log);
-    let preds = cxr_core::read_predictions(&out_a.join("predictions.csv")).unwrap();
+    // predictions.csv holds the validation rows (at the best weights) beside the test rows.
+    let all = cxr_core::read_predictions(&out_a.join("predictions.csv")).unwrap();
+    let preds: Vec<_> = all
+        .iter()
+        .filter(|p| p.split == Split::Test)
+        .cloned()
+        .collect();
     assert_eq!(preds, a.predictions);
+    let val: Vec<_> = all
+        .iter()
+        .filter(|p| p.split == Split::Val)
+        .cloned()
+        .collect();
+    assert_eq!(val.len(), 12);
+    assert_eq!(all.len(), val.len() + preds.len());
+    assert!(
+        (accuracy(&val) - a.best_val_accuracy).abs() < 1e-9,
+        "validation rows at the best epoch: {} vs {}",
+        accuracy(&val),
+        a.best_val_accuracy
+    );
     assert_eq!(preds[0].model, "resnet:1,1,1,1:8-finetune1");
     let log = std::fs::read_to_string(out_a.join("training_log.csv")).unwrap();
     assert!(
@@ -66,6 +85,32 @@ fn finetune1_learns_a_visible_cue_and_resume_gives_identical_predictions() {
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_a.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["random_init"], true);
+    assert_eq!(run["provenance"]["origin"], "random");
+
+    // Fine-tuned from that randomly initialised model: still random at the root, and the chain is recorded.
+    let mut ft = cfg.clone();
+    ft.max_epochs = 1;
+    ft.init = Some(out_a.join("model.safetensors"));
+    let out_ft = dir.path().join("ft");
+    let r = train(&ft, &out_ft, &TrainOptions::default()).unwrap();
+    assert!(!r.pretrained);
+    assert_eq!(
+        r.provenance.describe().split(',').next(),
+        Some("random init")
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_ft.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["pretrained"], false);
+    assert_eq!(run["random_init"], true);
+    let from = &run["provenance"]["fine_tuned_from"][0];
+    assert!(
+        from["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("model.safetensors"),
+        "{run}"
+    );
+    assert_eq!(from["sha256"].as_str().unwrap().len(), 64, "{run}");
 
     // Finetune1 never touches a convolution; BatchNorm affine parameters do move.
     let init = Classifier::new(&cfg.backbone, cfg.mode, cfg.seed, &Device::Cpu).unwrap();

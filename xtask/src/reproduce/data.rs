@@ -87,8 +87,19 @@ pub struct Prepared {
 pub struct IngestResult {
     pub manifest: PathBuf,
     pub images: usize,
-    /// (dataset, selected images, missing files, rejected files)
-    pub per_dataset: Vec<(String, usize, usize, usize)>,
+    pub per_dataset: Vec<DatasetCount>,
+}
+
+/// Images of one dataset at ingest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatasetCount {
+    pub dataset: String,
+    /// Selected by the dataset's rules.
+    pub selected: usize,
+    /// Files the metadata names that are not on disk.
+    pub missing: usize,
+    /// Files that could not be read.
+    pub rejected: usize,
 }
 
 /// Runs the data stages into `out/data-<tag>/`. `segmenter` reuses UNet weights (e.g. the main run's).
@@ -188,12 +199,12 @@ pub fn prepare(
                 .with_context(|| format!("no ingest adapter for dataset `{name}`"))?;
             let scanned = cxr_ingest::scan(adapter.as_ref(), root, &pseudo)
                 .with_context(|| format!("ingesting {name} from {}", root.display()))?;
-            per_dataset.push((
-                name.clone(),
-                scanned.manifest.records.len(),
-                scanned.missing.len(),
-                scanned.rejected.len(),
-            ));
+            per_dataset.push(DatasetCount {
+                dataset: name.clone(),
+                selected: scanned.manifest.records.len(),
+                missing: scanned.missing.len(),
+                rejected: scanned.rejected.len(),
+            });
             merged.records.extend(scanned.manifest.records);
         }
         if merged.records.is_empty() {

@@ -99,7 +99,12 @@ pub struct ModelRun {
     pub dir: PathBuf,
     pub model_path: PathBuf,
     pub predictions: PathBuf,
+    /// The backbone's weights go back to ImageNet (through every fine-tuning step; see `provenance`).
     pub pretrained: bool,
+    /// `cxr_model::Provenance`: origin (`imagenet`, `random`, `unknown`) and the chain of models fine-tuned
+    /// from.
+    #[serde(default)]
+    pub provenance: Option<cxr_model::Provenance>,
     pub trainable_parameters: usize,
     pub epochs_run: usize,
     pub best_epoch: usize,
@@ -351,7 +356,7 @@ impl<'a> Study<'a> {
             }
             let run_dir = dir.join(slug(name));
             let key = key_of(&(
-                "train-v2",
+                "train-v3",
                 &cfg,
                 file_key(&manifest_path)?,
                 init.as_ref().map(|p| file_key(p).ok()),
@@ -372,6 +377,7 @@ impl<'a> Study<'a> {
                     model_path: run_dir.join("model.safetensors"),
                     predictions: run_dir.join("predictions.csv"),
                     pretrained: report.pretrained,
+                    provenance: Some(report.provenance.clone()),
                     trainable_parameters: report.trainable_parameters,
                     epochs_run: report.epochs_run,
                     best_epoch: report.best_epoch,
@@ -454,6 +460,9 @@ pub fn evaluate(
     }
     .with_train_manifest(train_manifest);
     let report = cxr_eval::evaluate(&preds, &opts).context("evaluating predictions")?;
+    for a in &report.alarms {
+        tracing::warn!("{}", a.message);
+    }
     cxr_eval::write_outputs(&report, out)
         .with_context(|| format!("writing metrics to {}", out.display()))?;
     Ok(serde_json::to_value(&report)?)

@@ -14,19 +14,41 @@ use super::sensitivity::{self, SensitivityRun};
 use super::{Profile, ReproduceArgs};
 use crate::report::{Block, Report, Section};
 
-/// Seen and unseen AUC (bootstrap estimate with its CI, DeLong CI) of one model on the test split.
+/// A figure with its 95% interval, labelled (`results.json`; see docs/RESULTS.md).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Interval {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// `delong` (AUC) or `bootstrap`.
+    pub method: &'static str,
+    pub n_covid: usize,
+    pub n_pneumonia: usize,
+    /// A class of the set has fewer than `cxr_eval::MIN_PER_CLASS` images.
+    pub small_sample: bool,
+}
+
+/// Seen and unseen test AUC (DeLong 95% CI) of one model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeenUnseenAuc {
     pub experiment: String,
     pub model: String,
-    pub seen: Option<[f64; 3]>,
-    pub unseen: Option<[f64; 3]>,
+    pub seen: Option<Interval>,
+    pub unseen: Option<Interval>,
 }
 
-fn auc_triplet(report: &EvalReport, model: &str, group: &Group) -> Option<[f64; 3]> {
+fn auc_interval(report: &EvalReport, model: &str, group: &Group) -> Option<Interval> {
     let set = report.set(model, Split::Test, group)?;
     let d = set.delong.as_ref()?;
-    Some([d.auc, d.lo, d.hi])
+    Some(Interval {
+        value: d.auc,
+        lo: d.lo,
+        hi: d.hi,
+        method: "delong",
+        n_covid: set.n_covid,
+        n_pneumonia: set.n_pneumonia,
+        small_sample: set.small_sample,
+    })
 }
 
 fn seen_unseen(results: &[ExperimentResult]) -> Vec<SeenUnseenAuc> {
@@ -39,17 +61,24 @@ fn seen_unseen(results: &[ExperimentResult]) -> Vec<SeenUnseenAuc> {
             out.push(SeenUnseenAuc {
                 experiment: r.spec.name.clone(),
                 model: m.name.clone(),
-                seen: auc_triplet(&report, &m.name, &Group::Seen),
-                unseen: auc_triplet(&report, &m.name, &Group::Unseen),
+                seen: auc_interval(&report, &m.name, &Group::Seen),
+                unseen: auc_interval(&report, &m.name, &Group::Unseen),
             });
         }
     }
     out
 }
 
-fn fmt3(t: &Option<[f64; 3]>) -> String {
+/// `0.912 [0.871, 0.950]`, with `†` when the set is a small sample.
+fn fmt3(t: &Option<Interval>) -> String {
     match t {
-        Some([v, lo, hi]) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+        Some(i) => format!(
+            "{:.3} [{:.3}, {:.3}]{}",
+            i.value,
+            i.lo,
+            i.hi,
+            if i.small_sample { " †" } else { "" }
+        ),
         None => "–".into(),
     }
 }
@@ -70,10 +99,13 @@ pub fn write(
     out: &Path,
 ) -> Result<PathBuf> {
     let Runs {
-        main: results,
-        control,
+        main: mut results,
+        mut control,
         sensitivity,
     } = runs;
+    for r in results.iter_mut().chain(control.iter_mut().flatten()) {
+        flag_small_occlusion(r);
+    }
     let pretrained = results.iter().flat_map(|r| &r.models).any(|m| m.pretrained);
     let weights = if pretrained {
         format!(
@@ -125,9 +157,33 @@ pub fn write(
     let main_auc = seen_unseen(&results);
     let control_auc = control.as_deref().map(seen_unseen).unwrap_or_default();
 
-    // results.json: everything.
+    // results.json: everything, numbers as numbers, keys without spaces (docs/RESULTS.md,
+    // docs/results.schema.json).
+    let run_json = json!({
+        "command": command,
+        "profile": profile.name,
+        "data": main.choice_label,
+        "images_selected": main.ingest.images,
+        "images_after_lung_crop": main.segment.get("kept").and_then(|v| v.as_u64()),
+        "backbone_weights": {
+            "pretrained": pretrained,
+            "resnet50": args.weights_resnet50.as_ref().map(|p| p.display().to_string()),
+            "vgg16": args.weights_vgg16.as_ref().map(|p| p.display().to_string()),
+            "description": weights,
+        },
+        "seed": args.seed,
+        "bootstrap_resamples": args.resamples,
+        "model_input_px": profile.image_size,
+        "min_per_class": cxr_eval::MIN_PER_CLASS,
+        "versions": {
+            "cxr_confounders": env!("CARGO_PKG_VERSION"),
+            "candle": "0.11.1",
+        },
+        "wall_time_s": elapsed_s,
+    });
     let results_json = json!({
-        "run": run_facts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "schema_version": 2,
+        "run": run_json,
         "profile": profile,
         "data": main,
         "experiments": results,
@@ -178,7 +234,11 @@ pub fn write(
         ]);
     }
     overview.push(Block::Table {
-        caption: "Test AUC on seen vs unseen sources (DeLong 95% CI)".into(),
+        caption: format!(
+            "Test AUC on seen vs unseen sources (DeLong 95% CI); † = small sample (fewer than {} images of a \
+             class the set holds)",
+            cxr_eval::MIN_PER_CLASS
+        ),
         header: vec![
             "experiment".into(),
             "model".into(),
@@ -248,6 +308,45 @@ pub fn write(
     Ok(html_path)
 }
 
+/// Marks each occlusion test of the audit (`evidence[].occlusion[]`) with `small_sample` when a class it
+/// rests on has fewer than `cxr_eval::MIN_PER_CLASS` images (the lungs-removed AUC of a Cohen split can rest
+/// on 4 pneumonia images).
+fn flag_small_occlusion(r: &mut ExperimentResult) {
+    let Some(audit) = r.audit.as_mut() else {
+        return;
+    };
+    for ev in audit["evidence"].as_array_mut().into_iter().flatten() {
+        for occ in ev["occlusion"].as_array_mut().into_iter().flatten() {
+            let n = |k: &str| occ[k].as_u64().map(|v| v as usize);
+            if let (Some(c), Some(p)) = (n("n_covid"), n("n_pneumonia")) {
+                occ["small_sample"] =
+                    json!(cxr_eval::is_small_sample(c, p, cxr_eval::MIN_PER_CLASS));
+            }
+        }
+    }
+}
+
+/// Warnings for the occlusion tests flagged by [`flag_small_occlusion`].
+fn small_occlusion_warnings(audit: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for ev in audit["evidence"].as_array().into_iter().flatten() {
+        for occ in ev["occlusion"].as_array().into_iter().flatten() {
+            if occ["small_sample"] == true {
+                out.push(format!(
+                    "† Small sample: the occlusion tests of {} ({} fill) rest on {} Covid-19 and {} pneumonia \
+                     images (fewer than {} of a class); read their AUCs with care.",
+                    ev["model"].as_str().unwrap_or(""),
+                    occ["fill"].as_str().unwrap_or(""),
+                    occ["n_covid"],
+                    occ["n_pneumonia"],
+                    cxr_eval::MIN_PER_CLASS
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// group, split, seen AUC, mean shift [CI], status, audit verdict, the audit tests that flagged.
 fn sensitivity_row(r: &SensitivityRun) -> Vec<String> {
     let f = |v: &serde_json::Value| v.as_f64().map_or("–".into(), |x| format!("{x:+.3}"));
@@ -265,8 +364,8 @@ fn sensitivity_row(r: &SensitivityRun) -> Vec<String> {
     };
     let seen = seen_unseen(std::slice::from_ref(&r.result))
         .first()
-        .and_then(|a| a.seen)
-        .map_or("–".into(), |v| format!("{:.3}", v[0]));
+        .and_then(|a| a.seen.as_ref().map(|v| v.value))
+        .map_or("–".into(), |v| format!("{v:.3}"));
     let verdict = r
         .result
         .audit
@@ -397,10 +496,10 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
             m.epochs_run.to_string(),
             m.best_epoch.to_string(),
             format!("{:.3}", m.best_val_accuracy),
-            if m.pretrained {
-                "ImageNet".into()
-            } else {
-                "random".into()
+            match &m.provenance {
+                Some(p) => p.describe(),
+                None if m.pretrained => "ImageNet".into(),
+                None => "random init".into(),
             },
         ]);
     }
@@ -459,6 +558,11 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
         }
         for alarm in &report.alarms {
             blocks.push(Block::Warning(alarm.message.clone()));
+        }
+    }
+    if let Some(audit) = &r.audit {
+        for w in small_occlusion_warnings(audit) {
+            blocks.push(Block::Warning(w));
         }
     }
     if let Some(audit) = &r.audit

@@ -32,7 +32,9 @@ pub fn cohen_label(finding: &str) -> Label {
 
 /// Location → source id.
 pub fn cohen_source(location: &str) -> Result<SourceId> {
-    let loc = location.trim();
+    // Lower-cased: free text, where `Hannover` and `hannover` name one place.
+    let lowered = location.trim().to_ascii_lowercase();
+    let loc = lowered.as_str();
     let id = if loc.is_empty() || SourceId::new(loc).is_err() {
         "cohen:unknown".to_string()
     } else {

@@ -1,0 +1,53 @@
+//! `docs/results.schema.json` is valid JSON, and the checker the end-to-end test validates `results.json` with
+//! (`support/json_schema.rs`) accepts a conforming fragment and rejects what the schema forbids: a number as a
+//! string, a key outside the schema, an unlabelled interval triple.
+
+#[path = "support/json_schema.rs"]
+mod json_schema;
+
+use serde_json::json;
+
+fn schema() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results.schema.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_schema_checker_accepts_and_rejects() {
+    let schema = schema();
+    let seen_unseen = json!({"$ref": "#/$defs/seen_unseen"});
+    let sub = |s: &serde_json::Value| {
+        let mut s = s.clone();
+        s["$defs"] = schema["$defs"].clone();
+        s
+    };
+    let good = json!({"experiment": "figure4-split1", "model": "m",
+        "seen": {"value": 0.9, "lo": 0.8, "hi": 1.0, "method": "delong", "n_covid": 12, "n_pneumonia": 4,
+                 "small_sample": true},
+        "unseen": null});
+    assert_eq!(
+        json_schema::validate(&sub(&seen_unseen), &good),
+        Vec::<String>::new()
+    );
+    let triple = json!({"experiment": "e", "model": "m", "seen": [0.9, 0.8, 1.0], "unseen": null});
+    assert!(!json_schema::validate(&sub(&seen_unseen), &triple).is_empty());
+    let mut extra = good.clone();
+    extra["seen AUC"] = json!(1);
+    assert!(!json_schema::validate(&sub(&seen_unseen), &extra).is_empty());
+
+    // The run block: a wall time as "451 s" fails both the schema and the style check.
+    let run = json!({"wall time": "451 s", "seed": "2021"});
+    let mut problems = Vec::new();
+    json_schema::style_problems(&run, "$", &mut problems);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    let mut whole = json!({});
+    whole["run"] = run;
+    let errors = json_schema::validate(&schema, &whole);
+    assert!(errors.iter().any(|e| e.contains("wall time")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing required `experiments`")),
+        "{errors:?}"
+    );
+}
