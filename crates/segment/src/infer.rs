@@ -436,8 +436,6 @@ pub fn predict_folder(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn dice() {
         assert_eq!(super::dice(&[0, 0], &[0, 0]), 1.0);
