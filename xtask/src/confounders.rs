@@ -430,8 +430,22 @@ impl cxr_core::Scorer for Keeping<'_> {
 pub fn audit_confounders(args: AuditConfoundersArgs) -> Result<serde_json::Value> {
     let audited = scorer_for_audit(&args.model).context("audit-confounders")?;
     let column = column_for_audit(&args.model).context("audit-confounders")?;
-    let plan = plan_from_args(&args, &column)?;
-    let scorer = audited.as_ref();
+    let json = audit_confounders_with(&args, audited.as_ref(), &column)?;
+    println!(
+        "audit-confounders of {}: {}",
+        audited.name(),
+        json["verdict"].as_str().unwrap_or("")
+    );
+    Ok(json)
+}
+
+/// The test of any scorer reading `column`; writes the outputs, prints the table, returns the JSON.
+pub(crate) fn audit_confounders_with(
+    args: &AuditConfoundersArgs,
+    scorer: &dyn cxr_core::Scorer,
+    column: &str,
+) -> Result<serde_json::Value> {
+    let plan = plan_from_args(args, column)?;
     let name = scorer.name().to_string();
     let out = args
         .out
@@ -464,10 +478,6 @@ pub fn audit_confounders(args: AuditConfoundersArgs) -> Result<serde_json::Value
     .context("audit-confounders")?;
     let json = report_json(&plan.test, &results, &name, input_path_json(&plan), extra);
     write_confounder_outputs(&out, &json, &results, &rows).context("audit-confounders")?;
-    println!(
-        "audit-confounders of {name}: {}",
-        json["verdict"].as_str().unwrap_or("")
-    );
     print_table(&results);
     println!("-> {}", out.join("confounders.json").display());
     Ok(json)

@@ -328,14 +328,33 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask audit --model RUN|--model-spec S --manifest M`, or the two steps for a model that cannot be
+/// exported: `audit prepare` (images to score) and `audit finish` (their scores → `audit.json`).
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AuditCommand {
+    #[command(subcommand)]
+    step: Option<crate::audit_protocol::AuditStep>,
+    #[command(flatten)]
+    args: AuditArgs,
+}
+
+/// `cargo xtask audit ...`: the audit, or one of its two steps.
+pub fn audit_command(cmd: AuditCommand) -> Result<()> {
+    match cmd.step {
+        Some(step) => crate::audit_protocol::run(step),
+        None => audit(cmd.args),
+    }
+}
+
 /// `cargo xtask audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// The model's training manifest (with `split`, the image column and `mask`).
-    #[arg(long)]
-    manifest: PathBuf,
+    #[arg(long, required = true)]
+    manifest: Option<PathBuf>,
     /// Frozen features (`id, f0 … fN`, from `cargo xtask embed`); default: the model's own pooled features.
     #[arg(long)]
     features: Option<PathBuf>,
@@ -382,7 +401,46 @@ fn delong_figure(scores: &[f64], positives: &[bool]) -> Option<Figure> {
 pub fn audit(args: AuditArgs) -> Result<()> {
     let scorer = scorer_for_audit(&args.model).context("audit")?;
     let column = column_for_audit(&args.model).context("audit")?;
-    audit_with(&args, scorer.as_ref(), &column).map(|_| ())
+    let report = audit_with(&args, scorer.as_ref(), &column)?;
+    print_verdict(&report, &audit_out(&args, scorer.as_ref()));
+    Ok(())
+}
+
+/// The audit's output folder.
+pub(crate) fn audit_out(args: &AuditArgs, scorer: &dyn Scorer) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/audit").join(scorer.name()))
+}
+
+/// Prints the verdict and every test's figure.
+pub(crate) fn print_verdict(report: &AuditReport, out: &Path) {
+    for verdict in &report.verdicts {
+        println!("audit of {}: {:?}", verdict.model, verdict.verdict);
+        for t in &verdict.tests {
+            let fig = t
+                .figure
+                .map(|f| format!("{f:.3}"))
+                .unwrap_or_else(|| "-".into());
+            let ci = match (t.ci_low, t.ci_high) {
+                (Some(l), Some(h)) => format!("[{l:.3}, {h:.3}]"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
+                t.test,
+                format!("{:?}", t.status),
+                t.detail
+            );
+        }
+    }
+    if let Some(c) = report.evidence.first().and_then(|e| e.saliency.as_ref()) {
+        println!(
+            "  saliency: {} maps, {} forward passes and {:.1} s per map",
+            c.method, c.passes_per_map, c.seconds_per_map
+        );
+    }
+    println!("-> {}", out.join("audit.json").display());
 }
 
 /// Reads the images of `rows` and scores them in batches; with `features`, returns the scorer's pooled
@@ -424,24 +482,25 @@ fn score_rows(
 /// lungs only, split-design check, saliency rule, verdict) of any scorer reading `column`; writes
 /// `audit.json` (and `probe.json`, occlusion images) and returns the report.
 pub(crate) fn audit_with(args: &AuditArgs, scorer: &dyn Scorer, column: &str) -> Result<AuditReport> {
-    let manifest = Manifest::read(&args.manifest)
-        .with_context(|| format!("audit: reading {}", args.manifest.display()))?;
+    let manifest_path = args
+        .manifest
+        .as_deref()
+        .context("audit: --manifest M.csv is needed")?;
+    let manifest = Manifest::read(manifest_path)
+        .with_context(|| format!("audit: reading {}", manifest_path.display()))?;
     if manifest.records.iter().all(|r| r.split.is_none()) {
         bail!(
             "audit: {}: no `split` column (the audit needs the model's training split: apply a split design first)",
-            args.manifest.display()
+            manifest_path.display()
         );
     }
     if !manifest.columns().iter().any(|c| c == column) {
         bail!(
             "audit: {}: no `{column}` column (the image column the model reads; --column png8|crop)",
-            args.manifest.display()
+            manifest_path.display()
         );
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/audit").join(scorer.name()));
+    let out = audit_out(args, scorer);
     std::fs::create_dir_all(&out).with_context(|| format!("audit: creating {}", out.display()))?;
     let batch_size = args.model.batch_size;
     let mut evidence = AuditEvidence {
@@ -459,7 +518,7 @@ pub(crate) fn audit_with(args: &AuditArgs, scorer: &dyn Scorer, column: &str) ->
             Some((f.ids, f.x))
         }
         None if scorer.has_features() => {
-            let (rows, _) = cxr_model::data::rows_from_manifest(&manifest, column, &args.manifest)
+            let (rows, _) = cxr_model::data::rows_from_manifest(&manifest, column, manifest_path)
                 .context("audit: image column")?;
             let rows: Vec<&ImageRow> = rows.iter().filter(|r| r.is_original()).collect();
             let (_, v) = score_rows(scorer, &rows, batch_size, true, "features")
@@ -532,9 +591,9 @@ pub(crate) fn audit_with(args: &AuditArgs, scorer: &dyn Scorer, column: &str) ->
     }
 
     // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
-    let mut todo = samples(&manifest, &args.manifest, column, Some(args.split))?;
+    let mut todo = samples(&manifest, manifest_path, column, Some(args.split))?;
     if todo.is_empty() {
-        todo = samples(&manifest, &args.manifest, column, None)?;
+        todo = samples(&manifest, manifest_path, column, None)?;
     }
     todo.retain(|s| s.row.label.target().is_some());
     let positives: Vec<bool> = todo
@@ -638,28 +697,10 @@ pub(crate) fn audit_with(args: &AuditArgs, scorer: &dyn Scorer, column: &str) ->
     let verdict = cxr_explain::verdict(&evidence, &cxr_explain::Thresholds::default());
     let report = AuditReport {
         evidence: vec![evidence],
-        verdicts: vec![verdict.clone()],
+        verdicts: vec![verdict],
     };
     let path = out.join("audit.json");
     cxr_explain::write_audit_json(&path, &report).context("audit: writing audit.json")?;
-    println!("audit of {}: {:?}", verdict.model, verdict.verdict);
-    for t in &verdict.tests {
-        let fig = t
-            .figure
-            .map(|f| format!("{f:.3}"))
-            .unwrap_or_else(|| "-".into());
-        let ci = match (t.ci_low, t.ci_high) {
-            (Some(l), Some(h)) => format!("[{l:.3}, {h:.3}]"),
-            _ => String::new(),
-        };
-        println!(
-            "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
-            t.test,
-            format!("{:?}", t.status),
-            t.detail
-        );
-    }
-    println!("-> {}", path.display());
     Ok(report)
 }
 
