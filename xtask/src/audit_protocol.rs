@@ -58,7 +58,7 @@ pub struct PrepareArgs {
     /// Occlusion sensitivity maps on this many test images (0: none).
     #[arg(long, default_value_t = 8)]
     saliency_images: usize,
-    /// Occlusion map positions per side (`grid² + 1` images per map).
+    /// Occlusion map positions per side (at most `grid² + 1` images per map).
     #[arg(long, default_value_t = 24)]
     saliency_grid: usize,
 }
@@ -189,7 +189,10 @@ impl Replay {
             let id = rec.get(ic).unwrap_or("").trim().to_string();
             let cell = rec.get(sc).unwrap_or("").trim();
             let v: f64 = cell.parse().map_err(|_| {
-                anyhow::anyhow!("{}: id {id}: score `{cell}` is not a number", path.display())
+                anyhow::anyhow!(
+                    "{}: id {id}: score `{cell}` is not a number",
+                    path.display()
+                )
             })?;
             if !v.is_finite() || !(0.0..=1.0).contains(&v) {
                 bail!(
@@ -205,7 +208,10 @@ impl Replay {
             bail!(
                 "{}: id {missing} of to_score.csv has no score ({} of {} scored)",
                 path.display(),
-                expected.iter().filter(|id| scores.contains_key(*id)).count(),
+                expected
+                    .iter()
+                    .filter(|id| scores.contains_key(*id))
+                    .count(),
                 expected.len()
             );
         }
@@ -404,7 +410,10 @@ mod tests {
         check("id,score\na,0.5\n", "id b of to_score.csv has no score");
         check("id,score\na,0.5\na,0.4\nb,0.1\n", "id a appears twice");
         check("id,score\na,NaN\nb,0.1\n", "id a: score NaN");
-        check("id,score\na,0.5\nb,1.5\n", "id b: score 1.5 is not a probability");
+        check(
+            "id,score\na,0.5\nb,1.5\n",
+            "id b: score 1.5 is not a probability",
+        );
         check("id,score\na,x\nb,1\n", "id a: score `x` is not a number");
         check("name,p\na,0.5\n", "needs the columns `id,score`");
         let p = dir.path().join("ok.csv");
@@ -447,7 +456,11 @@ mod tests {
             recs.push(ManifestRecord {
                 id: format!("r{i}"),
                 source: SourceId::new(src).unwrap(),
-                label: if covid { Label::Covid } else { Label::Pneumonia },
+                label: if covid {
+                    Label::Covid
+                } else {
+                    Label::Pneumonia
+                },
                 patient: format!("p{i}"),
                 view: "PA".into(),
                 path: ip.clone(),
@@ -545,8 +558,16 @@ mod tests {
         assert!(n > 8 + 8 * 4, "{n} images to score");
         let sp = d.join("scores.csv");
         std::fs::write(&sp, scores).unwrap();
-        run(StepCli::parse_from(["x", "finish", "--dir", prep.to_str().unwrap(), "--scores", sp.to_str().unwrap()]).step)
-            .unwrap();
+        run(StepCli::parse_from([
+            "x",
+            "finish",
+            "--dir",
+            prep.to_str().unwrap(),
+            "--scores",
+            sp.to_str().unwrap(),
+        ])
+        .step)
+        .unwrap();
         let back: cxr_explain::AuditReport =
             serde_json::from_slice(&std::fs::read(prep.join("audit.json")).unwrap()).unwrap();
 
@@ -559,21 +580,38 @@ mod tests {
         };
         for (t, u) in a.tests.iter().zip(&b.tests) {
             assert_eq!((&t.test, t.status), (&u.test, u.status), "{t:?} vs {u:?}");
-            assert!(close(t.figure, u.figure) && close(t.ci_low, u.ci_low), "{t:?} vs {u:?}");
+            assert!(
+                close(t.figure, u.figure) && close(t.ci_low, u.ci_low),
+                "{t:?} vs {u:?}"
+            );
         }
         let (ea, eb) = (&direct.evidence[0], &back.evidence[0]);
         assert_eq!(ea.occlusion.len(), 2);
         for (x, y) in ea.occlusion.iter().zip(&eb.occlusion) {
-            assert!(close(Some(x.lungs_removed.value), Some(y.lungs_removed.value)));
+            assert!(close(
+                Some(x.lungs_removed.value),
+                Some(y.lungs_removed.value)
+            ));
             assert!(close(Some(x.lungs_only.value), Some(y.lungs_only.value)));
             assert!(close(x.lungs_removed_p, y.lungs_removed_p));
         }
-        assert!(close(ea.lung_energy.map(|f| f.value), eb.lung_energy.map(|f| f.value)));
+        assert!(close(
+            ea.lung_energy.map(|f| f.value),
+            eb.lung_energy.map(|f| f.value)
+        ));
         assert_eq!(ea.saliency.as_ref().unwrap().passes_per_map, 17);
         // A score table that misses an id is refused before any audit runs.
         std::fs::write(&sp, "id,score\n").unwrap();
-        let e = run(StepCli::parse_from(["x", "finish", "--dir", prep.to_str().unwrap(), "--scores", sp.to_str().unwrap()]).step)
-            .unwrap_err();
+        let e = run(StepCli::parse_from([
+            "x",
+            "finish",
+            "--dir",
+            prep.to_str().unwrap(),
+            "--scores",
+            sp.to_str().unwrap(),
+        ])
+        .step)
+        .unwrap_err();
         assert!(format!("{e:#}").contains("has no score"), "{e:#}");
     }
 }

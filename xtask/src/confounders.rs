@@ -97,10 +97,12 @@ struct SynthWorld<'a> {
 
 impl SynthWorld<'_> {
     fn kind(&self, kind: &str) -> cxr_explain::Result<ConfounderKind> {
-        kind.parse().map_err(|e: cxr_synth::SynthError| cxr_explain::ExplainError::Invalid {
-            what: "confounder kind".into(),
-            message: e.to_string(),
-        })
+        kind.parse().map_err(
+            |e: cxr_synth::SynthError| cxr_explain::ExplainError::Invalid {
+                what: "confounder kind".into(),
+                message: e.to_string(),
+            },
+        )
     }
 
     fn size_of(&self, s: &SourceSpec) -> (usize, usize) {
@@ -631,20 +633,14 @@ mod tests {
             "removing it lowers it"
         );
         // Both directions, both patterns, counterfactuals of the same patients.
-        let g: Vec<&PairRow> = rows
-            .iter()
-            .filter(|r| r.kind == "grid")
-            .collect();
+        let g: Vec<&PairRow> = rows.iter().filter(|r| r.kind == "grid").collect();
         assert_eq!(g.iter().filter(|r| r.base == "nih").count(), 12);
         assert_eq!(g.iter().filter(|r| r.base == "v2-cov19-nii").count(), 12);
         assert!(
             g.iter().any(|r| r.pattern == "covid") && g.iter().any(|r| r.pattern == "pneumonia")
         );
         // Text and markers sit outside the lung crop: the counterfactual input does not change at all.
-        let marker: Vec<&PairRow> = rows
-            .iter()
-            .filter(|r| r.kind == "marker")
-            .collect();
+        let marker: Vec<&PairRow> = rows.iter().filter(|r| r.kind == "marker").collect();
         assert!(
             marker
                 .iter()

@@ -46,10 +46,14 @@ fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// A training run folder (`model.safetensors` + `run.json`) or a `model.safetensors` file.
-    #[arg(long, required_unless_present = "model_spec", conflicts_with = "model_spec")]
+    #[arg(
+        long,
+        required_unless_present = "model_spec",
+        conflicts_with = "model_spec"
+    )]
     pub(crate) model: Option<PathBuf>,
-    /// A foreign classifier: a model spec (TOML naming an ONNX file, its input size and normalisation;
-    /// docs/MODEL_SPEC.md). The audits take it; Grad-CAM (`explain`) needs `--model`.
+    /// A foreign classifier: a model spec (TOML naming an ONNX file, its input size and normalisation).
+    /// The audits take it; Grad-CAM (`explain`) needs `--model`.
     #[arg(long)]
     pub(crate) model_spec: Option<PathBuf>,
     /// Backbone (`resnet50`, `vgg16`, ...); default: the run's.
@@ -374,8 +378,8 @@ pub struct AuditArgs {
     /// and class; 0: none), for the lung energy evidence of a scorer without gradients.
     #[arg(long, default_value_t = 8)]
     saliency_images: usize,
-    /// Occlusion map positions per side: `grid² + 1` forward passes per map (24: 577 passes, ~1 min for a
-    /// ResNet50 at 224 px on a CPU).
+    /// Occlusion map positions per side: at most `grid² + 1` forward passes per map (24 at 224 px: 530
+    /// passes, ~65 s for a ResNet50 on a CPU).
     #[arg(long, default_value_t = 24)]
     saliency_grid: usize,
     /// Output folder (default `target/audit/<model name>`): `audit.json`, `probe.json`, occlusion images.
@@ -481,7 +485,11 @@ fn score_rows(
 /// The whole audit (source probe when the scorer has features, occlusion AUCs full / lungs removed /
 /// lungs only, split-design check, saliency rule, verdict) of any scorer reading `column`; writes
 /// `audit.json` (and `probe.json`, occlusion images) and returns the report.
-pub(crate) fn audit_with(args: &AuditArgs, scorer: &dyn Scorer, column: &str) -> Result<AuditReport> {
+pub(crate) fn audit_with(
+    args: &AuditArgs,
+    scorer: &dyn Scorer,
+    column: &str,
+) -> Result<AuditReport> {
     let manifest_path = args
         .manifest
         .as_deref()
@@ -754,7 +762,8 @@ fn occlusion_saliency(
             .with_context(|| format!("row {}", s.row.id))?;
         passes = m.passes;
         geometry = Some((m.patch, m.stride));
-        let logit = (m.score.clamp(1e-6, 1.0 - 1e-6) / (1.0 - m.score.clamp(1e-6, 1.0 - 1e-6))).ln();
+        let logit =
+            (m.score.clamp(1e-6, 1.0 - 1e-6) / (1.0 - m.score.clamp(1e-6, 1.0 - 1e-6))).ln();
         let item = CamItem {
             id: s.row.id.clone(),
             source: s.row.source.clone(),
@@ -770,7 +779,8 @@ fn occlusion_saliency(
     let outputs = writer.finish()?;
     let rows = &outputs.rows;
     evidence.lung_energy = cxr_explain::mean_lung_energy(rows).map(Figure::point);
-    evidence.mean_mask_area = Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
+    evidence.mean_mask_area =
+        Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
     let cells: Vec<f64> = rows.iter().filter_map(|r| r.lung_cells).collect();
     if !cells.is_empty() {
         evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);

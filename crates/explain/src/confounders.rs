@@ -495,7 +495,10 @@ pub fn report_json(
     })
 }
 
-fn csv_bytes(path: &Path, write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) -> Result<Vec<u8>> {
+fn csv_bytes(
+    path: &Path,
+    write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>,
+) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let err = |e: csv::Error| ExplainError::Csv {
         path: path.to_path_buf(),
@@ -670,7 +673,13 @@ mod tests {
         assert_eq!(res[1].status, "same_in_every_source");
         assert_eq!(rows.len(), 16);
         let dir = tempfile::tempdir().unwrap();
-        let json = report_json(&plan, &res, "bright", serde_json::Value::Null, serde_json::Value::Null);
+        let json = report_json(
+            &plan,
+            &res,
+            "bright",
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        );
         write_confounder_outputs(dir.path(), &json, &res, &rows).unwrap();
         let pairs = std::fs::read_to_string(dir.path().join("confounder_pairs.csv")).unwrap();
         assert_eq!(pairs.lines().count(), 17);

@@ -225,7 +225,11 @@ mod tests {
         // A lung_energy.csv written before the column existed still reads.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("old.csv");
-        std::fs::write(&p, "id,source,label,logit,lung_energy,mask_area\na,nih,covid,0.5,0.4,0.3\n").unwrap();
+        std::fs::write(
+            &p,
+            "id,source,label,logit,lung_energy,mask_area\na,nih,covid,0.5,0.4,0.3\n",
+        )
+        .unwrap();
         let rows = read_energy_csv(&p).unwrap();
         assert_eq!(rows[0].lung_cells, None);
     }

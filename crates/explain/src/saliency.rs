@@ -10,8 +10,9 @@
 //! Grad-CAM ([`crate::ExplainWriter::add_with_map`], with the grid's width as the map's native cells, which
 //! the audit's abstain rule reads).
 //!
-//! Cost: `grid² + 1` forward passes per map (one per position and the unoccluded image); the grid sets the
-//! resolution (`stride = ceil(side / grid)`, patch = 2 x stride so neighbouring patches overlap by half).
+//! Cost: one forward pass per position plus one for the unoccluded image, at most `grid² + 1` per map; the
+//! grid sets the resolution (`stride = ceil(side / grid)`, patch = 2 x stride so neighbouring patches overlap
+//! by half; positions every stride from 0, so a side that is not a multiple of the grid gets fewer).
 
 use cxr_core::{Grey8, Scorer};
 
@@ -29,9 +30,9 @@ pub struct OcclusionConfig {
 }
 
 impl Default for OcclusionConfig {
-    /// 24 positions per side: 577 passes per map, about 58 s for a ResNet50 at 224 px on a CPU (~0.1 s a
-    /// pass); lungs spanning 70 % of a whole image then get 8.4 cells each, the least the audit's lung energy
-    /// rule judges (`Thresholds::min_lung_cells`).
+    /// 24 positions per side: at 224 px a stride of 10 px and 23 positions a side, 530 passes per map, about
+    /// 65 s for a ResNet50 on this CPU (docs/PERFORMANCE.md); lungs spanning 70 % of a whole image then get
+    /// 8 cells each, the least the audit's lung energy rule judges (`Thresholds::min_lung_cells`).
     fn default() -> Self {
         Self {
             grid: 24,
@@ -75,14 +76,17 @@ pub fn occlusion_map(
     if cfg.grid < 2 || w < cfg.grid || h < cfg.grid {
         return Err(ExplainError::invalid(
             "occlusion map",
-            format!("a {w}x{h} image cannot hold a {0}x{0} grid of patches", cfg.grid),
+            format!(
+                "a {w}x{h} image cannot hold a {0}x{0} grid of patches",
+                cfg.grid
+            ),
         ));
     }
     let stride = w.max(h).div_ceil(cfg.grid);
     let patch = 2 * stride;
     let (xs, ys) = (origins(w, stride, cfg.grid), origins(h, stride, cfg.grid));
-    let mean = (image.data.iter().map(|&v| v as u64).sum::<u64>() as f64 / (w * h) as f64).round()
-        as u8;
+    let mean =
+        (image.data.iter().map(|&v| v as u64).sum::<u64>() as f64 / (w * h) as f64).round() as u8;
     let mut images = Vec::with_capacity(xs.len() * ys.len() + 1);
     images.push(image.clone());
     for &y0 in &ys {
@@ -181,7 +185,10 @@ mod tests {
             batch_size: 7,
         };
         let m = occlusion_map(&RegionReader, &img, &cfg).unwrap();
-        assert_eq!((m.cells, m.stride, m.patch, m.passes), ((16, 16), 4, 8, 257));
+        assert_eq!(
+            (m.cells, m.stride, m.patch, m.passes),
+            ((16, 16), 4, 8, 257)
+        );
         let at = |x: usize, y: usize| m.heat.get(x, y);
         assert_eq!(at(45, 13), 1.0, "the peak sits on the region read");
         // Far from the region nothing changes the score.
