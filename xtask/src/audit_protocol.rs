@@ -614,4 +614,55 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("has no score"), "{e:#}");
     }
+
+    #[test]
+    fn a_manifest_without_split_mask_or_column_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let manifest = cxr_core::Manifest::read(&m).unwrap();
+        let recorder = Recorder::new("r", &d.join("rec")).unwrap();
+        let out = d.join("o");
+        let audit = |path: &Path, column: &str| {
+            let argv = [
+                "audit",
+                "--model",
+                "x",
+                "--manifest",
+                path.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            format!(
+                "{:#}",
+                audit_with(&AuditCli::parse_from(argv).args, &recorder, column).unwrap_err()
+            )
+        };
+        let mut no_split = manifest.clone();
+        no_split.records.iter_mut().for_each(|r| r.split = None);
+        let p = d.join("no_split.csv");
+        no_split.write(&p).unwrap();
+        let e = audit(&p, "png8");
+        assert!(
+            e.contains("no_split.csv") && e.contains("no `split` column"),
+            "{e}"
+        );
+        let e = audit(&m, "crop");
+        assert!(
+            e.contains("manifest.csv") && e.contains("no `crop` column"),
+            "{e}"
+        );
+        let mut no_mask = manifest.clone();
+        no_mask.extra_columns.retain(|c| c != "mask");
+        no_mask.records.iter_mut().for_each(|r| {
+            r.extra.remove("mask");
+        });
+        let p = d.join("no_mask.csv");
+        no_mask.write(&p).unwrap();
+        let e = audit(&p, "png8");
+        assert!(
+            e.contains("no_mask.csv") && e.contains("no `mask` column"),
+            "{e}"
+        );
+    }
 }
