@@ -1,5 +1,9 @@
-//! `cargo xtask explain` and `cargo xtask audit`: the explain stage (`cxr-explain`) wired to a trained
-//! `cxr-model` classifier, `cxr-eval`'s DeLong CIs and the ingest split linter's Cramér's V.
+//! `cargo xtask explain` and `cargo xtask audit`: the explain stage (`cxr-explain`) wired to a classifier,
+//! `cxr-eval`'s DeLong CIs and permutation p-values and the ingest split linter's Cramér's V.
+//!
+//! Grad-CAM (`explain`) needs our own `cxr-model` classifier (gradients); the audit runs on any
+//! `cxr_core::Scorer` ([`audit_with`]): our classifier (`--model RUN_DIR`) or a foreign one
+//! (`--model-spec S.toml`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use clap::Args;
-use cxr_core::{Grey8, Manifest, ManifestRecord, Split};
+use cxr_core::{Grey8, Manifest, ManifestRecord, Scorer, Split};
 use cxr_explain::audit::{AuditEvidence, AuditReport, Figure, OcclusionEvidence, SourceFigure};
 use cxr_explain::occlusion::{self, Fill};
 use cxr_explain::{CamItem, CamModel, CamTarget, ExplainConfig, ExplainWriter, ModelSnapshot};
@@ -42,15 +46,23 @@ fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// A training run folder (`model.safetensors` + `run.json`) or a `model.safetensors` file.
+    #[arg(
+        long,
+        required_unless_present = "model_spec",
+        conflicts_with = "model_spec"
+    )]
+    pub(crate) model: Option<PathBuf>,
+    /// A foreign classifier: a model spec (TOML naming an ONNX file, its input size and normalisation).
+    /// The audits take it; Grad-CAM (`explain`) needs `--model`.
     #[arg(long)]
-    pub(crate) model: PathBuf,
+    pub(crate) model_spec: Option<PathBuf>,
     /// Backbone (`resnet50`, `vgg16`, ...); default: the run's.
     #[arg(long)]
     pub(crate) backbone: Option<String>,
     /// Input size; default: the run's (else 224).
     #[arg(long)]
     pub(crate) image_size: Option<usize>,
-    /// Manifest image column; default: the run's (else `crop`).
+    /// Manifest image column; default: the run's (else `crop`) for `--model`, `png8` for `--model-spec`.
     #[arg(long)]
     pub(crate) column: Option<String>,
     #[arg(long, default_value_t = 8)]
@@ -67,17 +79,10 @@ pub(crate) struct Loaded {
 /// Loads the classifier with the image size and column from `run.json` unless given (also used by
 /// `audit-confounders`).
 pub(crate) fn load_model(a: &ModelArgs) -> Result<Loaded> {
-    let (weights, run) = if a.model.is_dir() {
-        let run_path = a.model.join("run.json");
-        let run: serde_json::Value = match std::fs::read(&run_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("reading {}", run_path.display()))?,
-            Err(_) => serde_json::Value::Null,
-        };
-        (a.model.join("model.safetensors"), run)
-    } else {
-        (a.model.clone(), serde_json::Value::Null)
+    let Some(model) = &a.model else {
+        bail!("this command needs our own model (`--model RUN_DIR`): Grad-CAM needs its gradients");
     };
+    let (weights, run) = run_of(model)?;
     let backbone = a
         .backbone
         .clone()
@@ -90,11 +95,7 @@ pub(crate) fn load_model(a: &ModelArgs) -> Result<Loaded> {
         .image_size
         .or_else(|| run["config"]["image_size"].as_u64().map(|v| v as usize))
         .unwrap_or(224);
-    let column = a
-        .column
-        .clone()
-        .or_else(|| run["config"]["image_column"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "crop".into());
+    let column = column_of_run(a, &run);
     let name = run["model"]
         .as_str()
         .map(str::to_string)
@@ -107,6 +108,54 @@ pub(crate) fn load_model(a: &ModelArgs) -> Result<Loaded> {
         size,
         column,
     })
+}
+
+/// The weights file and `run.json` (Null when absent) of a run folder or a weights file.
+fn run_of(model: &Path) -> Result<(PathBuf, serde_json::Value)> {
+    if !model.is_dir() {
+        return Ok((model.to_path_buf(), serde_json::Value::Null));
+    }
+    let run_path = model.join("run.json");
+    let run = match std::fs::read(&run_path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("reading {}", run_path.display()))?
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    Ok((model.join("model.safetensors"), run))
+}
+
+fn column_of_run(a: &ModelArgs, run: &serde_json::Value) -> String {
+    a.column
+        .clone()
+        .or_else(|| run["config"]["image_column"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "crop".into())
+}
+
+/// The scorer the audits query: our classifier for `--model`, the foreign model for `--model-spec`.
+pub(crate) fn scorer_for_audit(a: &ModelArgs) -> Result<Box<dyn Scorer>> {
+    if a.model_spec.is_some() {
+        bail!("--model-spec needs the cxr-onnx scorer (not merged in this build)");
+    }
+    let loaded = load_model(a)?;
+    Ok(Box::new(cxr_model::ClassifierScorer::new(
+        loaded.model,
+        loaded.name,
+        loaded.size,
+    )))
+}
+
+/// The manifest column the audited model reads: `--column`, else `png8` for a spec (a foreign model sees
+/// whole images unless told otherwise), else the run's.
+pub(crate) fn column_for_audit(a: &ModelArgs) -> Result<String> {
+    if let Some(c) = &a.column {
+        return Ok(c.clone());
+    }
+    match (&a.model, &a.model_spec) {
+        (_, Some(_)) => Ok("png8".into()),
+        (Some(m), None) => Ok(column_of_run(a, &run_of(m)?.1)),
+        (None, None) => bail!("--model RUN_DIR or --model-spec S.toml is needed"),
+    }
 }
 
 /// One manifest row with its image (the model's input column) and its lung mask on the same pixels.
@@ -247,7 +296,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
                     image,
                     mask,
                 };
-                Ok(writer.add(&item, heat, *logit)?)
+                Ok(writer.add_with_map(&item, heat, *logit, Some(g.feature_size.0))?)
             });
             if let Err(e) = added {
                 tracing::warn!(id = %s.row.id, "explain: skipped: {e:#}");
@@ -283,14 +332,33 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask audit --model RUN|--model-spec S --manifest M`, or the two steps for a model that cannot be
+/// exported: `audit prepare` (images to score) and `audit finish` (their scores → `audit.json`).
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AuditCommand {
+    #[command(subcommand)]
+    step: Option<crate::audit_protocol::AuditStep>,
+    #[command(flatten)]
+    args: AuditArgs,
+}
+
+/// `cargo xtask audit ...`: the audit, or one of its two steps.
+pub fn audit_command(cmd: AuditCommand) -> Result<()> {
+    match cmd.step {
+        Some(step) => crate::audit_protocol::run(step),
+        None => audit(cmd.args),
+    }
+}
+
 /// `cargo xtask audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// The model's training manifest (with `split`, the image column and `mask`).
-    #[arg(long)]
-    manifest: PathBuf,
+    #[arg(long, required = true)]
+    manifest: Option<PathBuf>,
     /// Frozen features (`id, f0 … fN`, from `cargo xtask embed`); default: the model's own pooled features.
     #[arg(long)]
     features: Option<PathBuf>,
@@ -306,6 +374,14 @@ pub struct AuditArgs {
     /// Folds of the patient-grouped cross-validation of the source probe.
     #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// Without `--lung-energy`: occlusion sensitivity maps on this many test images (round-robin over source
+    /// and class; 0: none), for the lung energy evidence of a scorer without gradients.
+    #[arg(long, default_value_t = 8)]
+    saliency_images: usize,
+    /// Occlusion map positions per side: at most `grid² + 1` forward passes per map (24 at 224 px: 530
+    /// passes, ~65 s for a ResNet50 on a CPU).
+    #[arg(long, default_value_t = 24)]
+    saliency_grid: usize,
     /// Output folder (default `target/audit/<model name>`): `audit.json`, `probe.json`, occlusion images.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -325,17 +401,118 @@ fn delong_figure(scores: &[f64], positives: &[bool]) -> Option<Figure> {
     cxr_eval::delong::delong(scores, positives, 0.95).map(|d| Figure::with_ci(d.auc, d.lo, d.hi))
 }
 
+/// `cargo xtask audit`: the whole audit of the model the arguments name.
 pub fn audit(args: AuditArgs) -> Result<()> {
-    let loaded = load_model(&args.model).context("audit")?;
-    let manifest = Manifest::read(&args.manifest)
-        .with_context(|| format!("audit: reading {}", args.manifest.display()))?;
-    let out = args
-        .out
+    let scorer = scorer_for_audit(&args.model).context("audit")?;
+    let column = column_for_audit(&args.model).context("audit")?;
+    let report = audit_with(&args, scorer.as_ref(), &column)?;
+    print_verdict(&report, &audit_out(&args, scorer.as_ref()));
+    Ok(())
+}
+
+/// The audit's output folder.
+pub(crate) fn audit_out(args: &AuditArgs, scorer: &dyn Scorer) -> PathBuf {
+    args.out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("target/audit").join(&loaded.name));
+        .unwrap_or_else(|| PathBuf::from("target/audit").join(scorer.name()))
+}
+
+/// Prints the verdict and every test's figure.
+pub(crate) fn print_verdict(report: &AuditReport, out: &Path) {
+    for verdict in &report.verdicts {
+        println!("audit of {}: {:?}", verdict.model, verdict.verdict);
+        for t in &verdict.tests {
+            let fig = t
+                .figure
+                .map(|f| format!("{f:.3}"))
+                .unwrap_or_else(|| "-".into());
+            let ci = match (t.ci_low, t.ci_high) {
+                (Some(l), Some(h)) => format!("[{l:.3}, {h:.3}]"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
+                t.test,
+                format!("{:?}", t.status),
+                t.detail
+            );
+        }
+    }
+    if let Some(c) = report.evidence.first().and_then(|e| e.saliency.as_ref()) {
+        println!(
+            "  saliency: {} maps, {} forward passes and {:.1} s per map",
+            c.method, c.passes_per_map, c.seconds_per_map
+        );
+    }
+    println!("-> {}", out.join("audit.json").display());
+}
+
+/// Reads the images of `rows` and scores them in batches; with `features`, returns the scorer's pooled
+/// features too.
+fn score_rows(
+    scorer: &dyn Scorer,
+    rows: &[&ImageRow],
+    batch_size: usize,
+    features: bool,
+    what: &str,
+) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+    let pb = bar(rows.len(), what);
+    let (mut scores, mut feats) = (Vec::with_capacity(rows.len()), Vec::new());
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let images: Vec<Grey8> = chunk
+            .iter()
+            .map(|r| cxr_explain::read_grey8(&r.path))
+            .collect::<cxr_explain::Result<_>>()?;
+        let s = scorer.score(&images, features)?;
+        if s.scores.len() != images.len() {
+            bail!(
+                "{}: {} scores for {} images",
+                scorer.name(),
+                s.scores.len(),
+                images.len()
+            );
+        }
+        scores.extend(s.scores);
+        if features {
+            feats.extend(s.features.unwrap_or_default());
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok((scores, feats))
+}
+
+/// The whole audit (source probe when the scorer has features, occlusion AUCs full / lungs removed /
+/// lungs only, split-design check, saliency rule, verdict) of any scorer reading `column`; writes
+/// `audit.json` (and `probe.json`, occlusion images) and returns the report.
+pub(crate) fn audit_with(
+    args: &AuditArgs,
+    scorer: &dyn Scorer,
+    column: &str,
+) -> Result<AuditReport> {
+    let manifest_path = args
+        .manifest
+        .as_deref()
+        .context("audit: --manifest M.csv is needed")?;
+    let manifest = Manifest::read(manifest_path)
+        .with_context(|| format!("audit: reading {}", manifest_path.display()))?;
+    if manifest.records.iter().all(|r| r.split.is_none()) {
+        bail!(
+            "audit: {}: no `split` column (the audit needs the model's training split: apply a split design first)",
+            manifest_path.display()
+        );
+    }
+    if !manifest.columns().iter().any(|c| c == column) {
+        bail!(
+            "audit: {}: no `{column}` column (the image column the model reads; --column png8|crop)",
+            manifest_path.display()
+        );
+    }
+    let out = audit_out(args, scorer);
     std::fs::create_dir_all(&out).with_context(|| format!("audit: creating {}", out.display()))?;
+    let batch_size = args.model.batch_size;
     let mut evidence = AuditEvidence {
-        model: loaded.name.clone(),
+        model: scorer.name().to_string(),
         ..Default::default()
     };
 
@@ -343,105 +520,102 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     evidence.cramers_v = cxr_ingest::lint(&manifest).train_cramers_v;
 
     // 1. Source probe on frozen features, grouped by patient.
-    let (ids, x) = match &args.features {
+    let features = match &args.features {
         Some(p) => {
             let f = cxr_explain::read_features(p).context("audit: --features")?;
-            (f.ids, f.x)
+            Some((f.ids, f.x))
+        }
+        None if scorer.has_features() => {
+            let (rows, _) = cxr_model::data::rows_from_manifest(&manifest, column, manifest_path)
+                .context("audit: image column")?;
+            let rows: Vec<&ImageRow> = rows.iter().filter(|r| r.is_original()).collect();
+            let (_, v) = score_rows(scorer, &rows, batch_size, true, "features")
+                .context("audit: computing the model's features")?;
+            if v.len() != rows.len() {
+                bail!(
+                    "audit: {} returned {} feature vectors for {} images",
+                    scorer.name(),
+                    v.len(),
+                    rows.len()
+                );
+            }
+            let cols = v.first().map_or(0, Vec::len);
+            let flat: Vec<f64> = v.iter().flatten().map(|&x| f64::from(x)).collect();
+            let m = cxr_explain::probe::Matrix::new(v.len(), cols, flat)?;
+            Some((rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), m))
         }
         None => {
-            let (rows, _) =
-                cxr_model::data::rows_from_manifest(&manifest, &loaded.column, &args.manifest)
-                    .context("audit: image column")?;
-            let rows: Vec<&ImageRow> = rows.iter().filter(|r| r.is_original()).collect();
-            let pb = bar(rows.len(), "features");
-            pb.tick();
-            let t = cxr_model::train::features_of(
-                &loaded.model,
-                &rows,
-                loaded.size,
-                args.model.batch_size,
-            )
-            .context("audit: computing the model's features")?;
-            pb.finish_and_clear();
-            let v = t
-                .to_dtype(candle_core::DType::F64)
-                .and_then(|t| t.to_vec2::<f64>())
-                .context("audit: features")?;
-            let cols = v.first().map_or(0, Vec::len);
-            let m = cxr_explain::probe::Matrix::new(v.len(), cols, v.concat())?;
-            (rows.iter().map(|r| r.id.clone()).collect(), m)
+            println!(
+                "audit: source probe not run: {} exposes no features (give --features or a spec's `features`)",
+                scorer.name()
+            );
+            None
         }
     };
-    let by_id: BTreeMap<&str, &ManifestRecord> = manifest
-        .records
-        .iter()
-        .map(|r| (r.id.as_str(), r))
-        .collect();
-    let keep: Vec<usize> = (0..ids.len())
-        .filter(|&i| by_id.contains_key(ids[i].as_str()))
-        .collect();
-    let xk = x.select(&keep);
-    let sources: Vec<String> = keep
-        .iter()
-        .map(|&i| by_id[ids[i].as_str()].source.to_string())
-        .collect();
-    let patients: Vec<String> = keep
-        .iter()
-        .map(|&i| by_id[ids[i].as_str()].patient.clone())
-        .collect();
-    let probe_cfg = cxr_explain::ProbeConfig {
-        folds: args.folds,
-        ..Default::default()
-    };
-    match cxr_explain::source_probe(&xk, &sources, &patients, &probe_cfg) {
-        Ok(probe) => {
-            evidence.source_probe = probe
-                .sources
-                .iter()
-                .enumerate()
-                .filter_map(|(s, name)| {
-                    let scores: Vec<f64> = probe.oof_scores.iter().map(|r| r[s]).collect();
-                    let pos: Vec<bool> = sources.iter().map(|x| x == name).collect();
-                    delong_figure(&scores, &pos).map(|auc| SourceFigure {
-                        source: name.clone(),
-                        auc,
+    if let Some((ids, x)) = features {
+        let by_id: BTreeMap<&str, &ManifestRecord> = manifest
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r))
+            .collect();
+        let keep: Vec<usize> = (0..ids.len())
+            .filter(|&i| by_id.contains_key(ids[i].as_str()))
+            .collect();
+        let xk = x.select(&keep);
+        let sources: Vec<String> = keep
+            .iter()
+            .map(|&i| by_id[ids[i].as_str()].source.to_string())
+            .collect();
+        let patients: Vec<String> = keep
+            .iter()
+            .map(|&i| by_id[ids[i].as_str()].patient.clone())
+            .collect();
+        let probe_cfg = cxr_explain::ProbeConfig {
+            folds: args.folds,
+            ..Default::default()
+        };
+        match cxr_explain::source_probe(&xk, &sources, &patients, &probe_cfg) {
+            Ok(probe) => {
+                evidence.source_probe = probe
+                    .sources
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(s, name)| {
+                        let scores: Vec<f64> = probe.oof_scores.iter().map(|r| r[s]).collect();
+                        let pos: Vec<bool> = sources.iter().map(|x| x == name).collect();
+                        delong_figure(&scores, &pos).map(|auc| SourceFigure {
+                            source: name.clone(),
+                            auc,
+                        })
                     })
-                })
-                .collect();
-            let bytes = serde_json::to_vec_pretty(&serde_json::json!({
-                "per_source": probe.per_source, "pairs": probe.pairs, "folds": probe.folds
-            }))?;
-            cxr_core::fsutil::write_atomic(&out.join("probe.json"), &bytes)?;
+                    .collect();
+                let bytes = serde_json::to_vec_pretty(&serde_json::json!({
+                    "per_source": probe.per_source, "pairs": probe.pairs, "folds": probe.folds
+                }))?;
+                cxr_core::fsutil::write_atomic(&out.join("probe.json"), &bytes)?;
+            }
+            Err(e) => println!("audit: source probe not run: {e}"),
         }
-        Err(e) => println!("audit: source probe not run: {e}"),
     }
 
     // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
-    let mut todo = samples(&manifest, &args.manifest, &loaded.column, Some(args.split))?;
+    let mut todo = samples(&manifest, manifest_path, column, Some(args.split))?;
     if todo.is_empty() {
-        todo = samples(&manifest, &args.manifest, &loaded.column, None)?;
+        todo = samples(&manifest, manifest_path, column, None)?;
     }
     todo.retain(|s| s.row.label.target().is_some());
     let positives: Vec<bool> = todo
         .iter()
         .map(|s| s.row.label.target() == Some(1))
         .collect();
-    let score = |rows: &[ImageRow]| -> Result<Vec<f64>> {
-        let refs: Vec<&ImageRow> = rows.iter().collect();
-        Ok(cxr_model::predict_rows(
-            &loaded.model,
-            &refs,
-            loaded.size,
-            args.model.batch_size,
-        )?)
-    };
-    let full_rows: Vec<ImageRow> = todo.iter().map(|s| s.row.clone()).collect();
-    let full = score(&full_rows).context("audit: scoring full images")?;
+    let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
+    let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images")
+        .context("audit: scoring full images")?;
     for (k, fill_name) in args.fills.iter().enumerate() {
         if !matches!(fill_name.as_str(), "mean" | "noise") {
             bail!("audit: unknown fill `{fill_name}` (mean, noise)");
         }
-        let (mut removed_rows, mut only_rows, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut removed_imgs, mut only_imgs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let pb = bar(todo.len(), &format!("occlusion ({fill_name})"));
         for (i, s) in todo.iter().enumerate() {
             // Noise differs per image (seeded by the id) but is the same on every run.
@@ -451,9 +625,9 @@ pub fn audit(args: AuditArgs) -> Result<()> {
                 },
                 _ => Fill::Mean,
             };
-            let made = image_and_mask(&manifest, s, &loaded.column).and_then(|(img, mask)| {
+            let made = image_and_mask(&manifest, s, column).and_then(|(img, mask)| {
                 let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
-                let mut paths = Vec::new();
+                let mut images = Vec::new();
                 for (kind, occluded) in [
                     ("lungs_removed", occlusion::remove_lungs(&img, &mask, fill)?),
                     ("lungs_only", occlusion::lungs_only(&img, &mask, fill)?),
@@ -463,17 +637,14 @@ pub fn audit(args: AuditArgs) -> Result<()> {
                         std::fs::create_dir_all(d)?;
                     }
                     cxr_explain::render::write_png_grey(&p, &occluded)?;
-                    paths.push(p);
+                    images.push(occluded);
                 }
-                Ok(paths)
+                Ok(images)
             });
             match made {
-                Ok(paths) => {
-                    let mut r = s.row.clone();
-                    r.path = paths[0].clone();
-                    removed_rows.push(r.clone());
-                    r.path = paths[1].clone();
-                    only_rows.push(r);
+                Ok(mut images) => {
+                    only_imgs.push(images.pop().context("internal: lungs-only image")?);
+                    removed_imgs.push(images.pop().context("internal: lungs-removed image")?);
                     kept.push(i);
                 }
                 Err(e) => tracing::warn!(id = %s.row.id, "occlusion skipped: {e:#}"),
@@ -483,8 +654,10 @@ pub fn audit(args: AuditArgs) -> Result<()> {
         pb.finish_and_clear();
         let pos: Vec<bool> = kept.iter().map(|&i| positives[i]).collect();
         let full_k: Vec<f64> = kept.iter().map(|&i| full[i]).collect();
-        let removed = score(&removed_rows).context("audit: scoring lungs-removed images")?;
-        let only = score(&only_rows).context("audit: scoring lungs-only images")?;
+        let removed = cxr_explain::score_all(scorer, &removed_imgs, batch_size)
+            .context("audit: scoring lungs-removed images")?;
+        let only = cxr_explain::score_all(scorer, &only_imgs, batch_size)
+            .context("audit: scoring lungs-only images")?;
         match (
             delong_figure(&full_k, &pos),
             delong_figure(&removed, &pos),
@@ -509,7 +682,7 @@ pub fn audit(args: AuditArgs) -> Result<()> {
         }
     }
 
-    // 4. Grad-CAM lung energy, when explain ran.
+    // 4. Saliency: Grad-CAM lung energy, when explain ran.
     if let Some(p) = &args.lung_energy {
         let rows = cxr_explain::read_energy_csv(p).context("audit: --lung-energy")?;
         evidence.lung_energy = cxr_explain::mean_lung_energy(&rows).map(Figure::point);
@@ -517,32 +690,113 @@ pub fn audit(args: AuditArgs) -> Result<()> {
             evidence.mean_mask_area =
                 Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
         }
+        let cells: Vec<f64> = rows.iter().filter_map(|r| r.lung_cells).collect();
+        if !cells.is_empty() {
+            evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
+        }
+    }
+
+    // 4'. Without Grad-CAM evidence: occlusion sensitivity maps, which need only the scorer.
+    if args.lung_energy.is_none() && args.saliency_images > 0 {
+        occlusion_saliency(args, scorer, &manifest, &todo, column, &out, &mut evidence)
+            .context("audit: occlusion saliency")?;
     }
 
     let verdict = cxr_explain::verdict(&evidence, &cxr_explain::Thresholds::default());
     let report = AuditReport {
         evidence: vec![evidence],
-        verdicts: vec![verdict.clone()],
+        verdicts: vec![verdict],
     };
     let path = out.join("audit.json");
     cxr_explain::write_audit_json(&path, &report).context("audit: writing audit.json")?;
-    println!("audit of {}: {:?}", verdict.model, verdict.verdict);
-    for t in &verdict.tests {
-        let fig = t
-            .figure
-            .map(|f| format!("{f:.3}"))
-            .unwrap_or_else(|| "-".into());
-        let ci = match (t.ci_low, t.ci_high) {
-            (Some(l), Some(h)) => format!("[{l:.3}, {h:.3}]"),
-            _ => String::new(),
-        };
-        println!(
-            "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
-            t.test,
-            format!("{:?}", t.status),
-            t.detail
-        );
+    Ok(report)
+}
+
+/// Occlusion sensitivity maps of a few audit images (round-robin over source and class) into
+/// `<out>/saliency/` (overlays, galleries, `lung_energy.csv`), and their lung energy into the evidence.
+fn occlusion_saliency(
+    args: &AuditArgs,
+    scorer: &dyn Scorer,
+    manifest: &Manifest,
+    todo: &[Sample],
+    column: &str,
+    out: &Path,
+    evidence: &mut AuditEvidence,
+) -> Result<()> {
+    let mut groups: BTreeMap<(String, String), Vec<&Sample>> = BTreeMap::new();
+    for s in todo {
+        groups
+            .entry((s.row.source.to_string(), s.row.label.to_string()))
+            .or_default()
+            .push(s);
     }
-    println!("-> {}", path.display());
+    let mut chosen = Vec::new();
+    for round in 0.. {
+        let before = chosen.len();
+        for g in groups.values() {
+            if chosen.len() < args.saliency_images
+                && let Some(s) = g.get(round)
+            {
+                chosen.push(*s);
+            }
+        }
+        if chosen.len() == before || chosen.len() >= args.saliency_images {
+            break;
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(());
+    }
+    let cfg = cxr_explain::OcclusionConfig {
+        grid: args.saliency_grid,
+        batch_size: args.model.batch_size,
+    };
+    let dir = out.join("saliency");
+    let mut writer = ExplainWriter::new(&dir, ExplainConfig::default())?;
+    let pb = bar(chosen.len(), "occlusion maps");
+    let t = std::time::Instant::now();
+    let (mut passes, mut geometry) = (0, None);
+    for s in &chosen {
+        let (image, mask) = image_and_mask(manifest, s, column)?;
+        let m = cxr_explain::occlusion_map(scorer, &image, &cfg)
+            .with_context(|| format!("row {}", s.row.id))?;
+        passes = m.passes;
+        geometry = Some((m.patch, m.stride));
+        let logit =
+            (m.score.clamp(1e-6, 1.0 - 1e-6) / (1.0 - m.score.clamp(1e-6, 1.0 - 1e-6))).ln();
+        let item = CamItem {
+            id: s.row.id.clone(),
+            source: s.row.source.clone(),
+            label: s.row.label,
+            image,
+            mask,
+        };
+        writer.add_with_map(&item, &m.heat, logit as f32, Some(m.cells.0))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let seconds = t.elapsed().as_secs_f64() / chosen.len() as f64;
+    let outputs = writer.finish()?;
+    let rows = &outputs.rows;
+    evidence.lung_energy = cxr_explain::mean_lung_energy(rows).map(Figure::point);
+    evidence.mean_mask_area =
+        Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
+    let cells: Vec<f64> = rows.iter().filter_map(|r| r.lung_cells).collect();
+    if !cells.is_empty() {
+        evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
+    }
+    evidence.saliency = Some(cxr_explain::SaliencyCost {
+        method: "occlusion".into(),
+        images: rows.len(),
+        passes_per_map: passes,
+        seconds_per_map: seconds,
+        patch: geometry.map(|g| g.0),
+        stride: geometry.map(|g| g.1),
+    });
+    println!(
+        "audit: occlusion maps: {} images, {passes} forward passes and {seconds:.1} s per map -> {}",
+        rows.len(),
+        dir.display()
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod audit_protocol;
 mod bench;
 mod bench_merge;
 mod bench_ops;
@@ -50,8 +51,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Grad-CAM of a trained model (cxr-explain): overlays, galleries per source/class, lung_energy.csv.
     Explain(explain::ExplainArgs),
-    /// Shortcut audit of a trained model (cxr-explain): source probe, occlusion AUCs, split design, audit.json.
-    Audit(explain::AuditArgs),
+    /// Shortcut audit of any classifier (cxr-explain): source probe, occlusion AUCs, split design, saliency,
+    /// audit.json; `audit prepare` / `audit finish` for a model scored outside (to_score.csv → scores CSV).
+    Audit(explain::AuditCommand),
     /// Counterfactual confounder test on a synthetic world: swaps one planted confounder at a time between
     /// the training split's Covid and pneumonia sources and flags those the model's score follows
     /// (confounders.json).
@@ -101,7 +103,7 @@ where
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Explain(args) => explain::explain(args),
-        Command::Audit(args) => explain::audit(args),
+        Command::Audit(cmd) => explain::audit_command(cmd),
         Command::AuditConfounders(args) => confounders::run(args),
         Command::Train(args) => model::train(args),
         Command::Embed(args) => model::embed(args),

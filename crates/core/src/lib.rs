@@ -14,7 +14,9 @@
 //! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output;
 //! - [`Scorer`]: a classifier as the audit sees it (8-bit images in, Covid-19 scores out), implemented by
 //!   `cxr-model`'s classifier and the ONNX scorer, consumed by the explain stage;
-//! - [`auc::roc_auc`]: the exact ROC AUC, shared by eval and the explain audit so both agree to the bit.
+//! - [`auc::roc_auc`]: the exact ROC AUC, shared by eval and the explain audit so both agree to the bit;
+//! - [`stats`]: the one bootstrap (stratified, clustered, percentile intervals) and the one Cramér's V,
+//!   shared by eval, the ingest linter and the explain stage's audits.
 //!
 //! Inputs: none (no I/O beyond the helpers that callers invoke). Outputs: types and CSV/JSON (de)serialisation.
 //!
@@ -31,6 +33,7 @@ pub mod prediction;
 pub mod privacy;
 pub mod scorer;
 pub mod shard;
+pub mod stats;
 
 pub use error::CoreError;
 pub use image::{

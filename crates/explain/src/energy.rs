@@ -36,6 +36,23 @@ pub fn lung_energy_fraction(heat: &Heatmap, mask: &Grey8) -> Result<Option<f64>>
     Ok((total > 0.0).then(|| inside / total))
 }
 
+/// How many cells of a saliency map `map_width` cells wide span one lung of `mask`: half the width of the
+/// lung field's bounding box (both lungs), in map cells. `None` for an empty mask. This is what decides
+/// whether a lung energy fraction means anything: the audit abstains below `Thresholds::min_lung_cells`.
+pub fn lung_cells(mask: &Grey8, map_width: usize) -> Option<f64> {
+    let w = mask.width as usize;
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for row in mask.data.chunks(w.max(1)) {
+        for (x, &m) in row.iter().enumerate() {
+            if m >= MASK_THRESHOLD {
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+        }
+    }
+    (lo <= hi && w > 0).then(|| map_width as f64 * ((hi - lo + 1) as f64 / 2.0) / w as f64)
+}
+
 /// One row of `lung_energy.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnergyRow {
@@ -48,6 +65,9 @@ pub struct EnergyRow {
     pub lung_energy: Option<f64>,
     /// Share of the image that is lung (what a map spread evenly would score).
     pub mask_area: f64,
+    /// Native saliency-map cells across one lung ([`lung_cells`]); empty when the map's resolution is unknown.
+    #[serde(default)]
+    pub lung_cells: Option<f64>,
 }
 
 impl EnergyRow {
@@ -185,7 +205,33 @@ mod tests {
             logit: 0.0,
             lung_energy: e,
             mask_area: 0.25,
+            lung_cells: None,
         }
+    }
+
+    #[test]
+    fn lung_cells_count_map_cells_across_one_lung() {
+        // Lung field from x = 8 to x = 55 of a 64 px image: 48 px, one lung 24 px; a 4-cell map: 1.5 cells.
+        let mut data = vec![0u8; 64 * 64];
+        for y in 10..50 {
+            for x in (8..24).chain(40..56) {
+                data[y * 64 + x] = 255;
+            }
+        }
+        let mask = Grey8::new(64, 64, data).unwrap();
+        assert_eq!(lung_cells(&mask, 4), Some(1.5));
+        assert_eq!(lung_cells(&mask, 32), Some(12.0));
+        assert_eq!(lung_cells(&Grey8::new(4, 4, vec![0; 16]).unwrap(), 4), None);
+        // A lung_energy.csv written before the column existed still reads.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.csv");
+        std::fs::write(
+            &p,
+            "id,source,label,logit,lung_energy,mask_area\na,nih,covid,0.5,0.4,0.3\n",
+        )
+        .unwrap();
+        let rows = read_energy_csv(&p).unwrap();
+        assert_eq!(rows[0].lung_cells, None);
     }
 
     #[test]

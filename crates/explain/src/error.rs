@@ -38,6 +38,9 @@ pub enum ExplainError {
     Invalid { what: String, message: String },
     #[error(transparent)]
     Core(#[from] cxr_core::CoreError),
+    /// The scorer (the audited model) failed; the message names the model.
+    #[error(transparent)]
+    Score(#[from] cxr_core::ScoreError),
 }
 
 impl ExplainError {

@@ -14,7 +14,11 @@
 //! - [`probe`]: the source probe — logistic regression on frozen features (`features.csv`), grouped
 //!   (by patient) k-fold, source AUC per source and per pair of sources.
 //! - [`occlusion`]: lungs-removed and lungs-only images from a grey image and its mask.
+//! - [`saliency`]: occlusion sensitivity maps (a sliding patch, as MONAI's `OcclusionSensitivity`) for
+//!   scorers without gradients, batched through [`cxr_core::Scorer`], into the same energy and galleries.
 //! - [`audit`]: the verdict per model from the evidence, with figures, CIs, thresholds and triggers.
+//! - [`confounders`]: the counterfactual confounder test (synthetic worlds: does the score follow one planted
+//!   confounder group swapped in from another source?), through [`cxr_core::Scorer`] and a renderer trait.
 //!
 //! Inputs: a model implementing [`CamModel`], 8-bit images and their masks (manifest columns `png8`/`crop`
 //! and `mask`), `features.csv`, AUCs with CIs from `cxr-eval`, Cramér's V from the ingest linter.
@@ -25,16 +29,21 @@
 //! (only `cxr-core`); every error names the file, tensor or column; masks are lung where >= 128.
 
 pub mod audit;
+pub mod confounders;
 pub mod energy;
 pub mod error;
 pub mod gradcam;
 pub mod occlusion;
 pub mod probe;
 pub mod render;
+pub mod saliency;
 
 pub use audit::{
-    AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SourceFigure, Status,
+    AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SaliencyCost, SourceFigure, Status,
     TestResult, Thresholds, Verdict, verdict, write_audit_json,
+};
+pub use confounders::{
+    ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, score_all,
 };
 pub use energy::{
     EnergyRow, EnergySummary, lung_energy_fraction, mean_lung_energy, read_energy_csv,
@@ -46,4 +55,5 @@ pub use gradcam::{
 };
 pub use occlusion::{Fill, lungs_only, remove_lungs};
 pub use probe::{ProbeConfig, ProbeResult, read_features, source_probe};
+pub use saliency::{OcclusionConfig, OcclusionMap, occlusion_map};
 pub use render::{CamItem, ExplainConfig, ExplainOutputs, ExplainWriter, read_grey8};

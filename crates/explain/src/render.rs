@@ -223,6 +223,18 @@ impl ExplainWriter {
     /// Records one explained image: `heat` is its Grad-CAM at the model's input size (resized here to the
     /// image), `logit` the model's Covid-19 logit. Writes the overlay and returns the image's row.
     pub fn add(&mut self, item: &CamItem, heat: &Heatmap, logit: f32) -> Result<EnergyRow> {
+        self.add_with_map(item, heat, logit, None)
+    }
+
+    /// As [`Self::add`], with the map's native width in cells (Grad-CAM's feature map, an occlusion map's
+    /// positions), recorded as `lung_cells` so the audit can tell a map too coarse to localise anything.
+    pub fn add_with_map(
+        &mut self,
+        item: &CamItem,
+        heat: &Heatmap,
+        logit: f32,
+        map_width: Option<usize>,
+    ) -> Result<EnergyRow> {
         let heat = heat.resize(item.image.width as usize, item.image.height as usize);
         let lung_energy =
             energy::lung_energy_fraction(&heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
@@ -240,6 +252,7 @@ impl ExplainWriter {
             logit,
             lung_energy,
             mask_area: mask_area_fraction(&item.mask),
+            lung_cells: map_width.and_then(|w| energy::lung_cells(&item.mask, w)),
         };
         self.rows.push(row.clone());
         self.overlays.push(path);

@@ -106,34 +106,8 @@ impl LintReport {
     }
 }
 
-/// Cramér's V of a contingency table (rows × columns of counts); `None` when it has fewer than two non-empty
-/// rows or columns.
-pub fn cramers_v(table: &[Vec<usize>]) -> Option<f64> {
-    let rows: Vec<&Vec<usize>> = table
-        .iter()
-        .filter(|r| r.iter().sum::<usize>() > 0)
-        .collect();
-    let ncols = rows.first().map(|r| r.len()).unwrap_or(0);
-    let col_sums: Vec<usize> = (0..ncols)
-        .map(|j| rows.iter().map(|r| r[j]).sum())
-        .collect();
-    let cols: Vec<usize> = (0..ncols).filter(|&j| col_sums[j] > 0).collect();
-    if rows.len() < 2 || cols.len() < 2 {
-        return None;
-    }
-    let n: f64 = col_sums.iter().sum::<usize>() as f64;
-    let mut chi2 = 0.0;
-    for r in &rows {
-        let rs: f64 = r.iter().sum::<usize>() as f64;
-        for &j in &cols {
-            let e = rs * col_sums[j] as f64 / n;
-            let d = r[j] as f64 - e;
-            chi2 += d * d / e;
-        }
-    }
-    let k = (rows.len().min(cols.len()) - 1) as f64;
-    Some((chi2 / (n * k)).sqrt().min(1.0))
-}
+/// Cramér's V of a contingency table: the workspace's one implementation, in `cxr-core`.
+pub use cxr_core::stats::cramers_v;
 
 /// Lints a manifest that has a `split` column.
 pub fn lint(manifest: &Manifest) -> LintReport {

@@ -40,7 +40,7 @@ pub fn run(
     dir: &Path,
 ) -> Result<AuditOutput> {
     let key = key_of(&(
-        "audit-v6",
+        "audit-v7",
         file_key(&model.model_path)?,
         file_key(manifest_path)?,
         profile.gradcam_per_group,

@@ -568,12 +568,27 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
     if let Some(audit) = &r.audit
         && let Ok(report) = serde_json::from_value::<cxr_explain::AuditReport>(audit.clone())
     {
-        for v in &report.verdicts {
+        for (i, v) in report.verdicts.iter().enumerate() {
+            let mut evidence: Vec<String> = v.tests.iter().map(describe_test).collect();
+            // Occlusion maps are a batch of forward passes each: say what they cost.
+            if let Some(c) = report.evidence.get(i).and_then(|e| e.saliency.as_ref()) {
+                evidence.push(format!(
+                    "Saliency cost: {} maps of {} images, {} forward passes and {:.1} s per map{}.",
+                    c.method,
+                    c.images,
+                    c.passes_per_map,
+                    c.seconds_per_map,
+                    match (c.patch, c.stride) {
+                        (Some(p), Some(s)) => format!(" (patch {p} px, stride {s} px)"),
+                        _ => String::new(),
+                    }
+                ));
+            }
             blocks.push(Block::Verdict {
                 model: v.model.clone(),
                 flagged: v.flagged(),
                 summary: format!("overall: {:?}", v.verdict),
-                evidence: v.tests.iter().map(describe_test).collect(),
+                evidence,
             });
         }
     }
