@@ -25,6 +25,7 @@ mod model;
 mod preprocess;
 mod report;
 mod reproduce;
+pub mod score;
 mod segment;
 mod shard;
 mod synth;
@@ -72,6 +73,9 @@ enum Command {
     /// Metrics with DeLong and bootstrap CIs per split, source, seen/unseen (cxr-eval): metrics.json,
     /// metrics.csv, tables.md, plots/*.svg.
     Evaluate(evaluate::EvaluateArgs),
+    /// Any classifier over a manifest (cxr-onnx spec or a trained run): predictions.csv for `evaluate`,
+    /// rejects.csv for unreadable images.
+    Score(score::ScoreArgs),
     /// Fuzz the ingest readers and CSV parsers (`fuzz/`, nightly): `--seconds N` per target.
     Fuzz(fuzz::FuzzArgs),
     /// The whole study in one command: world or real data → … → results.json and report.html.
@@ -109,6 +113,7 @@ where
         Command::Convert(args) => preprocess::convert(args),
         Command::Segment(cmd) => segment::run(cmd),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Score(args) => score::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Reproduce(args) => reproduce::run(args).map(|_| ()),
     }
