@@ -62,7 +62,7 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
             "2",
         ])
         .unwrap();
-        let preds = cxr_eval::load_predictions(&[out.clone()]).unwrap();
+        let preds = cxr_eval::load_predictions(std::slice::from_ref(&out)).unwrap();
         let direct = cxr_onnx::OnnxScorer::from_spec_file(&spec).unwrap();
         let want = direct.score(&images, false).unwrap().scores;
         assert_eq!(preds.len(), 5);
