@@ -134,8 +134,8 @@ fn column_of_run(a: &ModelArgs, run: &serde_json::Value) -> String {
 
 /// The scorer the audits query: our classifier for `--model`, the foreign model for `--model-spec`.
 pub(crate) fn scorer_for_audit(a: &ModelArgs) -> Result<Box<dyn Scorer>> {
-    if a.model_spec.is_some() {
-        bail!("--model-spec needs the cxr-onnx scorer (not merged in this build)");
+    if let Some(spec) = &a.model_spec {
+        return Ok(Box::new(cxr_onnx::OnnxScorer::from_spec_file(spec)?));
     }
     let loaded = load_model(a)?;
     Ok(Box::new(cxr_model::ClassifierScorer::new(

@@ -26,6 +26,7 @@ mod model;
 mod preprocess;
 mod report;
 mod reproduce;
+pub mod score;
 mod segment;
 mod shard;
 mod synth;
@@ -75,6 +76,9 @@ enum Command {
     /// metrics.csv, tables.md, plots/*.svg.
     #[command(after_help = evaluate::input_help())]
     Evaluate(evaluate::EvaluateArgs),
+    /// Any classifier over a manifest (cxr-onnx spec or a trained run): predictions.csv for `evaluate`,
+    /// rejects.csv for unreadable images.
+    Score(score::ScoreArgs),
     /// Fuzz the ingest readers and CSV parsers (`fuzz/`, nightly): `--seconds N` per target.
     Fuzz(fuzz::FuzzArgs),
     /// The whole study in one command: world or real data → … → results.json and report.html.
@@ -112,6 +116,7 @@ where
         Command::Convert(args) => preprocess::convert(args),
         Command::Segment(cmd) => segment::run(cmd),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Score(args) => score::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Reproduce(args) => reproduce::run(args).map(|_| ()),
     }

@@ -7,13 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use cxr_core::{Label, Manifest, SourceId, Split};
+use cxr_core::{Label, Manifest, SourceId, Split, model_input};
 use rayon::prelude::*;
 
 use crate::error::{CandleContext, ModelError, Result};
 
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub use cxr_core::model_input::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// One image to score or train on.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,25 +98,14 @@ pub fn load_image(path: &Path, id: &str, size: usize) -> Result<Vec<f32>> {
     Ok(grey_to_input(&img, size))
 }
 
-/// One grey image as the model's input: resized to `size` square with `image`'s `Triangle` filter
-/// (bilinear, anti-aliased) unless already that size, replicated to 3 channels, ImageNet-normalised (CHW).
-/// The one resize every scorer uses (`cxr_core::Scorer`'s contract).
+/// One grey image as the model's input: `cxr_core::model_input`'s resize to `size` square (`image`'s
+/// `Triangle` filter, unless already that size), replicated to 3 channels, ImageNet-normalised (CHW).
+/// The one conversion every scorer uses (`cxr_core::Scorer`'s contract).
 pub fn grey_to_input(img: &image::GrayImage, size: usize) -> Vec<f32> {
-    let s = size as u32;
-    let resized;
-    let img = if img.width() == s && img.height() == s {
-        img
-    } else {
-        resized = image::imageops::resize(img, s, s, image::imageops::FilterType::Triangle);
-        &resized
-    };
-    let plane = size * size;
-    let mut out = vec![0f32; 3 * plane];
-    for (c, chan) in out.chunks_mut(plane).enumerate() {
-        let (m, sd) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
-        for (o, &p) in chan.iter_mut().zip(img.as_raw()) {
-            *o = (p as f32 / 255.0 - m) / sd;
-        }
+    let mut out = Vec::with_capacity(3 * size * size);
+    // An `image::GrayImage` always holds width * height bytes, so the resize cannot refuse it.
+    if let Some(plane) = model_input::resize_square(img.width(), img.height(), img.as_raw(), size) {
+        model_input::push_normalised(&plane, &IMAGENET_MEAN, &IMAGENET_STD, &mut out);
     }
     out
 }

@@ -1,0 +1,428 @@
+//! Foreign classifiers as scorers: an ONNX model described by a TOML [`ModelSpec`] behind
+//! `cxr_core::Scorer`, so the audit and `cargo xtask score` take a PyTorch/TensorFlow/JAX export exactly as
+//! they take our own models.
+//!
+//! Inference is [tract](https://github.com/sonos/tract) (pure Rust, no native runtime to install). Inputs:
+//! 8-bit grey images, converted with `cxr_core::model_input` (the same resize our own models use) and the
+//! spec's normalisation. Outputs: P(Covid-19) per image (sigmoid of a logit, or a probability output taken
+//! as is) and, when the spec names a `features` node, that node's output per image (the source probe).
+//!
+//! Speed: tract runs one plan on one thread, so a batch is cut into one chunk per rayon thread and the
+//! chunks run at once through optimised plans concretised to the chunk's batch size (built once per size
+//! and shared by all threads). docs/MODEL_SPEC.md documents the spec; docs/PERFORMANCE.md the figures.
+//!
+//! Invariant: loading checks everything the spec claims against the graph (input rank and size, the
+//! `features` node, `output_index`), so a wrong spec fails at load with one line naming the file or node,
+//! never at the first batch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cxr_core::{Grey8, ScoreError, Scored, Scorer, model_input};
+use rayon::prelude::*;
+use serde::Deserialize;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// Everything that can go wrong loading a spec or a model; each message names the file or node.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("{path}: cannot read the model spec: {message}")]
+    SpecRead { path: PathBuf, message: String },
+    #[error("{path}: invalid model spec: {message}")]
+    SpecInvalid { path: PathBuf, message: String },
+    #[error("{path}: ONNX file not found")]
+    MissingModel { path: PathBuf },
+    #[error("{path}: unreadable ONNX model: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("{path}: input {message}")]
+    InputShape { path: PathBuf, message: String },
+    #[error("{path}: no node or output named `{node}` (the spec's `features`)")]
+    UnknownNode { path: PathBuf, node: String },
+    #[error("{path}: output_index {index} is out of range: the output has {columns} column(s)")]
+    OutputIndex { path: PathBuf, index: usize, columns: usize },
+}
+
+/// What the model's score output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A logit; the score is its sigmoid.
+    Logit,
+    /// A probability in [0, 1], used as the score.
+    Probability,
+}
+
+/// How to feed and read one ONNX classifier (docs/MODEL_SPEC.md documents every field).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The ONNX file; relative paths are resolved against the spec file's folder by [`ModelSpec::load`].
+    pub onnx: PathBuf,
+    /// Side of the square input.
+    pub input_size: usize,
+    /// 1 (grey) or 3 (the grey plane replicated).
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Per-channel mean, applied to x / 255.
+    #[serde(default = "default_mean")]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation.
+    #[serde(default = "default_std")]
+    pub std: Vec<f32>,
+    #[serde(default = "default_output")]
+    pub output: OutputKind,
+    /// Which column of the (first) output is Covid-19.
+    #[serde(default)]
+    pub output_index: usize,
+    /// Graph node (or output tensor) whose output is the pooled feature vector.
+    #[serde(default)]
+    pub features: Option<String>,
+}
+
+fn default_channels() -> usize {
+    3
+}
+fn default_mean() -> Vec<f32> {
+    model_input::IMAGENET_MEAN.to_vec()
+}
+fn default_std() -> Vec<f32> {
+    model_input::IMAGENET_STD.to_vec()
+}
+fn default_output() -> OutputKind {
+    OutputKind::Logit
+}
+
+impl ModelSpec {
+    /// Reads and checks a spec file; `onnx` comes back absolute (or as given when already absolute).
+    pub fn load(path: &Path) -> Result<Self, OnnxError> {
+        let text = std::fs::read_to_string(path).map_err(|e| OnnxError::SpecRead {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|message| OnnxError::SpecInvalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses spec text; relative `onnx` paths are joined to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut spec: ModelSpec =
+            toml::from_str(text).map_err(|e| e.message().replace('\n', " "))?;
+        if spec.onnx.is_relative() {
+            spec.onnx = base.join(&spec.onnx);
+        }
+        spec.check()?;
+        Ok(spec)
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        if self.input_size == 0 || self.input_size > 4096 {
+            return Err(format!("input_size {} is not in 1..=4096", self.input_size));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(format!("channels must be 1 or 3, not {}", self.channels));
+        }
+        // One value for all channels is the usual way to write a grey model's statistics.
+        for (name, v) in [("mean", &mut self.mean), ("std", &mut self.std)] {
+            if v.len() == 1 && self.channels == 3 {
+                *v = vec![v[0]; 3];
+            }
+            if v.len() != self.channels {
+                return Err(format!("{name} has {} values for {} channel(s)", v.len(), self.channels));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("{name} has a non-finite value"));
+            }
+        }
+        if self.std.iter().any(|&s| s <= 0.0) {
+            return Err("std values must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// An ONNX classifier behind `cxr_core::Scorer`.
+pub struct OnnxScorer {
+    spec: ModelSpec,
+    name: String,
+    model: InferenceModel,
+    /// Optimised plans by batch size, built on first use and shared by every thread.
+    plans: Mutex<HashMap<usize, Plan>>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for OnnxScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxScorer").field("name", &self.name).field("spec", &self.spec).finish()
+    }
+}
+
+impl OnnxScorer {
+    /// Loads the spec at `path` and its model.
+    pub fn from_spec_file(path: &Path) -> Result<Self, OnnxError> {
+        Self::new(ModelSpec::load(path)?)
+    }
+
+    /// Loads the model a spec names and checks the spec against its graph.
+    pub fn new(spec: ModelSpec) -> Result<Self, OnnxError> {
+        let path = spec.onnx.clone();
+        if !path.is_file() {
+            return Err(OnnxError::MissingModel { path });
+        }
+        let unreadable = |e: TractError| OnnxError::Unreadable {
+            path: path.clone(),
+            message: root_cause(&e),
+        };
+        let mut model = tract_onnx::onnx()
+            .model_for_path(&path)
+            .map_err(unreadable)?;
+        if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
+            return Err(OnnxError::InputShape {
+                path,
+                message: "count: the model must take exactly one input".into(),
+            });
+        }
+        check_input_fact(&model, &spec, &path)?;
+        let score_out = *model
+            .output_outlets()
+            .ok()
+            .and_then(|o| o.first())
+            .ok_or_else(|| OnnxError::Unreadable { path: path.clone(), message: "the model has no output".into() })?;
+        let mut outputs = vec![score_out];
+        if let Some(node) = &spec.features {
+            let mut probe = model.clone();
+            probe
+                .select_outputs_by_name([node.as_str()])
+                .map_err(|_| OnnxError::UnknownNode { path: path.clone(), node: node.clone() })?;
+            outputs.push(probe.output_outlets().map_err(unreadable)?[0]);
+        }
+        model.select_output_outlets(&outputs).map_err(unreadable)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "onnx".into());
+        let scorer = Self {
+            spec,
+            name,
+            model,
+            plans: Mutex::new(HashMap::new()),
+            threads: rayon::current_num_threads().max(1),
+        };
+        // Typing the graph at batch 1 finds size mismatches the declared input did not show, and tells us
+        // how many columns the score output has.
+        let plan = scorer.plan(1).map_err(|message| OnnxError::InputShape { path: path.clone(), message })?;
+        let fact = plan
+            .model()
+            .output_fact(0)
+            .map_err(unreadable)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec());
+        let columns = match fact.as_deref() {
+            Some([1]) | Some([]) => 1,
+            Some([1, rest @ ..]) => rest.iter().product(),
+            _ => 1,
+        };
+        if scorer.spec.output_index >= columns {
+            return Err(OnnxError::OutputIndex { path, index: scorer.spec.output_index, columns });
+        }
+        Ok(scorer)
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// How many images one chunk gets at most (default: a batch is split evenly over the rayon threads).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    fn plan(&self, batch: usize) -> Result<Plan, String> {
+        if let Some(p) = self.plans.lock().ok().and_then(|m| m.get(&batch).cloned()) {
+            return Ok(p);
+        }
+        let s = self.spec.input_size;
+        let fact = f32::fact([batch, self.spec.channels, s, s]);
+        let plan = self
+            .model
+            .clone()
+            .with_input_fact(0, fact.into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("does not accept [{batch}, {}, {s}, {s}] f32: {}", self.spec.channels, root_cause(&e)))?;
+        if let Ok(mut m) = self.plans.lock() {
+            m.insert(batch, plan.clone());
+        }
+        Ok(plan)
+    }
+
+    fn run_chunk(&self, images: &[Grey8], features: bool) -> Result<Scored, String> {
+        let (s, c) = (self.spec.input_size, self.spec.channels);
+        let mut data = Vec::with_capacity(images.len() * c * s * s);
+        for (i, g) in images.iter().enumerate() {
+            model_input::push_model_input(g, s, &self.spec.mean, &self.spec.std, &mut data)
+                .ok_or_else(|| format!("image {i}: a {}x{} buffer is malformed", g.width, g.height))?;
+        }
+        let n = images.len();
+        let plan = self.plan(n)?;
+        let input = Tensor::from_shape(&[n, c, s, s], &data).map_err(|e| e.to_string())?;
+        let out = plan.run(tvec!(input.into())).map_err(|e| root_cause(&e))?;
+        let raw = to_f32(&out[0])?;
+        let cols = raw.len() / n.max(1);
+        let mut scores = Vec::with_capacity(n);
+        for i in 0..n {
+            let v = raw[i * cols + self.spec.output_index] as f64;
+            if !v.is_finite() {
+                return Err(format!("non-finite output {v} for image {i}"));
+            }
+            scores.push(match self.spec.output {
+                OutputKind::Logit => 1.0 / (1.0 + (-v).exp()),
+                OutputKind::Probability if (0.0..=1.0).contains(&v) => v,
+                OutputKind::Probability => {
+                    return Err(format!("probability {v} outside [0, 1] for image {i} (is the output a logit?)"));
+                }
+            });
+        }
+        let features = if features && out.len() > 1 {
+            let flat = to_f32(&out[1])?;
+            let d = flat.len() / n.max(1);
+            Some(flat.chunks(d.max(1)).map(|c| c.to_vec()).collect())
+        } else {
+            None
+        };
+        Ok(Scored { scores, features })
+    }
+}
+
+fn to_f32(t: &TValue) -> Result<Vec<f32>, String> {
+    let t = t.cast_to::<f32>().map_err(|e| root_cause(&e))?;
+    let view = t.to_plain_array_view::<f32>().map_err(|e| root_cause(&e))?;
+    Ok(view.iter().copied().collect())
+}
+
+fn root_cause(e: &TractError) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn check_input_fact(model: &InferenceModel, spec: &ModelSpec, path: &Path) -> Result<(), OnnxError> {
+    let err = |message: String| OnnxError::InputShape {
+        path: path.to_path_buf(),
+        message,
+    };
+    let fact = model.input_fact(0).map_err(|e| err(root_cause(&e)))?;
+    if let Some(rank) = fact.shape.rank().concretize()
+        && rank != 4
+    {
+        return Err(err(format!("rank is {rank}, the spec needs [N, {}, {s}, {s}] (NCHW)", spec.channels, s = spec.input_size)));
+    }
+    let want = [None, Some(spec.channels), Some(spec.input_size), Some(spec.input_size)];
+    for (axis, (dim, want)) in fact.shape.dims().zip(want).enumerate() {
+        let (Some(want), Some(got)) = (want, dim.concretize().and_then(|d| d.to_i64().ok())) else {
+            continue;
+        };
+        if got != want as i64 {
+            let what = if axis == 1 { "channels" } else { "input_size" };
+            return Err(err(format!(
+                "axis {axis} is {got} but the spec's {what} is {want} (the model takes {:?})",
+                fact.shape.dims().map(|d| d.concretize().map(|x| x.to_string()).unwrap_or("?".into())).collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Scorer for OnnxScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn input_size(&self) -> usize {
+        self.spec.input_size
+    }
+    fn has_features(&self) -> bool {
+        self.spec.features.is_some()
+    }
+    fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
+        let err = |m: String| ScoreError::new(self.spec.onnx.display().to_string(), m);
+        if images.is_empty() {
+            return Ok(Scored { scores: Vec::new(), features: (features && self.has_features()).then(Vec::new) });
+        }
+        let chunk = images.len().div_ceil(self.threads);
+        let parts: Vec<Scored> = images
+            .par_chunks(chunk)
+            .map(|c| self.run_chunk(c, features))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut out = Scored { scores: Vec::with_capacity(images.len()), features: None };
+        for p in parts {
+            out.scores.extend(p.scores);
+            if let Some(f) = p.features {
+                out.features.get_or_insert_with(Vec::new).extend(f);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_onnx_paths_resolve_against_the_spec_folder_and_defaults_apply() {
+        let s = ModelSpec::parse("onnx = \"m.onnx\"\ninput_size = 224\n", Path::new("/specs")).unwrap();
+        assert_eq!(s.onnx, Path::new("/specs/m.onnx"));
+        assert_eq!(s.channels, 3);
+        assert_eq!(s.mean, model_input::IMAGENET_MEAN.to_vec());
+        assert_eq!(s.output, OutputKind::Logit);
+        assert_eq!(s.output_index, 0);
+        assert!(s.features.is_none());
+        let abs = ModelSpec::parse("onnx = \"/x/m.onnx\"\ninput_size = 8\n", Path::new("/specs")).unwrap();
+        assert_eq!(abs.onnx, Path::new("/x/m.onnx"));
+        let grey = ModelSpec::parse(
+            "onnx = \"m.onnx\"\ninput_size = 8\nchannels = 3\nmean = [0.5]\nstd = [0.25]\noutput = \"probability\"",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(grey.mean, vec![0.5; 3]);
+        assert_eq!(grey.output, OutputKind::Probability);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        let base = Path::new(".");
+        let cases = [
+            ("input_size = 8", "onnx"),
+            ("onnx = \"m\"\ninput_size = 0", "input_size"),
+            ("onnx = \"m\"\ninput_size = 8\nchannels = 2", "channels"),
+            ("onnx = \"m\"\ninput_size = 8\nchannels = 1\nmean = [0.1, 0.2]", "mean"),
+            ("onnx = \"m\"\ninput_size = 8\nstd = [0.1, 0.0, 0.2]", "std"),
+            ("onnx = \"m\"\ninput_size = 8\noutput = \"softmax\"", "softmax"),
+            ("onnx = \"m\"\ninput_size = 8\ncolour = 1", "colour"),
+        ];
+        for (text, word) in cases {
+            let e = ModelSpec::parse(text, base).unwrap_err();
+            assert!(e.contains(word), "{text:?} -> {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn spec_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope.toml");
+        let e = ModelSpec::load(&p).unwrap_err().to_string();
+        assert!(e.contains("nope.toml"), "{e}");
+        std::fs::write(&p, "onnx = \"gone.onnx\"\ninput_size = 8\n").unwrap();
+        let e = OnnxScorer::from_spec_file(&p).unwrap_err();
+        assert!(matches!(e, OnnxError::MissingModel { .. }));
+        assert!(e.to_string().contains("gone.onnx"), "{e}");
+    }
+}

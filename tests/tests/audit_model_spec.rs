@@ -1,0 +1,110 @@
+//! `cargo xtask audit --model-spec` end to end on foreign (ONNX) models that read one planted cue each
+//! (`crates/onnx/tests/fixtures/cue_{outside,inside}.onnx`, geometry in docs/MODEL_SPEC.md). Every source holds
+//! both classes, so the split design gives nothing away and only the occlusion tests and the occlusion
+//! saliency maps can tell the two models apart: the one that reads a square in the top-left corner (outside
+//! the lungs) must get `shortcut`; the one that reads a square inside the left lung must not be flagged.
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+
+/// The lungs the cue readers' geometry assumes: ellipses centred at row 112, columns 64 and 160, radii 70 x 40.
+fn in_lung(r: u32, c: u32) -> bool {
+    let e = |cc: f64| {
+        let (dy, dx) = ((r as f64 - 112.0) / 70.0, (c as f64 - cc) / 40.0);
+        dy * dy + dx * dx <= 1.0
+    };
+    e(64.0) || e(160.0)
+}
+
+/// 48 chest-like 224 px images over two sources, each holding both classes (train 16, test 32); every Covid-19
+/// image carries a bright 32 px square at `cue` (top-left row/column).
+fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut csv = String::from("id,source,label,patient,view,path,format,sha256,split,png8,mask\n");
+    let mask: Vec<u8> = (0..224 * 224u32)
+        .map(|k| if in_lung(k / 224, k % 224) { 255 } else { 0 })
+        .collect();
+    image::GrayImage::from_raw(224, 224, mask).unwrap().save(dir.join("mask.png")).unwrap();
+    for i in 0..48u32 {
+        let covid = i % 2 == 0;
+        let source = if (i / 2) % 2 == 0 { "hospital_a" } else { "hospital_b" };
+        let split = if i < 16 { "train" } else { "test" };
+        let mut px: Vec<u8> = (0..224 * 224u32)
+            .map(|k| {
+                let base = if in_lung(k / 224, k % 224) { 70.0 } else { 150.0 };
+                (base + rng.random_range(-25.0..25.0f64)).round() as u8
+            })
+            .collect();
+        if covid {
+            for r in cue.0..cue.0 + 32 {
+                for c in cue.1..cue.1 + 32 {
+                    px[(r * 224 + c) as usize] = 250;
+                }
+            }
+        }
+        let name = format!("im{i}.png");
+        image::GrayImage::from_raw(224, 224, px).unwrap().save(dir.join(&name)).unwrap();
+        let label = if covid { "covid" } else { "pneumonia" };
+        csv.push_str(&format!("im{i},{source},{label},p{i},PA,{name},png,,{split},{name},mask.png\n"));
+    }
+    let m = dir.join("manifest.csv");
+    std::fs::write(&m, csv).unwrap();
+    m
+}
+
+fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
+    let manifest = write_world(&dir.join(format!("{model}-world")), cue);
+    let spec = cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"));
+    let out = dir.join(format!("{model}-audit"));
+    xtask::run([
+        "xtask",
+        "audit",
+        "--model-spec",
+        spec.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--saliency-images",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|e| panic!("audit --model-spec {model}: {e:#}"));
+    serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap()
+}
+
+fn verdict(report: &serde_json::Value) -> (String, Vec<String>) {
+    let v = &report["verdicts"][0];
+    let flagged = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "flag")
+        .map(|t| t["test"].as_str().unwrap_or("?").to_string())
+        .collect();
+    (v["verdict"].as_str().unwrap().to_string(), flagged)
+}
+
+#[test]
+fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let outside = audit("cue_outside", (8, 8), dir.path());
+    let (v, flagged) = verdict(&outside);
+    assert_eq!(v, "shortcut", "outside cue: flagged {flagged:?}\n{:#}", outside["verdicts"]);
+    // The lungs-removed image keeps the corner square: the score still separates the classes.
+    let occ = &outside["evidence"][0]["occlusion"][0];
+    assert!(occ["lungs_removed"]["value"].as_f64().unwrap() > 0.9, "{occ:#}");
+
+    let inside = audit("cue_inside", (96, 48), dir.path());
+    let (v, flagged) = verdict(&inside);
+    assert!(
+        v != "shortcut" && v != "suspicious" && flagged.is_empty(),
+        "inside cue must not be flagged: {v}, flagged {flagged:?}\n{:#}",
+        inside["verdicts"]
+    );
+    let occ = &inside["evidence"][0]["occlusion"][0];
+    assert!(occ["lungs_removed"]["value"].as_f64().unwrap() < 0.75, "{occ:#}");
+    assert!(occ["lungs_only"]["value"].as_f64().unwrap() > 0.9, "{occ:#}");
+}

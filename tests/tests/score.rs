@@ -1,0 +1,106 @@
+//! `cargo xtask score` end to end: a tiny manifest (one unreadable row) scored with the small-CNN ONNX spec
+//! and with a cue reader; the CSV parses with cxr-eval and holds exactly what `OnnxScorer` gives directly,
+//! the bad row lands in `rejects.csv`, and a bad spec path fails with one line naming the file.
+
+use std::path::{Path, PathBuf};
+
+use cxr_core::{Grey8, Scorer};
+
+fn fixtures() -> PathBuf {
+    cxr_tests::repo_root().join("crates/onnx/tests/fixtures")
+}
+
+fn xtask(args: &[&str]) -> anyhow::Result<()> {
+    let mut v = vec!["xtask"];
+    v.extend_from_slice(args);
+    xtask::run(v)
+}
+
+/// Five images of varied sizes (the scorers resize), a bright square in the top-left corner of two.
+fn write_manifest(dir: &Path) -> (PathBuf, Vec<Grey8>) {
+    let mut csv = String::from("id,source,label,patient,view,path,format,sha256,split,png8\n");
+    let mut images = Vec::new();
+    for i in 0..5u32 {
+        let (w, h) = (180 + i * 20, 224 - i * 10);
+        let mut g = Grey8::new(w, h, (0..w * h).map(|k| ((k * (i + 3)) % 97 + 60) as u8).collect()).unwrap();
+        if i % 2 == 1 {
+            for r in 5..45 {
+                for c in 5..45 {
+                    g.data[(r * w + c) as usize] = 255;
+                }
+            }
+        }
+        let name = format!("img{i}.png");
+        image::GrayImage::from_raw(w, h, g.data.clone()).unwrap().save(dir.join(&name)).unwrap();
+        let (label, split, src) = if i % 2 == 1 { ("covid", "test", "a") } else { ("pneumonia", "val", "b") };
+        csv.push_str(&format!("im{i},{src},{label},p{i},PA,{name},png,,{split},{name}\n"));
+        images.push(g);
+    }
+    std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
+    csv.push_str("imbad,a,covid,p9,PA,broken.png,png,,test,broken.png\n");
+    let m = dir.join("manifest.csv");
+    std::fs::write(&m, csv).unwrap();
+    (m, images)
+}
+
+#[test]
+fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, images) = write_manifest(dir.path());
+    for model in ["small_cnn", "cue_outside"] {
+        let spec = fixtures().join(format!("{model}.toml"));
+        let out = dir.path().join(format!("{model}/predictions.csv"));
+        xtask(&[
+            "score",
+            "--model-spec",
+            spec.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch-size",
+            "2",
+        ])
+        .unwrap();
+        let preds = cxr_eval::load_predictions(std::slice::from_ref(&out)).unwrap();
+        let direct = cxr_onnx::OnnxScorer::from_spec_file(&spec).unwrap();
+        let want = direct.score(&images, false).unwrap().scores;
+        assert_eq!(preds.len(), 5);
+        for (i, (p, w)) in preds.iter().zip(&want).enumerate() {
+            assert_eq!(p.id, format!("im{i}"));
+            assert_eq!(p.split.to_string(), if i % 2 == 1 { "test" } else { "val" });
+            assert_eq!(p.source.as_str(), if i % 2 == 1 { "a" } else { "b" });
+            assert!((p.score - w).abs() < 1e-12, "{model} {i}: {} vs {w}", p.score);
+            assert_eq!(p.model, model);
+        }
+        if model == "cue_outside" {
+            // The squares are read: Covid rows score above the others.
+            assert!(preds.iter().filter(|p| p.id.ends_with(['1', '3'])).all(|p| p.score > 0.9));
+            assert!(preds.iter().filter(|p| !p.id.ends_with(['1', '3'])).all(|p| p.score < 0.8));
+        }
+        let rejects = std::fs::read_to_string(out.with_file_name("rejects.csv")).unwrap();
+        let lines: Vec<&str> = rejects.lines().collect();
+        assert_eq!(lines.len(), 2, "{rejects}");
+        assert!(lines[1].starts_with("imbad,") && lines[1].contains("broken.png"), "{rejects}");
+    }
+}
+
+#[test]
+fn a_bad_spec_path_fails_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let spec = dir.path().join("no_such_spec.toml");
+    let e = xtask(&[
+        "score",
+        "--model-spec",
+        spec.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        dir.path().join("p.csv").to_str().unwrap(),
+    ])
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("no_such_spec.toml") && !msg.contains('\n'), "{msg}");
+    assert!(!dir.path().join("p.csv").exists());
+}
