@@ -599,9 +599,12 @@ fn thumbnail(caption: &str, file: &Path, out: &Path) -> Result<Block> {
 }
 
 /// Inline previews are this wide (pixels); the full galleries are linked.
-const THUMB_WIDTH: u32 = 280;
+const THUMB_WIDTH: u32 = 200;
 
-/// Per-source rows with fewer images than this are pooled into one `other (k locations)` row: their metrics
+/// Galleries previewed inline per experiment; the others are listed as links (the page stays small).
+const INLINE_GALLERIES: usize = 6;
+
+/// Per-source rows with fewer images than this are pooled into one `other (k sources ...)` row: their metrics
 /// mean little (a real collection such as Cohen's has dozens of one-image locations) and they swamp the table.
 pub const MIN_SOURCE_ROW: usize = 5;
 
@@ -651,7 +654,7 @@ fn sets_table(m: &cxr_eval::ModelReport) -> Block {
                 [
                     split.to_string(),
                     format!(
-                        "other ({} locations of < {MIN_SOURCE_ROW} images each)",
+                        "other ({} sources of < {MIN_SOURCE_ROW} images each)",
                         small.len()
                     ),
                     format!("{n} ({c}/{})", n - c),
@@ -883,7 +886,7 @@ fn experiment_section(
             rows,
         });
     }
-    for g in r.galleries.iter().take(12) {
+    for g in r.galleries.iter().take(INLINE_GALLERIES) {
         let name = g
             .file_stem()
             .map(|s| s.to_string_lossy().replace("__", " / "))
@@ -897,6 +900,20 @@ fn experiment_section(
             Ok(b) => blocks.push(b),
             Err(e) => tracing::warn!("report: gallery left out: {e:#}"),
         }
+    }
+    let rest: Vec<String> = r
+        .galleries
+        .iter()
+        .skip(INLINE_GALLERIES)
+        .filter_map(|g| g.strip_prefix(out).ok())
+        .map(|g| g.display().to_string())
+        .collect();
+    if !rest.is_empty() {
+        blocks.push(Block::Paragraph(format!(
+            "{} more Grad-CAM galleries beside this report: {}.",
+            rest.len(),
+            rest.join(", ")
+        )));
     }
     Ok(Section {
         id: format!(
