@@ -97,7 +97,7 @@ where
         let msg = e.to_string();
         anyhow::anyhow!(
             "{}",
-            msg.trim_start_matches("error: ").trim_end().to_string()
+            msg.trim_start_matches("error: ").trim_end()
         )
     })?;
     init_tracing(cli.verbose);
