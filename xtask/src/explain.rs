@@ -526,7 +526,11 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     };
     let path = out.join("audit.json");
     cxr_explain::write_audit_json(&path, &report).context("audit: writing audit.json")?;
-    println!("audit of {}: {:?}", verdict.model, verdict.verdict);
+    println!(
+        "audit of {}: {}",
+        verdict.model,
+        crate::report::verdict_headline(&verdict)
+    );
     for t in &verdict.tests {
         let fig = t
             .figure
