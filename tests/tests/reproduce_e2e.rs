@@ -181,6 +181,20 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
         "report lacks the seen AUC {seen:.3}"
     );
     assert!(!html.contains("<script") && !html.contains("https://"));
+    // The first screen says what was found, the paper's figure beside ours; then the details.
+    let found = html.find("What was found").expect("a findings list");
+    assert!(found < html.find("What was run").unwrap());
+    assert!(
+        html.contains("the paper reports test AUC 1.00 on seen and 0.38 on unseen sources"),
+        "finding sentence"
+    );
+    assert!(html.contains("Audit: shortcut found (raised by the "));
+    // Human labels, not identifiers; verdicts in words; galleries as linked thumbnails; a small page.
+    for raw in ["probe_auc", "cramers_v", "lungs_removed_p", "NoShortcutFound", "Shortcut\n"] {
+        assert!(!html.contains(raw), "report shows `{raw}`");
+    }
+    assert!(html.contains(">full size</a>"), "galleries are linked");
+    assert!(html.len() < 3 * 1024 * 1024, "report is {} bytes", html.len());
 
     // Privacy: the planted fake patient names of the synthetic COVID-19-AR DICOMs (`SYNTH^PATIENT^<id>`) reach no
     // output, and no patient id of any dataset reaches a report, results.json or an output file name. (Manifests
@@ -279,6 +293,11 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     assert_eq!(set("/val/all")["n"], exp0["split_counts"]["val"]);
     let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
     assert!(log.contains("figure4-split1"), "reproduce.log: {log:.300}");
+    // Progress counts what runs: split 1 and its clean-world control.
+    assert!(log.contains("experiment 1 of 2: figure4-split1"), "{log:.2000}");
+    assert!(log.contains("experiment 2 of 2: figure4-split1"), "{log:.2000}");
+    assert!(log.contains("epoch 1/"), "no epoch k/N line");
+    assert!(!log.contains('\u{1b}'), "colour codes in reproduce.log");
 
     // Nothing changed: every stage is reused and the numbers are identical.
     let before = std::fs::read(out.join("results.json")).unwrap();

@@ -420,7 +420,11 @@ pub(crate) fn audit_out(args: &AuditArgs, scorer: &dyn Scorer) -> PathBuf {
 /// Prints the verdict and every test's figure.
 pub(crate) fn print_verdict(report: &AuditReport, out: &Path) {
     for verdict in &report.verdicts {
-        println!("audit of {}: {:?}", verdict.model, verdict.verdict);
+        println!(
+            "audit of {}: {}",
+            verdict.model,
+            crate::report::verdict_headline(verdict)
+        );
         for t in &verdict.tests {
             let fig = t
                 .figure

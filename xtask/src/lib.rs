@@ -100,7 +100,12 @@ where
             let _ = e.print();
             std::process::exit(0);
         }
-        anyhow::anyhow!("{e}")
+        // clap's message starts with its own `error: `; main adds one.
+        let msg = e.to_string();
+        anyhow::anyhow!(
+            "{}",
+            msg.trim_start_matches("error: ").trim_end()
+        )
     })?;
     init_tracing(cli.verbose);
     match cli.command {
@@ -122,6 +127,25 @@ where
     }
 }
 
+/// An error and its causes joined by `: `, each part said once: a library error that prints its source, or
+/// a message that names a path its context names too, would otherwise repeat it
+/// (`x.dcm: cannot read image: x.dcm: No such file ...: No such file ...`).
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        for part in cause.to_string().split(": ") {
+            let part = part.trim();
+            // A part that an earlier one already holds (`reading manifest x.csv`, then `x.csv`) adds nothing;
+            // very short parts (a number, a word) may repeat by chance and stay.
+            let said = parts.iter().any(|p| p == part || (part.len() >= 4 && p.contains(part)));
+            if !part.is_empty() && !said {
+                parts.push(part.to_string());
+            }
+        }
+    }
+    parts.join(": ")
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -139,6 +163,8 @@ fn init_tracing(verbose: u8) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, never in a CI log or a redirected file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .with(

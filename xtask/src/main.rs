@@ -6,8 +6,8 @@ fn main() -> std::process::ExitCode {
     match xtask::run(std::env::args_os()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // One line per cause, most specific last, so the failing file is always printed.
-            eprintln!("error: {err:#}");
+            // The causes, most specific last, so the failing file is always printed; each said once.
+            eprintln!("error: {}", xtask::error_chain(&err));
             std::process::ExitCode::FAILURE
         }
     }

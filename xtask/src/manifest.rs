@@ -122,14 +122,20 @@ pub fn run(args: ManifestArgs) -> Result<()> {
         }
         ManifestCommand::Lint { file, json, strict } => {
             let report = lint(&file)?;
-            print!("{}", report.render());
+            print!("{}", render_lint(&report, &file, LINT_ROWS));
             if let Some(j) = json {
                 let bytes = serde_json::to_vec_pretty(&report)?;
                 cxr_core::fsutil::write_atomic(&j, &bytes)
                     .with_context(|| format!("writing {}", j.display()))?;
             }
-            if strict && report.has_errors() {
-                bail!("{}: the split has errors (see above)", file.display());
+            // The exit status agrees with what was printed: `error:` lines fail the command, and `--strict`
+            // fails on warnings too.
+            let errors = report.findings.iter().filter(|f| f.severity == "error").count();
+            if errors > 0 {
+                bail!("{}: the split has {errors} error(s) (see above)", file.display());
+            }
+            if strict && !report.findings.is_empty() {
+                bail!("{}: the split has warnings and --strict was given", file.display());
             }
         }
         ManifestCommand::ExportFour {
@@ -248,6 +254,75 @@ pub fn split(manifest: &Path, design: &str, out: &Path, scale: f64) -> Result<St
         ));
     }
     Ok(s)
+}
+
+/// Sources shown per split on the terminal; `--json` holds them all.
+const LINT_ROWS: usize = 12;
+
+/// The linter's findings for a terminal: each split's table cut to its `rows` largest sources (+ "k more"),
+/// and a plain sentence when the manifest holds no split at all.
+pub fn render_lint(report: &LintReport, file: &Path, rows: usize) -> String {
+    if report.splits.is_empty() {
+        return format!(
+            "{}: no row has a split, so there is no split to lint ({} rows); apply a design first \
+             (cargo xtask manifest split {} --design NAME --out OUT.csv)\n",
+            file.display(),
+            report.unsplit,
+            file.display()
+        );
+    }
+    let mut out = String::new();
+    for s in &report.splits {
+        let v = s.cramers_v.map_or("n/a".into(), |v| format!("{v:.3}"));
+        out.push_str(&format!(
+            "split {}: {} images, {} patients, Cramér's V (label × source) = {v}\n",
+            s.split, s.images, s.patients
+        ));
+        let labels: std::collections::BTreeSet<&String> =
+            s.contingency.values().flat_map(|m| m.keys()).collect();
+        out.push_str(&format!("  {:<44}", "source"));
+        for l in &labels {
+            out.push_str(&format!(" {l:>10}"));
+        }
+        out.push('\n');
+        let mut sources: Vec<(&String, usize)> = s
+            .contingency
+            .iter()
+            .map(|(src, m)| (src, m.values().sum()))
+            .collect();
+        sources.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (src, _) in sources.iter().take(rows) {
+            out.push_str(&format!("  {src:<44}"));
+            for l in &labels {
+                let n = s.contingency[*src].get(*l).copied().unwrap_or(0);
+                out.push_str(&format!(" {n:>10}"));
+            }
+            out.push('\n');
+        }
+        if sources.len() > rows {
+            let rest: usize = sources[rows..].iter().map(|(_, n)| n).sum();
+            out.push_str(&format!(
+                "  … {} more sources ({rest} images; every row in --json)\n",
+                sources.len() - rows
+            ));
+        }
+    }
+    if report.unsplit > 0 {
+        out.push_str(&format!("{} rows without a split\n", report.unsplit));
+    }
+    if !report.unseen_test_sources.is_empty() {
+        out.push_str(&format!(
+            "unseen test sources: {}\n",
+            report.unseen_test_sources.join(", ")
+        ));
+    }
+    for f in &report.findings {
+        out.push_str(&format!("{}: {}\n", f.severity, f.message));
+    }
+    if report.findings.is_empty() {
+        out.push_str("no findings\n");
+    }
+    out
 }
 
 /// Lints a split manifest file.
@@ -465,7 +540,8 @@ mod tests {
         let report = lint(&split_csv).unwrap();
         assert!((report.train_cramers_v.unwrap() - 1.0).abs() < 1e-9);
         assert!(report.has_errors());
-        crate::run(["xtask", "manifest", "lint", split_csv.to_str().unwrap()]).unwrap();
+        // It prints `error:` lines (a full confound), so it fails, with or without --strict.
+        assert!(crate::run(["xtask", "manifest", "lint", split_csv.to_str().unwrap()]).is_err());
         assert!(
             crate::run([
                 "xtask",
@@ -476,6 +552,15 @@ mod tests {
             ])
             .is_err()
         );
+        // Long tables are cut on the terminal, never in --json.
+        let text = render_lint(&report, &split_csv, 2);
+        assert!(text.contains("more sources"), "{text}");
+        assert!(text.contains("error: split train is fully confounded"), "{text}");
+        assert!(!render_lint(&report, &split_csv, 100).contains("more sources"));
+        // A manifest without a split says so plainly and passes.
+        let msg = render_lint(&lint(&merged).unwrap(), &merged, 12);
+        assert!(msg.contains("no split to lint"), "{msg}");
+        crate::run(["xtask", "manifest", "lint", merged.to_str().unwrap()]).unwrap();
         let four = dir.path().join("four");
         crate::run([
             "xtask",

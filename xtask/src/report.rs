@@ -1,7 +1,7 @@
 //! The self-contained HTML report of `cargo xtask reproduce`.
 //!
-//! A report is a list of sections made of plain blocks (paragraphs, tables, inline SVG, PNG images as data
-//! URIs, verdicts). Rendering needs no network, no JavaScript and no fonts beyond the browser's defaults, so
+//! A report is a list of sections made of plain blocks (paragraphs, tables, inline SVG, PNG thumbnails as data
+//! URIs linking to the full images beside the report, verdicts). Rendering needs no network, no JavaScript and no fonts beyond the browser's defaults, so
 //! the single file opens anywhere. Every number shown is also in `results.json`, written from the same data.
 
 use std::fmt::Write as _;
@@ -28,16 +28,20 @@ pub enum Block {
         caption: String,
         svg: String,
     },
-    /// A PNG image, embedded as a data URI.
-    Png {
+    /// A small PNG preview embedded as a data URI, linking to the full-size file beside the report (`href`,
+    /// relative to the report's folder): keeps the page small while every gallery stays one click away.
+    Thumbnail {
         caption: String,
         #[serde(skip)]
         bytes: Vec<u8>,
+        href: String,
     },
-    /// An audit verdict: `flagged` = a shortcut was found.
+    /// An audit verdict: `flagged` = a shortcut was found, `suspicious` = a test warned; `summary` is the
+    /// headline in words (the verdict and the test that decided it).
     Verdict {
         model: String,
         flagged: bool,
+        suspicious: bool,
         summary: String,
         evidence: Vec<String>,
     },
@@ -53,6 +57,8 @@ pub struct Section {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub title: String,
+    /// What was found, one sentence per experiment: the first thing the page shows.
+    pub findings: Vec<String>,
     /// What was run: command line, profile, data, weights, seeds, versions — as label/value pairs.
     pub run_facts: Vec<(String, String)>,
     pub sections: Vec<Section>,
@@ -82,15 +88,17 @@ fn inline_svg(svg: &str) -> &str {
 }
 
 const STYLE: &str = r#"
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2330;line-height:1.45}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1320px;margin:2em auto;padding:0 1em;color:#1d2330;line-height:1.45}
 h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #dde3ee;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #c9d1df;padding:.3em .6em;text-align:left}
+table{border-collapse:collapse;margin:.8em 0;font-size:.86em}th,td{border:1px solid #c9d1df;padding:.25em .45em;text-align:left;vertical-align:top}
+.scroll{max-width:100%;overflow-x:auto}.findings{font-size:1.05em;background:#f4f7fb;border:1px solid #dde3ee;border-radius:6px;padding:.6em 1em .6em 2em}.findings li{margin:.35em 0}
+.thumbs{display:flex;flex-wrap:wrap;gap:.8em}.thumbs figure{margin:0;max-width:300px}
 th{background:#eef2f8}caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
 .warn{background:#fff4d6;border-left:4px solid #e0a800;padding:.5em .8em;margin:.8em 0}
 .verdict{border-radius:6px;padding:.6em .9em;margin:.8em 0}.flag{background:#fde2e1;border-left:5px solid #c62828}
-.ok{background:#e3f4e6;border-left:5px solid #2e7d32}figure{margin:1em 0}figcaption{font-size:.9em;color:#4a5568}
+.ok{background:#e3f4e6;border-left:5px solid #2e7d32}.sus{background:#fff4d6;border-left:5px solid #e0a800}figure{margin:1em 0}figcaption{font-size:.9em;color:#4a5568}
 img{max-width:100%;image-rendering:auto}nav a{margin-right:1em}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}
-dt{font-weight:600}dd{margin:0}svg{max-width:100%;height:auto}
+dt{font-weight:600}dd{margin:0}svg{max-width:100%;height:auto}figure svg{max-width:640px}
 "#;
 
 impl Report {
@@ -103,6 +111,13 @@ impl Report {
             esc(&self.title),
             esc(&self.title)
         );
+        if !self.findings.is_empty() {
+            h.push_str("<h2 id=\"findings\">What was found</h2>\n<ul class=\"findings\">");
+            for f in &self.findings {
+                let _ = write!(h, "<li>{}</li>", esc(f));
+            }
+            h.push_str("</ul>\n");
+        }
         h.push_str("<nav>");
         for s in &self.sections {
             let _ = write!(h, "<a href=\"#{}\">{}</a>", esc(&s.id), esc(&s.title));
@@ -114,8 +129,19 @@ impl Report {
         h.push_str("</dl>\n");
         for s in &self.sections {
             let _ = write!(h, "<h2 id=\"{}\">{}</h2>\n", esc(&s.id), esc(&s.title));
+            let mut in_thumbs = false;
             for b in &s.blocks {
+                let thumb = matches!(b, Block::Thumbnail { .. });
+                if thumb && !in_thumbs {
+                    h.push_str("<div class=\"thumbs\">");
+                } else if !thumb && in_thumbs {
+                    h.push_str("</div>\n");
+                }
+                in_thumbs = thumb;
                 render_block(&mut h, b);
+            }
+            if in_thumbs {
+                h.push_str("</div>\n");
             }
         }
         h.push_str("</body></html>\n");
@@ -136,7 +162,11 @@ fn render_block(h: &mut String, b: &Block) {
             header,
             rows,
         } => {
-            let _ = write!(h, "<table><caption>{}</caption><thead><tr>", esc(caption));
+            let _ = write!(
+                h,
+                "<div class=\"scroll\"><table><caption>{}</caption><thead><tr>",
+                esc(caption)
+            );
             for c in header {
                 let _ = write!(h, "<th>{}</th>", esc(c));
             }
@@ -148,11 +178,12 @@ fn render_block(h: &mut String, b: &Block) {
                 }
                 h.push_str("</tr>");
             }
-            h.push_str("</tbody></table>\n");
+            h.push_str("</tbody></table></div>\n");
         }
         Block::Html(markup) => {
+            h.push_str("<div class=\"scroll\">");
             h.push_str(markup);
-            h.push('\n');
+            h.push_str("</div>\n");
         }
         Block::Svg { caption, svg } => {
             let _ = writeln!(
@@ -162,29 +193,39 @@ fn render_block(h: &mut String, b: &Block) {
                 esc(caption)
             );
         }
-        Block::Png { caption, bytes } => {
+        Block::Thumbnail {
+            caption,
+            bytes,
+            href,
+        } => {
             let data = base64::engine::general_purpose::STANDARD.encode(bytes);
             let _ = writeln!(
                 h,
-                "<figure><img alt=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{}</figcaption></figure>",
+                "<figure><a href=\"{}\"><img alt=\"{}\" src=\"data:image/png;base64,{data}\"></a><figcaption>{} \
+                 (<a href=\"{}\">full size</a>)</figcaption></figure>",
+                esc(href),
                 esc(caption),
-                esc(caption)
+                esc(caption),
+                esc(href)
             );
         }
         Block::Verdict {
             model,
             flagged,
+            suspicious,
             summary,
             evidence,
         } => {
-            let (class, word) = if *flagged {
-                ("flag", "SHORTCUT FLAGGED")
+            let class = if *flagged {
+                "flag"
+            } else if *suspicious {
+                "sus"
             } else {
-                ("ok", "no shortcut flagged")
+                "ok"
             };
             let _ = write!(
                 h,
-                "<div class=\"verdict {class}\"><strong>{}: {word}</strong><p>{}</p><ul>",
+                "<div class=\"verdict {class}\"><strong>Audit of {}: {}</strong><ul>",
                 esc(model),
                 esc(summary)
             );
@@ -196,6 +237,79 @@ fn render_block(h: &mut String, b: &Block) {
     }
 }
 
+/// An audit verdict in words, as the report and stdout print it.
+pub fn verdict_words(v: cxr_explain::Overall) -> &'static str {
+    match v {
+        cxr_explain::Overall::Shortcut => "shortcut found",
+        cxr_explain::Overall::Suspicious => "suspicious",
+        cxr_explain::Overall::NoShortcutFound => "no shortcut found",
+        cxr_explain::Overall::InsufficientEvidence => "insufficient evidence",
+    }
+}
+
+/// The human name of an audit test (`lungs_removed[mean]` → `lungs-removed occlusion (mean fill)`).
+pub fn test_label(test: &str) -> String {
+    let (base, fill) = match test.split_once('[') {
+        Some((b, f)) => (b, Some(f.trim_end_matches(']'))),
+        None => (test, None),
+    };
+    let name = match base {
+        "source_probe" => "source probe",
+        "split_design" => "split design",
+        "lungs_removed" => "lungs-removed occlusion",
+        "lungs_only" => "lungs-only occlusion",
+        "lung_energy" => "Grad-CAM energy in the lungs",
+        other => other,
+    };
+    match fill {
+        Some(f) => format!("{name} ({f} fill)"),
+        None => name.to_string(),
+    }
+}
+
+/// An audit rule with its threshold names in words (the names are `cxr_explain::Thresholds`' fields).
+pub fn humanise_rule(rule: &str) -> String {
+    // Longest names first: `lungs_removed_auc` before `lung_energy` would not matter, but `lung_energy_ratio`
+    // must go before `lung_energy`.
+    const NAMES: [(&str, &str); 7] = [
+        ("lung_energy_ratio", "the energy ratio"),
+        ("lungs_removed_auc", "the lungs-removed AUC threshold"),
+        ("lungs_removed_p", "the p-value threshold"),
+        ("lungs_only_drop", "the lungs-only drop threshold"),
+        ("lung_energy", "the energy floor"),
+        ("probe_auc", "the probe AUC threshold"),
+        ("cramers_v", "the Cramér's V threshold"),
+    ];
+    let mut out = rule.to_string();
+    for (name, words) in NAMES {
+        out = out.replace(name, words);
+    }
+    out
+}
+
+/// The tests that decided a verdict: those that flagged for `shortcut`, those that warned for `suspicious`,
+/// none otherwise.
+pub fn deciding_tests(v: &cxr_explain::Verdict) -> Vec<&cxr_explain::TestResult> {
+    let status = match v.verdict {
+        cxr_explain::Overall::Shortcut => cxr_explain::Status::Flag,
+        cxr_explain::Overall::Suspicious => cxr_explain::Status::Warn,
+        _ => return Vec::new(),
+    };
+    v.with_status(status).collect()
+}
+
+/// `shortcut found (raised by the source probe)`: the verdict and what decided it, in words.
+pub fn verdict_headline(v: &cxr_explain::Verdict) -> String {
+    let words = verdict_words(v.verdict);
+    let deciding: Vec<String> = deciding_tests(v).iter().map(|t| test_label(&t.test)).collect();
+    match v.verdict {
+        cxr_explain::Overall::NoShortcutFound => format!("{words} (no test flagged or warned)"),
+        cxr_explain::Overall::InsufficientEvidence => format!("{words} (no test could run)"),
+        _ if deciding.is_empty() => words.to_string(),
+        _ => format!("{words} (raised by the {})", deciding.join(" and the ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +318,7 @@ mod tests {
     fn html_is_self_contained_and_escaped() {
         let report = Report {
             title: "Study <1>".into(),
+            findings: vec!["Figure 4 <split 1>: ours 0.41".into()],
             run_facts: vec![("weights".into(), "random initialisation — no ImageNet weights supplied".into())],
             sections: vec![Section {
                 id: "fig4".into(),
@@ -218,11 +333,16 @@ mod tests {
                         caption: "ROC".into(),
                         svg: "<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"></svg>".into(),
                     },
-                    Block::Png { caption: "gallery".into(), bytes: vec![0x89, b'P', b'N', b'G'] },
+                    Block::Thumbnail {
+                        caption: "gallery".into(),
+                        bytes: vec![0x89, b'P', b'N', b'G'],
+                        href: "experiments/x/gallery/a b.png".into(),
+                    },
                     Block::Verdict {
                         model: "resnet50".into(),
                         flagged: true,
-                        summary: "source predictable".into(),
+                        suspicious: false,
+                        summary: "shortcut found (raised by the source probe)".into(),
                         evidence: vec!["source AUC 0.99 > 0.9".into()],
                     },
                 ],
@@ -235,7 +355,11 @@ mod tests {
             "prolog must be stripped for inline SVG"
         );
         assert!(html.contains("data:image/png;base64,iVBORw=="));
-        assert!(html.contains("SHORTCUT FLAGGED"));
+        assert!(html.contains("<a href=\"experiments/x/gallery/a b.png\">full size</a>"));
+        assert!(html.contains("Audit of resnet50: shortcut found (raised by the source probe)"));
+        // The findings come first, before what was run and the sections.
+        let found = html.find("Figure 4 &lt;split 1&gt;: ours 0.41").unwrap();
+        assert!(found < html.find("What was run").unwrap());
         assert!(html.contains("0.99 [0.97, 1.00]"));
         // No external resources: nothing fetched from the network.
         assert!(

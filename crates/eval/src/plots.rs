@@ -77,6 +77,9 @@ pub fn summary_sets(model: &ModelReport) -> Vec<&SetReport> {
         .collect()
 }
 
+/// Legend text size of the ROC plot, in pixels of its 620 px wide canvas.
+pub const LEGEND_FONT: u32 = 15;
+
 /// ROC curves of `sets`, each with its bootstrap band (the interval of the true positive rate at each
 /// false positive rate over the resamples).
 pub fn roc_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalError> {
@@ -140,9 +143,10 @@ pub fn roc_svg(title: &str, sets: &[&SetReport]) -> Result<String, EvalError> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
+            // Opaque and large enough to read when the report scales the plot down.
+            .background_style(WHITE)
             .border_style(BLACK.mix(0.5))
-            .label_font(("sans-serif", 12))
+            .label_font(("sans-serif", LEGEND_FONT))
             .draw()
             .map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;

@@ -365,9 +365,54 @@ pub fn contact_sheet(files: &[&Path], thumb: u32, columns: u32) -> Result<RgbIma
     Ok(sheet)
 }
 
+/// A PNG of `path` shrunk to at most `max_width` pixels wide (aspect kept; never enlarged), for a report that
+/// shows galleries as small inline previews and links the full-size files beside it.
+pub fn thumbnail_png(path: &Path, max_width: u32) -> Result<Vec<u8>> {
+    let img = image::open(path)
+        .map_err(|e| ExplainError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .to_rgb8();
+    let small = if img.width() > max_width.max(1) {
+        let w = max_width.max(1);
+        let h = ((img.height() as f64 * w as f64 / img.width() as f64).round() as u32).max(1);
+        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(
+            small.as_raw(),
+            small.width(),
+            small.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| ExplainError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thumbnails_shrink_wide_images_and_keep_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.png");
+        write_png_rgb(&big, &RgbImage::new(800, 400)).unwrap();
+        let thumb = image::load_from_memory(&thumbnail_png(&big, 200).unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (200, 100));
+        let small = dir.path().join("small.png");
+        write_png_rgb(&small, &RgbImage::new(50, 30)).unwrap();
+        let same = image::load_from_memory(&thumbnail_png(&small, 200).unwrap()).unwrap();
+        assert_eq!((same.width(), same.height()), (50, 30));
+        assert!(thumbnail_png(&dir.path().join("absent.png"), 200).is_err());
+    }
 
     #[test]
     fn jet_runs_blue_to_red() {

@@ -135,15 +135,28 @@ pub struct ExperimentResult {
     pub notes: Vec<String>,
 }
 
+/// Whether an experiment runs on this data (the Cohen designs on the Cohen collection, the others elsewhere).
+pub fn fits(spec: &ExperimentSpec, data: &Prepared) -> bool {
+    (spec.data == "cohen") == data.tag.contains("cohen")
+}
+
 /// Runs experiments; holds what all of them share.
 pub struct Study<'a> {
     args: &'a ReproduceArgs,
     profile: &'a Profile,
+    /// Experiments this run will train in all (main data and control), for `experiment k of N`.
+    pub planned: usize,
+    started: usize,
 }
 
 impl<'a> Study<'a> {
     pub fn new(args: &'a ReproduceArgs, profile: &'a Profile) -> Result<Self> {
-        Ok(Self { args, profile })
+        Ok(Self {
+            args,
+            profile,
+            planned: 0,
+            started: 0,
+        })
     }
 
     /// Runs every experiment that fits the data, in order.
@@ -153,12 +166,18 @@ impl<'a> Study<'a> {
         specs: &[ExperimentSpec],
         out: &Path,
     ) -> Result<Vec<ExperimentResult>> {
-        let is_cohen = data.tag.contains("cohen");
         let mut results: Vec<ExperimentResult> = Vec::new();
         for spec in specs {
-            if (spec.data == "cohen") != is_cohen {
+            if !fits(spec, data) {
                 continue;
             }
+            self.started += 1;
+            tracing::info!(
+                "experiment {} of {}: {}",
+                self.started,
+                self.planned.max(self.started),
+                spec.name
+            );
             let base = match &spec.base {
                 Some(b) => Some(
                     results

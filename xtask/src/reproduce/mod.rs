@@ -254,11 +254,30 @@ pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
             args.experiments_dir.display()
         );
     }
-    tracing::info!(profile = profile.name, out = %out.display(), "reproduce: {} experiments", specs.len());
-
     let mut study = experiment::Study::new(&args, &profile)?;
     // The main world (or the real data).
     let main = data::prepare(&args, &profile, data::DataChoice::main(&args), &out, None)?;
+    // Count what will actually run: the designs that fit this data, and the clean-world control's.
+    let fitting = specs.iter().filter(|s| experiment::fits(s, &main)).count();
+    let runs_control = args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control;
+    let control_n = if runs_control {
+        specs.iter().filter(|s| s.kind == "figure4").count()
+    } else {
+        0
+    };
+    study.planned = fitting + control_n;
+    tracing::info!(
+        profile = profile.name,
+        out = %out.display(),
+        "reproduce: {} experiments ({fitting} on {}{})",
+        study.planned,
+        main.tag,
+        if control_n > 0 {
+            format!(", {control_n} on the clean-world control")
+        } else {
+            String::new()
+        }
+    );
     let seg_weights = main.segmenter.clone();
     let results_main = study.run_all(&main, &specs, &out.join("experiments"))?;
     // The control: the same split, same pipeline, on the clean world (synthetic default only).

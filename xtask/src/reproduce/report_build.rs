@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cxr_core::Split;
+use cxr_core::{SourceId, Split};
 use cxr_eval::report::{EvalReport, Group};
 use serde_json::json;
 
@@ -81,6 +81,169 @@ fn fmt3(t: &Option<Interval>) -> String {
         ),
         None => "–".into(),
     }
+}
+
+/// `0.412 (95% CI 0.100–0.751)`, or `–`.
+fn fmt_ci(t: &Option<Interval>) -> String {
+    match t {
+        Some(i) => format!(
+            "{:.3} (95% CI {:.3}–{:.3}){}",
+            i.value,
+            i.lo,
+            i.hi,
+            if i.small_sample { ", small sample" } else { "" }
+        ),
+        None => "–".into(),
+    }
+}
+
+fn eval_of(r: &ExperimentResult) -> Option<EvalReport> {
+    serde_json::from_value(r.eval.clone()).ok()
+}
+
+fn verdict_of(r: &ExperimentResult) -> Option<cxr_explain::Verdict> {
+    let audit = r.audit.as_ref()?;
+    serde_json::from_value::<cxr_explain::AuditReport>(audit.clone())
+        .ok()?
+        .verdicts
+        .into_iter()
+        .next()
+}
+
+/// The short name of an experiment: its title up to the colon (`Figure 4, split 1`).
+fn short_title(r: &ExperimentResult) -> &str {
+    r.spec
+        .title
+        .split_once(':')
+        .map_or(r.spec.title.as_str(), |(a, _)| a)
+}
+
+/// The sources of the paper's Table 4 (fine-tuning the split-1 model on unseen sources): the class each
+/// holds, and the paper's accuracy before and after (`../shared/docs/PAPER.md`).
+const PAPER_TABLE4: [(&str, &str, f64, f64); 2] = [
+    (SourceId::BIMCV, "Covid-19", 0.51, 0.98),
+    (SourceId::CHEXPERT, "pneumonia", 0.12, 0.94),
+];
+
+/// One row of Table 4: source, class, paper before, paper after, ours before (the base model), ours after.
+struct Table4Row {
+    source: &'static str,
+    class: &'static str,
+    paper: (f64, f64),
+    before: Option<cxr_eval::report::Estimate>,
+    after: Option<cxr_eval::report::Estimate>,
+}
+
+fn accuracy_on(r: &ExperimentResult, source: &str) -> Option<cxr_eval::report::Estimate> {
+    let report = eval_of(r)?;
+    let model = r.models.first()?;
+    let group = Group::Source(SourceId::new(source).ok()?);
+    Some(report.set(&model.name, Split::Test, &group)?.at_half.accuracy)
+}
+
+fn table4_rows(r: &ExperimentResult, base: Option<&ExperimentResult>) -> Vec<Table4Row> {
+    PAPER_TABLE4
+        .iter()
+        .map(|&(source, class, before, after)| Table4Row {
+            source,
+            class,
+            paper: (before, after),
+            before: base.and_then(|b| accuracy_on(b, source)),
+            after: accuracy_on(r, source),
+        })
+        .collect()
+}
+
+fn pct(e: &Option<cxr_eval::report::Estimate>) -> String {
+    e.as_ref()
+        .map(|e| cxr_eval::tables::fmt_estimate(e, true))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// One sentence: the paper's figure, ours with its CI, the audit verdict and the test that decided it.
+fn finding(r: &ExperimentResult, all: &[ExperimentResult], world: &str) -> String {
+    let name = format!("{}{world}", short_title(r));
+    let auc = seen_unseen(std::slice::from_ref(r));
+    let first = auc.first();
+    let ours = match first {
+        Some(a) if a.unseen.is_some() || a.seen.is_some() => format!(
+            "ours {} on seen sources and {} on unseen ones",
+            fmt_ci(&a.seen),
+            fmt_ci(&a.unseen)
+        ),
+        _ => "ours: –".into(),
+    };
+    let body = match r.spec.kind.as_str() {
+        "figure4" => match (r.spec.paper_seen_auc, r.spec.paper_unseen_auc) {
+            (Some(ps), Some(pu)) if world.is_empty() => format!(
+                "the paper reports test AUC {ps:.2} on seen and {pu:.2} on unseen sources; {ours}"
+            ),
+            _ => format!("test AUC: {ours}"),
+        },
+        "table3" => {
+            let report = eval_of(r);
+            let ours: Vec<String> = r
+                .models
+                .iter()
+                .filter_map(|m| {
+                    let set = report.as_ref()?.set(&m.name, Split::Test, &Group::All)?;
+                    let d = set.delong.as_ref()?;
+                    Some(format!(
+                        "{} {:.3} (95% CI {:.3}–{:.3})",
+                        m.name, d.auc, d.lo, d.hi
+                    ))
+                })
+                .collect();
+            let paper: Vec<String> = cxr_eval::tables::PAPER_TABLE3
+                .iter()
+                .map(|p| format!("{} {:.3}", p.model, p.auc))
+                .collect();
+            format!(
+                "the paper reports test AUC {} on mixed sources; ours {}",
+                paper.join(", "),
+                if ours.is_empty() {
+                    "–".into()
+                } else {
+                    ours.join(", ")
+                }
+            )
+        }
+        "table4" => {
+            let base = r
+                .spec
+                .base
+                .as_ref()
+                .and_then(|b| all.iter().find(|x| &x.spec.name == b));
+            let rows = table4_rows(r, base);
+            let paper: Vec<String> = rows
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {} {:.0}% → {:.0}%",
+                        t.source,
+                        t.class,
+                        t.paper.0 * 100.0,
+                        t.paper.1 * 100.0
+                    )
+                })
+                .collect();
+            let ours: Vec<String> = rows
+                .iter()
+                .map(|t| format!("{} {} → {}", t.source, pct(&t.before), pct(&t.after)))
+                .collect();
+            format!(
+                "fine-tuning the split-1 model on the unseen sources, the paper's accuracy goes {}; ours {}",
+                paper.join(", "),
+                ours.join(", ")
+            )
+        }
+        _ => format!("test AUC: {ours} (the paper has no figure for this design)"),
+    };
+    let audit = match verdict_of(r) {
+        Some(v) => format!(" Audit: {}.", crate::report::verdict_headline(&v)),
+        None => String::new(),
+    };
+    format!("{name}: {body}.{audit}")
 }
 
 /// What a `reproduce` run trained: the main study, the clean-world control and the sensitivity worlds.
@@ -215,37 +378,49 @@ pub fn write(
         overview.push(Block::Warning(n.clone()));
     }
     let mut rows = Vec::new();
-    for a in &main_auc {
-        rows.push(vec![
-            a.experiment.clone(),
-            a.model.clone(),
-            main.tag.clone(),
-            fmt3(&a.seen),
-            fmt3(&a.unseen),
-        ]);
-    }
-    for a in &control_auc {
-        rows.push(vec![
-            a.experiment.clone(),
-            a.model.clone(),
-            "world-clean (control)".into(),
-            fmt3(&a.seen),
-            fmt3(&a.unseen),
-        ]);
+    let paper_of = |name: &str, world_clean: bool| -> (String, String) {
+        let spec = results.iter().find(|r| r.spec.name == name).map(|r| &r.spec);
+        let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
+        match spec {
+            // The paper has no clean world: its figures do not apply to the control.
+            Some(s) if !world_clean => (f(s.paper_seen_auc), f(s.paper_unseen_auc)),
+            _ => ("–".into(), "–".into()),
+        }
+    };
+    for (auc, data, clean) in [
+        (&main_auc, main.tag.as_str(), false),
+        (&control_auc, "world-clean (control)", true),
+    ] {
+        for a in auc {
+            let (ps, pu) = paper_of(&a.experiment, clean);
+            rows.push(vec![
+                a.experiment.clone(),
+                a.model.clone(),
+                data.to_string(),
+                ps,
+                fmt3(&a.seen),
+                pu,
+                fmt3(&a.unseen),
+            ]);
+        }
     }
     overview.push(Block::Table {
         caption: format!(
-            "Test AUC on seen vs unseen sources (DeLong 95% CI); † = small sample (fewer than {} images of a \
-             class the set holds)",
+            "Test AUC on seen vs unseen sources: the paper's beside ours (DeLong 95% CI); † = small sample \
+             (fewer than {} images of a class the set holds)",
             cxr_eval::MIN_PER_CLASS
         ),
-        header: vec![
-            "experiment".into(),
-            "model".into(),
-            "data".into(),
-            "seen sources".into(),
-            "unseen sources".into(),
-        ],
+        header: [
+            "experiment",
+            "model",
+            "data",
+            "seen (paper)",
+            "seen (ours)",
+            "unseen (paper)",
+            "unseen (ours)",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     });
     if let Some(gallery) = main
@@ -254,10 +429,11 @@ pub fn write(
         .map(|w| w.join("gallery.png"))
         .filter(|p| p.exists())
     {
-        overview.push(Block::Png {
-            caption: "The synthetic world: a few images per source (each source has its own acquisition signature)".into(),
-            bytes: std::fs::read(&gallery).with_context(|| format!("reading {}", gallery.display()))?,
-        });
+        overview.push(thumbnail(
+            "The synthetic world: a few images per source (each source has its own acquisition signature)",
+            &gallery,
+            out,
+        )?);
     }
     sections.push(Section {
         id: "overview".into(),
@@ -265,12 +441,19 @@ pub fn write(
         blocks: overview,
     });
 
+    let mut findings: Vec<String> = results.iter().map(|r| finding(r, &results, "")).collect();
+    findings.extend(
+        control
+            .iter()
+            .flatten()
+            .map(|r| finding(r, &results, " — control: clean world")),
+    );
     for r in &results {
-        sections.push(experiment_section(r, "")?);
+        sections.push(experiment_section(r, "", &results, out)?);
     }
     if let Some(ctl) = &control {
         for r in ctl {
-            sections.push(experiment_section(r, " — control: clean world")?);
+            sections.push(experiment_section(r, " — control: clean world", ctl, out)?);
         }
     }
     if let Some(runs) = &sensitivity {
@@ -278,6 +461,7 @@ pub fn write(
     }
     let report = Report {
         title: "cxr-confounders: do CXR models learn Covid-19 or the source?".into(),
+        findings,
         run_facts,
         sections,
     };
@@ -289,9 +473,21 @@ pub fn write(
         .iter()
         .map(|a| (a, ""))
         .chain(control_auc.iter().map(|a| (a, " (clean world)")));
+    let verdicts: Vec<(String, String)> = results
+        .iter()
+        .chain(control.iter().flatten())
+        .filter_map(|r| Some((r.spec.name.clone(), verdict_of(r)?)))
+        .map(|(n, v)| (n, crate::report::verdict_words(v.verdict).to_string()))
+        .collect();
     for (a, world) in labelled {
+        let audit = verdicts
+            .iter()
+            .find(|(n, _)| n == &a.experiment)
+            .filter(|_| world.is_empty())
+            .map(|(_, v)| format!("  audit: {v}"))
+            .unwrap_or_default();
         println!(
-            "  {:<24} {:<32} seen AUC {}  unseen AUC {}{world}",
+            "  {:<24} {:<32} seen AUC {}  unseen AUC {}{world}{audit}",
             a.experiment,
             a.model,
             fmt3(&a.seen),
@@ -378,10 +574,10 @@ fn sensitivity_row(r: &SensitivityRun) -> Vec<String> {
                 .tests
                 .iter()
                 .filter(|t| t.status == cxr_explain::Status::Flag)
-                .map(|t| t.test.clone())
+                .map(|t| crate::report::test_label(&t.test))
                 .collect();
             (
-                format!("{:?}", v.verdict),
+                crate::report::verdict_words(v.verdict).to_string(),
                 if flagged.is_empty() {
                     "none".into()
                 } else {
@@ -450,23 +646,156 @@ fn sensitivity_section(runs: &[SensitivityRun]) -> Section {
 
 fn describe_test(t: &cxr_explain::TestResult) -> String {
     let fig = match (t.figure, t.ci_low, t.ci_high) {
-        (Some(v), Some(lo), Some(hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+        (Some(v), Some(lo), Some(hi)) => format!("{v:.3} (95% CI {lo:.3}–{hi:.3})"),
         (Some(v), _, _) => format!("{v:.3}"),
         _ => "–".into(),
     };
     let th = t
         .threshold
-        .map(|v| format!(" (threshold {v:.2})"))
+        .map(|v| format!(", threshold {v:.2}"))
         .unwrap_or_default();
     let by = if t.triggered_by.is_empty() {
         String::new()
     } else {
         format!("; triggered by {}", t.triggered_by.join(", "))
     };
+    let status = match t.status {
+        cxr_explain::Status::Pass => "pass",
+        cxr_explain::Status::Warn => "warning",
+        cxr_explain::Status::Flag => "FLAG",
+        cxr_explain::Status::NotRun => "not run",
+    };
     format!(
-        "{:?} — {}: {fig}{th}. {}{by}. {}",
-        t.status, t.test, t.rule, t.detail
+        "{status} — {}: {fig}{th}. {}{by}. Rule: {}.",
+        crate::report::test_label(&t.test),
+        t.detail,
+        crate::report::humanise_rule(&t.rule)
     )
+}
+
+/// A gallery as an inline thumbnail linking to the full file, which stays where the stage wrote it (inside
+/// the output folder, so the link is relative and survives moving the folder); a file elsewhere is copied
+/// into `galleries/` beside the report first.
+fn thumbnail(caption: &str, file: &Path, out: &Path) -> Result<Block> {
+    let bytes = cxr_explain::render::thumbnail_png(file, THUMB_WIDTH)
+        .with_context(|| format!("making a thumbnail of {}", file.display()))?;
+    let href = match file.strip_prefix(out) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => {
+            let name = file.file_name().unwrap_or_default();
+            let rel = Path::new("galleries").join(name);
+            std::fs::create_dir_all(out.join("galleries"))
+                .with_context(|| format!("creating {}", out.join("galleries").display()))?;
+            std::fs::copy(file, out.join(&rel))
+                .with_context(|| format!("copying {} beside the report", file.display()))?;
+            rel
+        }
+    };
+    Ok(Block::Thumbnail {
+        caption: caption.to_string(),
+        bytes,
+        // URLs use `/` on every platform.
+        href: href
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+    })
+}
+
+/// Inline previews are this wide (pixels); the full galleries are linked.
+const THUMB_WIDTH: u32 = 200;
+
+/// Galleries previewed inline per experiment; the others are listed as links (the page stays small).
+const INLINE_GALLERIES: usize = 6;
+
+/// Per-source rows with fewer images than this are pooled into one `other (k sources ...)` row: their metrics
+/// mean little (a real collection such as Cohen's has dozens of one-image locations) and they swamp the table.
+pub const MIN_SOURCE_ROW: usize = 5;
+
+/// A compact table of one model's evaluated sets (validation and test; the training split's own scores say
+/// little), narrow enough for a 1,400 px window: every small per-source set pooled into one row.
+fn sets_table(m: &cxr_eval::ModelReport) -> Block {
+    let thr = format!("{:.2}", m.threshold.value);
+    let mut rows = Vec::new();
+    for split in [Split::Val, Split::Test] {
+        let sets: Vec<&cxr_eval::SetReport> = m.sets.iter().filter(|s| s.split == split).collect();
+        let (small, shown): (Vec<&cxr_eval::SetReport>, Vec<&cxr_eval::SetReport>) = sets
+            .into_iter()
+            .partition(|s| matches!(s.group, Group::Source(_)) && s.n < MIN_SOURCE_ROW);
+        for s in shown {
+            let alarms: Vec<&str> = s
+                .alarms
+                .iter()
+                .map(|a| match a.kind {
+                    cxr_eval::AlarmKind::Inverted if a.significant => "inverted (CI below 0.5)",
+                    cxr_eval::AlarmKind::Inverted => "below 0.5 (CI includes chance)",
+                    cxr_eval::AlarmKind::ConstantScores => "constant scores",
+                })
+                .collect();
+            let group = match &s.group {
+                Group::Source(src) => src.to_string(),
+                g => format!("{} sources", g.label()).replace("all sources", "all"),
+            };
+            rows.push(vec![
+                split.to_string(),
+                group,
+                format!("{} ({}/{})", s.n, s.n_covid, s.n_pneumonia),
+                match &s.delong {
+                    Some(d) => format!("{:.3} [{:.3}, {:.3}]", d.auc, d.lo, d.hi),
+                    None => "–".into(),
+                },
+                cxr_eval::tables::fmt_estimate(&s.at_val_threshold.accuracy, true),
+                cxr_eval::tables::fmt_estimate(&s.at_val_threshold.sensitivity, true),
+                cxr_eval::tables::fmt_estimate(&s.at_val_threshold.specificity, true),
+                cxr_eval::tables::fmt_estimate(&s.at_half.accuracy, true),
+                alarms.join("; "),
+            ]);
+        }
+        if !small.is_empty() {
+            let n: usize = small.iter().map(|s| s.n).sum();
+            let c: usize = small.iter().map(|s| s.n_covid).sum();
+            rows.push(
+                [
+                    split.to_string(),
+                    format!(
+                        "other ({} sources of < {MIN_SOURCE_ROW} images each)",
+                        small.len()
+                    ),
+                    format!("{n} ({c}/{})", n - c),
+                ]
+                .into_iter()
+                .chain(std::iter::repeat_n("–".to_string(), 6))
+                .collect(),
+            );
+        }
+    }
+    Block::Table {
+        caption: format!(
+            "{}: AUC with DeLong 95% CI; accuracy, sensitivity and specificity at the operating threshold {thr} \
+             (chosen on the {}), with bootstrap 95% CIs",
+            m.model,
+            if m.threshold.from == "val" {
+                "validation split"
+            } else {
+                "default: the validation split lacks a class"
+            }
+        ),
+        header: [
+            "split",
+            "sources",
+            "n (covid/pneu)",
+            "AUC [95% CI]",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "accuracy at 0.5",
+            "alarms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
 }
 
 fn count_kept(segment: &serde_json::Value) -> String {
@@ -476,7 +805,12 @@ fn count_kept(segment: &serde_json::Value) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
+fn experiment_section(
+    r: &ExperimentResult,
+    suffix: &str,
+    all: &[ExperimentResult],
+    out: &Path,
+) -> Result<Section> {
     let mut blocks = Vec::new();
     for n in &r.notes {
         blocks.push(Block::Warning(n.clone()));
@@ -536,9 +870,45 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
                     blocks.push(Block::Html(fig.to_html()));
                 }
             }
+            "table4" => {
+                let base = r
+                    .spec
+                    .base
+                    .as_ref()
+                    .and_then(|b| all.iter().find(|x| &x.spec.name == b));
+                let rows = table4_rows(r, base)
+                    .into_iter()
+                    .map(|t| {
+                        vec![
+                            format!("{} ({})", t.source, t.class),
+                            format!("{:.0}%", t.paper.0 * 100.0),
+                            pct(&t.before),
+                            format!("{:.0}%", t.paper.1 * 100.0),
+                            pct(&t.after),
+                        ]
+                    })
+                    .collect();
+                blocks.push(Block::Table {
+                    caption: "Table 4: accuracy at 0.5 on the unseen sources' test images before (the split-1 \
+                              model) and after local fine-tuning, the paper's beside ours (bootstrap 95% CI)"
+                        .into(),
+                    header: [
+                        "test source",
+                        "before (paper)",
+                        "before (ours)",
+                        "after (paper)",
+                        "after (ours)",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    rows,
+                });
+            }
             _ => {}
         }
-        blocks.push(Block::Html(cxr_eval::summary_html(&report)));
+        for m in &report.models {
+            blocks.push(sets_table(m));
+        }
         for m in &report.models {
             let sets = cxr_eval::plots::summary_sets(m);
             if let Ok(svg) = cxr_eval::plots::roc_svg(&format!("ROC — {}", m.model), &sets) {
@@ -587,7 +957,8 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
             blocks.push(Block::Verdict {
                 model: v.model.clone(),
                 flagged: v.flagged(),
-                summary: format!("overall: {:?}", v.verdict),
+                suspicious: v.verdict == cxr_explain::Overall::Suspicious,
+                summary: crate::report::verdict_headline(v),
                 evidence,
             });
         }
@@ -640,17 +1011,34 @@ fn experiment_section(r: &ExperimentResult, suffix: &str) -> Result<Section> {
             rows,
         });
     }
-    for g in r.galleries.iter().take(12) {
-        if let Ok(bytes) = std::fs::read(g) {
-            let name = g
-                .file_stem()
-                .map(|s| s.to_string_lossy().replace("__", " / "))
-                .unwrap_or_default();
-            blocks.push(Block::Png {
-                caption: format!("Grad-CAM (Covid-19 logit), lung outline in green: {name}"),
-                bytes,
-            });
+    for g in r.galleries.iter().take(INLINE_GALLERIES) {
+        let name = g
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace("__", " / "))
+            .unwrap_or_default();
+        // A gallery that cannot be read costs its preview, not the report.
+        match thumbnail(
+            &format!("Grad-CAM (Covid-19 logit), lung outline in green: {name}"),
+            g,
+            out,
+        ) {
+            Ok(b) => blocks.push(b),
+            Err(e) => tracing::warn!("report: gallery left out: {e:#}"),
         }
+    }
+    let rest: Vec<String> = r
+        .galleries
+        .iter()
+        .skip(INLINE_GALLERIES)
+        .filter_map(|g| g.strip_prefix(out).ok())
+        .map(|g| g.display().to_string())
+        .collect();
+    if !rest.is_empty() {
+        blocks.push(Block::Paragraph(format!(
+            "{} more Grad-CAM galleries beside this report: {}.",
+            rest.len(),
+            rest.join(", ")
+        )));
     }
     Ok(Section {
         id: format!(
