@@ -26,14 +26,25 @@ fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
     let mask: Vec<u8> = (0..224 * 224u32)
         .map(|k| if in_lung(k / 224, k % 224) { 255 } else { 0 })
         .collect();
-    image::GrayImage::from_raw(224, 224, mask).unwrap().save(dir.join("mask.png")).unwrap();
+    image::GrayImage::from_raw(224, 224, mask)
+        .unwrap()
+        .save(dir.join("mask.png"))
+        .unwrap();
     for i in 0..48u32 {
         let covid = i % 2 == 0;
-        let source = if (i / 2) % 2 == 0 { "hospital_a" } else { "hospital_b" };
+        let source = if (i / 2) % 2 == 0 {
+            "hospital_a"
+        } else {
+            "hospital_b"
+        };
         let split = if i < 16 { "train" } else { "test" };
         let mut px: Vec<u8> = (0..224 * 224u32)
             .map(|k| {
-                let base = if in_lung(k / 224, k % 224) { 70.0 } else { 150.0 };
+                let base = if in_lung(k / 224, k % 224) {
+                    70.0
+                } else {
+                    150.0
+                };
                 (base + rng.random_range(-25.0..25.0f64)).round() as u8
             })
             .collect();
@@ -45,9 +56,14 @@ fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
             }
         }
         let name = format!("im{i}.png");
-        image::GrayImage::from_raw(224, 224, px).unwrap().save(dir.join(&name)).unwrap();
+        image::GrayImage::from_raw(224, 224, px)
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
         let label = if covid { "covid" } else { "pneumonia" };
-        csv.push_str(&format!("im{i},{source},{label},p{i},PA,{name},png,,{split},{name},mask.png\n"));
+        csv.push_str(&format!(
+            "im{i},{source},{label},p{i},PA,{name},png,,{split},{name},mask.png\n"
+        ));
     }
     let m = dir.join("manifest.csv");
     std::fs::write(&m, csv).unwrap();
@@ -74,6 +90,16 @@ fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap()
 }
 
+/// The status of one named test of the verdict (`pass`, `warn`, `flag`, `not_run`).
+fn status(report: &serde_json::Value, test: &str) -> String {
+    let tests = report["verdicts"][0]["tests"].as_array().unwrap();
+    let t = tests
+        .iter()
+        .find(|t| t["test"] == test)
+        .unwrap_or_else(|| panic!("no {test} in {tests:?}"));
+    t["status"].as_str().unwrap().to_string()
+}
+
 fn verdict(report: &serde_json::Value) -> (String, Vec<String>) {
     let v = &report["verdicts"][0];
     let flagged = v["tests"]
@@ -92,10 +118,19 @@ fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
 
     let outside = audit("cue_outside", (8, 8), dir.path());
     let (v, flagged) = verdict(&outside);
-    assert_eq!(v, "shortcut", "outside cue: flagged {flagged:?}\n{:#}", outside["verdicts"]);
+    assert_eq!(
+        v, "shortcut",
+        "outside cue: flagged {flagged:?}\n{:#}",
+        outside["verdicts"]
+    );
     // The lungs-removed image keeps the corner square: the score still separates the classes.
     let occ = &outside["evidence"][0]["occlusion"][0];
-    assert!(occ["lungs_removed"]["value"].as_f64().unwrap() > 0.9, "{occ:#}");
+    assert!(
+        occ["lungs_removed"]["value"].as_f64().unwrap() > 0.9,
+        "{occ:#}"
+    );
+    // The occlusion maps (no gradients behind ONNX) put the heat on the corner, not the lungs.
+    assert_eq!(status(&outside, "lung_energy"), "warn");
 
     let inside = audit("cue_inside", (96, 48), dir.path());
     let (v, flagged) = verdict(&inside);
@@ -105,6 +140,13 @@ fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
         inside["verdicts"]
     );
     let occ = &inside["evidence"][0]["occlusion"][0];
-    assert!(occ["lungs_removed"]["value"].as_f64().unwrap() < 0.75, "{occ:#}");
-    assert!(occ["lungs_only"]["value"].as_f64().unwrap() > 0.9, "{occ:#}");
+    assert!(
+        occ["lungs_removed"]["value"].as_f64().unwrap() < 0.75,
+        "{occ:#}"
+    );
+    assert!(
+        occ["lungs_only"]["value"].as_f64().unwrap() > 0.9,
+        "{occ:#}"
+    );
+    assert_eq!(status(&inside, "lung_energy"), "pass");
 }

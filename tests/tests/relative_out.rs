@@ -26,13 +26,22 @@ fn run_tiny(out: &str) {
         // The clean-world control runs the same code paths a second time; one world is enough here.
         "--no-control",
     ])
-    .unwrap_or_else(|e| panic!("reproduce --out {out} from {:?}: {e:#}", std::env::current_dir()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "reproduce --out {out} from {:?}: {e:#}",
+            std::env::current_dir()
+        )
+    });
 }
 
 /// The run trained and evaluated its model and wrote the report, and every path cell of every manifest it
 /// wrote names an existing file when resolved against that manifest's folder.
 fn check_outputs(out: &Path) {
-    assert!(out.join("report.html").is_file(), "no report in {}", out.display());
+    assert!(
+        out.join("report.html").is_file(),
+        "no report in {}",
+        out.display()
+    );
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let exp = &results["experiments"][0];
@@ -40,7 +49,9 @@ fn check_outputs(out: &Path) {
     let mut manifests = Vec::new();
     collect_manifests(out, &mut manifests);
     assert!(
-        manifests.iter().any(|m| m.ends_with("experiments/figure4-split1/manifest.csv")),
+        manifests
+            .iter()
+            .any(|m| m.ends_with("experiments/figure4-split1/manifest.csv")),
         "no experiment manifest among {manifests:?}"
     );
     for path in &manifests {
@@ -69,7 +80,11 @@ fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) {
         } else if p.extension().is_some_and(|x| x == "csv") {
             // Manifests are the CSVs with the manifest's required header.
             let head = std::fs::read_to_string(&p).unwrap_or_default();
-            if head.lines().next().is_some_and(|h| h.starts_with("id,source,label,patient")) {
+            if head
+                .lines()
+                .next()
+                .is_some_and(|h| h.starts_with("id,source,label,patient"))
+            {
                 out.push(p);
             }
         }
@@ -78,7 +93,10 @@ fn collect_manifests(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn reproduce_with_a_relative_out_from_the_repo_root_and_from_elsewhere() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
     let before = std::env::current_dir().unwrap();
 
     // 1. From the repository root, as the README says (under target/, which git ignores).

@@ -190,11 +190,21 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     );
     assert!(html.contains("Audit: shortcut found (raised by the "));
     // Human labels, not identifiers; verdicts in words; galleries as linked thumbnails; a small page.
-    for raw in ["probe_auc", "cramers_v", "lungs_removed_p", "NoShortcutFound", "Shortcut\n"] {
+    for raw in [
+        "probe_auc",
+        "cramers_v",
+        "lungs_removed_p",
+        "NoShortcutFound",
+        "Shortcut\n",
+    ] {
         assert!(!html.contains(raw), "report shows `{raw}`");
     }
     assert!(html.contains(">full size</a>"), "galleries are linked");
-    assert!(html.len() < 3 * 1024 * 1024, "report is {} bytes", html.len());
+    assert!(
+        html.len() < 3 * 1024 * 1024,
+        "report is {} bytes",
+        html.len()
+    );
 
     // Privacy: the planted fake patient names of the synthetic COVID-19-AR DICOMs (`SYNTH^PATIENT^<id>`) reach no
     // output, and no patient id of any dataset reaches a report, results.json or an output file name. (Manifests
@@ -294,8 +304,14 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     let log = std::fs::read_to_string(out.join("reproduce.log")).unwrap();
     assert!(log.contains("figure4-split1"), "reproduce.log: {log:.300}");
     // Progress counts what runs: split 1 and its clean-world control.
-    assert!(log.contains("experiment 1 of 2: figure4-split1"), "{log:.2000}");
-    assert!(log.contains("experiment 2 of 2: figure4-split1"), "{log:.2000}");
+    assert!(
+        log.contains("experiment 1 of 2: figure4-split1"),
+        "{log:.2000}"
+    );
+    assert!(
+        log.contains("experiment 2 of 2: figure4-split1"),
+        "{log:.2000}"
+    );
     assert!(log.contains("epoch 1/"), "no epoch k/N line");
     assert!(!log.contains('\u{1b}'), "colour codes in reproduce.log");
 

@@ -22,7 +22,14 @@ fn write_manifest(dir: &Path) -> (PathBuf, Vec<Grey8>) {
     let mut images = Vec::new();
     for i in 0..5u32 {
         let (w, h) = (180 + i * 20, 224 - i * 10);
-        let mut g = Grey8::new(w, h, (0..w * h).map(|k| ((k * (i + 3)) % 97 + 60) as u8).collect()).unwrap();
+        let mut g = Grey8::new(
+            w,
+            h,
+            (0..w * h)
+                .map(|k| ((k * (i + 3)) % 97 + 60) as u8)
+                .collect(),
+        )
+        .unwrap();
         if i % 2 == 1 {
             for r in 5..45 {
                 for c in 5..45 {
@@ -31,9 +38,18 @@ fn write_manifest(dir: &Path) -> (PathBuf, Vec<Grey8>) {
             }
         }
         let name = format!("img{i}.png");
-        image::GrayImage::from_raw(w, h, g.data.clone()).unwrap().save(dir.join(&name)).unwrap();
-        let (label, split, src) = if i % 2 == 1 { ("covid", "test", "a") } else { ("pneumonia", "val", "b") };
-        csv.push_str(&format!("im{i},{src},{label},p{i},PA,{name},png,,{split},{name}\n"));
+        image::GrayImage::from_raw(w, h, g.data.clone())
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
+        let (label, split, src) = if i % 2 == 1 {
+            ("covid", "test", "a")
+        } else {
+            ("pneumonia", "val", "b")
+        };
+        csv.push_str(&format!(
+            "im{i},{src},{label},p{i},PA,{name},png,,{split},{name}\n"
+        ));
         images.push(g);
     }
     std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
@@ -70,18 +86,35 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
             assert_eq!(p.id, format!("im{i}"));
             assert_eq!(p.split.to_string(), if i % 2 == 1 { "test" } else { "val" });
             assert_eq!(p.source.as_str(), if i % 2 == 1 { "a" } else { "b" });
-            assert!((p.score - w).abs() < 1e-12, "{model} {i}: {} vs {w}", p.score);
+            assert!(
+                (p.score - w).abs() < 1e-12,
+                "{model} {i}: {} vs {w}",
+                p.score
+            );
             assert_eq!(p.model, model);
         }
         if model == "cue_outside" {
             // The squares are read: Covid rows score above the others.
-            assert!(preds.iter().filter(|p| p.id.ends_with(['1', '3'])).all(|p| p.score > 0.9));
-            assert!(preds.iter().filter(|p| !p.id.ends_with(['1', '3'])).all(|p| p.score < 0.8));
+            assert!(
+                preds
+                    .iter()
+                    .filter(|p| p.id.ends_with(['1', '3']))
+                    .all(|p| p.score > 0.9)
+            );
+            assert!(
+                preds
+                    .iter()
+                    .filter(|p| !p.id.ends_with(['1', '3']))
+                    .all(|p| p.score < 0.8)
+            );
         }
         let rejects = std::fs::read_to_string(out.with_file_name("rejects.csv")).unwrap();
         let lines: Vec<&str> = rejects.lines().collect();
         assert_eq!(lines.len(), 2, "{rejects}");
-        assert!(lines[1].starts_with("imbad,") && lines[1].contains("broken.png"), "{rejects}");
+        assert!(
+            lines[1].starts_with("imbad,") && lines[1].contains("broken.png"),
+            "{rejects}"
+        );
     }
 }
 
@@ -101,6 +134,9 @@ fn a_bad_spec_path_fails_with_one_line_naming_it() {
     ])
     .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("no_such_spec.toml") && !msg.contains('\n'), "{msg}");
+    assert!(
+        msg.contains("no_such_spec.toml") && !msg.contains('\n'),
+        "{msg}"
+    );
     assert!(!dir.path().join("p.csv").exists());
 }

@@ -102,10 +102,7 @@ where
         }
         // clap's message starts with its own `error: `; main adds one.
         let msg = e.to_string();
-        anyhow::anyhow!(
-            "{}",
-            msg.trim_start_matches("error: ").trim_end()
-        )
+        anyhow::anyhow!("{}", msg.trim_start_matches("error: ").trim_end())
     })?;
     init_tracing(cli.verbose);
     match cli.command {
@@ -137,7 +134,9 @@ pub fn error_chain(err: &anyhow::Error) -> String {
             let part = part.trim();
             // A part that an earlier one already holds (`reading manifest x.csv`, then `x.csv`) adds nothing;
             // very short parts (a number, a word) may repeat by chance and stay.
-            let said = parts.iter().any(|p| p == part || (part.len() >= 4 && p.contains(part)));
+            let said = parts
+                .iter()
+                .any(|p| p == part || (part.len() >= 4 && p.contains(part)));
             if !part.is_empty() && !said {
                 parts.push(part.to_string());
             }

@@ -130,12 +130,22 @@ pub fn run(args: ManifestArgs) -> Result<()> {
             }
             // The exit status agrees with what was printed: `error:` lines fail the command, and `--strict`
             // fails on warnings too.
-            let errors = report.findings.iter().filter(|f| f.severity == "error").count();
+            let errors = report
+                .findings
+                .iter()
+                .filter(|f| f.severity == "error")
+                .count();
             if errors > 0 {
-                bail!("{}: the split has {errors} error(s) (see above)", file.display());
+                bail!(
+                    "{}: the split has {errors} error(s) (see above)",
+                    file.display()
+                );
             }
             if strict && !report.findings.is_empty() {
-                bail!("{}: the split has warnings and --strict was given", file.display());
+                bail!(
+                    "{}: the split has warnings and --strict was given",
+                    file.display()
+                );
             }
         }
         ManifestCommand::ExportFour {
@@ -555,7 +565,10 @@ mod tests {
         // Long tables are cut on the terminal, never in --json.
         let text = render_lint(&report, &split_csv, 2);
         assert!(text.contains("more sources"), "{text}");
-        assert!(text.contains("error: split train is fully confounded"), "{text}");
+        assert!(
+            text.contains("error: split train is fully confounded"),
+            "{text}"
+        );
         assert!(!render_lint(&report, &split_csv, 100).contains("more sources"));
         // A manifest without a split says so plainly and passes.
         let msg = render_lint(&lint(&merged).unwrap(), &merged, 12);

@@ -258,7 +258,7 @@ pub fn test_label(test: &str) -> String {
         "split_design" => "split design",
         "lungs_removed" => "lungs-removed occlusion",
         "lungs_only" => "lungs-only occlusion",
-        "lung_energy" => "Grad-CAM energy in the lungs",
+        "lung_energy" => "saliency energy in the lungs",
         other => other,
     };
     match fill {
@@ -301,7 +301,10 @@ pub fn deciding_tests(v: &cxr_explain::Verdict) -> Vec<&cxr_explain::TestResult>
 /// `shortcut found (raised by the source probe)`: the verdict and what decided it, in words.
 pub fn verdict_headline(v: &cxr_explain::Verdict) -> String {
     let words = verdict_words(v.verdict);
-    let deciding: Vec<String> = deciding_tests(v).iter().map(|t| test_label(&t.test)).collect();
+    let deciding: Vec<String> = deciding_tests(v)
+        .iter()
+        .map(|t| test_label(&t.test))
+        .collect();
     match v.verdict {
         cxr_explain::Overall::NoShortcutFound => format!("{words} (no test flagged or warned)"),
         cxr_explain::Overall::InsufficientEvidence => format!("{words} (no test could run)"),

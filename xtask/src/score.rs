@@ -58,14 +58,18 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     };
     let scorer = crate::explain::scorer_for_audit(&model_args)?;
     let column = crate::explain::column_for_audit(&model_args)?;
-    let manifest = Manifest::read(&args.manifest).with_context(|| format!("score: manifest {}", args.manifest.display()))?;
+    let manifest = Manifest::read(&args.manifest)
+        .with_context(|| format!("score: manifest {}", args.manifest.display()))?;
     let rows: Vec<_> = manifest
         .records
         .iter()
         .filter(|r| shard.is_none_or(|s| s.owns_record(r)))
         .collect();
     let (out, rejects_path) = match shard {
-        Some(s) => (s.part_path(&args.out), s.part_path(&args.out.with_file_name("rejects.csv"))),
+        Some(s) => (
+            s.part_path(&args.out),
+            s.part_path(&args.out.with_file_name("rejects.csv")),
+        ),
         None => (args.out.clone(), args.out.with_file_name("rejects.csv")),
     };
     let t = Instant::now();
@@ -80,14 +84,16 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         let loaded: Vec<(usize, PathBuf, Result<Grey8, String>)> = batch
             .par_iter()
             .enumerate()
-            .map(|(i, r)| match r.get(&column).filter(|c| !c.trim().is_empty()) {
-                None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
-                Some(cell) => {
-                    let p = cxr_core::absolute_path(&manifest.base_dir.join(cell.trim()));
-                    let g = read_grey(&p);
-                    (i, p, g)
-                }
-            })
+            .map(
+                |(i, r)| match r.get(&column).filter(|c| !c.trim().is_empty()) {
+                    None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
+                    Some(cell) => {
+                        let p = cxr_core::absolute_path(&manifest.base_dir.join(cell.trim()));
+                        let g = read_grey(&p);
+                        (i, p, g)
+                    }
+                },
+            )
             .collect();
         let mut images = Vec::new();
         let mut owners = Vec::new();
@@ -99,7 +105,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
                 }
                 Err(reason) => {
                     tracing::warn!("score: {}: {reason}", batch[i].id);
-                    let cell = cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
+                    let cell =
+                        cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
                     rejects.write_record([batch[i].id.as_str(), cell.as_str(), reason.as_str()])?;
                 }
             }
@@ -122,9 +129,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("score: creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("score: creating {}", dir.display()))?;
     }
-    cxr_core::write_predictions(&out, &preds).with_context(|| format!("score: writing {}", out.display()))?;
+    cxr_core::write_predictions(&out, &preds)
+        .with_context(|| format!("score: writing {}", out.display()))?;
     let rejected = rows.len() - preds.len();
     cxr_core::fsutil::write_atomic(&rejects_path, &rejects.into_inner()?)
         .with_context(|| format!("score: writing {}", rejects_path.display()))?;
@@ -134,9 +143,16 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             (_, Some(p)) => p.display().to_string(),
             _ => String::new(),
         };
-        let config_hash =
-            cxr_core::fsutil::sha256_bytes(format!("score model={spec_hash} column={column}").as_bytes());
-        crate::shard::write_sidecars("score", s, &args.manifest, &config_hash, &[out.clone(), rejects_path.clone()])?;
+        let config_hash = cxr_core::fsutil::sha256_bytes(
+            format!("score model={spec_hash} column={column}").as_bytes(),
+        );
+        crate::shard::write_sidecars(
+            "score",
+            s,
+            &args.manifest,
+            &config_hash,
+            &[out.clone(), rejects_path.clone()],
+        )?;
     }
     println!(
         "score: {} images scored by {}, {rejected} rejected -> {} ({:.1} s)",

@@ -28,7 +28,11 @@ fn a_missing_file_is_named_once_and_its_cause_said_once() {
         vec!["evaluate", "--predictions", absent],
     ] {
         let err = stderr_of(&args);
-        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {err}"
+        );
         assert_eq!(err.matches(absent).count(), 1, "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
@@ -51,5 +55,8 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("INFO"), "{err}");
-    assert!(!err.contains('\u{1b}'), "ANSI escape in piped stderr: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in piped stderr: {err:?}"
+    );
 }

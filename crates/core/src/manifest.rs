@@ -419,16 +419,28 @@ mod tests {
 
     #[test]
     fn path_cells_follow_the_manifest_folder() {
-        assert_eq!(path_cell(Path::new("/a/b"), Path::new("/a/b/c/x.png")), "c/x.png");
-        assert_eq!(path_cell(Path::new("/a/b/e"), Path::new("/a/b/./c/../d.png")), "../d.png");
-        assert_eq!(path_cell(Path::new("/a/b"), Path::new("/z/x.png")), "/z/x.png");
+        assert_eq!(
+            path_cell(Path::new("/a/b"), Path::new("/a/b/c/x.png")),
+            "c/x.png"
+        );
+        assert_eq!(
+            path_cell(Path::new("/a/b/e"), Path::new("/a/b/./c/../d.png")),
+            "../d.png"
+        );
+        assert_eq!(
+            path_cell(Path::new("/a/b"), Path::new("/z/x.png")),
+            "/z/x.png"
+        );
         // Relative inputs are taken from the working directory, never copied as they are.
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
             absolute_path(Path::new("t/r/../s/x.png")),
             cwd.join("t/s/x.png")
         );
-        assert_eq!(path_cell(Path::new("t/r/exp"), Path::new("t/r/seg/c.png")), "../seg/c.png");
+        assert_eq!(
+            path_cell(Path::new("t/r/exp"), Path::new("t/r/seg/c.png")),
+            "../seg/c.png"
+        );
     }
 
     /// A manifest read from one folder (given relative to the working directory, as a user types it) and
@@ -450,12 +462,16 @@ mod tests {
         let m = Manifest::read(&rel_seg.join("manifest.csv")).unwrap();
         assert!(m.base_dir.is_absolute());
         let exp = dir.path().join("out/experiments/e");
-        m.write(&relative_from_cwd(&exp).join("manifest.csv")).unwrap();
+        m.write(&relative_from_cwd(&exp).join("manifest.csv"))
+            .unwrap();
         let back = Manifest::read(&exp.join("manifest.csv")).unwrap();
         let r = &back.records[0];
         assert_eq!(r.get("crop").unwrap(), "../../segment/crops/x.png");
         assert!(back.resolve_cell(&r.get("crop").unwrap()).is_file());
-        assert_eq!(absolute_path(&back.resolve(r)), dir.path().join("world/x.dcm"));
+        assert_eq!(
+            absolute_path(&back.resolve(r)),
+            dir.path().join("world/x.dcm")
+        );
         assert_eq!(r.get("note").unwrap(), "crops/not-a-path");
     }
 

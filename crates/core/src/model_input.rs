@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn same_size_is_passed_unchanged_and_other_sizes_are_resized() {
         let data: Vec<u8> = (0..16u8).map(|i| i * 16).collect();
-        assert!(matches!(resize_square(4, 4, &data, 4), Some(Cow::Borrowed(_))));
+        assert!(matches!(
+            resize_square(4, 4, &data, 4),
+            Some(Cow::Borrowed(_))
+        ));
         let r = resize_square(4, 4, &data, 2).unwrap();
         assert_eq!(r.len(), 4);
         // Anti-aliased shrink of a horizontal ramp keeps it increasing left to right.
@@ -74,6 +77,9 @@ mod tests {
         push_model_input(&img, 2, &[0.5, 0.0], &[0.5, 1.0], &mut out).unwrap();
         // 2x1 is not 2x2: resized to 2x2 first, so 8 values; rows of a 1-row image repeat.
         assert_eq!(out.len(), 8);
-        assert!((out[0] + 1.0).abs() < 0.05 && (out[4] - 0.0).abs() < 0.05, "{out:?}");
+        assert!(
+            (out[0] + 1.0).abs() < 0.05 && (out[4] - 0.0).abs() < 0.05,
+            "{out:?}"
+        );
     }
 }

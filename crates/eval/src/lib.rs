@@ -49,8 +49,8 @@ pub use error::EvalError;
 pub use metrics::ThresholdRule;
 pub use output::{load_predictions, metrics_csv, write_outputs};
 pub use report::{
-    Alarm, AlarmKind, Estimate, EvalOptions, EvalReport, Group, MIN_PER_CLASS, ModelReport, SetReport,
-    evaluate, is_small_sample,
+    Alarm, AlarmKind, Estimate, EvalOptions, EvalReport, Group, MIN_PER_CLASS, ModelReport,
+    SetReport, evaluate, is_small_sample,
 };
 pub use tables::{
     Figure4, Figure4Design, Table3, figure4, summary_html, summary_markdown, table3, table3_for,

@@ -476,8 +476,12 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
             .mean_mask_area
             .map(|a| format!(" (lungs cover {:.0}% of the image on average)", a * 100.0))
             .unwrap_or_default();
+        let map = match evidence.saliency.as_ref().map(|s| s.method.as_str()) {
+            Some("occlusion") => "occlusion-map",
+            _ => "Grad-CAM",
+        };
         let what = format!(
-            "{:.0}% of the Grad-CAM energy lies inside the lungs{area}",
+            "{:.0}% of the {map} energy lies inside the lungs{area}",
             e.value * 100.0
         );
         (t.status, t.detail) = if e.value < floor {

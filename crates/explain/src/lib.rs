@@ -39,8 +39,8 @@ pub mod render;
 pub mod saliency;
 
 pub use audit::{
-    AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SaliencyCost, SourceFigure, Status,
-    TestResult, Thresholds, Verdict, verdict, write_audit_json,
+    AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SaliencyCost, SourceFigure,
+    Status, TestResult, Thresholds, Verdict, verdict, write_audit_json,
 };
 pub use confounders::{
     ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, score_all,
@@ -55,5 +55,5 @@ pub use gradcam::{
 };
 pub use occlusion::{Fill, lungs_only, remove_lungs};
 pub use probe::{ProbeConfig, ProbeResult, read_features, source_probe};
-pub use saliency::{OcclusionConfig, OcclusionMap, occlusion_map};
 pub use render::{CamItem, ExplainConfig, ExplainOutputs, ExplainWriter, read_grey8};
+pub use saliency::{OcclusionConfig, OcclusionMap, occlusion_map};

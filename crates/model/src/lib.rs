@@ -32,12 +32,13 @@ pub mod scorer;
 pub mod train;
 
 pub use data::{
-    IMAGENET_MEAN, IMAGENET_STD, ImageRow, batch_tensor, grey_to_input, load_image, rows_from_manifest,
+    IMAGENET_MEAN, IMAGENET_STD, ImageRow, batch_tensor, grey_to_input, load_image,
+    rows_from_manifest,
 };
 pub use error::{ModelError, Result};
 pub use infer::{
-    EmbedOptions, EmbedReport, embed, embed_inputs, embed_inputs_of_shard, load_classifier, predict_manifest,
-    predict_rows,
+    EmbedOptions, EmbedReport, embed, embed_inputs, embed_inputs_of_shard, load_classifier,
+    predict_manifest, predict_rows,
 };
 pub use net::{Arch, Classifier, INPUT_NORM, Mode, bce_with_logits};
 pub use scorer::ClassifierScorer;

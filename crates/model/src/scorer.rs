@@ -31,9 +31,13 @@ impl ClassifierScorer {
         let size = self.size;
         let mut data = Vec::with_capacity(images.len() * 3 * size * size);
         for g in images {
-            let img = image::GrayImage::from_raw(g.width, g.height, g.data.clone()).ok_or_else(|| {
-                candle_core::Error::Msg(format!("an image buffer of {}x{} is malformed", g.width, g.height))
-            })?;
+            let img =
+                image::GrayImage::from_raw(g.width, g.height, g.data.clone()).ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "an image buffer of {}x{} is malformed",
+                        g.width, g.height
+                    ))
+                })?;
             data.extend(grey_to_input(&img, size));
         }
         let x = Tensor::from_vec(data, (images.len(), 3, size, size), self.model.device())?;
@@ -43,7 +47,11 @@ impl ClassifierScorer {
             .into_iter()
             .map(|v| 1.0 / (1.0 + (-(v as f64)).exp()))
             .collect();
-        let features = if features { Some(pooled.to_vec2::<f32>()?) } else { None };
+        let features = if features {
+            Some(pooled.to_vec2::<f32>()?)
+        } else {
+            None
+        };
         Ok(Scored { scores, features })
     }
 }

@@ -817,7 +817,13 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, opts: &TrainOptions) -> Result<T
             val_acc,
             secs = row.seconds,
             "{}",
-            epoch_progress(epoch, cfg.max_epochs, row.seconds, state.since_best, cfg.patience)
+            epoch_progress(
+                epoch,
+                cfg.max_epochs,
+                row.seconds,
+                state.since_best,
+                cfg.patience
+            )
         );
         state.log.push(row);
         state.epochs_done = epoch;

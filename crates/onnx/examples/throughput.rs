@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let s = scorer.input_size() as u32;
     let batch: Vec<Grey8> = (0..8u32)
-        .map(|i| Grey8::new(s, s, (0..s * s).map(|k| ((k * (i + 7)) % 251) as u8).collect()))
+        .map(|i| {
+            Grey8::new(
+                s,
+                s,
+                (0..s * s).map(|k| ((k * (i + 7)) % 251) as u8).collect(),
+            )
+        })
         .collect::<Result<_, _>>()?;
     scorer.score(&batch, false)?; // builds the plans
     let (reps, t) = (5, Instant::now());

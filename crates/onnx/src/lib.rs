@@ -41,7 +41,11 @@ pub enum OnnxError {
     #[error("{path}: no node or output named `{node}` (the spec's `features`)")]
     UnknownNode { path: PathBuf, node: String },
     #[error("{path}: output_index {index} is out of range: the output has {columns} column(s)")]
-    OutputIndex { path: PathBuf, index: usize, columns: usize },
+    OutputIndex {
+        path: PathBuf,
+        index: usize,
+        columns: usize,
+    },
 }
 
 /// What the model's score output holds.
@@ -132,7 +136,11 @@ impl ModelSpec {
                 *v = vec![v[0]; 3];
             }
             if v.len() != self.channels {
-                return Err(format!("{name} has {} values for {} channel(s)", v.len(), self.channels));
+                return Err(format!(
+                    "{name} has {} values for {} channel(s)",
+                    v.len(),
+                    self.channels
+                ));
             }
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(format!("{name} has a non-finite value"));
@@ -159,7 +167,10 @@ pub struct OnnxScorer {
 
 impl std::fmt::Debug for OnnxScorer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxScorer").field("name", &self.name).field("spec", &self.spec).finish()
+        f.debug_struct("OnnxScorer")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -193,13 +204,19 @@ impl OnnxScorer {
             .output_outlets()
             .ok()
             .and_then(|o| o.first())
-            .ok_or_else(|| OnnxError::Unreadable { path: path.clone(), message: "the model has no output".into() })?;
+            .ok_or_else(|| OnnxError::Unreadable {
+                path: path.clone(),
+                message: "the model has no output".into(),
+            })?;
         let mut outputs = vec![score_out];
         if let Some(node) = &spec.features {
             let mut probe = model.clone();
             probe
                 .select_outputs_by_name([node.as_str()])
-                .map_err(|_| OnnxError::UnknownNode { path: path.clone(), node: node.clone() })?;
+                .map_err(|_| OnnxError::UnknownNode {
+                    path: path.clone(),
+                    node: node.clone(),
+                })?;
             outputs.push(probe.output_outlets().map_err(unreadable)?[0]);
         }
         model.select_output_outlets(&outputs).map_err(unreadable)?;
@@ -216,7 +233,10 @@ impl OnnxScorer {
         };
         // Typing the graph at batch 1 finds size mismatches the declared input did not show, and tells us
         // how many columns the score output has.
-        let plan = scorer.plan(1).map_err(|message| OnnxError::InputShape { path: path.clone(), message })?;
+        let plan = scorer.plan(1).map_err(|message| OnnxError::InputShape {
+            path: path.clone(),
+            message,
+        })?;
         let fact = plan
             .model()
             .output_fact(0)
@@ -230,7 +250,11 @@ impl OnnxScorer {
             _ => 1,
         };
         if scorer.spec.output_index >= columns {
-            return Err(OnnxError::OutputIndex { path, index: scorer.spec.output_index, columns });
+            return Err(OnnxError::OutputIndex {
+                path,
+                index: scorer.spec.output_index,
+                columns,
+            });
         }
         Ok(scorer)
     }
@@ -257,7 +281,13 @@ impl OnnxScorer {
             .with_input_fact(0, fact.into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("does not accept [{batch}, {}, {s}, {s}] f32: {}", self.spec.channels, root_cause(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "does not accept [{batch}, {}, {s}, {s}] f32: {}",
+                    self.spec.channels,
+                    root_cause(&e)
+                )
+            })?;
         if let Ok(mut m) = self.plans.lock() {
             m.insert(batch, plan.clone());
         }
@@ -269,7 +299,9 @@ impl OnnxScorer {
         let mut data = Vec::with_capacity(images.len() * c * s * s);
         for (i, g) in images.iter().enumerate() {
             model_input::push_model_input(g, s, &self.spec.mean, &self.spec.std, &mut data)
-                .ok_or_else(|| format!("image {i}: a {}x{} buffer is malformed", g.width, g.height))?;
+                .ok_or_else(|| {
+                    format!("image {i}: a {}x{} buffer is malformed", g.width, g.height)
+                })?;
         }
         let n = images.len();
         let plan = self.plan(n)?;
@@ -287,7 +319,9 @@ impl OnnxScorer {
                 OutputKind::Logit => 1.0 / (1.0 + (-v).exp()),
                 OutputKind::Probability if (0.0..=1.0).contains(&v) => v,
                 OutputKind::Probability => {
-                    return Err(format!("probability {v} outside [0, 1] for image {i} (is the output a logit?)"));
+                    return Err(format!(
+                        "probability {v} outside [0, 1] for image {i} (is the output a logit?)"
+                    ));
                 }
             });
         }
@@ -312,7 +346,11 @@ fn root_cause(e: &TractError) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-fn check_input_fact(model: &InferenceModel, spec: &ModelSpec, path: &Path) -> Result<(), OnnxError> {
+fn check_input_fact(
+    model: &InferenceModel,
+    spec: &ModelSpec,
+    path: &Path,
+) -> Result<(), OnnxError> {
     let err = |message: String| OnnxError::InputShape {
         path: path.to_path_buf(),
         message,
@@ -321,9 +359,18 @@ fn check_input_fact(model: &InferenceModel, spec: &ModelSpec, path: &Path) -> Re
     if let Some(rank) = fact.shape.rank().concretize()
         && rank != 4
     {
-        return Err(err(format!("rank is {rank}, the spec needs [N, {}, {s}, {s}] (NCHW)", spec.channels, s = spec.input_size)));
+        return Err(err(format!(
+            "rank is {rank}, the spec needs [N, {}, {s}, {s}] (NCHW)",
+            spec.channels,
+            s = spec.input_size
+        )));
     }
-    let want = [None, Some(spec.channels), Some(spec.input_size), Some(spec.input_size)];
+    let want = [
+        None,
+        Some(spec.channels),
+        Some(spec.input_size),
+        Some(spec.input_size),
+    ];
     for (axis, (dim, want)) in fact.shape.dims().zip(want).enumerate() {
         let (Some(want), Some(got)) = (want, dim.concretize().and_then(|d| d.to_i64().ok())) else {
             continue;
@@ -332,7 +379,10 @@ fn check_input_fact(model: &InferenceModel, spec: &ModelSpec, path: &Path) -> Re
             let what = if axis == 1 { "channels" } else { "input_size" };
             return Err(err(format!(
                 "axis {axis} is {got} but the spec's {what} is {want} (the model takes {:?})",
-                fact.shape.dims().map(|d| d.concretize().map(|x| x.to_string()).unwrap_or("?".into())).collect::<Vec<_>>()
+                fact.shape
+                    .dims()
+                    .map(|d| d.concretize().map(|x| x.to_string()).unwrap_or("?".into()))
+                    .collect::<Vec<_>>()
             )));
         }
     }
@@ -352,7 +402,10 @@ impl Scorer for OnnxScorer {
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
         let err = |m: String| ScoreError::new(self.spec.onnx.display().to_string(), m);
         if images.is_empty() {
-            return Ok(Scored { scores: Vec::new(), features: (features && self.has_features()).then(Vec::new) });
+            return Ok(Scored {
+                scores: Vec::new(),
+                features: (features && self.has_features()).then(Vec::new),
+            });
         }
         let chunk = images.len().div_ceil(self.threads);
         let parts: Vec<Scored> = images
@@ -360,7 +413,10 @@ impl Scorer for OnnxScorer {
             .map(|c| self.run_chunk(c, features))
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        let mut out = Scored { scores: Vec::with_capacity(images.len()), features: None };
+        let mut out = Scored {
+            scores: Vec::with_capacity(images.len()),
+            features: None,
+        };
         for p in parts {
             out.scores.extend(p.scores);
             if let Some(f) = p.features {
@@ -377,14 +433,19 @@ mod tests {
 
     #[test]
     fn relative_onnx_paths_resolve_against_the_spec_folder_and_defaults_apply() {
-        let s = ModelSpec::parse("onnx = \"m.onnx\"\ninput_size = 224\n", Path::new("/specs")).unwrap();
+        let s =
+            ModelSpec::parse("onnx = \"m.onnx\"\ninput_size = 224\n", Path::new("/specs")).unwrap();
         assert_eq!(s.onnx, Path::new("/specs/m.onnx"));
         assert_eq!(s.channels, 3);
         assert_eq!(s.mean, model_input::IMAGENET_MEAN.to_vec());
         assert_eq!(s.output, OutputKind::Logit);
         assert_eq!(s.output_index, 0);
         assert!(s.features.is_none());
-        let abs = ModelSpec::parse("onnx = \"/x/m.onnx\"\ninput_size = 8\n", Path::new("/specs")).unwrap();
+        let abs = ModelSpec::parse(
+            "onnx = \"/x/m.onnx\"\ninput_size = 8\n",
+            Path::new("/specs"),
+        )
+        .unwrap();
         assert_eq!(abs.onnx, Path::new("/x/m.onnx"));
         let grey = ModelSpec::parse(
             "onnx = \"m.onnx\"\ninput_size = 8\nchannels = 3\nmean = [0.5]\nstd = [0.25]\noutput = \"probability\"",
@@ -402,9 +463,15 @@ mod tests {
             ("input_size = 8", "onnx"),
             ("onnx = \"m\"\ninput_size = 0", "input_size"),
             ("onnx = \"m\"\ninput_size = 8\nchannels = 2", "channels"),
-            ("onnx = \"m\"\ninput_size = 8\nchannels = 1\nmean = [0.1, 0.2]", "mean"),
+            (
+                "onnx = \"m\"\ninput_size = 8\nchannels = 1\nmean = [0.1, 0.2]",
+                "mean",
+            ),
             ("onnx = \"m\"\ninput_size = 8\nstd = [0.1, 0.0, 0.2]", "std"),
-            ("onnx = \"m\"\ninput_size = 8\noutput = \"softmax\"", "softmax"),
+            (
+                "onnx = \"m\"\ninput_size = 8\noutput = \"softmax\"",
+                "softmax",
+            ),
             ("onnx = \"m\"\ninput_size = 8\ncolour = 1", "colour"),
         ];
         for (text, word) in cases {

@@ -55,13 +55,21 @@ fn small_cnn_matches_onnxruntime_scores_and_features() {
     assert_eq!(scorer.input_size(), 64);
     let refs = reference();
     assert_eq!(refs.len(), 4);
-    let images: Vec<Grey8> = refs.iter().map(|r| load_png(&fixtures().join(&r.image))).collect();
+    let images: Vec<Grey8> = refs
+        .iter()
+        .map(|r| load_png(&fixtures().join(&r.image)))
+        .collect();
     let scored = scorer.score(&images, true).unwrap();
     let feats = scored.features.unwrap();
     // The references differ from each other, so agreeing with all of them is not an accident.
     assert!(refs.iter().any(|r| (r.score - refs[0].score).abs() > 0.05));
     for ((r, s), f) in refs.iter().zip(&scored.scores).zip(&feats) {
-        assert!((r.score - s).abs() < 1e-4, "{}: {s} vs onnxruntime {}", r.image, r.score);
+        assert!(
+            (r.score - s).abs() < 1e-4,
+            "{}: {s} vs onnxruntime {}",
+            r.image,
+            r.score
+        );
         assert_eq!(f.len(), 16, "{}", r.image);
         assert_eq!(f.len(), r.features.len());
         for (a, b) in f.iter().zip(&r.features) {
@@ -74,7 +82,9 @@ fn small_cnn_matches_onnxruntime_scores_and_features() {
     assert!(single.features.is_none());
 
     let Some(py) = python() else {
-        println!("skipped: live onnxruntime comparison (no python with onnxruntime; set CXR_PYTHON)");
+        println!(
+            "skipped: live onnxruntime comparison (no python with onnxruntime; set CXR_PYTHON)"
+        );
         return;
     };
     let script = r#"
@@ -90,12 +100,18 @@ for p in sys.argv[2:]:
     print(1 / (1 + np.exp(-lg)))
 "#;
     let mut cmd = Command::new(py);
-    cmd.arg("-c").arg(script).arg(fixtures().join("small_cnn.onnx"));
+    cmd.arg("-c")
+        .arg(script)
+        .arg(fixtures().join("small_cnn.onnx"));
     for r in &refs {
         cmd.arg(fixtures().join(&r.image));
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let live: Vec<f64> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -110,10 +126,18 @@ for p in sys.argv[2:]:
 #[test]
 fn images_of_another_size_go_through_the_shared_resize() {
     let scorer = OnnxScorer::from_spec_file(&fixtures().join("small_cnn.toml")).unwrap();
-    let big = Grey8::new(150, 97, (0..150 * 97).map(|i| ((i * 13) % 256) as u8).collect()).unwrap();
+    let big = Grey8::new(
+        150,
+        97,
+        (0..150 * 97).map(|i| ((i * 13) % 256) as u8).collect(),
+    )
+    .unwrap();
     let plane = model_input::resize_square(150, 97, &big.data, 64).unwrap();
     let small = Grey8::new(64, 64, plane.into_owned()).unwrap();
-    let a = scorer.score(std::slice::from_ref(&big), false).unwrap().scores[0];
+    let a = scorer
+        .score(std::slice::from_ref(&big), false)
+        .unwrap()
+        .scores[0];
     let b = scorer.score(&[small], false).unwrap().scores[0];
     assert_eq!(a, b);
 }
@@ -124,7 +148,9 @@ fn spec_with(dir: &Path, model: &str, extra: &str) -> PathBuf {
         .lines()
         .filter(|l| {
             let key = l.split('=').next().unwrap_or("").trim();
-            !extra.lines().any(|e| e.split('=').next().unwrap_or("").trim() == key)
+            !extra
+                .lines()
+                .any(|e| e.split('=').next().unwrap_or("").trim() == key)
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -156,16 +182,34 @@ fn wrong_specs_and_models_fail_at_load_with_one_line_naming_file_or_node() {
     one_line(&e, "small_cnn.onnx");
     one_line(&e, "100");
 
-    let e = load_err(&spec_with(dir.path(), "small_cnn", "channels = 1\nmean = [0.5]\nstd = [0.5]\n"));
+    let e = load_err(&spec_with(
+        dir.path(),
+        "small_cnn",
+        "channels = 1\nmean = [0.5]\nstd = [0.5]\n",
+    ));
     assert!(matches!(e, OnnxError::InputShape { .. }), "{e}");
     one_line(&e, "channels");
 
-    let e = load_err(&spec_with(dir.path(), "small_cnn", "features = \"no_such_node\"\n"));
+    let e = load_err(&spec_with(
+        dir.path(),
+        "small_cnn",
+        "features = \"no_such_node\"\n",
+    ));
     assert!(matches!(e, OnnxError::UnknownNode { .. }), "{e}");
     one_line(&e, "no_such_node");
 
     let e = load_err(&spec_with(dir.path(), "small_cnn", "output_index = 1\n"));
-    assert!(matches!(e, OnnxError::OutputIndex { index: 1, columns: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            OnnxError::OutputIndex {
+                index: 1,
+                columns: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     one_line(&e, "small_cnn.onnx");
 
     let garbage = dir.path().join("garbage.onnx");
@@ -186,16 +230,29 @@ fn wrong_specs_and_models_fail_at_load_with_one_line_naming_file_or_node() {
 fn bad_outputs_fail_the_batch_naming_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let img = chest(None);
-    // A logit read as a probability: the cue reader's 40x logits leave [0, 1] on a bright square.
+    // A logit read as a probability: the cue reader's 4x logits leave [0, 1] on a bright square.
     let spec = spec_with(dir.path(), "cue_outside", "output = \"probability\"\n");
     let scorer = OnnxScorer::from_spec_file(&spec).unwrap();
-    let e = scorer.score(&[chest(Some(OUTSIDE))], false).unwrap_err().to_string();
-    assert!(e.contains("cue_outside.onnx") && e.contains("outside [0, 1]"), "{e}");
+    let e = scorer
+        .score(&[chest(Some(OUTSIDE))], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cue_outside.onnx") && e.contains("outside [0, 1]"),
+        "{e}"
+    );
     // Statistics that overflow f32 turn the input into infinities, so the model outputs NaN.
-    let spec = spec_with(dir.path(), "cue_outside", "mean = [3e38, 3e38, 3e38]\nstd = [1e-38, 1e-38, 1e-38]\n");
+    let spec = spec_with(
+        dir.path(),
+        "cue_outside",
+        "mean = [3e38, 3e38, 3e38]\nstd = [1e-38, 1e-38, 1e-38]\n",
+    );
     let scorer = OnnxScorer::from_spec_file(&spec).unwrap();
     let e = scorer.score(&[img], false).unwrap_err().to_string();
-    assert!(e.contains("cue_outside.onnx") && e.contains("non-finite"), "{e}");
+    assert!(
+        e.contains("cue_outside.onnx") && e.contains("non-finite"),
+        "{e}"
+    );
 }
 
 const OUTSIDE: (usize, usize) = (8, 8);
@@ -246,10 +303,22 @@ fn cue_readers_follow_their_square_only() {
     let imgs = [flat(None), flat(Some(OUTSIDE)), flat(Some(INSIDE))];
     let o = outside.score(&imgs, false).unwrap().scores;
     let i = inside.score(&imgs, false).unwrap().scores;
-    assert!((o[0] - 0.5).abs() < 0.01 && o[1] > 0.99 && o[2] < 0.45, "{o:?}");
-    assert!((i[0] - 0.5).abs() < 0.01 && i[2] > 0.99 && i[1] < 0.45, "{i:?}");
+    assert!(
+        (o[0] - 0.5).abs() < 0.01 && o[1] > 0.99 && o[2] < 0.45,
+        "{o:?}"
+    );
+    assert!(
+        (i[0] - 0.5).abs() < 0.01 && i[2] > 0.99 && i[1] < 0.45,
+        "{i:?}"
+    );
     // On a chest, the outside reader still follows its corner square and nothing else.
-    let c = outside.score(&[chest(None), chest(Some(OUTSIDE)), chest(Some(INSIDE))], false).unwrap().scores;
+    let c = outside
+        .score(
+            &[chest(None), chest(Some(OUTSIDE)), chest(Some(INSIDE))],
+            false,
+        )
+        .unwrap()
+        .scores;
     assert!(c[1] > 0.99 && c[0] < 0.5 && c[2] < c[0], "{c:?}");
 }
 

@@ -406,12 +406,22 @@ where
                 r.id = format!("{}.aug{k}", record.id);
                 r.set("aug_of", record.id.clone());
                 r.set("aug", kind.name());
-                r.set("png8", absolute_path(&out_dir.join(aug_rel(k))).to_string_lossy().into_owned());
+                r.set(
+                    "png8",
+                    absolute_path(&out_dir.join(aug_rel(k)))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
                 r
             })
             .collect()
     } else {
-        base.set("png8", absolute_path(&out_dir.join(&png_rel)).to_string_lossy().into_owned());
+        base.set(
+            "png8",
+            absolute_path(&out_dir.join(&png_rel))
+                .to_string_lossy()
+                .into_owned(),
+        );
         vec![base]
     };
     Ok(Outcome::Rows(rows, was_cached))

@@ -259,7 +259,8 @@ pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
     let main = data::prepare(&args, &profile, data::DataChoice::main(&args), &out, None)?;
     // Count what will actually run: the designs that fit this data, and the clean-world control's.
     let fitting = specs.iter().filter(|s| experiment::fits(s, &main)).count();
-    let runs_control = args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control;
+    let runs_control =
+        args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control;
     let control_n = if runs_control {
         specs.iter().filter(|s| s.kind == "figure4").count()
     } else {

@@ -138,7 +138,12 @@ fn accuracy_on(r: &ExperimentResult, source: &str) -> Option<cxr_eval::report::E
     let report = eval_of(r)?;
     let model = r.models.first()?;
     let group = Group::Source(SourceId::new(source).ok()?);
-    Some(report.set(&model.name, Split::Test, &group)?.at_half.accuracy)
+    Some(
+        report
+            .set(&model.name, Split::Test, &group)?
+            .at_half
+            .accuracy,
+    )
 }
 
 fn table4_rows(r: &ExperimentResult, base: Option<&ExperimentResult>) -> Vec<Table4Row> {
@@ -379,7 +384,10 @@ pub fn write(
     }
     let mut rows = Vec::new();
     let paper_of = |name: &str, world_clean: bool| -> (String, String) {
-        let spec = results.iter().find(|r| r.spec.name == name).map(|r| &r.spec);
+        let spec = results
+            .iter()
+            .find(|r| r.spec.name == name)
+            .map(|r| &r.spec);
         let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
         match spec {
             // The paper has no clean world: its figures do not apply to the control.
