@@ -46,6 +46,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         large_side: usize,
     },
+    /// ONNX scoring images/s (default: a torchvision ResNet50 export), cxr-onnx against onnxruntime in the
+    /// same run.
+    Onnx(crate::bench_onnx::BenchOnnxArgs),
     /// Lung UNet inference (images/s) at 256 px for each width (cxr-segment).
     Segment {
         /// Width multipliers to measure (the CPU default 16, the paper's 64).
@@ -66,6 +69,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Model(args) => crate::model::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
         BenchCommand::Merge(args) => crate::bench_merge::run(args),
+        BenchCommand::Onnx(args) => crate::bench_onnx::run(args),
         BenchCommand::Synth { per_source, size } => crate::synth::bench(per_source, size),
         BenchCommand::Codecs { reps, large_side } => bench_codecs(reps.max(1), large_side),
         BenchCommand::Segment {

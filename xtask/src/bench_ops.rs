@@ -35,7 +35,7 @@ pub struct BenchOpsArgs {
     pub skip_stock_nets: bool,
 }
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     std::env::var_os("CXR_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/work/pyvenv/bin/python"))

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod audit_protocol;
 mod bench;
 mod bench_merge;
+mod bench_onnx;
 mod bench_ops;
 mod confounders;
 mod evaluate;
