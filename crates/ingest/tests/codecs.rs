@@ -11,22 +11,8 @@ use std::process::Command;
 
 use cxr_ingest::{IngestError, read_image};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn shared_data() -> Option<PathBuf> {
-    let root = repo_root();
-    let dir = std::env::var("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data"));
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        root.join(dir)
-    };
-    dir.is_dir().then_some(dir)
-}
+mod common;
+use common::shared_data;
 
 fn python() -> PathBuf {
     std::env::var_os("CXR_PYTHON")

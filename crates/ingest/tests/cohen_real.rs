@@ -1,24 +1,17 @@
 //! The Cohen adapter on the real collection in `../shared/data/cohen-covid-chestxray`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cxr_core::Label;
 use cxr_core::privacy::Pseudonymizer;
 use cxr_ingest::adapters::Cohen;
 use cxr_ingest::{read_image, scan};
 
+mod common;
+
 fn cohen_root() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::var("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data"));
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        root.join(dir)
-    };
-    let dir = dir.join("cohen-covid-chestxray");
+    let dir = common::shared_data()?.join("cohen-covid-chestxray");
     dir.is_dir().then_some(dir)
 }
 

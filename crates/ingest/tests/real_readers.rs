@@ -1,23 +1,13 @@
 //! Every decodable file of the shared real-data folder decodes to the values pydicom / nibabel / Pillow give
 //! (`fixtures/reference_values.json`, made by `scripts/reference_values.py`); the broken ones fail cleanly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cxr_core::{ImageFormat, Photometric, RawImage};
 use cxr_ingest::{IngestError, ReadOptions, read_image, read_image_with};
 
-fn shared_data() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::var("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data"));
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        root.join(dir)
-    };
-    dir.is_dir().then_some(dir)
-}
+mod common;
+use common::shared_data;
 
 fn references() -> Vec<serde_json::Value> {
     let text = include_str!("fixtures/reference_values.json");

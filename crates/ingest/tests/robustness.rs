@@ -3,22 +3,12 @@
 //! real files failing with errors, never panics.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cxr_ingest::{IngestError, read_image};
 
-fn shared_data() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::var("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data"));
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        root.join(dir)
-    };
-    dir.is_dir().then_some(dir)
-}
+mod common;
+use common::shared_data;
 
 #[test]
 fn png16_and_grey_alpha_round_trip() {
