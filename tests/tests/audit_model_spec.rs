@@ -70,9 +70,13 @@ fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
     m
 }
 
+fn spec_of(model: &str) -> PathBuf {
+    cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"))
+}
+
 fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
     let manifest = write_world(&dir.join(format!("{model}-world")), cue);
-    let spec = cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"));
+    let spec = spec_of(model);
     let out = dir.join(format!("{model}-audit"));
     xtask::run([
         "xtask",
@@ -149,4 +153,73 @@ fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
         "{occ:#}"
     );
     assert_eq!(status(&inside, "lung_energy"), "pass");
+}
+
+/// The two-step protocol for models that cannot be exported, with the scores written by the ONNX scorer
+/// itself (as a user's own framework would): `audit prepare` + `audit finish` give the verdict and figures that
+/// `audit --model-spec` gives on the same model.
+#[test]
+fn prepare_and_finish_with_onnx_scores_match_audit_model_spec() {
+    use cxr_core::{Grey8, Scorer};
+    let dir = tempfile::tempdir().unwrap();
+    let direct = audit("cue_outside", (8, 8), dir.path());
+    let manifest = dir.path().join("cue_outside-world/manifest.csv");
+    let prep = dir.path().join("prep");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    xtask::run(
+        [
+            "xtask",
+            "audit",
+            "prepare",
+            "--manifest",
+            &s(&manifest),
+            "--saliency-images",
+            "4",
+            "--out",
+            &s(&prep),
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let scorer = cxr_onnx::OnnxScorer::from_spec_file(&spec_of("cue_outside")).unwrap();
+    let list = std::fs::read_to_string(prep.join("to_score.csv")).unwrap();
+    let mut scores = String::from("id,score\n");
+    for line in list.lines().skip(1) {
+        let (id, path) = line.split_once(',').unwrap();
+        let img = image::open(prep.join(path)).unwrap().to_luma8();
+        let g = Grey8::new(img.width(), img.height(), img.into_raw()).unwrap();
+        let v = scorer.score(&[g], false).unwrap().scores[0];
+        scores.push_str(&format!("{id},{v:.17}\n"));
+    }
+    let sp = dir.path().join("scores.csv");
+    std::fs::write(&sp, scores).unwrap();
+    xtask::run(
+        [
+            "xtask",
+            "audit",
+            "finish",
+            "--dir",
+            &s(&prep),
+            "--scores",
+            &s(&sp),
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let back: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(prep.join("audit.json")).unwrap()).unwrap();
+
+    assert_eq!(verdict(&back), verdict(&direct));
+    let (a, b) = (
+        direct["verdicts"][0]["tests"].as_array().unwrap(),
+        back["verdicts"][0]["tests"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (t, u) in a.iter().zip(b) {
+        assert_eq!((&t["test"], &t["status"]), (&u["test"], &u["status"]));
+        match (t["figure"].as_f64(), u["figure"].as_f64()) {
+            (Some(x), Some(y)) => assert!((x - y).abs() < 1e-6, "{}: {x} vs {y}", t["test"]),
+            (x, y) => assert_eq!(x, y, "{}", t["test"]),
+        }
+    }
 }
