@@ -1,4 +1,4 @@
-//! Images/s of an ONNX spec at batch 8 (warm plans), until `cargo xtask bench onnx` lands:
+//! Images/s of an ONNX spec at batch 8 (warm plans), without onnxruntime beside it (`cargo xtask bench onnx` has both):
 //! `cargo run --release -p cxr-onnx --example throughput -- target/onnx-fixtures/resnet50.toml [threads]`.
 
 use std::time::Instant;
