@@ -19,6 +19,28 @@ pub enum SegmentCommand {
     Predict(PredictArgs),
     /// Crop from the masks already in a manifest's `mask` column (no UNet).
     Crop(CropArgs),
+    /// Held-out Dice per source of given weights on the test patients of training folders (the split
+    /// `segment train` makes for the same seed and fractions).
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// UNet weights.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Lung-mask folders (default: every set under $CXR_SHARED_DATA, as `segment train`).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    #[arg(long, default_value_t = 2021)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Average with the mirror image's probabilities.
+    #[arg(long)]
+    flip: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,9 +64,12 @@ enum ScheduleArg {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Training folder: `cxr_256/ + masks_256/ + manifest.csv`, or a world with `lung-masks/{images,masks}`.
-    #[arg(long)]
-    data: PathBuf,
+    /// Training folder(s), trained on together: `cxr_256/ + masks_256/ + manifest.csv` (Shenzhen/Montgomery),
+    /// `masks.csv` (the Cohen lung masks), or a world with `lung-masks/{images,masks}`. Repeat the flag or
+    /// give several paths. Default: every lung-mask set under $CXR_SHARED_DATA (or ../shared/data):
+    /// shenzhen-montgomery-lung-masks and cohen-lung-masks-v7labs-dev.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
     /// Best weights (safetensors); `W.ckpt.safetensors` and `W.report.json` are written beside it.
     #[arg(long)]
     out: PathBuf,
@@ -82,6 +107,16 @@ pub struct TrainArgs {
     /// Train without augmentation.
     #[arg(long)]
     no_augment: bool,
+    /// Geometric augmentation only (no contrast, gamma, blur, noise, text, opacities or film borders).
+    #[arg(long)]
+    no_appearance: bool,
+    /// Source balancing in [0, 1]: a smaller source's pairs repeat up to this fraction of the largest
+    /// source's count each epoch (0 = each pair once; the `cpu` preset: 0.5).
+    #[arg(long)]
+    balance: Option<f64>,
+    /// Fraction of patients held out for the reported test Dice (default 0.2).
+    #[arg(long)]
+    test_fraction: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -119,15 +154,47 @@ pub fn run(cmd: SegmentCommand) -> Result<()> {
         SegmentCommand::Train(a) => train(a),
         SegmentCommand::Predict(a) => predict(a),
         SegmentCommand::Crop(a) => crop(a),
+        SegmentCommand::Eval(a) => eval(a),
     }
 }
 
+/// `--data` as given, else the default lung-mask sets found under the shared data root (said on stdout).
+fn data_or_default(data: &[PathBuf], what: &str) -> Result<Vec<PathBuf>> {
+    if !data.is_empty() {
+        return Ok(data.to_vec());
+    }
+    let root = crate::reproduce::shared_data();
+    let found = cxr_segment::data::discover(&root)
+        .with_context(|| format!("segment {what}: no --data given"))?;
+    println!("segment {what}: {}", found.describe());
+    Ok(found.found)
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let data = data_or_default(&a.data, "eval")?;
+    let mut seg = Segmenter::load(&a.weights)
+        .with_context(|| format!("segment eval: weights {}", a.weights.display()))?;
+    seg.flip_tta = a.flip;
+    let stats =
+        cxr_segment::train::evaluate_held_out(&seg, &data, a.seed, a.val_fraction, a.test_fraction)
+            .context("segment eval")?;
+    for (source, s) in &stats {
+        println!(
+            "{source:<11} n {:>3}: mean {:.4} (sd {:.4}), median {:.4}, 10th percentile {:.4}, min {:.4}",
+            s.n, s.mean, s.sd, s.median, s.p10, s.min
+        );
+    }
+    Ok(())
+}
+
 fn train(a: TrainArgs) -> Result<()> {
+    let data = data_or_default(&a.data, "train")?;
     let mut cfg = match a.preset {
-        Preset::Cpu => TrainConfig::cpu_default(&a.data, &a.out),
-        Preset::Quick => TrainConfig::quick(&a.data, &a.out),
-        Preset::Paper => TrainConfig::paper(&a.data, &a.out),
+        Preset::Cpu => TrainConfig::cpu_default(&data[0], &a.out),
+        Preset::Quick => TrainConfig::quick(&data[0], &a.out),
+        Preset::Paper => TrainConfig::paper(&data[0], &a.out),
     };
+    cfg.data = data;
     if let Some(v) = a.base {
         cfg.unet.base = v;
     }
@@ -164,6 +231,17 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.no_augment {
         cfg.augment = None;
     }
+    if a.no_appearance
+        && let Some(aug) = cfg.augment.as_mut()
+    {
+        aug.appearance = None;
+    }
+    if let Some(b) = a.balance {
+        cfg.balance = b;
+    }
+    if let Some(t) = a.test_fraction {
+        cfg.test_fraction = t;
+    }
     cfg.resume = !a.fresh;
     println!(
         "segment train: base {} at {} px, {} parameters, up to {} epochs, batch {}, lr {} ({:?}), budget {}",
@@ -186,7 +264,10 @@ fn train(a: TrainArgs) -> Result<()> {
     let t = Instant::now();
     let report = cxr_segment::train_with_progress(&cfg, &mut |ev| match ev {
         TrainEvent::Loaded(tr, va, te) => {
-            bar.println(format!("pairs: {tr} train, {va} validation, {te} test"));
+            say(
+                &bar,
+                format!("pairs: {tr} train, {va} validation, {te} test"),
+            );
         }
         TrainEvent::Batch(epoch, done, total, loss) => {
             bar.set_length(total as u64);
@@ -194,12 +275,33 @@ fn train(a: TrainArgs) -> Result<()> {
             bar.set_prefix(format!("epoch {epoch}"));
             bar.set_message(format!("loss {loss:.4}"));
         }
-        TrainEvent::Epoch(log) => bar.println(format!(
-            "epoch {:>3}: lr {:.2e}, loss {:.4}, val Dice {:.4}, {:.0} s",
-            log.epoch, log.lr, log.train_loss, log.val_dice, log.seconds
-        )),
+        TrainEvent::Epoch(log) => say(
+            &bar,
+            format!(
+                "epoch {:>3}: lr {:.2e}, loss {:.4}, val Dice {:.4} ({}), {:.0} s",
+                log.epoch,
+                log.lr,
+                log.train_loss,
+                log.val_dice,
+                log.val_dice_by_source
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                log.seconds
+            ),
+        ),
     })
-    .with_context(|| format!("segment train: data {}", a.data.display()))?;
+    .with_context(|| {
+        format!(
+            "segment train: data {}",
+            cfg.data
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
     bar.finish_and_clear();
     println!(
         "segment train: {} ({} epochs, best val Dice {:.4} at epoch {}, training {:.0} s)",
@@ -210,12 +312,26 @@ fn train(a: TrainArgs) -> Result<()> {
         report.train_seconds
     );
     match report.test_dice {
-        Some(d) => println!(
-            "held-out test ({} pairs, full pipeline at original size): mean Dice {d:.4}, min {:.4}, by prefix {:?}",
-            report.test_pairs,
-            report.test_dice_min.unwrap_or(f64::NAN),
-            report.test_dice_by_prefix
-        ),
+        Some(d) => {
+            println!(
+                "held-out test ({} pairs of patients never trained on, full pipeline at original size): mean Dice {d:.4}, min {:.4}",
+                report.test_pairs,
+                report.test_dice_min.unwrap_or(f64::NAN),
+            );
+            for (source, s) in &report.test_by_source {
+                let flip = report.test_by_source_flip.get(source).map(|f| f.mean);
+                println!(
+                    "  {source:<11} n {:>3}: mean {:.4} (sd {:.4}), median {:.4}, 10th percentile {:.4}, min {:.4}; with test-time flip {:.4}",
+                    s.n,
+                    s.mean,
+                    s.sd,
+                    s.median,
+                    s.p10,
+                    s.min,
+                    flip.unwrap_or(f64::NAN)
+                );
+            }
+        }
         None => println!("no held-out test pairs"),
     }
     println!(
@@ -225,6 +341,16 @@ fn train(a: TrainArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A line above the progress bar, or plain stdout when the bar is hidden (output not a terminal), where
+/// indicatif's `println` would print nothing.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {

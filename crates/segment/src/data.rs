@@ -1,14 +1,20 @@
 //! Training data: image/mask pairs from the two supported layouts, patient-level splits, augmentation.
 //!
-//! Layouts (detected from the folder's content):
+//! Layouts (detected from the folder's content; several folders can be trained on together):
 //! - **Shenzhen/Montgomery** (`../shared/data/shenzhen-montgomery-lung-masks`): `manifest.csv` with columns
-//!   `file, mask` (paths relative to the folder; `source, tb` ignored). File stems are
-//!   `<SET>_<patient number>_<tb flag>`: the patient key drops the flag, so a patient never straddles splits.
+//!   `file, mask` (paths relative to the folder; `source` names the hospital, `tb` is ignored). File stems
+//!   are `<SET>_<patient number>_<tb flag>`: the patient key drops the flag, so a patient never straddles
+//!   splits.
+//! - **Cohen lung masks** (`../shared/data/cohen-lung-masks-v7labs-dev`): `masks.csv` with columns
+//!   `filename, mask, patientid`; `filename` is an image of the Cohen collection, looked up in the folder's
+//!   own `images/` or else in the sibling `cohen-covid-chestxray/images/`. Source `cohen`; several images of
+//!   one patient share the patient key `cohen:<patientid>`.
 //! - **Synthetic world** (written by cxr-synth): `<world>/lung-masks/{images,masks}/*.png` or the
 //!   `lung-masks` folder itself; masks have the same file names. Each synthetic image is its own patient.
 //!
-//! Splits are by a keyed hash of the patient key (stable when files are added or removed), and images are
-//! resized to the model's side once at load time (the triangle filter; masks re-thresholded).
+//! Splits are by a keyed hash of the patient key (stable when files are added or removed), so one patient's
+//! images are always on the same side, and images are resized to the model's side once at load time (the
+//! triangle filter; masks re-thresholded).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +32,8 @@ pub struct Sample {
     pub name: String,
     /// Patient key: pairs of one patient always land in the same split.
     pub patient: String,
+    /// Data source (`shenzhen`, `montgomery`, `cohen`, `synthetic`): the unit of the per-source report.
+    pub source: String,
     /// Grey image resized to the model side.
     pub image: Grey8,
     /// Mask ({0, 255}) resized to the model side.
@@ -49,6 +57,7 @@ pub enum Part {
 pub struct PairFile {
     pub name: String,
     pub patient: String,
+    pub source: String,
     pub image: PathBuf,
     pub mask: PathBuf,
 }
@@ -56,8 +65,11 @@ pub struct PairFile {
 /// Lists the image/mask pairs of a training folder in either layout, sorted by name.
 pub fn list_pairs(dir: &Path) -> Result<Vec<PairFile>, SegmentError> {
     let manifest = dir.join("manifest.csv");
+    let cohen = dir.join("masks.csv");
     let mut pairs = if manifest.is_file() {
         list_manifest(dir, &manifest)?
+    } else if cohen.is_file() {
+        list_cohen(dir, &cohen)?
     } else {
         let root = if dir.join("lung-masks").is_dir() {
             dir.join("lung-masks")
@@ -69,8 +81,8 @@ pub fn list_pairs(dir: &Path) -> Result<Vec<PairFile>, SegmentError> {
     if pairs.is_empty() {
         return Err(SegmentError::data(
             dir,
-            "no image/mask pairs found (expected manifest.csv with `file, mask` columns, or \
-             lung-masks/{images,masks}/)",
+            "no image/mask pairs found (expected manifest.csv with `file, mask` columns, masks.csv with \
+             `filename, mask, patientid` columns, or lung-masks/{images,masks}/)",
         ));
     }
     pairs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -91,6 +103,7 @@ fn list_manifest(dir: &Path, manifest: &Path) -> Result<Vec<PairFile>, SegmentEr
             .ok_or_else(|| SegmentError::data(manifest, format!("missing column `{name}`")))
     };
     let (fc, mc) = (col("file")?, col("mask")?);
+    let sc = headers.iter().position(|h| h.trim() == "source");
     let mut pairs = Vec::new();
     for (i, row) in rdr.records().enumerate() {
         let row = row.map_err(|e| SegmentError::data(manifest, format!("line {}: {e}", i + 2)))?;
@@ -103,14 +116,152 @@ fn list_manifest(dir: &Path, manifest: &Path) -> Result<Vec<PairFile>, SegmentEr
             ));
         }
         let name = stem(Path::new(file));
+        let source = sc
+            .and_then(|c| row.get(c))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| source_of_name(&name));
         pairs.push(PairFile {
             patient: patient_key(&name),
             name,
+            source,
             image: dir.join(file),
             mask: dir.join(mask),
         });
     }
     Ok(pairs)
+}
+
+/// The Cohen lung-mask layout: `masks.csv` (`filename, mask, patientid`), images in `images/` beside it or
+/// in the sibling Cohen collection.
+fn list_cohen(dir: &Path, csv_path: &Path) -> Result<Vec<PairFile>, SegmentError> {
+    let images = [
+        dir.join("images"),
+        dir.parent()
+            .map(|p| p.join("cohen-covid-chestxray").join("images"))
+            .unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .ok_or_else(|| {
+        SegmentError::data(
+            dir,
+            "masks.csv lists Cohen images, but neither images/ here nor ../cohen-covid-chestxray/images exists",
+        )
+    })?;
+    let mut rdr = csv::Reader::from_path(csv_path)
+        .map_err(|e| SegmentError::data(csv_path, e.to_string()))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| SegmentError::data(csv_path, e.to_string()))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| SegmentError::data(csv_path, format!("missing column `{name}`")))
+    };
+    let (fc, mc, pc) = (col("filename")?, col("mask")?, col("patientid")?);
+    let mut pairs = Vec::new();
+    for (i, row) in rdr.records().enumerate() {
+        let row = row.map_err(|e| SegmentError::data(csv_path, format!("line {}: {e}", i + 2)))?;
+        let field = |c: usize| row.get(c).unwrap_or("").trim();
+        let (file, mask, patient) = (field(fc), field(mc), field(pc));
+        if file.is_empty() || mask.is_empty() || patient.is_empty() {
+            return Err(SegmentError::data(
+                csv_path,
+                format!("line {}: empty `filename`, `mask` or `patientid`", i + 2),
+            ));
+        }
+        pairs.push(PairFile {
+            name: stem(Path::new(file)),
+            patient: format!("cohen:{patient}"),
+            source: "cohen".into(),
+            image: images.join(file),
+            mask: dir.join(mask),
+        });
+    }
+    Ok(pairs)
+}
+
+/// Lists the pairs of several training folders together, each in its own layout. Two folders that hold the
+/// same image name are refused: a duplicated image could sit on both sides of the split.
+pub fn list_all(dirs: &[PathBuf]) -> Result<Vec<PairFile>, SegmentError> {
+    let mut all = Vec::new();
+    for d in dirs {
+        all.extend(list_pairs(d)?);
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = all.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(SegmentError::data(
+            &w[1].image,
+            format!(
+                "image name `{}` appears twice ({} and {}): the same image in two training folders?",
+                w[1].name,
+                w[0].image.display(),
+                w[1].image.display()
+            ),
+        ));
+    }
+    Ok(all)
+}
+
+/// The lung-mask sets `segment train` uses when given no `--data`, as folder names under the shared data
+/// root (`$CXR_SHARED_DATA`): the tuberculosis hospitals and the Cohen Covid-19 development masks.
+pub const DEFAULT_SETS: [&str; 2] = [
+    "shenzhen-montgomery-lung-masks",
+    "cohen-lung-masks-v7labs-dev",
+];
+
+/// Which of [`DEFAULT_SETS`] exist under `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub found: Vec<PathBuf>,
+    pub missing: Vec<PathBuf>,
+}
+
+impl Discovery {
+    /// One line for the user: what will be trained on and what is missing.
+    pub fn describe(&self) -> String {
+        let names = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut s = format!("training data: {}", names(&self.found));
+        if !self.missing.is_empty() {
+            s.push_str(&format!(" (not found, skipped: {})", names(&self.missing)));
+        }
+        s
+    }
+}
+
+/// Looks for the default lung-mask sets under `root`; an error when none is there.
+pub fn discover(root: &Path) -> Result<Discovery, SegmentError> {
+    let (found, missing): (Vec<PathBuf>, Vec<PathBuf>) = DEFAULT_SETS
+        .iter()
+        .map(|d| root.join(d))
+        .partition(|p| p.is_dir());
+    if found.is_empty() {
+        return Err(SegmentError::data(
+            root,
+            format!(
+                "none of the default lung-mask sets ({}) is here: set CXR_SHARED_DATA or pass --data",
+                DEFAULT_SETS.join(", ")
+            ),
+        ));
+    }
+    Ok(Discovery { found, missing })
+}
+
+/// Source of a file stem when the layout does not say: `CHNCXR_*` Shenzhen, `MCUCXR_*` Montgomery.
+fn source_of_name(name: &str) -> String {
+    match name.split(['_', '-']).next().unwrap_or("") {
+        "CHNCXR" => "shenzhen".into(),
+        "MCUCXR" => "montgomery".into(),
+        other => other.to_ascii_lowercase(),
+    }
 }
 
 fn list_folders(root: &Path) -> Result<Vec<PairFile>, SegmentError> {
@@ -137,6 +288,7 @@ fn list_folders(root: &Path) -> Result<Vec<PairFile>, SegmentError> {
         pairs.push(PairFile {
             patient: name.clone(),
             name,
+            source: "synthetic".into(),
             image: path,
             mask,
         });
@@ -202,6 +354,7 @@ pub fn load_pairs(
             Ok(Sample {
                 name: p.name.clone(),
                 patient: p.patient.clone(),
+                source: p.source.clone(),
                 image: small_img,
                 mask: small_mask,
                 full_mask: keep_full.then_some(mask),
@@ -222,6 +375,10 @@ pub struct Augment {
     pub zoom: f64,
     /// Probability of a horizontal flip.
     pub flip: f64,
+    /// The appearance shifts of real archives (contrast, gamma, blur, noise, text, opacities, film
+    /// borders); `None` for the geometric augmentation alone (configs written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appearance: Option<crate::appearance::Appearance>,
 }
 
 impl Default for Augment {
@@ -231,6 +388,17 @@ impl Default for Augment {
             shift: 0.05,
             zoom: 0.1,
             flip: 0.5,
+            appearance: None,
+        }
+    }
+}
+
+impl Augment {
+    /// The geometric augmentation plus the appearance shifts of real archives (the `cpu` preset's).
+    pub fn archive() -> Self {
+        Self {
+            appearance: Some(crate::appearance::Appearance::default()),
+            ..Self::default()
         }
     }
 }
@@ -249,6 +417,21 @@ pub fn augment_pair<R: Rng>(
     let tx = rng.random_range(-1.0..=1.0) * aug.shift * side as f64;
     let ty = rng.random_range(-1.0..=1.0) * aug.shift * side as f64;
     let flip = rng.random::<f64>() < aug.flip;
+    // A scanned-film border: the picture shrunk into a constant frame (drawn only when the appearance
+    // shifts are on, so a geometric-only config keeps its random sequence).
+    let frame = match &aug.appearance {
+        Some(a) if rng.random::<f64>() < a.border_p => {
+            let shrink = 1.0 - rng.random_range(0.05..=a.border_max.max(0.05));
+            let fill = match rng.random_range(0..3) {
+                0 => 0.0,
+                1 => 1.0,
+                _ => rng.random_range(0.0..=1.0f32),
+            };
+            Some((shrink, fill))
+        }
+        _ => None,
+    };
+    let scale = scale * frame.map_or(1.0, |(s, _)| s);
     let c = (side as f64 - 1.0) / 2.0;
     let (sin, cos) = angle.sin_cos();
     let mut out_i = vec![0f32; side * side];
@@ -262,6 +445,13 @@ pub fn augment_pair<R: Rng>(
             let sx = if flip { -sx } else { sx } + c;
             let sy = sy + c;
             let o = y * side + x;
+            let outside =
+                sx < -0.5 || sy < -0.5 || sx > side as f64 - 0.5 || sy > side as f64 - 0.5;
+            if let (Some((_, fill)), true) = (frame, outside) {
+                out_i[o] = fill;
+                out_m[o] = 0.0;
+                continue;
+            }
             out_i[o] = bilinear(image, side, sx, sy);
             out_m[o] = if bilinear(mask, side, sx, sy) > 0.5 {
                 1.0
@@ -269,6 +459,9 @@ pub fn augment_pair<R: Rng>(
                 0.0
             };
         }
+    }
+    if let Some(a) = &aug.appearance {
+        crate::appearance::apply(&mut out_i, &out_m, side, a, rng);
     }
     (out_i, out_m)
 }
@@ -316,6 +509,7 @@ mod tests {
             shift: 0.0,
             zoom: 0.0,
             flip: 0.0,
+            appearance: None,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let (i2, m2) = augment_pair(&img, &mask, side, &none, &mut rng);

@@ -37,11 +37,17 @@ pub struct Segmenter {
     unet: UNet,
     /// Images per forward pass.
     pub batch: usize,
+    /// Test-time flip: average the probabilities of each image and of its mirror image (twice the cost).
+    pub flip_tta: bool,
 }
 
 impl Segmenter {
     pub fn new(unet: UNet) -> Self {
-        Self { unet, batch: 8 }
+        Self {
+            unet,
+            batch: 8,
+            flip_tta: false,
+        }
     }
 
     /// Loads weights written by training (config read from the file) on [`crate::default_device`].
@@ -55,7 +61,7 @@ impl Segmenter {
 
     /// Probability maps at the model side (row-major, side x side) for images of any size.
     pub fn probabilities(&self, images: &[Grey8]) -> Result<Vec<Vec<f32>>, SegmentError> {
-        probabilities(&self.unet, images, self.batch)
+        probabilities(&self.unet, images, self.batch, self.flip_tta)
     }
 
     /// Post-processed masks ({0, 255}) at each input image's own size.
@@ -77,30 +83,47 @@ impl Segmenter {
     }
 }
 
-/// Probability maps at the model side (row-major, side x side) for images of any size, `batch` per pass.
+/// Probability maps at the model side (row-major, side x side) for images of any size, `batch` per pass;
+/// with `flip`, each map is the mean of the image's and its mirror image's (mirrored back).
 pub fn probabilities(
     unet: &UNet,
     images: &[Grey8],
     batch: usize,
+    flip: bool,
 ) -> Result<Vec<Vec<f32>>, SegmentError> {
     let side = unet.config().size;
     let s = side as usize;
     let mut out = Vec::with_capacity(images.len());
+    let run = |flat: Vec<f32>, n: usize| -> Result<Vec<f32>, SegmentError> {
+        let x = Tensor::from_vec(flat, (n, 1, s, s), unet.device()).ctx(|| "UNet input".into())?;
+        unet.predict(&x)
+            .and_then(|p| p.flatten_all())
+            .and_then(|p| p.to_vec1::<f32>())
+            .ctx(|| "UNet forward".into())
+    };
     for chunk in images.chunks(batch.max(1)) {
         let flat: Vec<f32> = chunk
             .par_iter()
             .flat_map_iter(|img| imageio::to_unit(&imageio::resize(img, side, side)))
             .collect();
-        let x = Tensor::from_vec(flat, (chunk.len(), 1, s, s), unet.device())
-            .ctx(|| "UNet input".into())?;
-        let p = unet
-            .predict(&x)
-            .and_then(|p| p.flatten_all())
-            .and_then(|p| p.to_vec1::<f32>())
-            .ctx(|| "UNet forward".into())?;
+        let mirrored = flip.then(|| mirror_rows(&flat, s));
+        let mut p = run(flat, chunk.len())?;
+        if let Some(m) = mirrored {
+            let q = mirror_rows(&run(m, chunk.len())?, s);
+            for (a, b) in p.iter_mut().zip(q) {
+                *a = 0.5 * (*a + b);
+            }
+        }
         out.extend(p.chunks(s * s).map(<[f32]>::to_vec));
     }
     Ok(out)
+}
+
+/// Every row of every `side`-wide map reversed (a horizontal mirror).
+fn mirror_rows(flat: &[f32], side: usize) -> Vec<f32> {
+    flat.chunks(side)
+        .flat_map(|row| row.iter().rev().copied())
+        .collect()
 }
 
 /// Dice coefficient of two masks (non-zero = foreground); 1 when both are empty.

@@ -15,9 +15,11 @@
 //! sequence; a batch run records bad or rejected images and carries on. Depends on `cxr-core` and `cxr-ops`
 //! only among the workspace crates.
 
+pub mod appearance;
 pub mod crop;
 pub mod data;
 pub mod error;
+pub mod gallery;
 pub mod imageio;
 pub mod infer;
 pub mod postprocess;

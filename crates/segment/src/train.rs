@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var, backprop::GradStore};
+use cxr_core::Grey8;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,8 +27,11 @@ use crate::{SegmentError, UNet, UNetConfig, unet};
 /// Everything a training run depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// Training folder (Shenzhen/Montgomery layout or a synthetic world / its `lung-masks`).
-    pub data: PathBuf,
+    /// Training folders, each in one of [`crate::data`]'s layouts (Shenzhen/Montgomery, the Cohen lung
+    /// masks, a synthetic world / its `lung-masks`), trained on together. A single path is accepted when
+    /// read back (reports written before several folders could be given).
+    #[serde(deserialize_with = "one_or_many")]
+    pub data: Vec<PathBuf>,
     /// Best weights go here; the checkpoint and report beside it.
     pub out: PathBuf,
     pub unet: UNetConfig,
@@ -48,6 +52,11 @@ pub struct TrainConfig {
     pub test_fraction: f64,
     /// Random augmentation of training pairs; `None` to train on the pairs as they are.
     pub augment: Option<Augment>,
+    /// Source balancing in [0, 1]: each epoch repeats the training pairs of a smaller source
+    /// `round(balance x largest / its size)` times (at least once), so a small source is not drowned by a
+    /// large one. 0 = every pair once (configs written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub balance: f64,
     /// Stop after the epoch that would otherwise overrun this wall-clock budget (seconds, all runs of a
     /// resumed training together).
     pub time_budget_s: Option<f64>,
@@ -55,6 +64,23 @@ pub struct TrainConfig {
     pub max_pairs: Option<usize>,
     /// Resume from the checkpoint when one exists for the same configuration.
     pub resume: bool,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl TrainConfig {
@@ -71,7 +97,7 @@ impl TrainConfig {
     /// budget bounds the run and the best-validation weights are kept anyway.
     pub fn cpu_default(data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         Self {
-            data: data.into(),
+            data: vec![data.into()],
             out: out.into(),
             unet: UNetConfig { base: 8, size: 128 },
             epochs: 40,
@@ -82,7 +108,8 @@ impl TrainConfig {
             seed: 2021,
             val_fraction: 0.1,
             test_fraction: 0.2,
-            augment: Some(Augment::default()),
+            augment: Some(Augment::archive()),
+            balance: 0.5,
             time_budget_s: Some(27.0 * 60.0),
             max_pairs: None,
             resume: true,
@@ -102,6 +129,8 @@ impl TrainConfig {
             max_pairs: Some(400),
             // Kept as measured (and as cached by `reproduce`): a 90 s run is too short to settle anyway.
             schedule: LrSchedule::Constant,
+            augment: Some(Augment::default()),
+            balance: 0.0,
             ..Self::cpu_default(data, out)
         }
     }
@@ -231,6 +260,10 @@ pub struct EpochLog {
     /// Mean per-image Dice on the validation patients at the model side (threshold 0.5, no
     /// post-processing).
     pub val_dice: f64,
+    /// The same per source; `val_dice` is their mean, so every source weighs alike (absent in reports
+    /// written before several sources).
+    #[serde(default)]
+    pub val_dice_by_source: BTreeMap<String, f64>,
     pub seconds: f64,
     /// Learning rate of the epoch (absent in reports written before schedules existed).
     #[serde(default)]
@@ -245,6 +278,12 @@ pub struct TrainReport {
     pub train_pairs: usize,
     pub val_pairs: usize,
     pub test_pairs: usize,
+    /// Training pairs one epoch goes through (after [`TrainConfig::balance`]).
+    #[serde(default)]
+    pub epoch_pairs: usize,
+    /// Pairs and patients per source in each part of the split by patient.
+    #[serde(default)]
+    pub split: BTreeMap<String, SplitCounts>,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub best_val_dice: f64,
@@ -254,10 +293,88 @@ pub struct TrainReport {
     pub test_dice_min: Option<f64>,
     /// Test Dice per file-name prefix (e.g. `CHNCXR` = Shenzhen, `MCUCXR` = Montgomery).
     pub test_dice_by_prefix: BTreeMap<String, f64>,
+    /// Held-out Dice per source (`shenzhen`, `montgomery`, `cohen`, ...) with its spread.
+    #[serde(default)]
+    pub test_by_source: BTreeMap<String, DiceStats>,
+    /// The same with the test-time horizontal flip (probabilities of the image and its mirror averaged).
+    #[serde(default)]
+    pub test_by_source_flip: BTreeMap<String, DiceStats>,
+    #[serde(default)]
+    pub test_dice_flip: Option<f64>,
+    /// The worst held-out cases, worst first, with overlays beside the weights.
+    #[serde(default)]
+    pub worst: Vec<WorstCase>,
     pub stopped_because: String,
     /// Wall-clock seconds of training (all resumed runs together), excluding the final test.
     pub train_seconds: f64,
     pub history: Vec<EpochLog>,
+}
+
+/// Pairs and patients of one source in each part of the split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitCounts {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    pub train_patients: usize,
+    pub val_patients: usize,
+    pub test_patients: usize,
+}
+
+/// Spread of per-image Dice over a group of held-out images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiceStats {
+    pub n: usize,
+    pub mean: f64,
+    pub sd: f64,
+    pub median: f64,
+    /// 10th percentile (nearest rank): a tenth of the images score below it.
+    pub p10: f64,
+    pub min: f64,
+}
+
+impl DiceStats {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        if n == 0 {
+            return Self {
+                n,
+                mean: f64::NAN,
+                sd: f64::NAN,
+                median: f64::NAN,
+                p10: f64::NAN,
+                min: f64::NAN,
+            };
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        let rank = ((0.1 * n as f64).ceil() as usize).clamp(1, n) - 1;
+        Self {
+            n,
+            mean,
+            sd: if n > 1 { var.sqrt() } else { 0.0 },
+            median,
+            p10: v[rank],
+            min: v[0],
+        }
+    }
+}
+
+/// One of the worst held-out cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorstCase {
+    pub name: String,
+    pub source: String,
+    pub dice: f64,
+    /// Overlay PNG, relative to the report's folder (`W.worst/NN-source-name.png`).
+    pub overlay: String,
 }
 
 /// Events for a progress display.
@@ -360,7 +477,10 @@ pub fn train_with_progress(
     let side = config.unet.size;
     let s = side as usize;
 
-    let mut pairs = data::list_pairs(&config.data)?;
+    if config.data.is_empty() {
+        return Err(SegmentError::Config("no training folder given".into()));
+    }
+    let mut pairs = data::list_all(&config.data)?;
     if let Some(n) = config.max_pairs {
         pairs.truncate(n);
     }
@@ -374,13 +494,14 @@ pub fn train_with_progress(
         );
         by_part.entry(part).or_default().push(p);
     }
+    let split = split_counts(&by_part);
     let take = |part| by_part.get(&part).cloned().unwrap_or_default();
     let train_set = data::load_pairs(&take(Part::Train), side, false)?;
     let val_set = data::load_pairs(&take(Part::Val), side, false)?;
     let test_set = data::load_pairs(&take(Part::Test), side, true)?;
     if train_set.is_empty() || val_set.is_empty() {
         return Err(SegmentError::data(
-            &config.data,
+            &config.data[0],
             format!(
                 "{} training and {} validation pairs: need at least one of each",
                 train_set.len(),
@@ -444,7 +565,8 @@ pub fn train_with_progress(
     };
 
     let aug = config.augment;
-    let batches = train_set.len().div_ceil(config.batch);
+    let epoch_pairs = balanced_indices(&train_set, config.balance);
+    let batches = epoch_pairs.len().div_ceil(config.batch);
     while state.stopped.is_none() {
         if state.epochs_done >= config.epochs {
             state.stopped = Some(format!("reached {} epochs", config.epochs));
@@ -456,7 +578,7 @@ pub fn train_with_progress(
         let mut rng = ChaCha8Rng::seed_from_u64(
             config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        let mut order: Vec<usize> = (0..train_set.len()).collect();
+        let mut order = epoch_pairs.clone();
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for (bi, idx) in order.chunks(config.batch).enumerate() {
@@ -502,11 +624,13 @@ pub fn train_with_progress(
             loss_sum += lv * n as f64;
             progress(TrainEvent::Batch(epoch, bi + 1, batches, lv));
         }
-        let val_dice = model_side_dice(&model, &val_set)?;
+        let val_by_source = model_side_dice(&model, &val_set)?;
+        let val_dice = macro_mean(&val_by_source);
         let log = EpochLog {
             epoch,
-            train_loss: loss_sum / train_set.len() as f64,
+            train_loss: loss_sum / order.len().max(1) as f64,
             val_dice,
+            val_dice_by_source: val_by_source,
             seconds: started.elapsed().as_secs_f64(),
             lr: adam.lr,
         };
@@ -550,21 +674,32 @@ pub fn train_with_progress(
     let stopped = state.stopped.clone().unwrap_or_default();
     tracing::info!(%stopped, best_epoch = state.best_epoch, "segment: training finished");
 
-    // Held-out test with the full pipeline, on the best weights.
-    let best = Segmenter::new(UNet::load(&config.out, &device)?);
-    let (test_dice, test_dice_min, by_prefix) = full_pipeline_dice(&best, &test_set)?;
+    // Held-out test with the full pipeline, on the best weights, with and without the test-time flip.
+    let mut best = Segmenter::new(UNet::load(&config.out, &device)?);
+    best.flip_tta = false;
+    let plain = held_out_dice(&best, &test_set)?;
+    best.flip_tta = true;
+    let flipped = held_out_dice(&best, &test_set)?;
+    let worst = write_worst_gallery(config, &test_set, &plain)?;
+    let (test_dice, test_dice_min, by_prefix) = plain.summary();
     let report = TrainReport {
         config: config.clone(),
         parameters: config.unet.parameter_count(),
         train_pairs: train_set.len(),
         val_pairs: val_set.len(),
         test_pairs: test_set.len(),
+        epoch_pairs: epoch_pairs.len(),
+        split,
         epochs_run: state.epochs_done,
         best_epoch: state.best_epoch,
         best_val_dice: state.best_val_dice,
         test_dice,
         test_dice_min,
         test_dice_by_prefix: by_prefix,
+        test_by_source: plain.by_source(),
+        test_by_source_flip: flipped.by_source(),
+        test_dice_flip: flipped.summary().0,
+        worst,
         stopped_because: stopped,
         train_seconds: state.train_seconds,
         history: state.history.clone(),
@@ -575,30 +710,136 @@ pub fn train_with_progress(
     Ok(report)
 }
 
-/// Mean per-image Dice at the model side (threshold 0.5, no post-processing): the cheap validation score.
-fn model_side_dice(model: &UNet, set: &[Sample]) -> Result<f64, SegmentError> {
-    let mut total = 0.0;
+/// Mean per-image Dice at the model side (threshold 0.5, no post-processing) per source: the cheap
+/// validation score.
+fn model_side_dice(model: &UNet, set: &[Sample]) -> Result<BTreeMap<String, f64>, SegmentError> {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     for chunk in set.chunks(16) {
         let images: Vec<_> = chunk.iter().map(|s| s.image.clone()).collect();
-        let probs = crate::infer::probabilities(model, &images, 8)?;
+        let probs = crate::infer::probabilities(model, &images, 8, false)?;
         for (smp, p) in chunk.iter().zip(probs) {
             let pred: Vec<u8> = p.iter().map(|&v| u8::from(v > 0.5)).collect();
-            total += dice(&pred, &smp.mask.data);
+            let e = sums.entry(smp.source.clone()).or_default();
+            e.0 += dice(&pred, &smp.mask.data);
+            e.1 += 1;
         }
     }
-    Ok(total / set.len().max(1) as f64)
+    Ok(sums
+        .into_iter()
+        .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+        .collect())
 }
 
-/// Full-pipeline Dice on held-out pairs: (mean, min, mean per file-name prefix).
-pub fn full_pipeline_dice(
-    seg: &Segmenter,
-    set: &[Sample],
-) -> Result<(Option<f64>, Option<f64>, BTreeMap<String, f64>), SegmentError> {
-    if set.is_empty() {
-        return Ok((None, None, BTreeMap::new()));
+/// The mean of the per-source means: every source weighs the same in the choice of the best epoch, however
+/// few images it has.
+fn macro_mean(by_source: &BTreeMap<String, f64>) -> f64 {
+    if by_source.is_empty() {
+        return 0.0;
     }
-    let mut scores = Vec::with_capacity(set.len());
-    let mut groups: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    by_source.values().sum::<f64>() / by_source.len() as f64
+}
+
+/// Indices of one epoch's training pairs: every pair once, a smaller source's pairs repeated to
+/// `balance` x the largest source's count (see [`TrainConfig::balance`]).
+fn balanced_indices(set: &[Sample], balance: f64) -> Vec<usize> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in set {
+        *count.entry(&s.source).or_default() += 1;
+    }
+    let largest = count.values().copied().max().unwrap_or(0) as f64;
+    let mut out = Vec::with_capacity(set.len());
+    for (i, s) in set.iter().enumerate() {
+        let n = count.get(s.source.as_str()).copied().unwrap_or(1) as f64;
+        let repeat = ((balance * largest / n).round() as usize).max(1);
+        out.extend(std::iter::repeat_n(i, repeat));
+    }
+    out
+}
+
+/// Pairs and patients per source in each part of the split.
+fn split_counts(by_part: &HashMap<Part, Vec<data::PairFile>>) -> BTreeMap<String, SplitCounts> {
+    let mut out: BTreeMap<String, SplitCounts> = BTreeMap::new();
+    let mut patients: BTreeMap<(String, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (part, pairs) in by_part {
+        let key = match part {
+            Part::Train => "train",
+            Part::Val => "val",
+            Part::Test => "test",
+        };
+        for p in pairs {
+            let c = out.entry(p.source.clone()).or_default();
+            match part {
+                Part::Train => c.train += 1,
+                Part::Val => c.val += 1,
+                Part::Test => c.test += 1,
+            }
+            patients
+                .entry((p.source.clone(), key))
+                .or_default()
+                .insert(&p.patient);
+        }
+    }
+    for ((source, key), set) in patients {
+        if let Some(c) = out.get_mut(&source) {
+            match key {
+                "train" => c.train_patients = set.len(),
+                "val" => c.val_patients = set.len(),
+                _ => c.test_patients = set.len(),
+            }
+        }
+    }
+    out
+}
+
+/// Per-image held-out Dice of the full pipeline.
+pub struct HeldOut {
+    /// (name, source, Dice, predicted mask) in the test set's order.
+    pub cases: Vec<(String, String, f64, Grey8)>,
+}
+
+impl HeldOut {
+    /// (mean, min, mean per file-name prefix) over every case.
+    fn summary(&self) -> (Option<f64>, Option<f64>, BTreeMap<String, f64>) {
+        if self.cases.is_empty() {
+            return (None, None, BTreeMap::new());
+        }
+        let d: Vec<f64> = self.cases.iter().map(|c| c.2).collect();
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        let min = d.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut groups: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for (name, _, dice, _) in &self.cases {
+            // `CHNCXR_0001_0` → `CHNCXR` (Shenzhen), `lung-00012` → `lung` (synthetic).
+            let prefix = name.split(['_', '-']).next().unwrap_or("").to_string();
+            let g = groups.entry(prefix).or_default();
+            g.0 += dice;
+            g.1 += 1;
+        }
+        (
+            Some(mean),
+            Some(min),
+            groups
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n as f64))
+                .collect(),
+        )
+    }
+
+    /// Dice statistics per source.
+    pub fn by_source(&self) -> BTreeMap<String, DiceStats> {
+        let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (_, source, dice, _) in &self.cases {
+            groups.entry(source.clone()).or_default().push(*dice);
+        }
+        groups
+            .into_iter()
+            .map(|(k, v)| (k, DiceStats::of(&v)))
+            .collect()
+    }
+}
+
+/// Full-pipeline Dice on held-out pairs, one case per pair.
+pub fn held_out_dice(seg: &Segmenter, set: &[Sample]) -> Result<HeldOut, SegmentError> {
+    let mut cases = Vec::with_capacity(set.len());
     for chunk in set.chunks(16) {
         let images: Vec<_> = chunk
             .iter()
@@ -608,24 +849,72 @@ pub fn full_pipeline_dice(
         for (smp, m) in chunk.iter().zip(masks) {
             let truth = smp.full_mask.as_ref().unwrap_or(&smp.mask);
             let d = dice(&m.data, &truth.data);
-            scores.push(d);
-            // `CHNCXR_0001_0` → `CHNCXR` (Shenzhen), `lung-00012` → `lung` (synthetic).
-            let prefix = smp.name.split(['_', '-']).next().unwrap_or("").to_string();
-            let g = groups.entry(prefix).or_default();
-            g.0 += d;
-            g.1 += 1;
+            cases.push((smp.name.clone(), smp.source.clone(), d, m));
         }
     }
-    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
-    let min = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok((
-        Some(mean),
-        Some(min),
-        groups
-            .into_iter()
-            .map(|(k, (s, n))| (k, s / n as f64))
-            .collect(),
-    ))
+    Ok(cases).map(|cases| HeldOut { cases })
+}
+
+/// Full-pipeline Dice on held-out pairs: (mean, min, mean per file-name prefix).
+pub fn full_pipeline_dice(
+    seg: &Segmenter,
+    set: &[Sample],
+) -> Result<(Option<f64>, Option<f64>, BTreeMap<String, f64>), SegmentError> {
+    Ok(held_out_dice(seg, set)?.summary())
+}
+
+/// Held-out Dice per source of any weights on the test patients of `dirs` under the split that `seed` and
+/// the fractions define (the same split [`train`] makes): compares UNets trained on different folders on
+/// the same patients, e.g. one trained without the Cohen masks on the Cohen test patients.
+pub fn evaluate_held_out(
+    seg: &Segmenter,
+    dirs: &[PathBuf],
+    seed: u64,
+    val_fraction: f64,
+    test_fraction: f64,
+) -> Result<BTreeMap<String, DiceStats>, SegmentError> {
+    let test: Vec<data::PairFile> = data::list_all(dirs)?
+        .into_iter()
+        .filter(|p| data::part_of(&p.patient, seed, val_fraction, test_fraction) == Part::Test)
+        .collect();
+    let set = data::load_pairs(&test, seg.unet().config().size, true)?;
+    Ok(held_out_dice(seg, &set)?.by_source())
+}
+
+/// How many of the worst held-out cases get an overlay in `W.worst/`.
+pub const WORST_SHOWN: usize = 12;
+
+/// Writes overlays of the worst held-out cases (truth outline green, prediction red, lung box yellow) to
+/// `W.worst/NN-<source>-<name>.png` and lists them, worst first.
+fn write_worst_gallery(
+    config: &TrainConfig,
+    set: &[Sample],
+    held: &HeldOut,
+) -> Result<Vec<WorstCase>, SegmentError> {
+    let dir = config.out.with_extension("worst");
+    let mut order: Vec<usize> = (0..held.cases.len()).collect();
+    order.sort_by(|&a, &b| held.cases[a].2.total_cmp(&held.cases[b].2));
+    let mut out = Vec::new();
+    for (rank, &i) in order.iter().take(WORST_SHOWN).enumerate() {
+        let (name, source, d, pred) = &held.cases[i];
+        let smp = &set[i];
+        let image = smp.full_image.as_ref().unwrap_or(&smp.image);
+        let truth = smp.full_mask.as_ref().unwrap_or(&smp.mask);
+        let file = format!("{:02}-{source}-{name}.png", rank + 1);
+        crate::gallery::write_overlay(&dir.join(&file), image, truth, pred)?;
+        out.push(WorstCase {
+            name: name.clone(),
+            source: source.clone(),
+            dice: *d,
+            overlay: format!(
+                "{}/{file}",
+                dir.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    Ok(out)
 }
 
 fn save_checkpoint(

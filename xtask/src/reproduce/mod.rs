@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub(crate) use data::shared_data;
 pub use experiment::ExperimentSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
