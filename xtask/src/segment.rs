@@ -110,6 +110,12 @@ pub struct TrainArgs {
     /// Geometric augmentation only (no contrast, gamma, blur, noise, text, opacities or film borders).
     #[arg(long)]
     no_appearance: bool,
+    /// Only these appearance shifts (comma-separated: border, contrast, blur, noise, text, opacity).
+    #[arg(long, value_delimiter = ',')]
+    appearance: Vec<String>,
+    /// Strength of the appearance shifts: probabilities and ranges times this factor (default 1).
+    #[arg(long)]
+    appearance_scale: Option<f64>,
     /// Source balancing in [0, 1]: a smaller source's pairs repeat up to this fraction of the largest
     /// source's count each epoch (0 = each pair once; the `cpu` preset: 0.5).
     #[arg(long)]
@@ -235,6 +241,19 @@ fn train(a: TrainArgs) -> Result<()> {
         && let Some(aug) = cfg.augment.as_mut()
     {
         aug.appearance = None;
+    }
+    if !a.appearance.is_empty() {
+        let names: Vec<&str> = a.appearance.iter().map(String::as_str).collect();
+        let only = cxr_segment::appearance::Appearance::only(&names)
+            .map_err(anyhow::Error::msg)
+            .context("segment train --appearance")?;
+        let aug = cfg.augment.get_or_insert_with(Default::default);
+        aug.appearance = Some(only);
+    }
+    if let Some(k) = a.appearance_scale
+        && let Some(ap) = cfg.augment.as_mut().and_then(|g| g.appearance.as_mut())
+    {
+        *ap = ap.scaled(k);
     }
     if let Some(b) = a.balance {
         cfg.balance = b;

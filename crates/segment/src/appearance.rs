@@ -55,6 +55,68 @@ impl Default for Appearance {
     }
 }
 
+/// The parts of [`Appearance`], by the names `segment train --appearance` takes.
+pub const PARTS: [&str; 6] = ["border", "contrast", "blur", "noise", "text", "opacity"];
+
+impl Appearance {
+    /// Only the named parts of the default (see [`PARTS`]; `contrast` includes brightness and gamma);
+    /// the others off. An unknown name is an error that lists the known ones.
+    pub fn only(parts: &[&str]) -> Result<Self, String> {
+        let d = Self::default();
+        let mut a = Self {
+            border_p: 0.0,
+            contrast: 0.0,
+            brightness: 0.0,
+            gamma: 0.0,
+            blur_p: 0.0,
+            noise_p: 0.0,
+            text_p: 0.0,
+            opacity_p: 0.0,
+            ..d
+        };
+        for p in parts {
+            match p.trim() {
+                "border" => a.border_p = d.border_p,
+                "contrast" => {
+                    a.contrast = d.contrast;
+                    a.brightness = d.brightness;
+                    a.gamma = d.gamma;
+                }
+                "blur" => a.blur_p = d.blur_p,
+                "noise" => a.noise_p = d.noise_p,
+                "text" => a.text_p = d.text_p,
+                "opacity" => a.opacity_p = d.opacity_p,
+                other => {
+                    return Err(format!(
+                        "unknown appearance shift `{other}` (known: {})",
+                        PARTS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// Every probability and range multiplied by `k` (probabilities capped at 1).
+    pub fn scaled(&self, k: f64) -> Self {
+        let p = |v: f64| (v * k).min(1.0);
+        Self {
+            border_p: p(self.border_p),
+            border_max: self.border_max,
+            contrast: self.contrast * k,
+            brightness: self.brightness * k,
+            gamma: self.gamma * k,
+            blur_p: p(self.blur_p),
+            blur_max: self.blur_max,
+            noise_p: p(self.noise_p),
+            noise_max: self.noise_max,
+            text_p: p(self.text_p),
+            opacity_p: p(self.opacity_p),
+            opacity_max: self.opacity_max,
+        }
+    }
+}
+
 /// Applies the intensity shifts to `image` (side x side), guided by the (already transformed) `mask`.
 pub fn apply<R: Rng>(image: &mut [f32], mask: &[f32], side: usize, a: &Appearance, rng: &mut R) {
     if rng.random::<f64>() < a.opacity_p {

@@ -72,6 +72,7 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
             shift: 0.03,
             zoom: 0.05,
             flip: 0.5,
+            appearance: None,
         }),
         ..TrainConfig::cpu_default(data, out)
     }
