@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::data::Prepared;
 use super::experiment::ExperimentResult;
+use super::rejections;
 use super::sensitivity::{self, SensitivityRun};
 use super::{Profile, ReproduceArgs};
 use crate::report::{Block, Report, Section};
@@ -324,6 +325,7 @@ pub fn write(
     ];
     let main_auc = seen_unseen(&results);
     let control_auc = control.as_deref().map(seen_unseen).unwrap_or_default();
+    let seg = Segmentation::of(main);
 
     // results.json: everything, numbers as numbers, keys without spaces (docs/RESULTS.md,
     // docs/results.schema.json).
@@ -359,6 +361,7 @@ pub fn write(
         "control_clean_world": control,
         "control_seen_unseen_auc": control_auc,
         "sensitivity": sensitivity,
+        "segmentation": seg.to_json(),
     });
     let results_path = out.join("results.json");
     cxr_core::fsutil::write_atomic(&results_path, &serde_json::to_vec_pretty(&results_json)?)?;
@@ -448,8 +451,15 @@ pub fn write(
         title: "Overview".into(),
         blocks: overview,
     });
+    sections.push(seg.section(out));
 
-    let mut findings: Vec<String> = results.iter().map(|r| finding(r, &results, "")).collect();
+    // An uneven rejection rule qualifies every result below, so it leads the findings.
+    let mut findings: Vec<String> = seg
+        .warnings
+        .iter()
+        .map(|w| format!("Warning: {}", w.message))
+        .collect();
+    findings.extend(results.iter().map(|r| finding(r, &results, "")));
     findings.extend(
         control
             .iter()
@@ -685,7 +695,12 @@ fn describe_test(t: &cxr_explain::TestResult) -> String {
 /// the output folder, so the link is relative and survives moving the folder); a file elsewhere is copied
 /// into `galleries/` beside the report first.
 fn thumbnail(caption: &str, file: &Path, out: &Path) -> Result<Block> {
-    let bytes = cxr_explain::render::thumbnail_png(file, THUMB_WIDTH)
+    thumbnail_sized(caption, file, out, THUMB_WIDTH)
+}
+
+/// [`thumbnail`] at most `width` pixels wide.
+fn thumbnail_sized(caption: &str, file: &Path, out: &Path, width: u32) -> Result<Block> {
+    let bytes = cxr_explain::render::thumbnail_png(file, width)
         .with_context(|| format!("making a thumbnail of {}", file.display()))?;
     let href = match file.strip_prefix(out) {
         Ok(rel) => rel.to_path_buf(),
@@ -805,6 +820,335 @@ fn sets_table(m: &cxr_eval::ModelReport) -> Block {
         rows,
     }
 }
+
+/// The segmenter and the segment stage of the main data: held-out Dice per source, the worst held-out crops,
+/// the rejections per source and the uneven-rejection warnings (`results.json` `segmentation`; the report's
+/// "Lung segmentation" section).
+struct Segmentation {
+    segmenter: PathBuf,
+    /// Whether a training report was available (trained here, or `W.report.json` beside given weights).
+    has_report: bool,
+    test_dice: Option<f64>,
+    test_dice_flip: Option<f64>,
+    dice: Vec<DiceRow>,
+    split: Vec<(String, cxr_segment::train::SplitCounts)>,
+    worst: Vec<cxr_segment::train::WorstCase>,
+    rejections: Vec<RejectionRow>,
+    warnings: Vec<rejections::UnevenRejection>,
+}
+
+/// Held-out Dice of one source (`None` where the report holds no number: NaN is written as null).
+#[derive(serde::Serialize)]
+struct DiceRow {
+    source: String,
+    n: usize,
+    mean: Option<f64>,
+    sd: Option<f64>,
+    median: Option<f64>,
+    p10: Option<f64>,
+    min: Option<f64>,
+    /// Mean with the test-time horizontal flip.
+    mean_flip: Option<f64>,
+}
+
+/// The segment stage's counts for one source.
+#[derive(serde::Serialize)]
+struct RejectionRow {
+    source: String,
+    images: usize,
+    kept: usize,
+    rejected: std::collections::BTreeMap<String, usize>,
+    rejection_rate: Option<f64>,
+}
+
+impl Segmentation {
+    fn of(main: &Prepared) -> Self {
+        let report = main.segmenter_report.as_ref();
+        let field = |k: &str| report.map(|r| &r[k]).filter(|v| !v.is_null());
+        let num = |v: &serde_json::Value| v.as_f64();
+        let plain = field("test_by_source").and_then(|v| v.as_object());
+        let flip = field("test_by_source_flip").and_then(|v| v.as_object());
+        let dice = plain
+            .into_iter()
+            .flatten()
+            .map(|(source, d)| DiceRow {
+                source: source.clone(),
+                n: d["n"].as_u64().unwrap_or(0) as usize,
+                mean: num(&d["mean"]),
+                sd: num(&d["sd"]),
+                median: num(&d["median"]),
+                p10: num(&d["p10"]),
+                min: num(&d["min"]),
+                mean_flip: flip
+                    .and_then(|f| f.get(source))
+                    .and_then(|f| num(&f["mean"])),
+            })
+            .collect();
+        // Typed where the shapes are the segment crate's; a report that predates a field leaves it empty.
+        let split = field("split")
+            .and_then(|v| {
+                serde_json::from_value::<
+                    std::collections::BTreeMap<String, cxr_segment::train::SplitCounts>,
+                >(v.clone())
+                .ok()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let worst = field("worst")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as usize;
+        let rejections = main.segment["by_source"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(source, c)| {
+                let rejected: std::collections::BTreeMap<String, usize> = c["rejected"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), n(v)))
+                    .collect();
+                let images = n(&c["images"]);
+                RejectionRow {
+                    source: source.clone(),
+                    images,
+                    kept: n(&c["kept"]),
+                    rejection_rate: (images > 0)
+                        .then(|| rejected.values().sum::<usize>() as f64 / images as f64),
+                    rejected,
+                }
+            })
+            .collect();
+        Self {
+            segmenter: main.segmenter.clone(),
+            has_report: report.is_some(),
+            test_dice: field("test_dice").and_then(num),
+            test_dice_flip: field("test_dice_flip").and_then(num),
+            dice,
+            split,
+            worst,
+            rejections,
+            warnings: rejections::uneven(&rejections::from_summary(&main.segment)),
+        }
+    }
+
+    /// The folder the report's overlay paths are relative to: the weights' own.
+    fn overlay_path(&self, rel: &str) -> PathBuf {
+        self.segmenter
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(rel)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "segmenter": self.segmenter.display().to_string(),
+            "training_report": self.has_report,
+            "test_dice": self.test_dice,
+            "test_dice_flip": self.test_dice_flip,
+            "dice_by_source": self.dice,
+            "split_by_source": self.split.iter().map(|(source, c)| json!({
+                "source": source,
+                "train": c.train,
+                "val": c.val,
+                "test": c.test,
+                "train_patients": c.train_patients,
+                "val_patients": c.val_patients,
+                "test_patients": c.test_patients,
+            })).collect::<Vec<_>>(),
+            "worst": self.worst.iter().map(|w| json!({
+                "source": w.source,
+                "name": w.name,
+                "dice": w.dice,
+                "overlay": self.overlay_path(&w.overlay).display().to_string(),
+            })).collect::<Vec<_>>(),
+            "rejections_by_source": self.rejections,
+            "rejection_rule": rejections::rule(),
+            "warnings": self.warnings,
+        })
+    }
+
+    fn section(&self, out: &Path) -> Section {
+        let f3 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+        let mut blocks = Vec::new();
+        for w in &self.warnings {
+            blocks.push(Block::Warning(w.message.clone()));
+        }
+        if !self.has_report {
+            blocks.push(Block::Paragraph(format!(
+                "Lung UNet {} was given without its training report (`W.report.json` beside it): its held-out \
+                 Dice and worst cases are not shown.",
+                self.segmenter.display()
+            )));
+        } else {
+            blocks.push(Block::Paragraph(format!(
+                "Lung UNet {}: mean held-out Dice {} ({} with the test-time horizontal flip), on test patients \
+                 never seen in training or validation, full pipeline at each image's own resolution.",
+                self.segmenter.display(),
+                f3(self.test_dice),
+                f3(self.test_dice_flip)
+            )));
+            let sources: std::collections::BTreeSet<&str> = self
+                .dice
+                .iter()
+                .map(|d| d.source.as_str())
+                .chain(self.split.iter().map(|(s, _)| s.as_str()))
+                .collect();
+            let rows = sources
+                .into_iter()
+                .map(|source| {
+                    let d = self.dice.iter().find(|d| d.source == source);
+                    let g = |f: fn(&DiceRow) -> Option<f64>| f3(d.and_then(f));
+                    let patients = self.split.iter().find(|(s, _)| s == source).map_or(
+                        "–".into(),
+                        |(_, c)| {
+                            format!(
+                                "{} / {} / {}",
+                                c.train_patients, c.val_patients, c.test_patients
+                            )
+                        },
+                    );
+                    vec![
+                        source.to_string(),
+                        patients,
+                        d.map_or("0".into(), |d| d.n.to_string()),
+                        g(|d| d.mean),
+                        g(|d| d.sd),
+                        g(|d| d.median),
+                        g(|d| d.p10),
+                        g(|d| d.min),
+                        g(|d| d.mean_flip),
+                    ]
+                })
+                .collect();
+            blocks.push(Block::Table {
+                caption: "Held-out Dice of the lung UNet per source (per-image Dice over the test patients; \
+                          10th percentile by nearest rank)"
+                    .into(),
+                header: [
+                    "source",
+                    "patients train / val / test",
+                    "test images",
+                    "mean",
+                    "sd",
+                    "median",
+                    "10th percentile",
+                    "min",
+                    "mean with flip",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            });
+            if self.worst.is_empty() {
+                blocks.push(Block::Paragraph(
+                    "The training report lists no worst held-out cases (a report written before it kept them)."
+                        .into(),
+                ));
+            }
+            for w in &self.worst {
+                let file = self.overlay_path(&w.overlay);
+                // A missing overlay costs its preview, not the report.
+                match thumbnail_sized(
+                    &format!(
+                        "{} · {} · Dice {:.3} (truth green, prediction red, crop box yellow)",
+                        w.source, w.name, w.dice
+                    ),
+                    &file,
+                    out,
+                    WORST_WIDTH,
+                ) {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => tracing::warn!("report: segmenter overlay left out: {e:#}"),
+                }
+            }
+        }
+        if self.rejections.is_empty() {
+            blocks.push(Block::Paragraph(
+                "The segment stage's summary has no per-source counts (written by an older version).".into(),
+            ));
+        } else {
+            // The paper's rules first, then any other reason the stage recorded.
+            let mut reasons: Vec<String> = [
+                cxr_segment::RejectReason::EmptyMask.as_str(),
+                cxr_segment::RejectReason::SmallCrop.as_str(),
+                cxr_segment::infer::UNREADABLE,
+            ]
+            .map(String::from)
+            .to_vec();
+            for r in &self.rejections {
+                for k in r.rejected.keys() {
+                    if !reasons.contains(k) {
+                        reasons.push(k.clone());
+                    }
+                }
+            }
+            let flagged = |s: &str| self.warnings.iter().any(|w| w.source == s);
+            let mut rows: Vec<Vec<String>> = self
+                .rejections
+                .iter()
+                .map(|r| {
+                    let mut row = vec![
+                        if flagged(&r.source) {
+                            format!("{} ⚠", r.source)
+                        } else {
+                            r.source.clone()
+                        },
+                        r.images.to_string(),
+                        r.kept.to_string(),
+                    ];
+                    row.extend(
+                        reasons
+                            .iter()
+                            .map(|k| r.rejected.get(k).copied().unwrap_or(0).to_string()),
+                    );
+                    row.push(
+                        r.rejection_rate
+                            .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
+                    );
+                    row
+                })
+                .collect();
+            let images: usize = self.rejections.iter().map(|r| r.images).sum();
+            let kept: usize = self.rejections.iter().map(|r| r.kept).sum();
+            let mut all = vec!["all".to_string(), images.to_string(), kept.to_string()];
+            all.extend(reasons.iter().map(|k| {
+                self.rejections
+                    .iter()
+                    .filter_map(|r| r.rejected.get(k))
+                    .sum::<usize>()
+                    .to_string()
+            }));
+            all.push(if images > 0 {
+                format!("{:.1}%", (images - kept) as f64 * 100.0 / images as f64)
+            } else {
+                "–".into()
+            });
+            rows.push(all);
+            let mut header: Vec<String> = ["source", "images", "kept"].map(String::from).to_vec();
+            header.extend(reasons.iter().cloned());
+            header.push("rejection rate".into());
+            blocks.push(Block::Table {
+                caption: format!(
+                    "Lung-crop rejections per source (segment stage; ⚠ = uneven: {})",
+                    rejections::rule()
+                ),
+                header,
+                rows,
+            });
+        }
+        Section {
+            id: "segmentation".into(),
+            title: "Lung segmentation".into(),
+            blocks,
+        }
+    }
+}
+
+/// Overlays of the worst held-out crops are this wide: the outlines must stay visible.
+const WORST_WIDTH: u32 = 240;
 
 fn count_kept(segment: &serde_json::Value) -> String {
     segment
