@@ -695,13 +695,32 @@ fn describe_test(t: &cxr_explain::TestResult) -> String {
 /// the output folder, so the link is relative and survives moving the folder); a file elsewhere is copied
 /// into `galleries/` beside the report first.
 fn thumbnail(caption: &str, file: &Path, out: &Path) -> Result<Block> {
-    thumbnail_sized(caption, file, out, THUMB_WIDTH)
+    let bytes = cxr_explain::render::thumbnail_png(file, THUMB_WIDTH)
+        .with_context(|| format!("making a thumbnail of {}", file.display()))?;
+    linked(caption, file, out, bytes)
 }
 
-/// [`thumbnail`] at most `width` pixels wide.
-fn thumbnail_sized(caption: &str, file: &Path, out: &Path, width: u32) -> Result<Block> {
-    let bytes = cxr_explain::render::thumbnail_png(file, width)
-        .with_context(|| format!("making a thumbnail of {}", file.display()))?;
+/// A JPEG preview at most `width` pixels wide: a grey radiograph with its noise costs ~120 kB as a 240-px
+/// PNG and ~20 kB as a JPEG, and twelve of them must fit the report's 3 MiB beside the Grad-CAM galleries.
+fn jpeg_preview(file: &Path, width: u32) -> Result<Vec<u8>> {
+    let img = image::open(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .to_rgb8();
+    let small = if img.width() > width {
+        let h = ((img.height() as f64 * width as f64 / img.width() as f64).round() as u32).max(1);
+        image::imageops::resize(&img, width, h, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+        .encode_image(&small)
+        .with_context(|| format!("encoding a preview of {}", file.display()))?;
+    Ok(bytes)
+}
+
+/// A preview (`bytes`) linking to `file`, as [`thumbnail`] describes.
+fn linked(caption: &str, file: &Path, out: &Path, bytes: Vec<u8>) -> Result<Block> {
     let href = match file.strip_prefix(out) {
         Ok(rel) => rel.to_path_buf(),
         Err(_) => {
@@ -1051,15 +1070,13 @@ impl Segmentation {
             for w in &self.worst {
                 let file = self.overlay_path(&w.overlay);
                 // A missing overlay costs its preview, not the report.
-                match thumbnail_sized(
-                    &format!(
-                        "{} · {} · Dice {:.3} (truth green, prediction red, crop box yellow)",
-                        w.source, w.name, w.dice
-                    ),
-                    &file,
-                    out,
-                    WORST_WIDTH,
-                ) {
+                let caption = format!(
+                    "{} · {} · Dice {:.3} (truth green, prediction red, crop box yellow)",
+                    w.source, w.name, w.dice
+                );
+                match jpeg_preview(&file, WORST_WIDTH)
+                    .and_then(|bytes| linked(&caption, &file, out, bytes))
+                {
                     Ok(b) => blocks.push(b),
                     Err(e) => tracing::warn!("report: segmenter overlay left out: {e:#}"),
                 }
