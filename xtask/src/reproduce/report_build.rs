@@ -1419,3 +1419,154 @@ fn experiment_section(
         blocks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Block;
+
+    fn prepared(dir: &Path, report: Option<serde_json::Value>) -> Prepared {
+        Prepared {
+            choice_label: "test".into(),
+            tag: "t".into(),
+            dir: dir.to_path_buf(),
+            world_root: None,
+            world_summary: None,
+            ingest: Default::default(),
+            preprocess: json!({}),
+            manifest: dir.join("manifest.csv"),
+            segment: json!({"images": 60, "kept": 40, "by_source": {
+                "cohen": {"images": 20, "kept": 8, "rejected": {"small_crop": 10, "empty_mask": 2}},
+                "nih": {"images": 40, "kept": 32, "rejected": {"small_crop": 2, "odd_reason": 6}}}}),
+            segmenter: dir.join("unet/unet.safetensors"),
+            segmenter_report: report,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_segmentation_section_shows_dice_worst_cases_and_uneven_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        // One overlay beside the weights; the second worst case's file is missing.
+        let grey = cxr_core::Grey8 {
+            width: 300,
+            height: 200,
+            data: vec![100; 60_000],
+        };
+        let overlay = dir.path().join("unet/unet.worst/01-cohen-a.png");
+        cxr_segment::gallery::write_overlay(&overlay, &grey, &grey, &grey).unwrap();
+        let stats = |mean: f64| json!({"n": 5, "mean": mean, "sd": 0.1, "median": mean, "p10": 0.5, "min": 0.4});
+        let report = json!({
+            "test_dice": 0.8, "test_dice_flip": 0.81,
+            "test_by_source": {"cohen": stats(0.7), "shenzhen": stats(0.95)},
+            "test_by_source_flip": {"cohen": stats(0.72)},
+            "split": {"cohen": {"train": 30, "val": 4, "test": 5, "train_patients": 20,
+                                "val_patients": 3, "test_patients": 4}},
+            "worst": [{"name": "a", "source": "cohen", "dice": 0.4,
+                       "overlay": "unet.worst/01-cohen-a.png"},
+                      {"name": "b", "source": "cohen", "dice": 0.5,
+                       "overlay": "unet.worst/02-cohen-b.png"}],
+        });
+        let seg = Segmentation::of(&prepared(dir.path(), Some(report)));
+        // cohen loses 60 % against 20 % of the others: flagged; nih is not.
+        assert_eq!(seg.warnings.len(), 1);
+        assert_eq!(seg.warnings[0].source, "cohen");
+        let section = seg.section(dir.path());
+        let thumbs: Vec<&Block> = section
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, Block::Thumbnail { .. }))
+            .collect();
+        assert_eq!(thumbs.len(), 1, "the missing overlay is skipped");
+        let Block::Thumbnail {
+            caption,
+            bytes,
+            href,
+        } = thumbs[0]
+        else {
+            unreachable!()
+        };
+        assert!(caption.starts_with("cohen · a · Dice 0.400"), "{caption}");
+        assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG preview");
+        let preview = image::load_from_memory(bytes).unwrap();
+        assert_eq!((preview.width(), preview.height()), (WORST_WIDTH, 160));
+        assert_eq!(href, "unet/unet.worst/01-cohen-a.png");
+        assert!(matches!(&section.blocks[0], Block::Warning(w) if w.contains("`cohen`")));
+        let tables: Vec<&Vec<Vec<String>>> = section
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Table { rows, .. } => Some(rows),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tables.len(), 2);
+        // Dice: cohen with its patients and flip mean; shenzhen with no split entry and no flip.
+        assert_eq!(
+            tables[0][0],
+            [
+                "cohen",
+                "20 / 3 / 4",
+                "5",
+                "0.700",
+                "0.100",
+                "0.700",
+                "0.500",
+                "0.400",
+                "0.720"
+            ]
+        );
+        assert_eq!(tables[0][1][0], "shenzhen");
+        assert_eq!(tables[0][1][8], "–");
+        // Rejections: the paper's reasons, then the others; the flagged source marked; a total row.
+        assert_eq!(
+            tables[1][0],
+            ["cohen ⚠", "20", "8", "2", "10", "0", "0", "60.0%"]
+        );
+        assert_eq!(
+            tables[1][1],
+            ["nih", "40", "32", "0", "2", "0", "6", "20.0%"]
+        );
+        assert_eq!(
+            tables[1][2],
+            ["all", "60", "40", "2", "12", "0", "6", "33.3%"]
+        );
+
+        let j = seg.to_json();
+        assert_eq!(j["dice_by_source"][0]["mean_flip"], 0.72);
+        assert_eq!(j["dice_by_source"][1]["mean_flip"], serde_json::Value::Null);
+        assert_eq!(j["rejections_by_source"][0]["rejected"]["small_crop"], 10);
+        assert_eq!(j["warnings"][0]["source"], "cohen");
+        assert_eq!(
+            j["worst"][0]["overlay"],
+            overlay.display().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn weights_without_a_training_report_leave_the_dice_part_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segmentation::of(&prepared(dir.path(), None));
+        let section = seg.section(dir.path());
+        assert!(
+            !section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Thumbnail { .. }))
+        );
+        assert!(section.blocks.iter().any(
+            |b| matches!(b, Block::Paragraph(p) if p.contains("without its training report"))
+        ));
+        // The rejections are the segment stage's: still shown.
+        assert!(
+            section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Table { rows, .. } if rows.len() == 3))
+        );
+        let j = seg.to_json();
+        assert_eq!(j["training_report"], false);
+        assert!(j["dice_by_source"].as_array().unwrap().is_empty());
+        assert!(j["worst"].as_array().unwrap().is_empty());
+    }
+}
