@@ -51,3 +51,43 @@ fn the_schema_checker_accepts_and_rejects() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn the_segmentation_block_follows_the_schema() {
+    let schema = schema();
+    let mut sub = json!({"$ref": "#/$defs/segmentation"});
+    sub["$defs"] = schema["$defs"].clone();
+    let good = json!({
+        "segmenter": "out/unet-default-sets/unet.safetensors",
+        "training_report": true,
+        "test_dice": 0.95, "test_dice_flip": 0.951,
+        "dice_by_source": [{"source": "cohen", "n": 12, "mean": 0.91, "sd": 0.05, "median": 0.92,
+                            "p10": 0.84, "min": 0.7, "mean_flip": 0.915},
+                           {"source": "montgomery", "n": 0, "mean": null, "sd": null, "median": null,
+                            "p10": null, "min": null, "mean_flip": null}],
+        "split_by_source": [{"source": "cohen", "train": 40, "val": 6, "test": 12, "train_patients": 30,
+                             "val_patients": 4, "test_patients": 9}],
+        "worst": [{"source": "cohen", "name": "img-1", "dice": 0.7,
+                   "overlay": "out/unet-default-sets/unet.worst/01-cohen-img-1.png"}],
+        "rejections_by_source": [{"source": "cohen", "images": 50, "kept": 30,
+                                  "rejected": {"small_crop": 18, "empty_mask": 2}, "rejection_rate": 0.4}],
+        "rejection_rule": "a source is flagged when ...",
+        "warnings": [{"source": "cohen", "images": 50, "rejected": 20, "rate": 0.4, "others_rate": 0.05,
+                      "message": "..."}]
+    });
+    assert_eq!(json_schema::validate(&sub, &good), Vec::<String>::new());
+    // A count written as a string, or a rate missing from a warning, is refused.
+    let mut bad = good.clone();
+    bad["rejections_by_source"][0]["rejected"]["small_crop"] = json!("18");
+    assert!(!json_schema::validate(&sub, &bad).is_empty());
+    let mut bad = good.clone();
+    bad["warnings"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("others_rate");
+    let errors = json_schema::validate(&sub, &bad);
+    assert!(
+        errors.iter().any(|e| e.contains("others_rate")),
+        "{errors:?}"
+    );
+}

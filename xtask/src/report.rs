@@ -28,8 +28,9 @@ pub enum Block {
         caption: String,
         svg: String,
     },
-    /// A small PNG preview embedded as a data URI, linking to the full-size file beside the report (`href`,
-    /// relative to the report's folder): keeps the page small while every gallery stays one click away.
+    /// A small PNG (or JPEG) preview embedded as a data URI, linking to the full-size file beside the report
+    /// (`href`, relative to the report's folder): keeps the page small while every gallery stays one click
+    /// away.
     Thumbnail {
         caption: String,
         #[serde(skip)]
@@ -199,9 +200,15 @@ fn render_block(h: &mut String, b: &Block) {
             href,
         } => {
             let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+            // JPEG by its magic number (the segmenter's photographic overlays), PNG otherwise.
+            let mime = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                "image/jpeg"
+            } else {
+                "image/png"
+            };
             let _ = writeln!(
                 h,
-                "<figure><a href=\"{}\"><img alt=\"{}\" src=\"data:image/png;base64,{data}\"></a><figcaption>{} \
+                "<figure><a href=\"{}\"><img alt=\"{}\" src=\"data:{mime};base64,{data}\"></a><figcaption>{} \
                  (<a href=\"{}\">full size</a>)</figcaption></figure>",
                 esc(href),
                 esc(caption),
@@ -341,6 +348,11 @@ mod tests {
                         bytes: vec![0x89, b'P', b'N', b'G'],
                         href: "experiments/x/gallery/a b.png".into(),
                     },
+                    Block::Thumbnail {
+                        caption: "overlay".into(),
+                        bytes: vec![0xFF, 0xD8, 0xFF],
+                        href: "unet/unet.worst/01.png".into(),
+                    },
                     Block::Verdict {
                         model: "resnet50".into(),
                         flagged: true,
@@ -358,6 +370,8 @@ mod tests {
             "prolog must be stripped for inline SVG"
         );
         assert!(html.contains("data:image/png;base64,iVBORw=="));
+        // A JPEG preview is labelled as one.
+        assert!(html.contains("data:image/jpeg;base64,/9j/"));
         assert!(html.contains("<a href=\"experiments/x/gallery/a b.png\">full size</a>"));
         assert!(html.contains("Audit of resnet50: shortcut found (raised by the source probe)"));
         // The findings come first, before what was run and the sections.

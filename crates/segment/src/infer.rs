@@ -174,6 +174,35 @@ pub struct SegmentSummary {
     pub rejected: BTreeMap<String, usize>,
     /// Path of the manifest written (manifest runs only).
     pub manifest: Option<PathBuf>,
+    /// The same counts per record source (manifest runs only): a rejection rule that hits one source
+    /// harder than the others changes the source mix the classifier sees, a confounder of its own.
+    pub by_source: BTreeMap<String, SourceCounts>,
+}
+
+/// Images, kept and rejected (by reason) of one source.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SourceCounts {
+    pub images: usize,
+    pub kept: usize,
+    pub rejected: BTreeMap<String, usize>,
+}
+
+impl SegmentSummary {
+    /// Counts one record of `source`: kept when `reason` is None, else rejected for it.
+    fn count(&mut self, source: &str, reason: Option<&str>) {
+        let s = self.by_source.entry(source.to_string()).or_default();
+        s.images += 1;
+        match reason {
+            None => {
+                self.kept += 1;
+                s.kept += 1;
+            }
+            Some(r) => {
+                *self.rejected.entry(r.into()).or_default() += 1;
+                *s.rejected.entry(r.into()).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// Progress callback: (images done, images in all).
@@ -296,7 +325,7 @@ fn run_manifest(
                 Err(message) => {
                     tracing::warn!(id = %record.id, "segment: {message}");
                     set_reject_columns(record, UNREADABLE);
-                    *summary.rejected.entry(UNREADABLE.into()).or_default() += 1;
+                    summary.count(record.source.as_str(), Some(UNREADABLE));
                     rejects.push((record.id.clone(), file, format!("{UNREADABLE}: {message}")));
                 }
                 Ok((_, given_mask)) => {
@@ -339,13 +368,13 @@ fn run_manifest(
                             imageio::write_grey_png(&file, &c)?;
                             record.set("crop", file.to_string_lossy().into_owned());
                             record.set("reject_reason", "");
-                            summary.kept += 1;
+                            summary.count(record.source.as_str(), None);
                         }
                         (reason, _) => {
                             let reason = reason.unwrap_or(crop::RejectReason::EmptyMask).as_str();
                             record.set("crop", "");
                             record.set("reject_reason", reason);
-                            *summary.rejected.entry(reason.into()).or_default() += 1;
+                            summary.count(record.source.as_str(), Some(reason));
                             rejects.push((record.id.clone(), file, reason.into()));
                         }
                     }
@@ -459,9 +488,111 @@ pub fn predict_folder(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use cxr_core::{ImageFormat, Label, SourceId};
+
     #[test]
     fn dice() {
         assert_eq!(super::dice(&[0, 0], &[0, 0]), 1.0);
         assert_eq!(super::dice(&[255, 255, 0, 0], &[255, 0, 255, 0]), 0.5);
+    }
+
+    /// A 20x20 mask with the rectangle (x, y, w, h) set.
+    fn mask(rect: Option<(u32, u32, u32, u32)>) -> Grey8 {
+        let mut m = Grey8 {
+            width: 20,
+            height: 20,
+            data: vec![0; 400],
+        };
+        if let Some((x, y, w, h)) = rect {
+            for yy in y..y + h {
+                for xx in x..x + w {
+                    m.data[(yy * 20 + xx) as usize] = 255;
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn per_source_counts_add_up_to_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = Grey8 {
+            width: 20,
+            height: 20,
+            data: vec![128; 400],
+        };
+        // (id, source, lung mask or None for an unreadable image): nih keeps one and loses one to each
+        // mask rule; bimcv keeps two and loses one unreadable file.
+        let lungs = Some((2, 2, 16, 16));
+        let cases = [
+            ("a", "nih", Some(lungs)),
+            ("b", "nih", Some(None)),
+            ("c", "nih", Some(Some((4, 4, 3, 3)))),
+            ("d", "bimcv", Some(lungs)),
+            ("e", "bimcv", Some(lungs)),
+            ("f", "bimcv", None),
+        ];
+        let mut records = Vec::new();
+        for (id, source, m) in cases {
+            let png = format!("png/{id}.png");
+            let mpath = format!("mask/{id}.png");
+            match m {
+                Some(rect) => {
+                    imageio::write_grey_png(&dir.path().join(&png), &image).unwrap();
+                    imageio::write_grey_png(&dir.path().join(&mpath), &mask(rect)).unwrap();
+                }
+                None => {
+                    std::fs::create_dir_all(dir.path().join("png")).unwrap();
+                    std::fs::write(dir.path().join(&png), b"not a png").unwrap();
+                }
+            }
+            let mut r = ManifestRecord {
+                id: id.into(),
+                source: SourceId::new(source).unwrap(),
+                label: Label::Pneumonia,
+                patient: format!("p-{id}"),
+                view: "PA".into(),
+                path: PathBuf::from(&png),
+                format: ImageFormat::Png,
+                sha256: "00".repeat(32),
+                split: None,
+                extra: Default::default(),
+            };
+            r.set("png8", png);
+            r.set("mask", mpath);
+            records.push(r);
+        }
+        let manifest = dir.path().join("manifest.csv");
+        Manifest::new(records).write(&manifest).unwrap();
+        let s = crop_manifest(
+            &manifest,
+            &dir.path().join("out"),
+            &SegmentOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+
+        let counts = |images, kept, rejected: &[(&str, usize)]| SourceCounts {
+            images,
+            kept,
+            rejected: rejected.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+        };
+        assert_eq!(
+            s.by_source["nih"],
+            counts(3, 1, &[("empty_mask", 1), ("small_crop", 1)])
+        );
+        assert_eq!(s.by_source["bimcv"], counts(3, 2, &[(UNREADABLE, 1)]));
+        assert_eq!(s.by_source.len(), 2);
+        // The per-source counts add up to the totals, reason by reason.
+        let v: Vec<&SourceCounts> = s.by_source.values().collect();
+        assert_eq!(v.iter().map(|c| c.images).sum::<usize>(), s.images);
+        assert_eq!(v.iter().map(|c| c.kept).sum::<usize>(), s.kept);
+        for (reason, n) in &s.rejected {
+            let per: usize = v.iter().filter_map(|c| c.rejected.get(reason)).sum();
+            assert_eq!(per, *n, "{reason}");
+        }
+        assert_eq!(s.images, 6);
+        assert_eq!(s.kept, 3);
     }
 }

@@ -243,39 +243,48 @@ pub fn prepare(
 
     // 4. Segment: the lung UNet (given, reused, or trained here), masks, crops and the paper's rejections.
     let (segmenter, segmenter_report) = match segmenter.or_else(|| args.segmenter.clone()) {
-        Some(w) => (w, None),
+        Some(w) => {
+            let report = report_beside(&w);
+            (w, report)
+        }
         None => {
-            let (data, what) = match &world_root {
-                Some(w) => (w.join("lung-masks"), "the synthetic world's lung masks"),
+            let (data, what, unet_dir) = match &world_root {
+                Some(w) => (
+                    vec![w.join("lung-masks")],
+                    "the synthetic world's lung masks".to_string(),
+                    out.join("unet-synthetic"),
+                ),
                 None => {
-                    let shared = shared_data().join("shenzhen-montgomery-lung-masks");
-                    if !shared.is_dir() {
-                        bail!(
-                            "no lung UNet: pass --segmenter WEIGHTS, or make the Shenzhen/Montgomery masks available \
-                             at {} (CXR_SHARED_DATA)",
+                    let shared = shared_data();
+                    let found = cxr_segment::data::discover(&shared).map_err(|e| {
+                        anyhow::anyhow!(
+                            "no lung UNet: pass --segmenter WEIGHTS, or make the default lung-mask sets ({}) \
+                             available under {} (CXR_SHARED_DATA): {e}",
+                            cxr_segment::data::DEFAULT_SETS.join(", "),
                             shared.display()
-                        );
-                    }
-                    (shared, "the Shenzhen/Montgomery lung masks")
+                        )
+                    })?;
+                    (
+                        found.found.clone(),
+                        format!("the default lung-mask sets ({})", found.describe()),
+                        out.join("unet-default-sets"),
+                    )
                 }
             };
-            let unet_dir = out.join(format!(
-                "unet-{}",
-                if world_root.is_some() {
-                    "synthetic"
-                } else {
-                    "shenzhen-montgomery"
-                }
-            ));
             let weights = unet_dir.join("unet.safetensors");
-            let mut cfg = if profile.segment_quick {
-                cxr_segment::TrainConfig::quick(&data, &weights)
+            let first = data.first().cloned().unwrap_or_default();
+            // Real images get the CPU default (128 px, 27 minutes) whatever the profile: the quick preset's
+            // 64-px UNet finds synthetic lungs but not those of real Covid-19 films.
+            let quick = profile.segment_quick && world_root.is_some();
+            let mut cfg = if quick {
+                cxr_segment::TrainConfig::quick(&first, &weights)
             } else {
-                cxr_segment::TrainConfig::cpu_default(&data, &weights)
+                cxr_segment::TrainConfig::cpu_default(&first, &weights)
             };
+            cfg.data = data.clone();
             cfg.resume = args.resume;
             cfg.seed = args.seed;
-            if profile.segment_quick {
+            if quick {
                 // A fixed number of epochs, not the preset's time budget: on a loaded machine a time budget
                 // trains fewer epochs, and a weaker UNet rejects more images (`small_crop`), so results
                 // would depend on the load. A narrow UNet can sit at an empty mask for several epochs before
@@ -285,14 +294,27 @@ pub fn prepare(
                 cfg.epochs = 20;
                 cfg.patience = cfg.epochs;
             }
-            let key = key_of(&("unet-v1", &cfg, world_summary.as_ref().map(|_| &ingest_key)));
+            // v2: the real-data UNet trains on every default set with the CPU default.
+            let version = if world_root.is_some() {
+                "unet-v1"
+            } else {
+                "unet-v2"
+            };
+            let key = key_of(&(version, &cfg, world_summary.as_ref().map(|_| &ingest_key)));
             notes.push(format!(
                 "Lung UNet trained on {what} (base {}, {} px).",
                 cfg.unet.base, cfg.unet.size
             ));
             let report: serde_json::Value = cached("segment-train", &unet_dir, &key, || {
-                let report = cxr_segment::train(&cfg)
-                    .with_context(|| format!("training the lung UNet on {}", data.display()))?;
+                let report = cxr_segment::train(&cfg).with_context(|| {
+                    format!(
+                        "training the lung UNet on {}",
+                        data.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
                 Ok(serde_json::to_value(&report)?)
             })?;
             (weights, Some(report))
@@ -300,7 +322,8 @@ pub fn prepare(
     };
     let seg_dir = dir.join("segment");
     let seg_key = key_of(&(
-        "segment-v1",
+        // v2: the summary counts per source (`by_source`).
+        "segment-v2",
         file_key(&pre_manifest)?,
         file_key(&segmenter)?,
     ));
@@ -323,6 +346,9 @@ pub fn prepare(
         Ok(serde_json::to_value(&summary)?)
     })?;
 
+    for w in super::rejections::uneven(&super::rejections::from_summary(&segment)) {
+        tracing::warn!("segment ({tag}): {}", w.message);
+    }
     if segment.get("kept").and_then(|k| k.as_u64()) == Some(0) {
         bail!(
             "the lung UNet {} rejected every image ({}): retrain it (delete {}) or pass --segmenter WEIGHTS",
@@ -348,6 +374,21 @@ pub fn prepare(
         segmenter_report,
         notes,
     })
+}
+
+/// The training report beside given UNet weights (`W.report.json`, as `segment train` writes it), when there is
+/// one: the report's segmenter section shows its held-out Dice and worst cases. Weights without a report (or an
+/// unreadable one) simply leave that part out.
+fn report_beside(weights: &Path) -> Option<serde_json::Value> {
+    let path = weights.with_extension("report.json");
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("segmenter report {} left out: {e}", path.display());
+            None
+        }
+    }
 }
 
 /// Preprocessing for the study: min-max for window-less sources (the authors' code), metadata windows where

@@ -11,6 +11,7 @@
 mod audit;
 mod data;
 mod experiment;
+mod rejections;
 mod report_build;
 mod sensitivity;
 mod stage;

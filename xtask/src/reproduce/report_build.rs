@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::data::Prepared;
 use super::experiment::ExperimentResult;
+use super::rejections;
 use super::sensitivity::{self, SensitivityRun};
 use super::{Profile, ReproduceArgs};
 use crate::report::{Block, Report, Section};
@@ -324,6 +325,7 @@ pub fn write(
     ];
     let main_auc = seen_unseen(&results);
     let control_auc = control.as_deref().map(seen_unseen).unwrap_or_default();
+    let seg = Segmentation::of(main);
 
     // results.json: everything, numbers as numbers, keys without spaces (docs/RESULTS.md,
     // docs/results.schema.json).
@@ -359,6 +361,7 @@ pub fn write(
         "control_clean_world": control,
         "control_seen_unseen_auc": control_auc,
         "sensitivity": sensitivity,
+        "segmentation": seg.to_json(),
     });
     let results_path = out.join("results.json");
     cxr_core::fsutil::write_atomic(&results_path, &serde_json::to_vec_pretty(&results_json)?)?;
@@ -448,8 +451,15 @@ pub fn write(
         title: "Overview".into(),
         blocks: overview,
     });
+    sections.push(seg.section(out));
 
-    let mut findings: Vec<String> = results.iter().map(|r| finding(r, &results, "")).collect();
+    // An uneven rejection rule qualifies every result below, so it leads the findings.
+    let mut findings: Vec<String> = seg
+        .warnings
+        .iter()
+        .map(|w| format!("Warning: {}", w.message))
+        .collect();
+    findings.extend(results.iter().map(|r| finding(r, &results, "")));
     findings.extend(
         control
             .iter()
@@ -687,6 +697,30 @@ fn describe_test(t: &cxr_explain::TestResult) -> String {
 fn thumbnail(caption: &str, file: &Path, out: &Path) -> Result<Block> {
     let bytes = cxr_explain::render::thumbnail_png(file, THUMB_WIDTH)
         .with_context(|| format!("making a thumbnail of {}", file.display()))?;
+    linked(caption, file, out, bytes)
+}
+
+/// A JPEG preview at most `width` pixels wide: a grey radiograph with its noise costs ~120 kB as a 240-px
+/// PNG and ~20 kB as a JPEG, and twelve of them must fit the report's 3 MiB beside the Grad-CAM galleries.
+fn jpeg_preview(file: &Path, width: u32) -> Result<Vec<u8>> {
+    let img = image::open(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .to_rgb8();
+    let small = if img.width() > width {
+        let h = ((img.height() as f64 * width as f64 / img.width() as f64).round() as u32).max(1);
+        image::imageops::resize(&img, width, h, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+        .encode_image(&small)
+        .with_context(|| format!("encoding a preview of {}", file.display()))?;
+    Ok(bytes)
+}
+
+/// A preview (`bytes`) linking to `file`, as [`thumbnail`] describes.
+fn linked(caption: &str, file: &Path, out: &Path, bytes: Vec<u8>) -> Result<Block> {
     let href = match file.strip_prefix(out) {
         Ok(rel) => rel.to_path_buf(),
         Err(_) => {
@@ -805,6 +839,333 @@ fn sets_table(m: &cxr_eval::ModelReport) -> Block {
         rows,
     }
 }
+
+/// The segmenter and the segment stage of the main data: held-out Dice per source, the worst held-out crops,
+/// the rejections per source and the uneven-rejection warnings (`results.json` `segmentation`; the report's
+/// "Lung segmentation" section).
+struct Segmentation {
+    segmenter: PathBuf,
+    /// Whether a training report was available (trained here, or `W.report.json` beside given weights).
+    has_report: bool,
+    test_dice: Option<f64>,
+    test_dice_flip: Option<f64>,
+    dice: Vec<DiceRow>,
+    split: Vec<(String, cxr_segment::train::SplitCounts)>,
+    worst: Vec<cxr_segment::train::WorstCase>,
+    rejections: Vec<RejectionRow>,
+    warnings: Vec<rejections::UnevenRejection>,
+}
+
+/// Held-out Dice of one source (`None` where the report holds no number: NaN is written as null).
+#[derive(serde::Serialize)]
+struct DiceRow {
+    source: String,
+    n: usize,
+    mean: Option<f64>,
+    sd: Option<f64>,
+    median: Option<f64>,
+    p10: Option<f64>,
+    min: Option<f64>,
+    /// Mean with the test-time horizontal flip.
+    mean_flip: Option<f64>,
+}
+
+/// The segment stage's counts for one source.
+#[derive(serde::Serialize)]
+struct RejectionRow {
+    source: String,
+    images: usize,
+    kept: usize,
+    rejected: std::collections::BTreeMap<String, usize>,
+    rejection_rate: Option<f64>,
+}
+
+impl Segmentation {
+    fn of(main: &Prepared) -> Self {
+        let report = main.segmenter_report.as_ref();
+        let field = |k: &str| report.map(|r| &r[k]).filter(|v| !v.is_null());
+        let num = |v: &serde_json::Value| v.as_f64();
+        let plain = field("test_by_source").and_then(|v| v.as_object());
+        let flip = field("test_by_source_flip").and_then(|v| v.as_object());
+        let dice = plain
+            .into_iter()
+            .flatten()
+            .map(|(source, d)| DiceRow {
+                source: source.clone(),
+                n: d["n"].as_u64().unwrap_or(0) as usize,
+                mean: num(&d["mean"]),
+                sd: num(&d["sd"]),
+                median: num(&d["median"]),
+                p10: num(&d["p10"]),
+                min: num(&d["min"]),
+                mean_flip: flip
+                    .and_then(|f| f.get(source))
+                    .and_then(|f| num(&f["mean"])),
+            })
+            .collect();
+        // Typed where the shapes are the segment crate's; a report that predates a field leaves it empty.
+        let split = field("split")
+            .and_then(|v| {
+                serde_json::from_value::<
+                    std::collections::BTreeMap<String, cxr_segment::train::SplitCounts>,
+                >(v.clone())
+                .ok()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let worst = field("worst")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as usize;
+        let rejections = main.segment["by_source"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(source, c)| {
+                let rejected: std::collections::BTreeMap<String, usize> = c["rejected"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), n(v)))
+                    .collect();
+                let images = n(&c["images"]);
+                RejectionRow {
+                    source: source.clone(),
+                    images,
+                    kept: n(&c["kept"]),
+                    rejection_rate: (images > 0)
+                        .then(|| rejected.values().sum::<usize>() as f64 / images as f64),
+                    rejected,
+                }
+            })
+            .collect();
+        Self {
+            segmenter: main.segmenter.clone(),
+            has_report: report.is_some(),
+            test_dice: field("test_dice").and_then(num),
+            test_dice_flip: field("test_dice_flip").and_then(num),
+            dice,
+            split,
+            worst,
+            rejections,
+            warnings: rejections::uneven(&rejections::from_summary(&main.segment)),
+        }
+    }
+
+    /// The folder the report's overlay paths are relative to: the weights' own.
+    fn overlay_path(&self, rel: &str) -> PathBuf {
+        self.segmenter
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(rel)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "segmenter": self.segmenter.display().to_string(),
+            "training_report": self.has_report,
+            "test_dice": self.test_dice,
+            "test_dice_flip": self.test_dice_flip,
+            "dice_by_source": self.dice,
+            "split_by_source": self.split.iter().map(|(source, c)| json!({
+                "source": source,
+                "train": c.train,
+                "val": c.val,
+                "test": c.test,
+                "train_patients": c.train_patients,
+                "val_patients": c.val_patients,
+                "test_patients": c.test_patients,
+            })).collect::<Vec<_>>(),
+            "worst": self.worst.iter().map(|w| json!({
+                "source": w.source,
+                "name": w.name,
+                "dice": w.dice,
+                "overlay": self.overlay_path(&w.overlay).display().to_string(),
+            })).collect::<Vec<_>>(),
+            "rejections_by_source": self.rejections,
+            "rejection_rule": rejections::rule(),
+            "warnings": self.warnings,
+        })
+    }
+
+    fn section(&self, out: &Path) -> Section {
+        let f3 = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+        let mut blocks = Vec::new();
+        for w in &self.warnings {
+            blocks.push(Block::Warning(w.message.clone()));
+        }
+        if !self.has_report {
+            blocks.push(Block::Paragraph(format!(
+                "Lung UNet {} was given without its training report (`W.report.json` beside it): its held-out \
+                 Dice and worst cases are not shown.",
+                self.segmenter.display()
+            )));
+        } else {
+            blocks.push(Block::Paragraph(format!(
+                "Lung UNet {}: mean held-out Dice {} ({} with the test-time horizontal flip), on test patients \
+                 never seen in training or validation, full pipeline at each image's own resolution.",
+                self.segmenter.display(),
+                f3(self.test_dice),
+                f3(self.test_dice_flip)
+            )));
+            let sources: std::collections::BTreeSet<&str> = self
+                .dice
+                .iter()
+                .map(|d| d.source.as_str())
+                .chain(self.split.iter().map(|(s, _)| s.as_str()))
+                .collect();
+            let rows = sources
+                .into_iter()
+                .map(|source| {
+                    let d = self.dice.iter().find(|d| d.source == source);
+                    let g = |f: fn(&DiceRow) -> Option<f64>| f3(d.and_then(f));
+                    let patients = self.split.iter().find(|(s, _)| s == source).map_or(
+                        "–".into(),
+                        |(_, c)| {
+                            format!(
+                                "{} / {} / {}",
+                                c.train_patients, c.val_patients, c.test_patients
+                            )
+                        },
+                    );
+                    vec![
+                        source.to_string(),
+                        patients,
+                        d.map_or("0".into(), |d| d.n.to_string()),
+                        g(|d| d.mean),
+                        g(|d| d.sd),
+                        g(|d| d.median),
+                        g(|d| d.p10),
+                        g(|d| d.min),
+                        g(|d| d.mean_flip),
+                    ]
+                })
+                .collect();
+            blocks.push(Block::Table {
+                caption: "Held-out Dice of the lung UNet per source (per-image Dice over the test patients; \
+                          10th percentile by nearest rank)"
+                    .into(),
+                header: [
+                    "source",
+                    "patients train / val / test",
+                    "test images",
+                    "mean",
+                    "sd",
+                    "median",
+                    "10th percentile",
+                    "min",
+                    "mean with flip",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            });
+            if self.worst.is_empty() {
+                blocks.push(Block::Paragraph(
+                    "The training report lists no worst held-out cases (a report written before it kept them)."
+                        .into(),
+                ));
+            }
+            for w in &self.worst {
+                let file = self.overlay_path(&w.overlay);
+                // A missing overlay costs its preview, not the report.
+                let caption = format!(
+                    "{} · {} · Dice {:.3} (truth green, prediction red, crop box yellow)",
+                    w.source, w.name, w.dice
+                );
+                match jpeg_preview(&file, WORST_WIDTH)
+                    .and_then(|bytes| linked(&caption, &file, out, bytes))
+                {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => tracing::warn!("report: segmenter overlay left out: {e:#}"),
+                }
+            }
+        }
+        if self.rejections.is_empty() {
+            blocks.push(Block::Paragraph(
+                "The segment stage's summary has no per-source counts (written by an older version).".into(),
+            ));
+        } else {
+            // The paper's rules first, then any other reason the stage recorded.
+            let mut reasons: Vec<String> = [
+                cxr_segment::RejectReason::EmptyMask.as_str(),
+                cxr_segment::RejectReason::SmallCrop.as_str(),
+                cxr_segment::infer::UNREADABLE,
+            ]
+            .map(String::from)
+            .to_vec();
+            for r in &self.rejections {
+                for k in r.rejected.keys() {
+                    if !reasons.contains(k) {
+                        reasons.push(k.clone());
+                    }
+                }
+            }
+            let flagged = |s: &str| self.warnings.iter().any(|w| w.source == s);
+            let mut rows: Vec<Vec<String>> = self
+                .rejections
+                .iter()
+                .map(|r| {
+                    let mut row = vec![
+                        if flagged(&r.source) {
+                            format!("{} ⚠", r.source)
+                        } else {
+                            r.source.clone()
+                        },
+                        r.images.to_string(),
+                        r.kept.to_string(),
+                    ];
+                    row.extend(
+                        reasons
+                            .iter()
+                            .map(|k| r.rejected.get(k).copied().unwrap_or(0).to_string()),
+                    );
+                    row.push(
+                        r.rejection_rate
+                            .map_or("–".into(), |v| format!("{:.1}%", v * 100.0)),
+                    );
+                    row
+                })
+                .collect();
+            let images: usize = self.rejections.iter().map(|r| r.images).sum();
+            let kept: usize = self.rejections.iter().map(|r| r.kept).sum();
+            let mut all = vec!["all".to_string(), images.to_string(), kept.to_string()];
+            all.extend(reasons.iter().map(|k| {
+                self.rejections
+                    .iter()
+                    .filter_map(|r| r.rejected.get(k))
+                    .sum::<usize>()
+                    .to_string()
+            }));
+            all.push(if images > 0 {
+                format!("{:.1}%", (images - kept) as f64 * 100.0 / images as f64)
+            } else {
+                "–".into()
+            });
+            rows.push(all);
+            let mut header: Vec<String> = ["source", "images", "kept"].map(String::from).to_vec();
+            header.extend(reasons.iter().cloned());
+            header.push("rejection rate".into());
+            blocks.push(Block::Table {
+                caption: format!(
+                    "Lung-crop rejections per source (segment stage; ⚠ = uneven: {})",
+                    rejections::rule()
+                ),
+                header,
+                rows,
+            });
+        }
+        Section {
+            id: "segmentation".into(),
+            title: "Lung segmentation".into(),
+            blocks,
+        }
+    }
+}
+
+/// Overlays of the worst held-out crops are this wide: the outlines must stay visible.
+const WORST_WIDTH: u32 = 240;
 
 fn count_kept(segment: &serde_json::Value) -> String {
     segment
@@ -1057,4 +1418,155 @@ fn experiment_section(
         title: format!("{}{suffix}", r.spec.title),
         blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Block;
+
+    fn prepared(dir: &Path, report: Option<serde_json::Value>) -> Prepared {
+        Prepared {
+            choice_label: "test".into(),
+            tag: "t".into(),
+            dir: dir.to_path_buf(),
+            world_root: None,
+            world_summary: None,
+            ingest: Default::default(),
+            preprocess: json!({}),
+            manifest: dir.join("manifest.csv"),
+            segment: json!({"images": 60, "kept": 40, "by_source": {
+                "cohen": {"images": 20, "kept": 8, "rejected": {"small_crop": 10, "empty_mask": 2}},
+                "nih": {"images": 40, "kept": 32, "rejected": {"small_crop": 2, "odd_reason": 6}}}}),
+            segmenter: dir.join("unet/unet.safetensors"),
+            segmenter_report: report,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_segmentation_section_shows_dice_worst_cases_and_uneven_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        // One overlay beside the weights; the second worst case's file is missing.
+        let grey = cxr_core::Grey8 {
+            width: 300,
+            height: 200,
+            data: vec![100; 60_000],
+        };
+        let overlay = dir.path().join("unet/unet.worst/01-cohen-a.png");
+        cxr_segment::gallery::write_overlay(&overlay, &grey, &grey, &grey).unwrap();
+        let stats = |mean: f64| json!({"n": 5, "mean": mean, "sd": 0.1, "median": mean, "p10": 0.5, "min": 0.4});
+        let report = json!({
+            "test_dice": 0.8, "test_dice_flip": 0.81,
+            "test_by_source": {"cohen": stats(0.7), "shenzhen": stats(0.95)},
+            "test_by_source_flip": {"cohen": stats(0.72)},
+            "split": {"cohen": {"train": 30, "val": 4, "test": 5, "train_patients": 20,
+                                "val_patients": 3, "test_patients": 4}},
+            "worst": [{"name": "a", "source": "cohen", "dice": 0.4,
+                       "overlay": "unet.worst/01-cohen-a.png"},
+                      {"name": "b", "source": "cohen", "dice": 0.5,
+                       "overlay": "unet.worst/02-cohen-b.png"}],
+        });
+        let seg = Segmentation::of(&prepared(dir.path(), Some(report)));
+        // cohen loses 60 % against 20 % of the others: flagged; nih is not.
+        assert_eq!(seg.warnings.len(), 1);
+        assert_eq!(seg.warnings[0].source, "cohen");
+        let section = seg.section(dir.path());
+        let thumbs: Vec<&Block> = section
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, Block::Thumbnail { .. }))
+            .collect();
+        assert_eq!(thumbs.len(), 1, "the missing overlay is skipped");
+        let Block::Thumbnail {
+            caption,
+            bytes,
+            href,
+        } = thumbs[0]
+        else {
+            unreachable!()
+        };
+        assert!(caption.starts_with("cohen · a · Dice 0.400"), "{caption}");
+        assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG preview");
+        let preview = image::load_from_memory(bytes).unwrap();
+        assert_eq!((preview.width(), preview.height()), (WORST_WIDTH, 160));
+        assert_eq!(href, "unet/unet.worst/01-cohen-a.png");
+        assert!(matches!(&section.blocks[0], Block::Warning(w) if w.contains("`cohen`")));
+        let tables: Vec<&Vec<Vec<String>>> = section
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Table { rows, .. } => Some(rows),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tables.len(), 2);
+        // Dice: cohen with its patients and flip mean; shenzhen with no split entry and no flip.
+        assert_eq!(
+            tables[0][0],
+            [
+                "cohen",
+                "20 / 3 / 4",
+                "5",
+                "0.700",
+                "0.100",
+                "0.700",
+                "0.500",
+                "0.400",
+                "0.720"
+            ]
+        );
+        assert_eq!(tables[0][1][0], "shenzhen");
+        assert_eq!(tables[0][1][8], "–");
+        // Rejections: the paper's reasons, then the others; the flagged source marked; a total row.
+        assert_eq!(
+            tables[1][0],
+            ["cohen ⚠", "20", "8", "2", "10", "0", "0", "60.0%"]
+        );
+        assert_eq!(
+            tables[1][1],
+            ["nih", "40", "32", "0", "2", "0", "6", "20.0%"]
+        );
+        assert_eq!(
+            tables[1][2],
+            ["all", "60", "40", "2", "12", "0", "6", "33.3%"]
+        );
+
+        let j = seg.to_json();
+        assert_eq!(j["dice_by_source"][0]["mean_flip"], 0.72);
+        assert_eq!(j["dice_by_source"][1]["mean_flip"], serde_json::Value::Null);
+        assert_eq!(j["rejections_by_source"][0]["rejected"]["small_crop"], 10);
+        assert_eq!(j["warnings"][0]["source"], "cohen");
+        assert_eq!(
+            j["worst"][0]["overlay"],
+            overlay.display().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn weights_without_a_training_report_leave_the_dice_part_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segmentation::of(&prepared(dir.path(), None));
+        let section = seg.section(dir.path());
+        assert!(
+            !section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Thumbnail { .. }))
+        );
+        assert!(section.blocks.iter().any(
+            |b| matches!(b, Block::Paragraph(p) if p.contains("without its training report"))
+        ));
+        // The rejections are the segment stage's: still shown.
+        assert!(
+            section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Table { rows, .. } if rows.len() == 3))
+        );
+        let j = seg.to_json();
+        assert_eq!(j["training_report"], false);
+        assert!(j["dice_by_source"].as_array().unwrap().is_empty());
+        assert!(j["worst"].as_array().unwrap().is_empty());
+    }
 }
