@@ -38,9 +38,9 @@ pub struct EvalArgs {
     val_fraction: f64,
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
-    /// Average with the mirror image's probabilities.
+    /// Without the test-time flip (by default each image's probabilities are averaged with its mirror's).
     #[arg(long)]
-    flip: bool,
+    no_flip: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,6 +139,9 @@ pub struct PredictArgs {
     /// Manifest column with the 8-bit image.
     #[arg(long, default_value = "png8")]
     image_column: String,
+    /// Without the test-time flip (by default each image's probabilities are averaged with its mirror's).
+    #[arg(long)]
+    no_flip: bool,
     #[command(flatten)]
     shard: crate::shard::ShardArgs,
 }
@@ -180,7 +183,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let data = data_or_default(&a.data, "eval")?;
     let mut seg = Segmenter::load(&a.weights)
         .with_context(|| format!("segment eval: weights {}", a.weights.display()))?;
-    seg.flip_tta = a.flip;
+    seg.flip_tta = !a.no_flip;
     let stats =
         cxr_segment::train::evaluate_held_out(&seg, &data, a.seed, a.val_fraction, a.test_fraction)
             .context("segment eval")?;
@@ -383,8 +386,9 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let seg = Segmenter::load(&a.weights)
+    let mut seg = Segmenter::load(&a.weights)
         .with_context(|| format!("segment predict: weights {}", a.weights.display()))?;
+    seg.flip_tta = !a.no_flip;
     let pb = bar(0, "segment");
     let mut progress = |done: usize, total: usize| {
         pb.set_length(total as u64);

@@ -37,7 +37,9 @@ pub struct Segmenter {
     unet: UNet,
     /// Images per forward pass.
     pub batch: usize,
-    /// Test-time flip: average the probabilities of each image and of its mirror image (twice the cost).
+    /// Test-time flip: average the probabilities of each image and of its mirror image. On by default: it
+    /// raised held-out Dice on every source measured (+0.001 to +0.003, docs/PERFORMANCE.md) for twice the
+    /// inference cost, which is small beside decoding.
     pub flip_tta: bool,
 }
 
@@ -46,7 +48,7 @@ impl Segmenter {
         Self {
             unet,
             batch: 8,
-            flip_tta: false,
+            flip_tta: true,
         }
     }
 

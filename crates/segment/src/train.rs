@@ -374,7 +374,7 @@ pub struct WorstCase {
     pub name: String,
     pub source: String,
     pub dice: f64,
-    /// Overlay PNG, relative to the report's folder (`W.worst/NN-source-name.png`).
+    /// Overlay PNG, relative to the weights' folder (`W.worst/NN-source-name.png`).
     pub overlay: String,
 }
 
