@@ -324,13 +324,7 @@ mod tests {
         let mut img = vec![0.2f32; side * side];
         let only_opacity = Appearance {
             opacity_p: 1.0,
-            contrast: 0.0,
-            brightness: 0.0,
-            gamma: 0.0,
-            blur_p: 0.0,
-            noise_p: 0.0,
-            text_p: 0.0,
-            ..Appearance::default()
+            ..Appearance::only(&["opacity"]).unwrap()
         };
         apply(
             &mut img,

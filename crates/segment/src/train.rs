@@ -853,15 +853,7 @@ pub fn held_out_dice(seg: &Segmenter, set: &[Sample]) -> Result<HeldOut, Segment
             cases.push((smp.name.clone(), smp.source.clone(), d, m));
         }
     }
-    Ok(cases).map(|cases| HeldOut { cases })
-}
-
-/// Full-pipeline Dice on held-out pairs: (mean, min, mean per file-name prefix).
-pub fn full_pipeline_dice(
-    seg: &Segmenter,
-    set: &[Sample],
-) -> Result<(Option<f64>, Option<f64>, BTreeMap<String, f64>), SegmentError> {
-    Ok(held_out_dice(seg, set)?.summary())
+    Ok(HeldOut { cases })
 }
 
 /// Held-out Dice per source of any weights on the test patients of `dirs` under the split that `seed` and
