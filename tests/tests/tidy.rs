@@ -58,7 +58,12 @@ fn stage_crates_never_depend_on_sibling_stages() {
         "explain",
         "synth",
     ];
+    // The crates whose role is to wire stages together: the `cxr` command and the audit and study libraries.
+    let wiring = ["cli", "audit", "study"];
     for dir in crate_dirs() {
+        if wiring.iter().any(|w| dir.ends_with(w)) {
+            continue;
+        }
         let toml = read(&dir.join("Cargo.toml"));
         let deps: String = toml
             .split("\n[")
@@ -74,7 +79,7 @@ fn stage_crates_never_depend_on_sibling_stages() {
             if !toml.contains(&me) {
                 assert!(
                     !deps.contains(&dep),
-                    "{} depends on sibling stage {dep}: wire stages in xtask",
+                    "{} depends on sibling stage {dep}: wire stages in cxr-cli, cxr-audit or cxr-study",
                     dir.display()
                 );
             }
@@ -105,18 +110,16 @@ fn readme_gives_the_two_commands_and_ci_runs_the_test_one() {
     );
 }
 
-#[test]
-fn every_xtask_command_is_documented() {
-    let readme = read(&repo_root().join("README.md"));
-    let lib = read(&repo_root().join("xtask/src/lib.rs"));
-    // Subcommand variants of the top-level enum, kebab-cased the way clap names them.
-    let body = lib
-        .split("enum Command {")
+/// The variants of `enum <name> {` in a clap source file, kebab-cased the way clap names subcommands.
+fn subcommands(source: &str, enum_name: &str) -> Vec<String> {
+    let body = source
+        .split(&format!("enum {enum_name} {{"))
         .nth(1)
-        .unwrap()
+        .unwrap_or_else(|| panic!("no enum {enum_name}"))
         .split("\n}")
         .next()
         .unwrap();
+    let mut names = Vec::new();
     for line in body.lines() {
         let t = line.trim();
         if t.starts_with("///") || t.starts_with("#[") || t.is_empty() {
@@ -133,10 +136,93 @@ fn every_xtask_command_is_documented() {
             }
             kebab.push(c.to_ascii_lowercase());
         }
+        names.push(kebab);
+    }
+    assert!(!names.is_empty(), "enum {enum_name} has no variants");
+    names
+}
+
+#[test]
+fn every_cxr_command_is_documented() {
+    let readme = read(&repo_root().join("README.md"));
+    let lib = read(&repo_root().join("crates/cli/src/lib.rs"));
+    for name in subcommands(&lib, "Command") {
         assert!(
-            readme.contains(&format!("cargo xtask {kebab}")),
-            "README does not document `cargo xtask {kebab}`"
+            readme.contains(&format!("`cxr {name}")),
+            "README does not document `cxr {name}`"
         );
+    }
+}
+
+#[test]
+fn every_developer_task_is_documented() {
+    let readme = read(&repo_root().join("README.md"));
+    let lib = read(&repo_root().join("xtask/src/lib.rs"));
+    for name in subcommands(&lib, "DevCommand") {
+        assert!(
+            readme.contains(&format!("cargo xtask {name}")),
+            "README does not document `cargo xtask {name}`"
+        );
+    }
+}
+
+/// Non-test lines of a Rust file: everything before its `#[cfg(test)]` module.
+fn non_test_lines(source: &str) -> usize {
+    source
+        .split("\n#[cfg(test)]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .count()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// rust-analyzer's rule: xtask holds developer tasks (benches, fuzzing), not the product's logic.
+#[test]
+fn xtask_holds_developer_tasks_only() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("xtask/src"), &mut files);
+    let lines: usize = files.iter().map(|f| non_test_lines(&read(f))).sum();
+    assert!(
+        lines < 2000,
+        "xtask/src has {lines} non-test lines; user commands and algorithms belong in crates/"
+    );
+}
+
+/// Between the command line and the libraries travel typed configurations, never argv: the only parse of
+/// arguments outside tests is each binary's own top-level one.
+#[test]
+fn no_command_line_is_built_to_call_our_own_code() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("crates"), &mut files);
+    rust_files(&repo_root().join("xtask/src"), &mut files);
+    let top_level = [
+        repo_root().join("crates/cli/src/lib.rs"),
+        repo_root().join("xtask/src/lib.rs"),
+    ];
+    for f in files {
+        if top_level.contains(&f) || f.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        let source = read(&f);
+        let code = source.split("\n#[cfg(test)]").next().unwrap_or("");
+        for needle in ["try_parse_from", "parse_from("] {
+            assert!(
+                !code.contains(needle),
+                "{} calls `{needle}` outside tests: pass a typed config instead",
+                f.display()
+            );
+        }
     }
 }
 

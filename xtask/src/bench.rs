@@ -15,9 +15,9 @@ pub enum BenchCommand {
     /// stock ops vs PyTorch.
     Ops(crate::bench_ops::BenchOpsArgs),
     /// Batch preprocessing (images/s, peak RSS) on real files, ours vs a pydicom + numpy + Pillow pipeline.
-    Preprocess(crate::preprocess::BenchArgs),
+    Preprocess(crate::bench_preprocess::BenchArgs),
     /// ResNet50 frozen-backbone embedding (images/s) and Finetune1 training steps/s, ours vs PyTorch.
-    Model(crate::model::BenchModelArgs),
+    Model(crate::bench_model::BenchModelArgs),
     /// Manifest CSV write + parse throughput (rows/s) on a generated manifest.
     Manifest {
         /// Rows in the generated manifest.
@@ -65,18 +65,18 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops(args) => crate::bench_ops::run(args),
-        BenchCommand::Preprocess(args) => crate::preprocess::bench(args),
-        BenchCommand::Model(args) => crate::model::bench(args),
+        BenchCommand::Preprocess(args) => crate::bench_preprocess::bench(args),
+        BenchCommand::Model(args) => crate::bench_model::bench(args),
         BenchCommand::Manifest { rows } => bench_manifest(rows),
         BenchCommand::Merge(args) => crate::bench_merge::run(args),
         BenchCommand::Onnx(args) => crate::bench_onnx::run(args),
-        BenchCommand::Synth { per_source, size } => crate::synth::bench(per_source, size),
+        BenchCommand::Synth { per_source, size } => crate::bench_stages::synth(per_source, size),
         BenchCommand::Codecs { reps, large_side } => bench_codecs(reps.max(1), large_side),
         BenchCommand::Segment {
             bases,
             images,
             batch,
-        } => crate::segment::bench(&bases, images, batch),
+        } => crate::bench_stages::segment(&bases, images, batch),
     }
 }
 

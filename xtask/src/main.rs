@@ -6,7 +6,6 @@ fn main() -> std::process::ExitCode {
     match xtask::run(std::env::args_os()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // The causes, most specific last, so the failing file is always printed; each said once.
             eprintln!("error: {}", xtask::error_chain(&err));
             std::process::ExitCode::FAILURE
         }

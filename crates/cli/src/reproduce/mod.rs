@@ -1,4 +1,4 @@
-//! `cargo xtask reproduce`: the whole study in one command.
+//! `cxr reproduce`: the whole study in one command.
 //!
 //! Stages, in order, each cached by content and config (a `stage.json` holding the key beside its outputs):
 //! data (the synthetic world, or a real dataset root) → ingest (manifests) → preprocess (8-bit PNGs) →
@@ -44,7 +44,7 @@ pub enum ProfileArg {
     Paper,
 }
 
-/// Arguments of `cargo xtask reproduce`.
+/// Arguments of `cxr reproduce`.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
     /// Synthetic world to generate (ignored with --data-root).
@@ -237,7 +237,7 @@ impl Profile {
 pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
     let started = Instant::now();
     // Relative definition folders are the repository's when the current folder has none (e.g. in tests).
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for dir in [&mut args.experiments_dir, &mut args.splits_dir] {
         if dir.is_relative() && !dir.exists() && repo.join(&*dir).exists() {
             *dir = repo.join(&*dir);

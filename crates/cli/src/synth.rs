@@ -1,4 +1,4 @@
-//! `cargo xtask synth`: write the synthetic multi-source world (`cxr-synth`), and `cargo xtask bench synth`.
+//! `cxr synth`: write the synthetic multi-source world (`cxr-synth`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -102,28 +102,5 @@ pub fn run(args: SynthArgs) -> Result<()> {
     if let Some(g) = &summary.gallery {
         println!("  gallery: {}", g.display());
     }
-    Ok(())
-}
-
-/// `cargo xtask bench synth`: images per second at the given size (source images and lung-mask pairs).
-pub fn bench(per_source: usize, size: u32) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("cxr-bench-synth-{}", std::process::id()));
-    let cfg = WorldConfig {
-        per_source,
-        size,
-        lung_mask_count: per_source,
-        ..WorldConfig::default()
-    };
-    let t = Instant::now();
-    let summary = cxr_synth::generate(&cfg, &dir)
-        .with_context(|| format!("synth bench in {}", dir.display()))?;
-    let secs = t.elapsed().as_secs_f64();
-    let images = summary.images_written + summary.lung_masks;
-    println!(
-        "synth: {images} images at {size} px in {secs:.2} s = {:.1} images/s on {} threads",
-        images as f64 / secs,
-        rayon::current_num_threads()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask audit prepare` and `cargo xtask audit finish`: the audit of a model that cannot be exported.
+//! `cxr audit prepare` and `cxr audit finish`: the audit of a model that cannot be exported.
 //!
 //! `prepare` runs the whole audit (and, with `--world`, the counterfactual confounder test) with a scorer that
 //! only records what it is asked: every image the audit needs scored (originals, lungs-removed and
@@ -364,7 +364,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
     cxr_core::fsutil::write_atomic(&p, &serde_json::to_vec_pretty(&prepared)?)
         .with_context(|| format!("writing {}", p.display()))?;
     println!(
-        "audit prepare: {n} images to score -> {} (then: cargo xtask audit finish --dir {} --scores S.csv)",
+        "audit prepare: {n} images to score -> {} (then: cxr audit finish --dir {} --scores S.csv)",
         a.out.join("to_score.csv").display(),
         a.out.display()
     );

@@ -1,4 +1,4 @@
-//! `cargo xtask segment train|predict|crop` and `cargo xtask bench segment`: the lung UNet stage
+//! `cxr segment train|predict|crop`: the lung UNet stage
 //! (`cxr-segment`).
 
 use std::path::PathBuf;
@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use cxr_segment::{
-    LrSchedule, SegmentOptions, Segmenter, TrainConfig, TrainEvent, UNet, UNetConfig,
-};
+use cxr_segment::{LrSchedule, SegmentOptions, Segmenter, TrainConfig, TrainEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Subcommand)]
@@ -460,33 +458,5 @@ fn crop(a: CropArgs) -> Result<()> {
         summary.rejected,
         a.out.join("manifest.csv").display()
     );
-    Ok(())
-}
-
-/// `cargo xtask bench segment`: inference images/s at 256 px on the CPU for each width (random weights:
-/// the speed does not depend on them).
-pub fn bench(bases: &[usize], images: usize, batch: usize) -> Result<()> {
-    let device = cxr_segment::default_device();
-    println!("segment inference at 256x256, batch {batch}, device {device:?}");
-    for &base in bases {
-        let cfg = UNetConfig { base, size: 256 };
-        let (unet, _) =
-            UNet::trainable(cfg, 0, &device).context("bench segment: building the UNet")?;
-        let x = candle_core::Tensor::rand(0f32, 1f32, (batch, 1, 256, 256), &device)?;
-        unet.predict(&x)?; // warm-up
-        let t = Instant::now();
-        let mut done = 0;
-        while done < images {
-            let p = unet.predict(&x)?;
-            p.flatten_all()?.to_vec1::<f32>()?;
-            done += batch;
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!(
-            "base {base:>3} ({:>10} parameters): {:.2} images/s ({done} images in {s:.1} s)",
-            cfg.parameter_count(),
-            done as f64 / s
-        );
-    }
     Ok(())
 }

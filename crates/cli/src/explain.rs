@@ -1,4 +1,4 @@
-//! `cargo xtask explain` and `cargo xtask audit`: the explain stage (`cxr-explain`) wired to a classifier,
+//! `cxr explain` and `cxr audit`: the explain stage (`cxr-explain`) wired to a classifier,
 //! `cxr-eval`'s DeLong CIs and permutation p-values and the ingest split linter's Cramér's V.
 //!
 //! Grad-CAM (`explain`) needs our own `cxr-model` classifier (gradients); the audit runs on any
@@ -182,7 +182,7 @@ fn samples(
 ) -> Result<Vec<Sample>> {
     if !manifest.extra_columns.iter().any(|c| c == "mask") {
         bail!(
-            "{}: no `mask` column (run `cargo xtask segment` first)",
+            "{}: no `mask` column (run `cxr segment` first)",
             manifest_path.display()
         );
     }
@@ -242,7 +242,7 @@ pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
-/// `cargo xtask explain --model RUN --manifest M [--out DIR]`: Grad-CAM overlays, galleries, lung energy.
+/// `cxr explain --model RUN --manifest M [--out DIR]`: Grad-CAM overlays, galleries, lung energy.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     #[command(flatten)]
@@ -332,7 +332,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask audit --model RUN|--model-spec S --manifest M`, or the two steps for a model that cannot be
+/// `cxr audit --model RUN|--model-spec S --manifest M`, or the two steps for a model that cannot be
 /// exported: `audit prepare` (images to score) and `audit finish` (their scores → `audit.json`).
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -343,7 +343,7 @@ pub struct AuditCommand {
     args: AuditArgs,
 }
 
-/// `cargo xtask audit ...`: the audit, or one of its two steps.
+/// `cxr audit ...`: the audit, or one of its two steps.
 pub fn audit_command(cmd: AuditCommand) -> Result<()> {
     match cmd.step {
         Some(step) => crate::audit_protocol::run(step),
@@ -351,7 +351,7 @@ pub fn audit_command(cmd: AuditCommand) -> Result<()> {
     }
 }
 
-/// `cargo xtask audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
+/// `cxr audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
@@ -359,10 +359,10 @@ pub struct AuditArgs {
     /// The model's training manifest (with `split`, the image column and `mask`).
     #[arg(long, required = true)]
     manifest: Option<PathBuf>,
-    /// Frozen features (`id, f0 … fN`, from `cargo xtask embed`); default: the model's own pooled features.
+    /// Frozen features (`id, f0 … fN`, from `cxr embed`); default: the model's own pooled features.
     #[arg(long)]
     features: Option<PathBuf>,
-    /// `lung_energy.csv` from `cargo xtask explain`, for the Grad-CAM evidence.
+    /// `lung_energy.csv` from `cxr explain`, for the Grad-CAM evidence.
     #[arg(long)]
     lung_energy: Option<PathBuf>,
     /// Split the occlusion tests run on (default `test`; every row when the manifest has none).
@@ -401,7 +401,7 @@ fn delong_figure(scores: &[f64], positives: &[bool]) -> Option<Figure> {
     cxr_eval::delong::delong(scores, positives, 0.95).map(|d| Figure::with_ci(d.auc, d.lo, d.hi))
 }
 
-/// `cargo xtask audit`: the whole audit of the model the arguments name.
+/// `cxr audit`: the whole audit of the model the arguments name.
 pub fn audit(args: AuditArgs) -> Result<()> {
     let scorer = scorer_for_audit(&args.model).context("audit")?;
     let column = column_for_audit(&args.model).context("audit")?;

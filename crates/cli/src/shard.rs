@@ -15,7 +15,7 @@ use cxr_core::shard::{PartMeta, ShardSource};
 #[derive(Debug, Clone, Default, Args)]
 pub struct ShardArgs {
     /// Process only shard K of N (0-based; rows by SHA-256 of the image id) and write `*.part-K-of-N.csv`
-    /// for `cargo xtask manifest merge`. Default: from SLURM_ARRAY_TASK_* or JOB_COMPLETION_INDEX +
+    /// for `cxr manifest merge`. Default: from SLURM_ARRAY_TASK_* or JOB_COMPLETION_INDEX +
     /// CXR_SHARD_COUNT, else the whole run.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
@@ -66,7 +66,7 @@ pub fn write_sidecars(
     Ok(())
 }
 
-/// `cargo xtask manifest merge DIR [--input M.csv]`.
+/// `cxr manifest merge DIR [--input M.csv]`.
 pub fn merge(dir: &Path, input: Option<&Path>) -> Result<()> {
     let t = std::time::Instant::now();
     let merged = cxr_core::shard::merge_dir(dir, input)

@@ -1,4 +1,4 @@
-//! `cargo xtask score`: any classifier (an ONNX model described by a spec, or one of our trained runs) over
+//! `cxr score`: any classifier (an ONNX model described by a spec, or one of our trained runs) over
 //! a manifest → `predictions.csv` in the format `evaluate` reads, plus `rejects.csv` for unreadable images.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `cargo xtask evaluate`: predictions → `metrics.json`, `metrics.csv`, `tables.md`, `plots/*.svg`
+//! `cxr evaluate`: predictions → `metrics.json`, `metrics.csv`, `tables.md`, `plots/*.svg`
 //! (cxr-eval).
 
 use std::path::PathBuf;
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn evaluate_writes_json_csv_and_plots() {
         let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/eval/tests/fixtures");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/tests/fixtures");
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("train.csv");
         std::fs::write(

@@ -1,8 +1,8 @@
-//! `cargo xtask manifest ...`: build a dataset's manifest, check it, apply a split design, lint the split,
+//! `cxr manifest ...`: build a dataset's manifest, check it, apply a split design, lint the split,
 //! export the authors' four-file format.
 //!
-//! `cargo xtask manifest --dataset NAME --root DIR --out FILE.csv` (the issue's form) and
-//! `cargo xtask manifest build --dataset ...` do the same thing.
+//! `cxr manifest --dataset NAME --root DIR --out FILE.csv` (the issue's form) and
+//! `cxr manifest build --dataset ...` do the same thing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use cxr_core::Manifest;
 use cxr_core::privacy::Pseudonymizer;
 use cxr_ingest::{LintReport, SplitDesign, adapters};
 
-/// `cargo xtask manifest`: either a subcommand, or the build flags directly.
+/// `cxr manifest`: either a subcommand, or the build flags directly.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ManifestArgs {
@@ -229,7 +229,7 @@ pub fn design_path(design: &str) -> PathBuf {
         return p;
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data-manifests/splits")
+        .join("../../data-manifests/splits")
         .join(format!("{design}.toml"))
 }
 
@@ -275,7 +275,7 @@ pub fn render_lint(report: &LintReport, file: &Path, rows: usize) -> String {
     if report.splits.is_empty() {
         return format!(
             "{}: no row has a split, so there is no split to lint ({} rows); apply a design first \
-             (cargo xtask manifest split {} --design NAME --out OUT.csv)\n",
+             (cxr manifest split {} --design NAME --out OUT.csv)\n",
             file.display(),
             report.unsplit,
             file.display()

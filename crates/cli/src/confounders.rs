@@ -1,4 +1,4 @@
-//! `cargo xtask audit-confounders`: the counterfactual confounder test (`cxr_explain::confounders`, the
+//! `cxr audit-confounders`: the counterfactual confounder test (`cxr_explain::confounders`, the
 //! algorithm) wired to a synthetic world's renderer and the pipeline's input path (here) and to any scorer.
 //!
 //! For every planted confounder group (`cxr_synth::ConfounderKind`) whose value differs between a Covid and a
@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::explain::{ModelArgs, column_for_audit, scorer_for_audit};
 
-/// `cargo xtask audit-confounders --world W --model RUN|--model-spec S --manifest M`: does the model follow a planted
+/// `cxr audit-confounders --world W --model RUN|--model-spec S --manifest M`: does the model follow a planted
 /// confounder? (Counterfactual swaps of one confounder group at a time; synthetic worlds only.)
 #[derive(Debug, Parser)]
 #[command(name = "audit-confounders")]

@@ -1,5 +1,5 @@
-//! The shortcut audit of one trained model inside `reproduce`: the same code as `cargo xtask explain` and
-//! `cargo xtask audit` (Grad-CAM under the immutability guard, source probe, occlusion with mean and noise
+//! The shortcut audit of one trained model inside `reproduce`: the same code as `cxr explain` and
+//! `cxr audit` (Grad-CAM under the immutability guard, source probe, occlusion with mean and noise
 //! fills, split design, verdict), run on a few test images per source and class.
 
 use std::collections::BTreeMap;
@@ -161,7 +161,7 @@ pub fn run(
     })
 }
 
-/// The counterfactual confounder test (`cargo xtask audit-confounders`) of one model on a synthetic world: does
+/// The counterfactual confounder test (`cxr audit-confounders`) of one model on a synthetic world: does
 /// its output follow each planted confounder group? Cached by the model, the split and the world.
 pub fn confounders(
     profile: &Profile,
