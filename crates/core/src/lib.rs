@@ -45,7 +45,7 @@ pub use image::{
 pub use label::{Label, SourceId, Split};
 pub use manifest::{Manifest, ManifestRecord, PATH_COLUMNS, absolute_path, path_cell};
 pub use prediction::{Prediction, read_predictions, write_predictions};
-pub use scorer::{ScoreError, Scored, Scorer};
+pub use scorer::{ScoreError, Scored, Scorer, logit};
 pub use shard::Shard;
 
 /// Result type of this crate.

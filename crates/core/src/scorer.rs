@@ -50,4 +50,40 @@ pub trait Scorer: Send + Sync {
     fn has_features(&self) -> bool;
     /// Scores one batch; with `features`, also returns the pooled feature vectors (if the model has them).
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError>;
+    /// The model's raw Covid-19 logit per image, for what must still move where the probability is
+    /// saturated (occlusion maps of a sure model). A scorer that has the logit returns it; the default is
+    /// the [`logit`] of `score`'s probability, exact unless the probability was rounded to 0 or 1 (an f32
+    /// sigmoid is beyond |logit| ~ 17, an f64 one beyond ~ 37).
+    fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
+        Ok(self
+            .score(images, false)?
+            .scores
+            .into_iter()
+            .map(logit)
+            .collect())
+    }
+}
+
+/// ln(p / (1 - p)) as exactly as f64 allows (`ln p - ln(1 - p)` through `ln_1p`), with p kept inside
+/// [`f64::MIN_POSITIVE`, 1 - `f64::EPSILON` / 2] so that a probability rounded to 0 or 1 still gives a
+/// finite logit (about -708 and +36.7).
+pub fn logit(p: f64) -> f64 {
+    let p = p.clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON / 2.0);
+    p.ln() - (-p).ln_1p()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logit_inverts_the_sigmoid_far_into_saturation() {
+        for l in [-30.0, -12.0, -1.0, 0.0, 0.5, 7.0, 20.0, 30.0] {
+            let p = 1.0 / (1.0 + (-l as f64).exp());
+            let back = logit(p);
+            assert!((back - l).abs() < 1e-4 * (1.0 + l.abs()), "{l} -> {p} -> {back}");
+        }
+        assert!(logit(1.0).is_finite() && logit(1.0) > 36.0);
+        assert!(logit(0.0).is_finite() && logit(0.0) < -700.0);
+    }
 }

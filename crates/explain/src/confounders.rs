@@ -194,6 +194,33 @@ pub fn score_all(scorer: &dyn Scorer, images: &[Grey8], batch_size: usize) -> Re
     Ok(out)
 }
 
+/// Every image's raw Covid-19 logit ([`Scorer::logits`]), in batches of `batch_size`; a wrong count or a
+/// non-finite logit is an error naming the model.
+pub fn logit_all(scorer: &dyn Scorer, images: &[Grey8], batch_size: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let l = scorer.logits(chunk)?;
+        if l.len() != chunk.len() {
+            return Err(ExplainError::invalid(
+                scorer.name(),
+                format!(
+                    "the scorer returned {} logits for {} images",
+                    l.len(),
+                    chunk.len()
+                ),
+            ));
+        }
+        if let Some(bad) = l.iter().find(|v| !v.is_finite()) {
+            return Err(ExplainError::invalid(
+                scorer.name(),
+                format!("logit {bad} is not finite"),
+            ));
+        }
+        out.extend(l);
+    }
+    Ok(out)
+}
+
 /// One pair to render.
 struct Job {
     kind: usize,

@@ -4,8 +4,12 @@
 //! As MONAI's `OcclusionSensitivity`: a square patch slides over the image with a stride, each position is
 //! filled with the image's mean grey, and the model scores every occluded copy (one batch of forward passes
 //! per map, through [`Scorer`]). The map at a pixel is the mean, over the patches covering it, of the change
-//! of the Covid-19 **logit** (`ln p / (1 - p)`, so a saturated probability still moves) caused by hiding
-//! it, in absolute value: saliency is where the model looks, whichever way hiding it pushes the score. The
+//! of the Covid-19 **logit** caused by hiding it, in absolute value: saliency is where the model looks,
+//! whichever way hiding it pushes the score. The logit is the scorer's own ([`Scorer::logits`]: the ONNX
+//! graph's logit output, our classifier's head), not one recomputed from a clamped probability: a model
+//! sure of itself (|logit| beyond 14) gave empty maps when probabilities were clamped to [1e-6, 1 - 1e-6]
+//! first. A map can still be empty (no patch moved the score: a score table of probabilities rounded to
+//! 0 or 1); [`OcclusionMap::usable`] says so, and the audit reports how many maps were usable. The
 //! map is normalised to [0, 1] and goes through the same lung energy fraction, overlays and galleries as
 //! Grad-CAM ([`crate::ExplainWriter::add_with_map`], with the grid's width as the map's native cells, which
 //! the audit's abstain rule reads).
@@ -16,7 +20,7 @@
 
 use cxr_core::{Grey8, Scorer};
 
-use crate::confounders::score_all;
+use crate::confounders::logit_all;
 use crate::error::{ExplainError, Result};
 use crate::gradcam::Heatmap;
 
@@ -46,19 +50,18 @@ impl Default for OcclusionConfig {
 pub struct OcclusionMap {
     /// At the image's resolution, in [0, 1] (all zero when no patch changed the score).
     pub heat: Heatmap,
-    /// The unoccluded image's score.
+    /// The unoccluded image's score (the sigmoid of `logit`).
     pub score: f64,
+    /// The unoccluded image's Covid-19 logit.
+    pub logit: f64,
+    /// Whether any patch changed the logit (an empty map has no lung energy fraction).
+    pub usable: bool,
     /// Positions across the image (the map's native cells), horizontally and vertically.
     pub cells: (usize, usize),
     pub patch: usize,
     pub stride: usize,
     /// Forward passes this map took.
     pub passes: usize,
-}
-
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-6, 1.0 - 1e-6);
-    (p / (1.0 - p)).ln()
 }
 
 /// Patch origins along one side: every `stride` pixels from 0, patches clipped at the far border.
@@ -98,13 +101,13 @@ pub fn occlusion_map(
             images.push(occ);
         }
     }
-    let scores = score_all(scorer, &images, cfg.batch_size)?;
-    let base = logit(scores[0]);
+    let logits = logit_all(scorer, &images, cfg.batch_size)?;
+    let base = logits[0];
     let (mut sum, mut count) = (vec![0f64; w * h], vec![0u32; w * h]);
     let mut k = 1;
     for &y0 in &ys {
         for &x0 in &xs {
-            let change = (logit(scores[k]) - base).abs();
+            let change = (logits[k] - base).abs();
             k += 1;
             for y in y0..(y0 + patch).min(h) {
                 for x in x0..(x0 + patch).min(w) {
@@ -125,7 +128,9 @@ pub fn occlusion_map(
     }
     Ok(OcclusionMap {
         heat: Heatmap::new(w, h, data)?,
-        score: scores[0],
+        score: 1.0 / (1.0 + (-base).exp()),
+        logit: base,
+        usable: max > 0.0,
         cells: (xs.len(), ys.len()),
         patch,
         stride,
@@ -168,6 +173,74 @@ mod tests {
                 features: None,
             })
         }
+    }
+
+    /// A model sure of itself: the region's brightness moves a logit around 45, whose probability is 1.0 in
+    /// f64. With its own logits the map is peaked on the region; from its probabilities alone it is empty.
+    struct Saturated {
+        own_logits: bool,
+    }
+    impl Saturated {
+        fn logit(g: &Grey8) -> f64 {
+            let mut s = 0.0;
+            for y in 8..20 {
+                for x in 40..52 {
+                    s += g.data[y * 64 + x] as f64;
+                }
+            }
+            40.0 + 10.0 * s / 144.0 / 255.0
+        }
+    }
+    impl Scorer for Saturated {
+        fn name(&self) -> &str {
+            "saturated"
+        }
+        fn input_size(&self) -> usize {
+            64
+        }
+        fn has_features(&self) -> bool {
+            false
+        }
+        fn score(&self, images: &[Grey8], _: bool) -> std::result::Result<Scored, ScoreError> {
+            Ok(Scored {
+                scores: images
+                    .iter()
+                    .map(|g| 1.0 / (1.0 + (-Self::logit(g)).exp()))
+                    .collect(),
+                features: None,
+            })
+        }
+        fn logits(&self, images: &[Grey8]) -> std::result::Result<Vec<f64>, ScoreError> {
+            if self.own_logits {
+                Ok(images.iter().map(Self::logit).collect())
+            } else {
+                Ok(self.score(images, false)?.scores.into_iter().map(cxr_core::logit).collect())
+            }
+        }
+    }
+
+    #[test]
+    fn a_saturated_model_is_mapped_in_logit_space_and_an_empty_map_says_so() {
+        let mut data: Vec<u8> = (0..64 * 64).map(|i| ((i % 64) * 2) as u8).collect();
+        for y in 8..20 {
+            for x in 40..52 {
+                data[y * 64 + x] = 250;
+            }
+        }
+        let img = Grey8::new(64, 64, data).unwrap();
+        let cfg = OcclusionConfig {
+            grid: 16,
+            batch_size: 64,
+        };
+        let m = occlusion_map(&Saturated { own_logits: true }, &img, &cfg).unwrap();
+        assert!(m.usable);
+        assert_eq!(m.score, 1.0);
+        assert!(m.logit > 49.0, "{}", m.logit);
+        assert_eq!(m.heat.get(45, 13), 1.0);
+        assert_eq!(m.heat.get(5, 50), 0.0);
+        let m = occlusion_map(&Saturated { own_logits: false }, &img, &cfg).unwrap();
+        assert!(!m.usable);
+        assert!(m.heat.data.iter().all(|&v| v == 0.0));
     }
 
     #[test]

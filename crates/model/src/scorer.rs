@@ -27,7 +27,8 @@ impl ClassifierScorer {
         &self.model
     }
 
-    fn run(&self, images: &[Grey8], features: bool) -> candle_core::Result<Scored> {
+    /// Scores (and features) with the head's raw logits.
+    fn run(&self, images: &[Grey8], features: bool) -> candle_core::Result<(Scored, Vec<f64>)> {
         let size = self.size;
         let mut data = Vec::with_capacity(images.len() * 3 * size * size);
         for g in images {
@@ -42,17 +43,18 @@ impl ClassifierScorer {
         }
         let x = Tensor::from_vec(data, (images.len(), 3, size, size), self.model.device())?;
         let (pooled, logits) = self.model.features_and_logits(&x)?;
-        let scores = logits
+        let logits: Vec<f64> = logits
             .to_vec1::<f32>()?
             .into_iter()
-            .map(|v| 1.0 / (1.0 + (-(v as f64)).exp()))
+            .map(f64::from)
             .collect();
+        let scores = logits.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
         let features = if features {
             Some(pooled.to_vec2::<f32>()?)
         } else {
             None
         };
-        Ok(Scored { scores, features })
+        Ok((Scored { scores, features }, logits))
     }
 }
 
@@ -74,6 +76,16 @@ impl Scorer for ClassifierScorer {
             });
         }
         self.run(images, features)
+            .map(|(s, _)| s)
+            .map_err(|e| ScoreError::new(&self.name, e.to_string()))
+    }
+    /// The head's logits themselves (Grad-CAM's target), not the logit of their sigmoid.
+    fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(images, false)
+            .map(|(_, l)| l)
             .map_err(|e| ScoreError::new(&self.name, e.to_string()))
     }
 }

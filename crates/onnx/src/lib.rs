@@ -294,7 +294,7 @@ impl OnnxScorer {
         Ok(plan)
     }
 
-    fn run_chunk(&self, images: &[Grey8], features: bool) -> Result<Scored, String> {
+    fn run_chunk(&self, images: &[Grey8], features: bool) -> Result<(Scored, Vec<f64>), String> {
         let (s, c) = (self.spec.input_size, self.spec.channels);
         let mut data = Vec::with_capacity(images.len() * c * s * s);
         for (i, g) in images.iter().enumerate() {
@@ -310,8 +310,10 @@ impl OnnxScorer {
         let raw = to_f32(&out[0])?;
         let cols = raw.len() / n.max(1);
         let mut scores = Vec::with_capacity(n);
+        let mut outputs = Vec::with_capacity(n);
         for i in 0..n {
             let v = raw[i * cols + self.spec.output_index] as f64;
+            outputs.push(v);
             if !v.is_finite() {
                 return Err(format!("non-finite output {v} for image {i}"));
             }
@@ -332,7 +334,7 @@ impl OnnxScorer {
         } else {
             None
         };
-        Ok(Scored { scores, features })
+        Ok((Scored { scores, features }, outputs))
     }
 }
 
@@ -400,15 +402,38 @@ impl Scorer for OnnxScorer {
         self.spec.features.is_some()
     }
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
+        Ok(self.score_with_outputs(images, features)?.0)
+    }
+    /// The graph's own output where it is a logit (no round trip through the sigmoid, so a saturated
+    /// model's logits still differ); the logit of the probability otherwise.
+    fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
+        let (scored, raw) = self.score_with_outputs(images, false)?;
+        Ok(match self.spec.output {
+            OutputKind::Logit => raw,
+            OutputKind::Probability => scored.scores.into_iter().map(cxr_core::logit).collect(),
+        })
+    }
+}
+
+impl OnnxScorer {
+    /// Scores (and features) with the graph's raw outputs, in the batch's order.
+    fn score_with_outputs(
+        &self,
+        images: &[Grey8],
+        features: bool,
+    ) -> Result<(Scored, Vec<f64>), ScoreError> {
         let err = |m: String| ScoreError::new(self.spec.onnx.display().to_string(), m);
         if images.is_empty() {
-            return Ok(Scored {
-                scores: Vec::new(),
-                features: (features && self.has_features()).then(Vec::new),
-            });
+            return Ok((
+                Scored {
+                    scores: Vec::new(),
+                    features: (features && self.has_features()).then(Vec::new),
+                },
+                Vec::new(),
+            ));
         }
         let chunk = images.len().div_ceil(self.threads);
-        let parts: Vec<Scored> = images
+        let parts: Vec<(Scored, Vec<f64>)> = images
             .par_chunks(chunk)
             .map(|c| self.run_chunk(c, features))
             .collect::<Result<_, _>>()
@@ -417,13 +442,15 @@ impl Scorer for OnnxScorer {
             scores: Vec::with_capacity(images.len()),
             features: None,
         };
-        for p in parts {
+        let mut raw = Vec::with_capacity(images.len());
+        for (p, r) in parts {
             out.scores.extend(p.scores);
+            raw.extend(r);
             if let Some(f) = p.features {
                 out.features.get_or_insert_with(Vec::new).extend(f);
             }
         }
-        Ok(out)
+        Ok((out, raw))
     }
 }
 

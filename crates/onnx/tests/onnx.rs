@@ -30,6 +30,7 @@ fn python() -> Option<PathBuf> {
 
 struct Reference {
     image: String,
+    logit: f64,
     score: f64,
     features: Vec<f32>,
 }
@@ -41,6 +42,7 @@ fn reference() -> Vec<Reference> {
             let rec = rec.unwrap();
             Reference {
                 image: rec[0].to_string(),
+                logit: rec[1].parse().unwrap(),
                 score: rec[2].parse().unwrap(),
                 features: (3..rec.len()).map(|i| rec[i].parse().unwrap()).collect(),
             }
@@ -75,6 +77,16 @@ fn small_cnn_matches_onnxruntime_scores_and_features() {
         for (a, b) in f.iter().zip(&r.features) {
             assert!((a - b).abs() < 1e-4, "{}: feature {a} vs {b}", r.image);
         }
+    }
+    // The logits are the graph's own output, not recomputed from the scores.
+    let logits = scorer.logits(&images).unwrap();
+    for (r, l) in refs.iter().zip(&logits) {
+        assert!(
+            (r.logit - l).abs() < 1e-3,
+            "{}: logit {l} vs onnxruntime {}",
+            r.image,
+            r.logit
+        );
     }
     // Scored one at a time (other plan, other chunking) gives the same numbers.
     let single = scorer.with_threads(1).score(&images[1..2], false).unwrap();
