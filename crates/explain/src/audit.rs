@@ -36,6 +36,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::behaviour::{AucSpread, SourceFollowing};
 use crate::error::Result;
 use crate::probe::ProbeResult;
 
@@ -99,12 +100,18 @@ pub struct AuditEvidence {
     pub model: String,
     #[serde(default)]
     pub source_probe: Vec<SourceFigure>,
-    /// Cramér's V of label x source in the model's training split.
+    /// Cramér's V of label x source in the model's training split (the data risk, not a test of the model).
     #[serde(default)]
     pub cramers_v: Option<f64>,
+    /// Within each class, does the score tell the sources apart ([`crate::behaviour::score_follows_source`])?
+    #[serde(default)]
+    pub score_follows_source: Option<SourceFollowing>,
+    /// Pooled AUC against the within-source AUCs ([`crate::behaviour::auc_spread`]).
+    #[serde(default)]
+    pub auc_spread: Option<AucSpread>,
     #[serde(default)]
     pub occlusion: Vec<OcclusionEvidence>,
-    /// Mean lung energy fraction over the explained images.
+    /// Mean lung energy fraction over the explained images whose map is not empty.
     #[serde(default)]
     pub lung_energy: Option<Figure>,
     /// Mean share of the image that is lung (what an evenly spread map would score), for context.
@@ -116,6 +123,12 @@ pub struct AuditEvidence {
     /// Which saliency map the lung energy comes from (`grad_cam`, `occlusion`) and what it cost.
     #[serde(default)]
     pub saliency: Option<SaliencyCost>,
+    /// Saliency maps computed, and how many of them hold any heat (an empty map, from a model whose score
+    /// no patch moves, has no lung energy fraction). `lung_energy` rests on the usable ones.
+    #[serde(default)]
+    pub saliency_maps: Option<usize>,
+    #[serde(default)]
+    pub saliency_maps_usable: Option<usize>,
 }
 
 /// How a saliency map was made and what it cost (occlusion maps are a batch of forward passes each).
@@ -171,6 +184,16 @@ pub struct Thresholds {
     /// below; see the module documentation).
     #[serde(default = "default_min_lung_cells")]
     pub min_lung_cells: f64,
+    /// Least separation max(AUC, 1 - AUC) of the score between sources within a class that may flag.
+    #[serde(default = "default_source_auc")]
+    pub source_auc: f64,
+    /// Largest Holm-adjusted permutation p of the score-follows-source test (and largest permutation p
+    /// of the AUC spread test) that may flag.
+    #[serde(default = "default_source_p")]
+    pub source_p: f64,
+    /// Least |pooled AUC - stratified AUC| of the AUC spread test that may flag.
+    #[serde(default = "default_auc_spread")]
+    pub auc_spread: f64,
 }
 
 fn default_lungs_removed_p() -> f64 {
@@ -179,6 +202,18 @@ fn default_lungs_removed_p() -> f64 {
 
 fn default_min_lung_cells() -> f64 {
     8.0
+}
+
+fn default_source_auc() -> f64 {
+    0.80
+}
+
+fn default_source_p() -> f64 {
+    0.05
+}
+
+fn default_auc_spread() -> f64 {
+    0.10
 }
 
 impl Default for Thresholds {
@@ -192,6 +227,9 @@ impl Default for Thresholds {
             lung_energy_ratio: 1.0,
             lungs_removed_p: default_lungs_removed_p(),
             min_lung_cells: default_min_lung_cells(),
+            source_auc: default_source_auc(),
+            source_p: default_source_p(),
+            auc_spread: default_auc_spread(),
         }
     }
 }
@@ -206,10 +244,22 @@ pub enum Status {
     NotRun,
 }
 
+/// What a test may decide: a behavioural test looks at the model's output and may flag (`shortcut`);
+/// supporting evidence may only warn (`suspicious`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Behaviour,
+    Supporting,
+}
+
 /// One test's evidence and outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestResult {
     pub test: String,
+    #[serde(default)]
+    pub role: Role,
     pub status: Status,
     pub figure: Option<f64>,
     pub ci_low: Option<f64>,
@@ -220,6 +270,32 @@ pub struct TestResult {
     pub rule: String,
     /// What triggered it (e.g. the sources the probe identifies).
     pub triggered_by: Vec<String>,
+    pub detail: String,
+}
+
+/// How much the training data offered a shortcut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Label and source are associated in the training split (Cramér's V >= `cramers_v`).
+    High,
+    Low,
+    #[default]
+    Unknown,
+}
+
+/// The data risk: whether the training split's label follows its source (`split_design`). Reported
+/// first and apart from the verdict, which describes the model: a model trained on a confounded split
+/// may still have learnt the disease.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataRisk {
+    /// `split_design`.
+    pub test: String,
+    pub risk: Risk,
+    /// Cramér's V of label x source in the training split.
+    pub figure: Option<f64>,
+    pub threshold: Option<f64>,
+    pub rule: String,
     pub detail: String,
 }
 
@@ -237,7 +313,17 @@ pub enum Overall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub model: String,
+    /// The training data's risk, shown first; never on its own the reason for a verdict.
+    #[serde(default)]
+    pub data_risk: DataRisk,
     pub verdict: Overall,
+    /// The tests that decided the verdict: those that flagged for `shortcut` (behavioural tests only),
+    /// those that warned for `suspicious`; none otherwise.
+    #[serde(default)]
+    pub decided_by: Vec<String>,
+    /// The verdict and what decided it, in words.
+    #[serde(default)]
+    pub reason: String,
     pub tests: Vec<TestResult>,
     pub thresholds: Thresholds,
 }
@@ -254,9 +340,10 @@ impl Verdict {
     }
 }
 
-fn test(name: &str, rule: &str) -> TestResult {
+fn test(name: &str, role: Role, rule: &str) -> TestResult {
     TestResult {
         test: name.into(),
+        role,
         status: Status::NotRun,
         figure: None,
         ci_low: None,
@@ -283,88 +370,177 @@ fn counts(occ: &OcclusionEvidence) -> String {
     }
 }
 
-/// Applies the rules to one model's evidence.
-pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
-    let mut tests = Vec::new();
-
-    // 1. Source probe.
-    let mut t = test(
-        "source_probe",
-        "flag if some source's probe AUC >= probe_auc and Cramér's V >= cramers_v",
-    );
-    if let Some(best) = evidence
-        .source_probe
-        .iter()
-        .max_by(|a, b| a.auc.value.total_cmp(&b.auc.value))
-    {
-        set_figure(&mut t, best.auc, th.probe_auc);
-        t.triggered_by = evidence
-            .source_probe
-            .iter()
-            .filter(|s| s.auc.value >= th.probe_auc)
-            .map(|s| s.source.clone())
-            .collect();
-        (t.status, t.detail) = if t.triggered_by.is_empty() {
-            (
-                Status::Pass,
-                format!(
-                    "no source is identifiable (best: {} at {:.3})",
-                    best.source, best.auc.value
-                ),
-            )
-        } else {
-            let ids = t.triggered_by.join(", ");
-            match evidence.cramers_v {
-                Some(v) if v >= th.cramers_v => (
-                    Status::Flag,
-                    format!(
-                        "sources identifiable from the features ({ids}) and the label follows the source (V = {v:.3}): a shortcut is available"
-                    ),
-                ),
-                Some(v) => (
-                    Status::Pass,
-                    format!(
-                        "sources identifiable ({ids}) but the training label does not follow the source (V = {v:.3})"
-                    ),
-                ),
-                None => (
-                    Status::Warn,
-                    format!(
-                        "sources identifiable ({ids}); the label-source association is unknown"
-                    ),
-                ),
-            }
-        };
+/// A p-value in words: three decimals, or two significant digits below 0.001 (a Monte-Carlo p is never 0).
+fn p_words(p: f64) -> String {
+    if p < 0.001 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
     }
-    tests.push(t);
+}
 
-    // 2. Split design.
-    let mut t = test(
-        "split_design",
-        "flag if Cramér's V (label x source, training split) >= cramers_v",
-    );
+/// The training split's label x source association: the data risk.
+fn data_risk(evidence: &AuditEvidence, th: &Thresholds) -> DataRisk {
+    let mut r = DataRisk {
+        test: "split_design".into(),
+        risk: Risk::Unknown,
+        figure: None,
+        threshold: Some(th.cramers_v),
+        rule: "high if Cramér's V (label x source, training split) >= cramers_v: the training data offered a \
+               shortcut; the verdict asks whether the model took it"
+            .into(),
+        detail: "the training split's label x source association is unknown".into(),
+    };
     if let Some(v) = evidence.cramers_v {
-        set_figure(&mut t, Figure::point(v), th.cramers_v);
-        (t.status, t.detail) = if v >= th.cramers_v {
+        r.figure = Some(v);
+        (r.risk, r.detail) = if v >= th.cramers_v {
             (
-                Status::Flag,
-                format!("label and source are associated in the training split (V = {v:.3})"),
+                Risk::High,
+                format!(
+                    "label and source are associated in the training split (V = {v:.3}): the data offered a \
+                     shortcut"
+                ),
             )
         } else {
             (
-                Status::Pass,
+                Risk::Low,
                 format!(
                     "label and source are nearly independent in the training split (V = {v:.3})"
                 ),
             )
         };
     }
-    tests.push(t);
+    r
+}
 
-    // 3. Occlusion, one pair of tests per fill.
+/// The score-follows-source test (behavioural).
+fn score_follows_source_test(evidence: &AuditEvidence, th: &Thresholds) -> TestResult {
+    let mut t = test(
+        "score_follows_source",
+        Role::Behaviour,
+        "flag if, within a class, the score separates a source (or the seen sources) from the rest with \
+         max(AUC, 1 - AUC) >= source_auc and a Holm-adjusted permutation p < source_p",
+    );
+    let Some(sf) = &evidence.score_follows_source else {
+        t.detail = "not computed (no per-image test scores)".into();
+        return t;
+    };
+    if let Some(why) = &sf.not_run {
+        t.detail = why.clone();
+        return t;
+    }
+    let Some(top) = sf.strongest() else {
+        t.detail = "no comparison could be made".into();
+        return t;
+    };
+    set_figure(&mut t, top.auc, th.source_auc);
+    let flagged: Vec<_> = sf
+        .comparisons
+        .iter()
+        .filter(|c| c.separation() >= th.source_auc && c.p_holm < th.source_p)
+        .collect();
+    t.triggered_by = flagged.iter().map(|c| c.describe()).collect();
+    let made = sf.comparisons.len();
+    let of = |c: &crate::behaviour::SourceComparison| {
+        format!(
+            "{}: AUC {:.3} on {} + {} images, Holm p = {}",
+            c.describe(),
+            c.auc.value,
+            c.n_group,
+            c.n_rest,
+            p_words(c.p_holm)
+        )
+    };
+    (t.status, t.detail) = if let Some(first) = flagged
+        .iter()
+        .max_by(|a, b| a.separation().total_cmp(&b.separation()))
+    {
+        (
+            Status::Flag,
+            format!(
+                "within a class the score follows the source ({}; {} of {made} comparisons flag). The model \
+                 uses the source, or the sources differ in severity within the class, which only an effect \
+                 this large makes unlikely",
+                of(first),
+                flagged.len()
+            ),
+        )
+    } else if top.separation() >= th.source_auc {
+        (
+            Status::Pass,
+            format!(
+                "the largest separation is not beyond chance ({}; {made} comparisons)",
+                of(top)
+            ),
+        )
+    } else {
+        (
+            Status::Pass,
+            format!(
+                "within each class the score does not follow the source (largest: {}; {made} comparisons)",
+                of(top)
+            ),
+        )
+    };
+    t
+}
+
+/// The per-source AUC spread test (behavioural).
+fn auc_spread_test(evidence: &AuditEvidence, th: &Thresholds) -> TestResult {
+    let mut t = test(
+        "auc_spread",
+        Role::Behaviour,
+        "flag if |pooled AUC - within-source (stratified) AUC| >= auc_spread and its permutation p < source_p",
+    );
+    let Some(s) = &evidence.auc_spread else {
+        t.detail = "not computed (no per-image test scores)".into();
+        return t;
+    };
+    if let Some(why) = &s.not_run {
+        t.detail = why.clone();
+        return t;
+    }
+    let (Some(d), Some(p), Some(pooled), Some(strat)) = (s.difference, s.p, s.pooled, s.stratified)
+    else {
+        t.detail = "the AUCs are undefined".into();
+        return t;
+    };
+    set_figure(&mut t, d, th.auc_spread);
+    let per: Vec<String> = s
+        .per_source
+        .iter()
+        .map(|a| format!("{} {:.3}", a.source, a.auc))
+        .collect();
+    let what = format!(
+        "pooled AUC {pooled:.3} against {strat:.3} within sources ({}), permutation p = {}",
+        per.join(", "),
+        p_words(p)
+    );
+    (t.status, t.detail) = if d.value.abs() >= th.auc_spread && p < th.source_p {
+        t.triggered_by = s.per_source.iter().map(|a| a.source.clone()).collect();
+        (
+            Status::Flag,
+            format!("the model ranks by source: {what}"),
+        )
+    } else {
+        (Status::Pass, what)
+    };
+    t
+}
+
+/// Applies the rules to one model's evidence.
+pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
+    let mut tests = Vec::new();
+
+    // 1. Behaviour: does the score follow the source within a class?
+    tests.push(score_follows_source_test(evidence, th));
+    tests.push(auc_spread_test(evidence, th));
+
+    // 2. Occlusion, one pair of tests per fill.
     for occ in &evidence.occlusion {
         let mut t = test(
             &format!("lungs_removed[{}]", occ.fill),
+            Role::Behaviour,
             "flag if max(AUC, 1 - AUC) with the lungs removed >= lungs_removed_auc and chance is ruled out \
              (permutation p < lungs_removed_p; without a p, the CI excludes 0.5)",
         );
@@ -413,6 +589,7 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
 
         let mut t = test(
             &format!("lungs_only[{}]", occ.fill),
+            Role::Supporting,
             "warn if full-image AUC - lungs-only AUC >= lungs_only_drop and the lungs-only AUC's CI lies below \
              the full-image AUC",
         );
@@ -451,19 +628,97 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
         tests.push(t);
     }
 
-    // 4. Grad-CAM lung energy, against what an evenly spread map would score when the lung area is known.
+    // 3. Saliency lung energy, against what an evenly spread map would score when the lung area is known.
+    tests.push(lung_energy_test(evidence, th));
+
+    // 4. Source probe: supporting evidence that a shortcut is available in the features.
+    tests.push(source_probe_test(evidence, th));
+
+    let any = |s: Status| tests.iter().any(|t| t.status == s);
+    let overall = if any(Status::Flag) {
+        Overall::Shortcut
+    } else if any(Status::Warn) {
+        Overall::Suspicious
+    } else if any(Status::Pass) {
+        Overall::NoShortcutFound
+    } else {
+        Overall::InsufficientEvidence
+    };
+    let deciding = match overall {
+        Overall::Shortcut => Some(Status::Flag),
+        Overall::Suspicious => Some(Status::Warn),
+        _ => None,
+    };
+    let decided: Vec<&TestResult> = tests
+        .iter()
+        .filter(|t| Some(t.status) == deciding)
+        .collect();
+    let reason = match overall {
+        Overall::Shortcut => format!(
+            "shortcut: the model's behaviour shows it ({})",
+            decided
+                .iter()
+                .map(|t| format!("{}: {}", t.test, t.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Overall::Suspicious => format!(
+            "suspicious: no behavioural test flagged; supporting evidence warns ({})",
+            decided
+                .iter()
+                .map(|t| format!("{}: {}", t.test, t.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Overall::NoShortcutFound => format!(
+            "no shortcut found: {} of {} tests ran, none flagged or warned",
+            tests.iter().filter(|t| t.status != Status::NotRun).count(),
+            tests.len()
+        ),
+        Overall::InsufficientEvidence => "insufficient evidence: no test could run".into(),
+    };
+    Verdict {
+        model: evidence.model.clone(),
+        data_risk: data_risk(evidence, th),
+        verdict: overall,
+        decided_by: decided.iter().map(|t| t.test.clone()).collect(),
+        reason,
+        tests,
+        thresholds: *th,
+    }
+}
+
+/// The saliency rule (supporting): mean lung energy of the usable maps.
+fn lung_energy_test(evidence: &AuditEvidence, th: &Thresholds) -> TestResult {
     let mut t = test(
         "lung_energy",
+        Role::Supporting,
         "warn if the mean lung energy fraction < lung_energy_ratio x the lungs' share of the image \
          (lung_energy when that share is unknown)",
     );
+    let maps = match (evidence.saliency_maps_usable, evidence.saliency_maps) {
+        (Some(k), Some(n)) if k < n => format!(
+            "; rests on {k} of {n} maps ({} empty: no occluded patch moved the score)",
+            n - k
+        ),
+        (Some(k), Some(n)) => format!("; rests on {k} of {n} maps"),
+        _ => String::new(),
+    };
+    if let (Some(0), Some(n)) = (evidence.saliency_maps_usable, evidence.saliency_maps)
+        && n > 0
+    {
+        t.detail = format!(
+            "no usable map: all {n} saliency maps are empty (the score did not move under any occlusion)"
+        );
+        return t;
+    }
     let coarse = evidence.lung_cells.filter(|&c| c < th.min_lung_cells);
     if let (Some(e), Some(cells)) = (evidence.lung_energy, coarse) {
         t.figure = Some(e.value);
         t.threshold = Some(th.min_lung_cells);
         t.detail = format!(
             "abstains: the saliency map has {cells:.1} cells across a lung (< {}), too coarse to tell heat inside \
-             the lungs from heat outside ({:.0}% of the energy inside)",
+             the lungs from heat outside ({:.0}% of the energy inside{maps})",
             th.min_lung_cells,
             e.value * 100.0
         );
@@ -481,7 +736,7 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
             _ => "Grad-CAM",
         };
         let what = format!(
-            "{:.0}% of the {map} energy lies inside the lungs{area}",
+            "{:.0}% of the {map} energy lies inside the lungs{area}{maps}",
             e.value * 100.0
         );
         (t.status, t.detail) = if e.value < floor {
@@ -490,24 +745,63 @@ pub fn verdict(evidence: &AuditEvidence, th: &Thresholds) -> Verdict {
             (Status::Pass, what)
         };
     }
-    tests.push(t);
+    t
+}
 
-    let any = |s: Status| tests.iter().any(|t| t.status == s);
-    let overall = if any(Status::Flag) {
-        Overall::Shortcut
-    } else if any(Status::Warn) {
-        Overall::Suspicious
-    } else if any(Status::Pass) {
-        Overall::NoShortcutFound
-    } else {
-        Overall::InsufficientEvidence
+/// The source probe (supporting): the features identify the source. With a confounded training split a
+/// shortcut is *available*; whether the model took it is for the behavioural tests.
+fn source_probe_test(evidence: &AuditEvidence, th: &Thresholds) -> TestResult {
+    let mut t = test(
+        "source_probe",
+        Role::Supporting,
+        "warn if some source's probe AUC >= probe_auc and Cramér's V >= cramers_v (a shortcut is available in \
+         the features); never flags",
+    );
+    let Some(best) = evidence
+        .source_probe
+        .iter()
+        .max_by(|a, b| a.auc.value.total_cmp(&b.auc.value))
+    else {
+        return t;
     };
-    Verdict {
-        model: evidence.model.clone(),
-        verdict: overall,
-        tests,
-        thresholds: *th,
-    }
+    set_figure(&mut t, best.auc, th.probe_auc);
+    t.triggered_by = evidence
+        .source_probe
+        .iter()
+        .filter(|s| s.auc.value >= th.probe_auc)
+        .map(|s| s.source.clone())
+        .collect();
+    (t.status, t.detail) = if t.triggered_by.is_empty() {
+        (
+            Status::Pass,
+            format!(
+                "no source is identifiable (best: {} at {:.3})",
+                best.source, best.auc.value
+            ),
+        )
+    } else {
+        let ids = t.triggered_by.join(", ");
+        match evidence.cramers_v {
+            Some(v) if v >= th.cramers_v => (
+                Status::Warn,
+                format!(
+                    "sources identifiable from the features ({ids}) and the training label follows the source \
+                     (V = {v:.3}): a shortcut is available"
+                ),
+            ),
+            Some(v) => (
+                Status::Pass,
+                format!(
+                    "sources identifiable ({ids}) but the training label does not follow the source (V = {v:.3})"
+                ),
+            ),
+            None => (
+                Status::Warn,
+                format!("sources identifiable ({ids}); the label-source association is unknown"),
+            ),
+        }
+    };
+    t
 }
 
 /// `audit.json`: the evidence and the verdict of every audited model.
@@ -530,6 +824,33 @@ pub fn write_audit_json(path: &Path, report: &AuditReport) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::behaviour::SourceComparison;
+
+    /// A score-follows-source result with one comparison per `(class, group, auc, p_holm)`.
+    fn following(rows: &[(&str, &str, f64, f64)]) -> SourceFollowing {
+        SourceFollowing {
+            comparisons: rows
+                .iter()
+                .map(|&(class, group, auc, p)| SourceComparison {
+                    class: class.into(),
+                    group: group.into(),
+                    against: if group == "seen" { "unseen" } else { "rest" }.into(),
+                    group_sources: vec![group.into()],
+                    rest_sources: vec!["others".into()],
+                    n_group: 10,
+                    n_rest: 20,
+                    patients_group: 10,
+                    patients_rest: 20,
+                    auc: Figure::with_ci(auc, auc - 0.1, (auc + 0.1).min(1.0)),
+                    p,
+                    p_holm: p,
+                })
+                .collect(),
+            not_run: None,
+            min_patients: 5,
+            permutations: 4999,
+        }
+    }
 
     fn confounded() -> AuditEvidence {
         AuditEvidence {
@@ -549,6 +870,10 @@ mod tests {
                 },
             ],
             cramers_v: Some(1.0),
+            score_follows_source: Some(following(&[
+                ("covid", "seen", 0.97, 0.0006),
+                ("pneumonia", "seen", 0.62, 0.2),
+            ])),
             occlusion: vec![OcclusionEvidence {
                 fill: "mean".into(),
                 full: Figure::with_ci(0.99, 0.97, 1.0),
@@ -560,8 +885,7 @@ mod tests {
             }],
             lung_energy: Some(Figure::point(0.31)),
             mean_mask_area: Some(0.35),
-            lung_cells: None,
-            saliency: None,
+            ..Default::default()
         }
     }
 
@@ -579,6 +903,10 @@ mod tests {
                 },
             ],
             cramers_v: Some(0.04),
+            score_follows_source: Some(following(&[
+                ("covid", "bimcv", 0.58, 0.4),
+                ("pneumonia", "bimcv", 0.44, 0.6),
+            ])),
             occlusion: vec![OcclusionEvidence {
                 fill: "mean".into(),
                 full: Figure::with_ci(0.91, 0.86, 0.95),
@@ -590,27 +918,48 @@ mod tests {
             }],
             lung_energy: Some(Figure::point(0.78)),
             mean_mask_area: Some(0.35),
-            lung_cells: None,
-            saliency: None,
+            ..Default::default()
         }
     }
 
+    fn by<'a>(v: &'a Verdict, name: &str) -> &'a TestResult {
+        v.tests
+            .iter()
+            .find(|t| t.test == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
     #[test]
-    fn confounded_evidence_is_flagged_with_its_triggers() {
+    fn confounded_evidence_is_flagged_by_behaviour_with_the_data_risk_apart() {
         let v = verdict(&confounded(), &Thresholds::default());
         assert_eq!(v.verdict, Overall::Shortcut);
-        let by = |name: &str| v.tests.iter().find(|t| t.test == name).unwrap();
-        let probe = by("source_probe");
-        assert_eq!(probe.status, Status::Flag);
+        assert_eq!(v.data_risk.risk, Risk::High);
+        assert_eq!(v.data_risk.figure, Some(1.0));
+        // The split design is not a test of the model any more.
+        assert!(v.tests.iter().all(|t| t.test != "split_design"));
+        // The probe is supporting evidence: it warns, it never flags.
+        let probe = by(&v, "source_probe");
+        assert_eq!((probe.status, probe.role), (Status::Warn, Role::Supporting));
         assert_eq!(probe.triggered_by, vec!["bimcv", "nih"]);
         assert_eq!((probe.figure, probe.threshold), (Some(0.99), Some(0.90)));
-        assert_eq!(by("split_design").status, Status::Flag);
-        let removed = by("lungs_removed[mean]");
+        let follows = by(&v, "score_follows_source");
+        assert_eq!((follows.status, follows.role), (Status::Flag, Role::Behaviour));
+        assert_eq!((follows.figure, follows.threshold), (Some(0.97), Some(0.80)));
+        assert_eq!(follows.triggered_by.len(), 1);
+        assert!(follows.detail.contains("severity"), "{}", follows.detail);
+        let removed = by(&v, "lungs_removed[mean]");
         assert_eq!(removed.status, Status::Flag);
         assert_eq!((removed.ci_low, removed.ci_high), (Some(0.88), Some(0.97)));
-        assert_eq!(by("lungs_only[mean]").status, Status::Warn);
-        assert_eq!(by("lung_energy").status, Status::Warn);
-        // JSON round trip keeps everything.
+        assert_eq!(by(&v, "lungs_only[mean]").status, Status::Warn);
+        assert_eq!(by(&v, "lung_energy").status, Status::Warn);
+        // The verdict names the behavioural tests that decided it.
+        assert_eq!(
+            v.decided_by,
+            vec!["score_follows_source", "lungs_removed[mean]"]
+        );
+        assert!(v.reason.starts_with("shortcut: "), "{}", v.reason);
+        assert!(v.tests.iter().filter(|t| t.status == Status::Flag).all(|t| t.role == Role::Behaviour));
+        // JSON round trip keeps everything; the data risk comes before the verdict.
         let report = AuditReport {
             evidence: vec![confounded()],
             verdicts: vec![v.clone()],
@@ -620,11 +969,33 @@ mod tests {
         write_audit_json(&path, &report).unwrap();
         let back: AuditReport = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back, report);
-        assert!(
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .contains("\"verdict\": \"shortcut\"")
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"verdict\": \"shortcut\""));
+        let (risk, verdict_at) = (
+            text.find("\"data_risk\"").unwrap(),
+            text.find("\"verdict\": ").unwrap(),
         );
+        assert!(risk < verdict_at);
+    }
+
+    #[test]
+    fn a_confounded_split_whose_model_does_not_follow_the_source_is_not_a_shortcut() {
+        // V = 1, the probe identifies the sources; the scores do not follow the source within a class and the
+        // occlusion tests pass: the data offered a shortcut the model did not take.
+        let mut e = clean();
+        e.cramers_v = Some(1.0);
+        let v = verdict(&e, &Thresholds::default());
+        assert_ne!(v.verdict, Overall::Shortcut, "{:#?}", v.tests);
+        assert_eq!(v.data_risk.risk, Risk::High);
+        // The probe says a shortcut was available: supporting evidence, so at most suspicious.
+        assert_eq!(v.verdict, Overall::Suspicious);
+        assert_eq!(v.decided_by, vec!["source_probe"]);
+        // Without features (no probe) nothing warns.
+        e.source_probe.clear();
+        let v = verdict(&e, &Thresholds::default());
+        assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
+        assert_eq!(v.data_risk.risk, Risk::High);
+        assert!(v.reason.starts_with("no shortcut found"), "{}", v.reason);
     }
 
     #[test]
@@ -632,9 +1003,103 @@ mod tests {
         let v = verdict(&clean(), &Thresholds::default());
         assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
         assert!(!v.flagged());
-        assert!(v.tests.iter().all(|t| t.status == Status::Pass));
-        let probe = v.tests.iter().find(|t| t.test == "source_probe").unwrap();
+        assert_eq!(v.data_risk.risk, Risk::Low);
+        assert!(
+            v.tests
+                .iter()
+                .all(|t| t.status == Status::Pass || t.test == "auc_spread"),
+            "{:#?}",
+            v.tests
+        );
+        assert_eq!(by(&v, "auc_spread").status, Status::NotRun);
+        let probe = by(&v, "source_probe");
         assert_eq!(probe.triggered_by, vec!["bimcv"]);
+        assert!(v.decided_by.is_empty());
+    }
+
+    #[test]
+    fn the_score_follows_source_rule_needs_a_large_effect_and_a_small_holm_p() {
+        let th = Thresholds::default();
+        let with = |rows: &[(&str, &str, f64, f64)]| {
+            let e = AuditEvidence {
+                model: "m".into(),
+                score_follows_source: Some(following(rows)),
+                ..Default::default()
+            };
+            verdict(&e, &th)
+        };
+        // Large and significant, either direction.
+        assert_eq!(with(&[("covid", "a", 0.9, 0.001)]).verdict, Overall::Shortcut);
+        assert_eq!(with(&[("covid", "a", 0.1, 0.001)]).verdict, Overall::Shortcut);
+        // Significant but small (sources may differ in severity within a class): pass.
+        let v = with(&[("covid", "a", 0.75, 1e-4)]);
+        assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
+        // Large but not beyond chance after Holm: pass, and said so.
+        let v = with(&[("covid", "a", 0.95, 0.08)]);
+        assert_eq!(v.verdict, Overall::NoShortcutFound);
+        assert!(
+            by(&v, "score_follows_source").detail.contains("not beyond chance"),
+            "{}",
+            by(&v, "score_follows_source").detail
+        );
+        // The figure is the strongest comparison's AUC.
+        let v = with(&[("covid", "a", 0.7, 0.01), ("pneumonia", "b", 0.15, 0.001)]);
+        assert_eq!(by(&v, "score_follows_source").figure, Some(0.15));
+        assert_eq!(v.decided_by, vec!["score_follows_source"]);
+        // Not run, with the reason.
+        let e = AuditEvidence {
+            model: "m".into(),
+            score_follows_source: Some(SourceFollowing {
+                comparisons: Vec::new(),
+                not_run: Some("no class holds two groups".into()),
+                min_patients: 5,
+                permutations: 99,
+            }),
+            ..Default::default()
+        };
+        let v = verdict(&e, &th);
+        assert_eq!(v.verdict, Overall::InsufficientEvidence);
+        let t = by(&v, "score_follows_source");
+        assert_eq!(t.status, Status::NotRun);
+        assert_eq!(t.detail, "no class holds two groups");
+    }
+
+    #[test]
+    fn the_auc_spread_rule_flags_a_model_that_ranks_by_source() {
+        let th = Thresholds::default();
+        let spread = |d: f64, p: f64| AuditEvidence {
+            model: "m".into(),
+            auc_spread: Some(AucSpread {
+                per_source: vec![
+                    crate::behaviour::SourceAuc {
+                        source: "a".into(),
+                        auc: 0.55,
+                        n_covid: 20,
+                        n_pneumonia: 5,
+                    },
+                    crate::behaviour::SourceAuc {
+                        source: "b".into(),
+                        auc: 0.5,
+                        n_covid: 5,
+                        n_pneumonia: 20,
+                    },
+                ],
+                pooled: Some(0.53 + d),
+                stratified: Some(0.53),
+                difference: Some(Figure::point(d)),
+                p: Some(p),
+                not_run: None,
+                min_patients: 5,
+            }),
+            ..Default::default()
+        };
+        let v = verdict(&spread(0.3, 0.001), &th);
+        assert_eq!(v.verdict, Overall::Shortcut);
+        assert_eq!(v.decided_by, vec!["auc_spread"]);
+        assert!(by(&v, "auc_spread").detail.contains("a 0.550, b 0.500"));
+        assert_eq!(verdict(&spread(-0.2, 0.001), &th).verdict, Overall::Shortcut);
+        assert_eq!(verdict(&spread(0.05, 0.001), &th).verdict, Overall::NoShortcutFound);
+        assert_eq!(verdict(&spread(0.3, 0.2), &th).verdict, Overall::NoShortcutFound);
     }
 
     #[test]
@@ -662,12 +1127,11 @@ mod tests {
         (e.occlusion[0].n_covid, e.occlusion[0].n_pneumonia) = (Some(3), Some(3));
         let v = verdict(&e, &th);
         assert_eq!(v.verdict, Overall::NoShortcutFound, "{v:?}");
+        let removed = by(&v, "lungs_removed[noise]");
         assert!(
-            v.tests[2]
-                .detail
-                .contains("p = 0.100, 3 Covid-19 + 3 pneumonia"),
+            removed.detail.contains("p = 0.100, 3 Covid-19 + 3 pneumonia"),
             "{}",
-            v.tests[2].detail
+            removed.detail
         );
         e.occlusion[0].lungs_removed_p = Some(0.001);
         assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
@@ -685,6 +1149,7 @@ mod tests {
         };
         let v = verdict(&e, &th);
         assert_eq!(v.verdict, Overall::Suspicious);
+        assert_eq!(v.data_risk.risk, Risk::Unknown);
         // Lung energy is judged against the lung area when it is known, else against the absolute floor.
         let mut e = AuditEvidence {
             model: "m".into(),
@@ -694,7 +1159,7 @@ mod tests {
         };
         let v = verdict(&e, &th);
         assert_eq!(v.verdict, Overall::Suspicious);
-        assert_eq!(v.tests.last().unwrap().threshold, Some(0.6));
+        assert_eq!(by(&v, "lung_energy").threshold, Some(0.6));
         e.mean_mask_area = Some(0.3);
         assert_eq!(verdict(&e, &th).verdict, Overall::NoShortcutFound);
         e.mean_mask_area = None;
@@ -703,13 +1168,51 @@ mod tests {
         let v = verdict(&AuditEvidence::default(), &th);
         assert_eq!(v.verdict, Overall::InsufficientEvidence);
         assert!(v.tests.iter().all(|t| t.status == Status::NotRun));
+        // The split design alone, however confounded, decides nothing.
+        let e = AuditEvidence {
+            model: "m".into(),
+            cramers_v: Some(1.0),
+            ..Default::default()
+        };
+        let v = verdict(&e, &th);
+        assert_eq!(v.verdict, Overall::InsufficientEvidence);
+        assert_eq!(v.data_risk.risk, Risk::High);
         // Thresholds are honoured, not hard-coded.
         let strict = Thresholds {
-            cramers_v: 0.01,
+            source_auc: 0.55,
+            source_p: 0.5,
             ..th
         };
-        let v = verdict(&clean(), &strict);
-        assert_eq!(v.verdict, Overall::Shortcut);
+        assert_eq!(verdict(&clean(), &strict).verdict, Overall::Shortcut);
+        let lax = Thresholds {
+            cramers_v: 1.5,
+            ..th
+        };
+        assert_eq!(verdict(&confounded(), &lax).data_risk.risk, Risk::Low);
+    }
+
+    #[test]
+    fn the_lung_energy_rule_counts_usable_maps() {
+        let th = Thresholds::default();
+        let mut e = AuditEvidence {
+            model: "m".into(),
+            lung_energy: Some(Figure::point(0.7)),
+            mean_mask_area: Some(0.4),
+            saliency_maps: Some(8),
+            saliency_maps_usable: Some(4),
+            ..Default::default()
+        };
+        let v = verdict(&e, &th);
+        let t = by(&v, "lung_energy");
+        assert_eq!(t.status, Status::Pass);
+        assert!(t.detail.contains("rests on 4 of 8 maps (4 empty"), "{}", t.detail);
+        // No usable map: the rule does not run.
+        e.saliency_maps_usable = Some(0);
+        e.lung_energy = None;
+        let v = verdict(&e, &th);
+        let t = by(&v, "lung_energy");
+        assert_eq!(t.status, Status::NotRun);
+        assert!(t.detail.starts_with("no usable map"), "{}", t.detail);
     }
 
     #[test]
@@ -725,8 +1228,8 @@ mod tests {
             ..Default::default()
         };
         let v = verdict(&e, &th);
-        assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
-        let t = v.tests.iter().find(|t| t.test == "lung_energy").unwrap();
+        assert_eq!(v.verdict, Overall::InsufficientEvidence, "{:#?}", v.tests);
+        let t = by(&v, "lung_energy");
         assert_eq!(t.status, Status::NotRun);
         assert!(t.detail.starts_with("abstains"), "{}", t.detail);
         assert_eq!(t.threshold, Some(8.0));
@@ -795,7 +1298,7 @@ mod tests {
             0.338,
         );
         assert_eq!(verdict(&split1, &th).verdict, Overall::NoShortcutFound);
-        // Paper world, split 1: fully confounded split, lungs-only AUC at chance.
+        // Paper world, split 1: fully confounded split, lungs-only AUC at chance; the lungs-removed AUC decides.
         let paper = world(
             1.0,
             occ(
@@ -809,11 +1312,7 @@ mod tests {
         );
         let v = verdict(&paper, &th);
         assert_eq!(v.verdict, Overall::Shortcut);
-        let only = v
-            .tests
-            .iter()
-            .find(|t| t.test == "lungs_only[mean]")
-            .unwrap();
-        assert_eq!(only.status, Status::Warn, "{}", only.detail);
+        assert_eq!(v.decided_by, vec!["lungs_removed[mean]"]);
+        assert_eq!(by(&v, "lungs_only[mean]").status, Status::Warn);
     }
 }

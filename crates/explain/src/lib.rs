@@ -16,7 +16,10 @@
 //! - [`occlusion`]: lungs-removed and lungs-only images from a grey image and its mask.
 //! - [`saliency`]: occlusion sensitivity maps (a sliding patch, as MONAI's `OcclusionSensitivity`) for
 //!   scorers without gradients, batched through [`cxr_core::Scorer`], into the same energy and galleries.
-//! - [`audit`]: the verdict per model from the evidence, with figures, CIs, thresholds and triggers.
+//! - [`behaviour`]: does the model's score follow the source? Within each class, the AUC of the score for
+//!   the source (permutation p within class, Holm over the comparisons), and the per-source AUC spread.
+//! - [`audit`]: the verdict per model from the evidence, with figures, CIs, thresholds and triggers; the
+//!   training split's label x source association is reported apart, as the data risk.
 //! - [`confounders`]: the counterfactual confounder test (synthetic worlds: does the score follow one planted
 //!   confounder group swapped in from another source?), through [`cxr_core::Scorer`] and a renderer trait.
 //!
@@ -29,6 +32,7 @@
 //! (only `cxr-core`); every error names the file, tensor or column; masks are lung where >= 128.
 
 pub mod audit;
+pub mod behaviour;
 pub mod confounders;
 pub mod energy;
 pub mod error;
@@ -39,11 +43,16 @@ pub mod render;
 pub mod saliency;
 
 pub use audit::{
-    AuditEvidence, AuditReport, Figure, OcclusionEvidence, Overall, SaliencyCost, SourceFigure,
-    Status, TestResult, Thresholds, Verdict, verdict, write_audit_json,
+    AuditEvidence, AuditReport, DataRisk, Figure, OcclusionEvidence, Overall, Risk, Role,
+    SaliencyCost, SourceFigure, Status, TestResult, Thresholds, Verdict, verdict, write_audit_json,
+};
+pub use behaviour::{
+    AucSpread, BehaviourConfig, ScoreTable, SourceComparison, SourceFollowing, auc_spread,
+    score_follows_source,
 };
 pub use confounders::{
-    ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, score_all,
+    ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, logit_all,
+    score_all,
 };
 pub use energy::{
     EnergyRow, EnergySummary, lung_energy_fraction, mean_lung_energy, read_energy_csv,
