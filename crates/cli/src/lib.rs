@@ -166,8 +166,15 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// The exit status of an audit whose verdict fails `--fail-on`: the command ran, the model failed the audit.
+/// Distinct from 1 (the command itself failed, bad arguments included), so a CI can tell the two apart.
+pub const EXIT_AUDIT_FAILED: u8 = 3;
+
+pub use explain::VerdictFailed;
+
 /// Runs `args` as a command and turns the outcome into the process's exit status, printing an error once
-/// (its causes, most specific last, so the failing file is always named).
+/// (its causes, most specific last, so the failing file is always named): 0 success, 1 failure,
+/// [`EXIT_AUDIT_FAILED`] for a verdict that fails `--fail-on` (one line says why).
 pub fn main_with<I, T>(args: I) -> std::process::ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -175,9 +182,15 @@ where
 {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", error_chain(&err));
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<VerdictFailed>() {
+            Some(failed) => {
+                eprintln!("{failed}");
+                std::process::ExitCode::from(EXIT_AUDIT_FAILED)
+            }
+            None => {
+                eprintln!("error: {}", error_chain(&err));
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
