@@ -498,3 +498,217 @@ pub fn run_confounder_test(
         json,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxr_core::{ImageFormat, Label, ManifestRecord, SourceId};
+    use cxr_synth::{WorldConfig, paper_sources};
+
+    /// A "model" that reads one cue only: vertical grid lines, as the high-frequency energy of the crop's
+    /// column-mean profile (averaging down the columns cancels noise; anatomy is smooth across columns).
+    struct GridReader;
+
+    fn stripe_energy(img: &Grey8) -> f64 {
+        let (w, h) = (img.width as usize, img.height as usize);
+        let cols: Vec<f64> = (0..w)
+            .map(|x| (0..h).map(|y| img.data[y * w + x] as f64).sum::<f64>() / h as f64)
+            .collect();
+        // The median, not the mean: the few vertical edges of the anatomy (spine, heart, ribs' ends) give
+        // spikes; grid lines raise every column.
+        let mut d: Vec<f64> = cols
+            .windows(3)
+            .map(|t| (t[0] - 2.0 * t[1] + t[2]).abs())
+            .collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    }
+
+    impl cxr_core::Scorer for GridReader {
+        fn name(&self) -> &str {
+            "grid-reader"
+        }
+        fn input_size(&self) -> usize {
+            64
+        }
+        fn has_features(&self) -> bool {
+            false
+        }
+        fn score(
+            &self,
+            images: &[Grey8],
+            _features: bool,
+        ) -> std::result::Result<cxr_core::Scored, cxr_core::ScoreError> {
+            Ok(cxr_core::Scored {
+                scores: images
+                    .iter()
+                    .map(|img| 1.0 / (1.0 + (-4.0 * (stripe_energy(img) - 2.8)).exp()))
+                    .collect(),
+                features: None,
+            })
+        }
+    }
+
+    fn record(i: usize, source: &str, label: Label) -> ManifestRecord {
+        ManifestRecord {
+            id: format!("r{i}"),
+            source: SourceId::new(source).unwrap(),
+            label,
+            patient: format!("p{i}"),
+            view: "PA".into(),
+            path: PathBuf::from(format!("img{i}.png")),
+            format: ImageFormat::Png,
+            sha256: String::new(),
+            split: Some(Split::Train),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// A world.json (paper signatures, 128 px) and a split manifest whose training rows hold `rows`.
+    fn setup(dir: &Path, rows: &[(&str, Label, usize)]) -> (PathBuf, PathBuf) {
+        let world = WorldFile {
+            config: WorldConfig {
+                size: 128,
+                ..Default::default()
+            },
+            sources: paper_sources(),
+        };
+        let wj = dir.join("world.json");
+        std::fs::write(&wj, serde_json::to_vec(&world).unwrap()).unwrap();
+        let mut recs = Vec::new();
+        for &(s, l, n) in rows {
+            for _ in 0..n {
+                recs.push(record(recs.len(), s, l));
+            }
+        }
+        let mp = dir.join("manifest.csv");
+        Manifest::new(recs).write(&mp).unwrap();
+        (wj, mp)
+    }
+
+    fn plan_of(world: &Path, manifest: &Path, pairs: usize) -> Plan {
+        let cfg = ConfounderConfig {
+            column: Some("crop".into()),
+            pairs,
+            ..ConfounderConfig::new(world)
+        };
+        plan(manifest, &cfg).unwrap()
+    }
+
+    #[test]
+    fn a_grid_reader_is_flagged_for_the_grid_and_nothing_else() {
+        // Paper-like split: V2-COV19-NII (vertical grid) holds Covid, NIH (no grid) pneumonia. They differ in
+        // every group, so all eight are tested.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, m) = setup(
+            dir.path(),
+            &[
+                ("v2-cov19-nii", Label::Covid, 10),
+                ("nih", Label::Pneumonia, 12),
+            ],
+        );
+        let p = plan_of(&w, &m, 12);
+        assert_eq!(p.preprocess_size, 128, "no pre_size column: the world size");
+        let (res, rows) = run_plan(&p, &GridReader).unwrap();
+        assert_eq!(res.len(), ConfounderKind::ALL.len());
+        let grid = ConfounderKind::Grid.as_str();
+        for r in &res {
+            assert!(r.label_associated, "{}", r.kind);
+            assert!(
+                (r.cramers_v - 1.0).abs() < 1e-9,
+                "{}: one value per class",
+                r.kind
+            );
+            assert!(r.n >= 20, "{}: {} pairs scored", r.kind, r.n);
+            let expect = r.kind == grid;
+            assert_eq!(r.flagged, expect, "{}: {}", r.kind, r.detail);
+        }
+        let grid = res.iter().find(|r| r.kind == "grid").unwrap();
+        assert!(grid.mean_shift.unwrap() > 0.5, "{grid:?}");
+        assert!(
+            grid.towards_covid_mean.unwrap() > 0.5,
+            "adding the grid raises P(Covid)"
+        );
+        assert!(
+            grid.towards_pneumonia_mean.unwrap() < -0.5,
+            "removing it lowers it"
+        );
+        // Both directions, both patterns, counterfactuals of the same patients.
+        let g: Vec<&PairRow> = rows.iter().filter(|r| r.kind == "grid").collect();
+        assert_eq!(g.iter().filter(|r| r.base == "nih").count(), 12);
+        assert_eq!(g.iter().filter(|r| r.base == "v2-cov19-nii").count(), 12);
+        assert!(
+            g.iter().any(|r| r.pattern == "covid") && g.iter().any(|r| r.pattern == "pneumonia")
+        );
+        // Text and markers sit outside the lung crop: the counterfactual input does not change at all.
+        let marker: Vec<&PairRow> = rows.iter().filter(|r| r.kind == "marker").collect();
+        assert!(
+            marker
+                .iter()
+                .all(|r| r.score_base == r.score_counterfactual)
+        );
+        let by_kind = |k: ConfounderKind| res.iter().find(|r| r.kind == k.as_str()).unwrap();
+        let marker = by_kind(ConfounderKind::Marker);
+        assert_eq!(marker.status, "not_in_model_input", "{}", marker.detail);
+        assert_eq!(marker.identical_inputs, marker.n);
+        assert_eq!(grid.status, "followed");
+        assert_eq!(grid.identical_inputs, 0, "the grid reaches the lungs");
+
+        // The outputs: JSON with the flag list, the CSVs.
+        let json = report_json(
+            &p.test,
+            &res,
+            "grid-reader",
+            input_path_json(&p),
+            serde_json::Value::Null,
+        );
+        let out = dir.path().join("out");
+        write_confounder_outputs(&out, &json, &res, &rows).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("confounders.json")).unwrap()).unwrap();
+        assert_eq!(back["flagged"], serde_json::json!(["grid"]));
+        let csv = std::fs::read_to_string(out.join("confounders.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + ConfounderKind::ALL.len());
+        let pairs = std::fs::read_to_string(out.join("confounder_pairs.csv")).unwrap();
+        assert_eq!(pairs.lines().count(), 1 + rows.len());
+    }
+
+    #[test]
+    fn without_label_association_nothing_is_flagged_but_sensitivity_is_recorded() {
+        // Clean-world split: both sources hold both classes, so no confounder can be a shortcut; the same
+        // grid reader still moves with the grid, which the sensitivity figure shows.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, m) = setup(
+            dir.path(),
+            &[
+                ("v2-cov19-nii", Label::Covid, 6),
+                ("v2-cov19-nii", Label::Pneumonia, 6),
+                ("nih", Label::Covid, 6),
+                ("nih", Label::Pneumonia, 6),
+            ],
+        );
+        let mut p = plan_of(&w, &m, 6);
+        p.test.kinds = vec!["grid".into(), "noise".into()];
+        let (res, _) = run_plan(&p, &GridReader).unwrap();
+        for r in &res {
+            assert!(!r.label_associated && !r.flagged, "{}", r.kind);
+            assert_eq!(r.status, "not_label_associated");
+            assert!(r.cramers_v < 1e-9);
+        }
+        let grid = res.iter().find(|r| r.kind == "grid").unwrap();
+        assert!(grid.mean_abs_shift.unwrap() > 0.5, "{grid:?}");
+    }
+
+    #[test]
+    fn a_training_split_with_one_world_source_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, m) = setup(
+            dir.path(),
+            &[("nih", Label::Covid, 3), ("nih", Label::Pneumonia, 3)],
+        );
+        let e = run_plan(&plan_of(&w, &m, 2), &GridReader)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 source"), "{e}");
+    }
+}

@@ -43,6 +43,8 @@ pub mod protocol;
 pub mod report;
 pub mod run;
 pub mod score;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{AuditConfig, FailOn, FillKind, ModelOptions, ModelSource};
 pub use confounders::{ConfounderConfig, ConfounderOutcome, run_confounder_test};

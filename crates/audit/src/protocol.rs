@@ -368,3 +368,175 @@ pub fn finish(dir: &Path, scores: &Path, opts: &FinishOptions) -> Result<FinishO
     }
     Ok(FinishOutcome { audit, confounders })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::tiny_manifest;
+
+    #[test]
+    fn bad_score_tables_name_the_file_and_the_first_bad_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = vec!["a".to_string(), "b".to_string()];
+        let check = |body: &str, want: &str| {
+            let p = dir.path().join("s.csv");
+            std::fs::write(&p, body).unwrap();
+            let e = Replay::read("m", &p, &expected).err().unwrap().to_string();
+            assert!(e.contains("s.csv") && e.contains(want), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        };
+        check("id,score\na,0.5\n", "id b of to_score.csv has no score");
+        check("id,score\na,0.5\na,0.4\nb,0.1\n", "id a appears twice");
+        check("id,score\na,NaN\nb,0.1\n", "id a: score NaN");
+        check(
+            "id,score\na,0.5\nb,1.5\n",
+            "id b: score 1.5 is not a probability",
+        );
+        check("id,score\na,x\nb,1\n", "id a: score `x` is not a number");
+        check("name,p\na,0.5\n", "needs the columns `id,score`");
+        let p = dir.path().join("ok.csv");
+        std::fs::write(&p, "id,score\nb,1\na,0\n").unwrap();
+        assert!(Replay::read("m", &p, &expected).is_ok());
+    }
+
+    /// The model's pooled features as `features.csv`, as a user would export them.
+    fn features_csv(scorer: &dyn Scorer, manifest: &Path, out: &Path) {
+        let m = cxr_core::Manifest::read(manifest).unwrap();
+        let imgs: Vec<Grey8> = m
+            .records
+            .iter()
+            .map(|r| cxr_explain::read_grey8(&m.resolve_cell(&r.get("png8").unwrap())).unwrap())
+            .collect();
+        let feats = scorer.score(&imgs, true).unwrap().features.unwrap();
+        let mut f = String::from("id");
+        for k in 0..feats[0].len() {
+            f.push_str(&format!(",f{k}"));
+        }
+        f.push('\n');
+        for (r, v) in m.records.iter().zip(&feats) {
+            f.push_str(&r.id);
+            for x in v {
+                f.push_str(&format!(",{x}"));
+            }
+            f.push('\n');
+        }
+        std::fs::write(out, f).unwrap();
+    }
+
+    #[test]
+    fn prepare_and_finish_with_our_models_scores_match_the_direct_audit() {
+        use candle_core::Device;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let model = cxr_model::Classifier::new(
+            &cxr_model::Arch::resnet50(),
+            cxr_model::Mode::Frozen,
+            3,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let scorer = cxr_model::ClassifierScorer::new(model, "ours", 32);
+        let fp = d.join("features.csv");
+        features_csv(&scorer, &m, &fp);
+        let cfg = AuditConfig {
+            column: Some("png8".into()),
+            features: Some(fp.clone()),
+            saliency_images: 2,
+            saliency_grid: 4,
+            ..Default::default()
+        };
+
+        // The direct audit.
+        let direct = run_audit(
+            &scorer,
+            &m,
+            &AuditConfig {
+                out: Some(d.join("direct")),
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert!(d.join("direct/audit.json").is_file());
+        assert!(d.join("direct/report.html").is_file());
+
+        // Prepare without features (the warning says how to add them), score the list with the same model
+        // (as a user's script would), finish with the features.
+        let prep = d.join("prep");
+        let prepared = prepare(
+            &m,
+            &prep,
+            &AuditConfig {
+                features: None,
+                ..cfg.clone()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(
+            prepared.warnings[0].contains("source probe") && prepared.warnings[0].contains("--features"),
+            "{:?}",
+            prepared.warnings
+        );
+        let typed = read_prepared(&prep).unwrap();
+        assert_eq!(typed.audit.saliency_grid, 4);
+        assert!(typed.manifest.is_absolute());
+        let mut rdr = csv::Reader::from_path(prep.join("to_score.csv")).unwrap();
+        let mut scores = String::from("id,score\n");
+        let mut n = 0;
+        for r in rdr.records() {
+            let r = r.unwrap();
+            let img = cxr_explain::read_grey8(&prep.join(&r[1])).unwrap();
+            let v = scorer.score(&[img], false).unwrap().scores[0];
+            scores.push_str(&format!("{},{v:.17}\n", &r[0]));
+            n += 1;
+        }
+        // Originals, two occlusions x two fills, two maps of 17 passes (some patches may coincide).
+        assert!(n > 8 + 8 * 4, "{n} images to score");
+        assert_eq!(n, prepared.images);
+        let sp = d.join("scores.csv");
+        std::fs::write(&sp, scores).unwrap();
+        let opts = FinishOptions {
+            name: None,
+            features: Some(fp),
+        };
+        let back = finish(&prep, &sp, &opts).unwrap().audit.report;
+        assert!(prep.join("report.html").is_file());
+        assert_eq!(back.verdicts[0].model, "scored-outside");
+
+        let (a, b) = (&direct.report.verdicts[0], &back.verdicts[0]);
+        assert_eq!(a.verdict, b.verdict);
+        assert_eq!(a.tests.len(), b.tests.len());
+        let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) => (x - y).abs() < 1e-6,
+            (x, y) => x == y,
+        };
+        for (t, u) in a.tests.iter().zip(&b.tests) {
+            assert_eq!((&t.test, t.status), (&u.test, u.status), "{t:?} vs {u:?}");
+            assert!(
+                close(t.figure, u.figure) && close(t.ci_low, u.ci_low),
+                "{t:?} vs {u:?}"
+            );
+        }
+        let (ea, eb) = (&direct.report.evidence[0], &back.evidence[0]);
+        assert!(!ea.source_probe.is_empty() && !eb.source_probe.is_empty());
+        assert_eq!(ea.occlusion.len(), 2);
+        for (x, y) in ea.occlusion.iter().zip(&eb.occlusion) {
+            assert!(close(
+                Some(x.lungs_removed.value),
+                Some(y.lungs_removed.value)
+            ));
+            assert!(close(Some(x.lungs_only.value), Some(y.lungs_only.value)));
+            assert!(close(x.lungs_removed_p, y.lungs_removed_p));
+        }
+        assert!(close(
+            ea.lung_energy.map(|f| f.value),
+            eb.lung_energy.map(|f| f.value)
+        ));
+        assert_eq!(ea.saliency.as_ref().unwrap().passes_per_map, 17);
+        // A score table that misses an id is refused before any audit runs.
+        std::fs::write(&sp, "id,score\n").unwrap();
+        let e = finish(&prep, &sp, &opts).unwrap_err().to_string();
+        assert!(e.contains("has no score"), "{e}");
+    }
+}

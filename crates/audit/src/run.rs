@@ -492,3 +492,130 @@ fn occlusion_saliency(
     );
     Ok(galleries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{MeanGrey, tiny_manifest};
+
+    /// The tiny manifest with only some columns, as a user might write it by hand.
+    fn hand_written(manifest: &Path, keep: &[&str], out: &Path) {
+        let m = Manifest::read(manifest).unwrap();
+        let mut rows = vec![keep.join(",")];
+        for r in &m.records {
+            let cells: Vec<String> = keep
+                .iter()
+                .map(|c| {
+                    let v = r.get(c).unwrap_or_default();
+                    if ["png8", "mask"].contains(c) {
+                        m.resolve_cell(&v).display().to_string()
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            rows.push(cells.join(","));
+        }
+        std::fs::write(out, rows.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn every_missing_column_is_named_at_once_and_unused_ones_are_not_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let cfg = AuditConfig {
+            saliency_images: 0,
+            ..Default::default()
+        };
+        // No split, no mask: both named, in one error, with what to do.
+        let p = d.join("no_split_no_mask.csv");
+        hand_written(&m, &["id", "source", "label", "png8"], &p);
+        let e = run_audit(&MeanGrey, &p, &cfg).unwrap_err();
+        let AuditError::MissingColumns { columns, .. } = &e else {
+            panic!("{e}");
+        };
+        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, ["split", "mask"]);
+        let msg = e.to_string();
+        assert!(msg.contains("no_split_no_mask.csv"), "{msg}");
+        assert!(msg.contains("`cxr segment predict`"), "{msg}");
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        // The crop column needs its geometry too.
+        let e = run_audit(
+            &MeanGrey,
+            &p,
+            &AuditConfig {
+                column: Some("crop".into()),
+                ..cfg.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        for c in ["`split`", "`crop`", "`mask`", "`crop_x`", "`crop_h`"] {
+            assert!(e.contains(c), "{c}: {e}");
+        }
+        // A split column with no value is no split.
+        let mut no_split = Manifest::read(&m).unwrap();
+        no_split.records.iter_mut().for_each(|r| r.split = None);
+        let e = run_audit_on(&MeanGrey, &no_split, &m, &cfg, &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`split`"), "{e}");
+
+        // Without view, path, format, sha256 or patient the audit runs, and writes nothing without `out`.
+        let p = d.join("minimal.csv");
+        hand_written(&m, &["id", "source", "label", "split", "png8", "mask"], &p);
+        let done = run_audit(&MeanGrey, &p, &cfg).unwrap();
+        assert!(done.files.is_none());
+        assert!(!d.join("occlusion").exists());
+        let full = run_audit(&MeanGrey, &m, &cfg).unwrap();
+        assert_eq!(done.report, full.report);
+        assert_eq!(done.report.evidence[0].occlusion.len(), 2);
+        assert!(done.notes[0].contains("source probe not run"), "{:?}", done.notes);
+    }
+
+    #[test]
+    fn the_name_and_the_output_folder_are_the_configurations() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let out = d.join("out");
+        let cfg = AuditConfig {
+            saliency_images: 2,
+            saliency_grid: 4,
+            name: Some("my model".into()),
+            out: Some(out.clone()),
+            ..Default::default()
+        };
+        let done = run_audit(&MeanGrey, &m, &cfg).unwrap();
+        assert_eq!(done.report.verdicts[0].model, "my model");
+        assert_eq!(done.report.evidence[0].model, "my model");
+        let files = done.files.unwrap();
+        let back: AuditReport =
+            serde_json::from_slice(&std::fs::read(&files.audit_json).unwrap()).unwrap();
+        assert_eq!(back, done.report);
+        assert!(out.join("occlusion/noise/lungs_removed/r8.png").is_file());
+        assert_eq!(files.galleries.len(), 2, "{:?}", files.galleries);
+        let html = std::fs::read_to_string(&files.report_html).unwrap();
+        let verdict = crate::report::verdict_headline(&done.report.verdicts[0]);
+        assert!(html.contains(&format!("Audit of my model: {verdict}")), "{verdict}");
+        assert!(html.contains("saliency/gallery/"));
+        // The same audit without an output folder finds the same (the occlusion maps' timing aside).
+        let quiet = run_audit(
+            &MeanGrey,
+            &m,
+            &AuditConfig {
+                out: None,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        let strip = |r: &AuditReport| {
+            let mut r = r.clone();
+            r.evidence[0].saliency.as_mut().unwrap().seconds_per_map = 0.0;
+            r
+        };
+        assert_eq!(strip(&quiet.report), strip(&back));
+    }
+}
