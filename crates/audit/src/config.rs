@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use cxr_core::Split;
-use cxr_explain::{Overall, Thresholds};
+use cxr_explain::{BehaviourConfig, Overall, Thresholds};
 use serde::{Deserialize, Serialize};
 
 /// How the occluded region is filled (`cxr_explain::Fill`); the noise seed comes from each image's id.
@@ -78,6 +78,13 @@ pub struct AuditConfig {
     pub out: Option<PathBuf>,
     /// The verdict's thresholds (`cxr_explain::audit` documents each rule).
     pub thresholds: Thresholds,
+    /// Run the occlusion tests and saliency maps on the test images of the training split's sources only
+    /// (all test images when none comes from one): what the model uses where it works. The behavioural
+    /// tests of the score (`cxr_explain::behaviour`) always see every test image. `reproduce` sets it; off by
+    /// default.
+    pub occlusion_seen_only: bool,
+    /// Sample sizes and resampling of the score-follows-source and AUC spread tests.
+    pub behaviour: BehaviourConfig,
 }
 
 impl Default for AuditConfig {
@@ -95,6 +102,8 @@ impl Default for AuditConfig {
             name: None,
             out: None,
             thresholds: Thresholds::default(),
+            occlusion_seen_only: false,
+            behaviour: BehaviourConfig::default(),
         }
     }
 }

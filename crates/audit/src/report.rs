@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cxr_explain::{AuditEvidence, AuditReport, Overall, Status, TestResult, Verdict};
+use cxr_explain::{AuditEvidence, AuditReport, Overall, Risk, Status, TestResult, Verdict};
 use cxr_report::{Block, Report, Section};
 
 use crate::confounders::ConfounderOutcome;
@@ -34,6 +34,8 @@ pub fn test_label(test: &str) -> String {
         None => (test, None),
     };
     let name = match base {
+        "score_follows_source" => "score follows the source (within a class)",
+        "auc_spread" => "per-source AUC spread",
         "source_probe" => "source probe",
         "split_design" => "split design",
         "lungs_removed" => "lungs-removed occlusion",
@@ -50,7 +52,10 @@ pub fn test_label(test: &str) -> String {
 /// An audit rule with its threshold names in words (the names are `cxr_explain::Thresholds`' fields).
 pub fn humanise_rule(rule: &str) -> String {
     // Longest names first: `lung_energy_ratio` must go before `lung_energy`.
-    const NAMES: [(&str, &str); 7] = [
+    const NAMES: [(&str, &str); 10] = [
+        ("source_auc", "the source-separation threshold"),
+        ("source_p", "the p-value threshold"),
+        ("auc_spread", "the spread threshold"),
         ("lung_energy_ratio", "the energy ratio"),
         ("lungs_removed_auc", "the lungs-removed AUC threshold"),
         ("lungs_removed_p", "the p-value threshold"),
@@ -89,6 +94,29 @@ pub fn verdict_headline(v: &Verdict) -> String {
         Overall::InsufficientEvidence => format!("{words} (no test could run)"),
         _ if deciding.is_empty() => words.to_string(),
         _ => format!("{words} (raised by the {})", deciding.join(" and the ")),
+    }
+}
+
+/// The data risk in a sentence (`Data risk: high. Label and source are associated ...`): what the training
+/// split offered, shown before the verdict, which is about the model.
+pub fn data_risk_words(v: &Verdict) -> String {
+    let r = &v.data_risk;
+    let level = match r.risk {
+        Risk::High => "high",
+        Risk::Low => "low",
+        Risk::Unknown => "unknown",
+    };
+    format!(
+        "Data risk ({}): {level}. {}. The verdict is about the model: whether it took such a shortcut.",
+        test_label(&r.test),
+        r.detail
+    )
+}
+
+fn data_risk_block(v: &Verdict) -> Block {
+    match v.data_risk.risk {
+        Risk::High => Block::Warning(data_risk_words(v)),
+        _ => Block::Paragraph(data_risk_words(v)),
     }
 }
 
@@ -183,6 +211,7 @@ pub fn verdict_blocks(report: &AuditReport) -> Vec<Block> {
         if let Some(c) = report.evidence.get(i).and_then(saliency_cost) {
             evidence.push(c);
         }
+        blocks.push(data_risk_block(v));
         blocks.push(verdict_block(v, evidence));
     }
     blocks
@@ -240,11 +269,14 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
         } else {
             deciding
         };
-        let mut blocks = vec![verdict_block(v, reason)];
+        let mut blocks = vec![data_risk_block(v), verdict_block(v, reason)];
         blocks.push(Block::Paragraph(
-            "Verdicts: shortcut found if any test flags; suspicious if any warns (supporting evidence only); \
-             no shortcut found if at least one test ran and none flagged or warned; insufficient evidence \
-             otherwise. A model that passes may still use shortcuts these tests do not measure."
+            "Verdicts describe the model: shortcut found if a behavioural test flags (the score follows the \
+             source within a class, the per-source AUC spread, the lungs-removed occlusion); suspicious if \
+             supporting evidence warns (the source probe, the lungs-only occlusion, the saliency energy); no \
+             shortcut found if at least one test ran and none flagged or warned; insufficient evidence \
+             otherwise. The training split's label x source association is the data risk above, never on its \
+             own a reason. A model that passes may still use shortcuts these tests do not measure."
                 .into(),
         ));
         let single = AuditReport {
@@ -286,6 +318,78 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
             rows,
         }];
         if let Some(ev) = ev {
+            if let Some(sf) = ev
+                .score_follows_source
+                .as_ref()
+                .filter(|s| !s.comparisons.is_empty())
+            {
+                blocks.push(Block::Table {
+                    caption: format!(
+                        "Does the score follow the source? Within each class, the AUC of the model's score for \
+                         the group against the rest (0.5: the score says nothing about the source), its 95% CI, \
+                         and the permutation p (source labels shuffled among the class's patients, {} \
+                         shuffles), raw and Holm-adjusted. Sources may differ in severity within a class, so \
+                         only a large separation flags.",
+                        sf.permutations
+                    ),
+                    header: [
+                        "class",
+                        "group",
+                        "against",
+                        "images",
+                        "AUC",
+                        "p",
+                        "Holm p",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    rows: sf
+                        .comparisons
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.class.clone(),
+                                format!("{} ({})", c.group, c.group_sources.join(", ")),
+                                format!("{} ({})", c.against, c.rest_sources.join(", ")),
+                                format!("{} + {}", c.n_group, c.n_rest),
+                                fig(&c.auc),
+                                format!("{:.4}", c.p),
+                                format!("{:.4}", c.p_holm),
+                            ]
+                        })
+                        .collect(),
+                });
+            }
+            if let Some(sp) = ev.auc_spread.as_ref().filter(|s| s.not_run.is_none()) {
+                blocks.push(Block::Table {
+                    caption: "Per-source AUC spread: the model's AUC within each source that holds both \
+                              classes, against the pooled AUC over those sources"
+                        .into(),
+                    header: ["source", "AUC", "images (Covid-19 + pneumonia)"]
+                        .map(String::from)
+                        .to_vec(),
+                    rows: sp
+                        .per_source
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.source.clone(),
+                                format!("{:.3}", a.auc),
+                                format!("{} + {}", a.n_covid, a.n_pneumonia),
+                            ]
+                        })
+                        .chain([vec![
+                            "pooled (stratified)".into(),
+                            format!(
+                                "{} ({})",
+                                sp.pooled.map_or("–".into(), |v| format!("{v:.3}")),
+                                sp.stratified.map_or("–".into(), |v| format!("{v:.3}"))
+                            ),
+                            String::new(),
+                        ]])
+                        .collect(),
+                });
+            }
             if !ev.occlusion.is_empty() {
                 blocks.push(Block::Table {
                     caption: "Occlusion: the model's AUC (95% CI) on the same images, whole, without the lungs, \
@@ -549,12 +653,17 @@ mod tests {
             ids,
             ["audit-cue-reader-verdict", "audit-cue-reader-tests", "audit-cue-reader-saliency"]
         );
-        // The verdict and the tests that decided it.
+        // The data risk first (V = 0.8: high), then the verdict and the tests that decided it.
+        assert!(
+            matches!(&sections[0].blocks[0], Block::Warning(w) if w.starts_with("Data risk (split design): high")),
+            "{:?}",
+            sections[0].blocks[0]
+        );
         let Block::Verdict {
             flagged, summary, evidence, ..
-        } = &sections[0].blocks[0]
+        } = &sections[0].blocks[1]
         else {
-            panic!("{:?}", sections[0].blocks[0]);
+            panic!("{:?}", sections[0].blocks[1]);
         };
         assert!(flagged);
         assert!(summary.starts_with("shortcut found (raised by the"), "{summary}");
@@ -597,6 +706,15 @@ mod tests {
         let evidence = AuditEvidence {
             model: "m".into(),
             cramers_v: Some(0.1),
+            occlusion: vec![OcclusionEvidence {
+                fill: "mean".into(),
+                full: Figure::with_ci(0.9, 0.8, 1.0),
+                lungs_removed: Figure::with_ci(0.55, 0.4, 0.7),
+                lungs_only: Figure::with_ci(0.88, 0.8, 0.95),
+                lungs_removed_p: Some(0.5),
+                n_covid: Some(20),
+                n_pneumonia: Some(20),
+            }],
             ..Default::default()
         };
         let v = cxr_explain::verdict(&evidence, &Thresholds::default());
@@ -606,12 +724,17 @@ mod tests {
             verdicts: vec![v],
         };
         let sections = audit_sections(&report, &[], Path::new("."));
+        assert!(
+            matches!(&sections[0].blocks[0], Block::Paragraph(p) if p.starts_with("Data risk (split design): low")),
+            "{:?}",
+            sections[0].blocks[0]
+        );
         let Block::Verdict {
             flagged,
             suspicious,
             evidence,
             ..
-        } = &sections[0].blocks[0]
+        } = &sections[0].blocks[1]
         else {
             panic!();
         };
@@ -629,10 +752,20 @@ mod tests {
             humanise_rule("warn if x < lung_energy_ratio or lung_energy"),
             "warn if x < the energy ratio or the energy floor"
         );
+        assert_eq!(
+            test_label("score_follows_source"),
+            "score follows the source (within a class)"
+        );
+        assert_eq!(
+            humanise_rule("max(AUC, 1 - AUC) >= source_auc, p < source_p, |d| >= auc_spread"),
+            "max(AUC, 1 - AUC) >= the source-separation threshold, p < the p-value threshold, |d| >= the spread threshold"
+        );
         let report = small_report();
         let blocks = verdict_blocks(&report);
-        assert!(matches!(&blocks[0], Block::Warning(_)));
-        let Block::Verdict { evidence, .. } = &blocks[1] else {
+        // The small-sample warning, the data risk, the verdict.
+        assert!(matches!(&blocks[0], Block::Warning(w) if w.starts_with("† Small sample")));
+        assert!(matches!(&blocks[1], Block::Warning(w) if w.starts_with("Data risk")));
+        let Block::Verdict { evidence, .. } = &blocks[2] else {
             panic!();
         };
         assert_eq!(evidence.len(), report.verdicts[0].tests.len());

@@ -6,10 +6,10 @@
 //! manifest and the configuration), so a recording scorer and a replaying one see the same requests
 //! (`crate::protocol`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use cxr_core::{Grey8, Manifest, ManifestRecord, Scorer};
+use cxr_core::{Grey8, Manifest, ManifestRecord, Scorer, Split};
 use cxr_explain::audit::{AuditEvidence, AuditReport, Figure, OcclusionEvidence, SourceFigure};
 use cxr_explain::occlusion::{self, Fill};
 use cxr_explain::{CamItem, ExplainConfig, ExplainWriter, ProbeResult};
@@ -106,7 +106,7 @@ pub fn run_audit_on(
         ..Default::default()
     };
 
-    // 3. Split design: the ingest linter's Cramér's V of the training split.
+    // 0. The data risk: the ingest linter's Cramér's V of the training split.
     evidence.cramers_v = cxr_ingest::lint(manifest).train_cramers_v;
 
     // 1. Source probe on frozen features, grouped by patient.
@@ -198,7 +198,9 @@ pub fn run_audit_on(
         }
     }
 
-    // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
+    // 2. Behaviour: the model's scores of the test images. Does the score follow the source within a class
+    // (each source against the rest, the training split's seen sources against the unseen), and does the
+    // pooled AUC stray from the within-source AUCs?
     let mut todo = samples(manifest, manifest_path, column, Some(cfg.split))?;
     if todo.is_empty() {
         todo = samples(manifest, manifest_path, column, None)?;
@@ -211,6 +213,58 @@ pub fn run_audit_on(
     let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
     let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images", progress)
         .step("scoring full images")?;
+    let seen: BTreeSet<String> = manifest
+        .records
+        .iter()
+        .filter(|r| r.split == Some(Split::Train))
+        .map(|r| r.source.to_string())
+        .collect();
+    {
+        let sources: Vec<String> = todo.iter().map(|s| s.row.source.to_string()).collect();
+        let patients: Vec<String> = todo.iter().map(|s| s.record.patient.clone()).collect();
+        let table = cxr_explain::ScoreTable {
+            scores: &full,
+            positives: &positives,
+            sources: &sources,
+            patients: &patients,
+        };
+        let follows = cxr_explain::score_follows_source(
+            &table,
+            (!seen.is_empty()).then_some(&seen),
+            &cfg.behaviour,
+        );
+        if let Some(why) = &follows.not_run {
+            note(format!("score-follows-source test not run: {why}"));
+        }
+        evidence.score_follows_source = Some(follows);
+        evidence.auc_spread = Some(cxr_explain::auc_spread(&table, &cfg.behaviour));
+    }
+
+    // 3. Occlusion: the model's AUC on full images, lungs removed, lungs only (with
+    // `occlusion_seen_only`, on the seen sources' test images when there are any).
+    let occluded: Vec<usize> = {
+        let on_seen: Vec<usize> = (0..todo.len())
+            .filter(|&i| seen.contains(todo[i].row.source.as_str()))
+            .collect();
+        if cfg.occlusion_seen_only && !on_seen.is_empty() {
+            on_seen
+        } else {
+            (0..todo.len()).collect()
+        }
+    };
+    let (todo, positives, full): (Vec<Sample>, Vec<bool>, Vec<f64>) = {
+        let keep: BTreeSet<usize> = occluded.iter().copied().collect();
+        let mut t = Vec::with_capacity(keep.len());
+        let (mut p, mut f) = (Vec::new(), Vec::new());
+        for (i, s) in todo.into_iter().enumerate() {
+            if keep.contains(&i) {
+                t.push(s);
+                p.push(positives[i]);
+                f.push(full[i]);
+            }
+        }
+        (t, p, f)
+    };
     for (k, fill_kind) in cfg.fills.iter().enumerate() {
         let fill_name = fill_kind.as_str();
         let (mut removed_imgs, mut only_imgs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
@@ -280,7 +334,7 @@ pub fn run_audit_on(
         }
     }
 
-    // 4. Saliency: Grad-CAM lung energy, when explain ran.
+    // 4. Saliency: Grad-CAM lung energy, when explain ran (an empty map has no lung energy fraction).
     let mut galleries = Vec::new();
     if let Some(p) = &cfg.lung_energy {
         let rows = cxr_explain::read_energy_csv(p).step("lung energy")?;
@@ -293,6 +347,8 @@ pub fn run_audit_on(
         if !cells.is_empty() {
             evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
         }
+        evidence.saliency_maps = Some(rows.len());
+        evidence.saliency_maps_usable = Some(rows.iter().filter(|r| r.lung_energy.is_some()).count());
         // `cxr explain` writes its galleries beside `lung_energy.csv`.
         galleries = galleries_in(&p.parent().unwrap_or(Path::new("")).join("gallery"));
     }
@@ -443,15 +499,15 @@ fn occlusion_saliency(
     let mut rows = Vec::new();
     let bar = Bar::new(progress, "occlusion maps".into(), chosen.len());
     let t = std::time::Instant::now();
-    let (mut passes, mut geometry) = (0, None);
+    let (mut passes, mut geometry, mut usable) = (0, None, 0);
     for s in &chosen {
         let (image, mask) = image_and_mask(manifest, s, column)?;
         let m = cxr_explain::occlusion_map(scorer, &image, &map_cfg)
             .step(format!("row {}", s.row.id))?;
         passes = m.passes;
         geometry = Some((m.patch, m.stride));
-        let p = m.score.clamp(1e-6, 1.0 - 1e-6);
-        let logit = (p / (1.0 - p)).ln();
+        let logit = m.logit;
+        usable += usize::from(m.usable);
         let item = CamItem {
             id: s.row.id.clone(),
             source: s.row.source.clone(),
@@ -478,6 +534,8 @@ fn occlusion_saliency(
     if !cells.is_empty() {
         evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
     }
+    evidence.saliency_maps = Some(rows.len());
+    evidence.saliency_maps_usable = Some(usable);
     evidence.saliency = Some(cxr_explain::SaliencyCost {
         method: "occlusion".into(),
         images: rows.len(),
@@ -487,7 +545,7 @@ fn occlusion_saliency(
         stride: geometry.map(|g| g.1),
     });
     tracing::info!(
-        "audit: occlusion maps: {} images, {passes} forward passes and {seconds:.1} s per map",
+        "audit: occlusion maps: {} images ({usable} usable), {passes} forward passes and {seconds:.1} s per map",
         rows.len()
     );
     Ok(galleries)

@@ -213,6 +213,10 @@ pub(crate) struct AuditOptions {
     /// stem).
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// Occlusion tests and saliency maps on the test images of the training sources only (all test images
+    /// when none comes from one); the score-follows-source test still sees every test image.
+    #[arg(long)]
+    pub(crate) occlusion_seen_only: bool,
 }
 
 impl AuditOptions {
@@ -230,6 +234,7 @@ impl AuditOptions {
             batch_size,
             name: self.name.clone(),
             out: None,
+            occlusion_seen_only: self.occlusion_seen_only,
             ..AuditConfig::default()
         }
     }
@@ -326,6 +331,7 @@ pub(crate) fn print_outcome(outcome: &AuditOutcome) {
     }
     let report = &outcome.report;
     for verdict in &report.verdicts {
+        println!("{}", crate::report::data_risk_words(verdict));
         println!(
             "audit of {}: {}",
             verdict.model,
@@ -348,9 +354,15 @@ pub(crate) fn print_outcome(outcome: &AuditOutcome) {
             );
         }
     }
-    if let Some(c) = report.evidence.first().and_then(|e| e.saliency.as_ref()) {
+    if let Some(e) = report.evidence.first()
+        && let Some(c) = e.saliency.as_ref()
+    {
+        let usable = match (e.saliency_maps_usable, e.saliency_maps) {
+            (Some(k), Some(n)) => format!(", {k} of {n} usable"),
+            _ => String::new(),
+        };
         println!(
-            "  saliency: {} maps, {} forward passes and {:.1} s per map",
+            "  saliency: {} maps{usable}, {} forward passes and {:.1} s per map",
             c.method, c.passes_per_map, c.seconds_per_map
         );
     }

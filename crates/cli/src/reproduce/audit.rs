@@ -40,7 +40,7 @@ pub fn run(
     dir: &Path,
 ) -> Result<AuditOutput> {
     let key = key_of(&(
-        "audit-v7",
+        "audit-v8",
         file_key(&model.model_path)?,
         file_key(manifest_path)?,
         profile.gradcam_per_group,
@@ -65,19 +65,11 @@ pub fn run(
             })
             .cloned()
             .collect();
-        // Occlusion asks what the model uses where it works: the test images of its training sources (all test
-        // images when none comes from one), at most `occlusion_per_group` per source and class. Every
-        // non-test row stays, so the probe and the split-design check see the whole experiment.
-        let seen: std::collections::BTreeSet<String> = manifest
-            .records
-            .iter()
-            .filter(|r| r.split == Some(Split::Train))
-            .map(|r| r.source.to_string())
-            .collect();
-        let any_seen_test = manifest
-            .records
-            .iter()
-            .any(|r| r.split == Some(Split::Test) && seen.contains(r.source.as_str()));
+        // At most `occlusion_per_group` test images per source and class, seen and unseen sources alike: the
+        // score-follows-source test compares them. Occlusion asks what the model uses where it works
+        // (`--occlusion-seen-only`: the test images of its training sources, all test images when none comes
+        // from one). Every non-test row stays, so the probe and the split-design check see the whole
+        // experiment.
         let mut taken: BTreeMap<(String, String), usize> = BTreeMap::new();
         let audit_rows: Vec<ManifestRecord> = manifest
             .records
@@ -85,9 +77,6 @@ pub fn run(
             .filter(|r| {
                 if r.split != Some(Split::Test) {
                     return true;
-                }
-                if any_seen_test && !seen.contains(r.source.as_str()) {
-                    return false;
                 }
                 let n = taken
                     .entry((r.source.to_string(), r.label.to_string()))
@@ -128,6 +117,7 @@ pub fn run(
             &audit_manifest.to_string_lossy(),
             "--fills",
             profile.occlusion_fills,
+            "--occlusion-seen-only",
             "--lung-energy",
             &gradcam_dir.join("lung_energy.csv").to_string_lossy(),
             "--out",

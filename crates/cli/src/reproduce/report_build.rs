@@ -1323,6 +1323,9 @@ fn experiment_section(
                     }
                 ));
             }
+            // The data risk (the training split's label x source association) first: the verdict is about
+            // the model.
+            blocks.push(Block::Paragraph(crate::report::data_risk_words(v)));
             blocks.push(Block::Verdict {
                 model: v.model.clone(),
                 flagged: v.flagged(),
