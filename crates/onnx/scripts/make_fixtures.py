@@ -2,11 +2,15 @@
 """Writes the ONNX test fixtures of cxr-onnx (see docs/MODEL_SPEC.md, "Fixtures").
 
   make_fixtures.py                 committed fixtures -> crates/onnx/tests/fixtures/
+  make_fixtures.py --no-torch      only the graphs built with onnx.helper (cue, lung and noise readers)
   make_fixtures.py --large DIR     ResNet50 + DenseNet121 (random weights, opset 17) -> DIR (not committed)
 
 Committed: small_cnn.onnx (conv+bn+relu+pool+linear, random weights, a `features` node) with four test images
 and onnxruntime's outputs on them (small_cnn_reference.csv); the cue readers cue_outside.onnx / cue_inside.onnx,
-built node by node with onnx.helper. Each model has its spec TOML beside it. Deterministic (fixed seeds).
+built node by node with onnx.helper; the audit's behavioural controls lung_reader.onnx (the mean of a square
+inside the left lung, nothing else) and noise_reader.onnx (the image's high-frequency energy, a source
+signature spread over the whole image), also built with onnx.helper. Each model has its spec TOML beside it.
+Deterministic (fixed seeds).
 """
 import argparse
 import csv
@@ -182,6 +186,94 @@ def cue_reader(name, r0, r1, c0, c1):
     assert abs(lo) < 1e-2 and hi > 10  # f32 means of 50k values, (lo, hi)
 
 
+def save_checked(m, name):
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    path = os.path.join(FIXTURES, f"{name}.onnx")
+    onnx.save(m, path)
+    spec(os.path.join(FIXTURES, f"{name}.toml"), f"{name}.onnx", CUE, "logit")
+    import onnxruntime as ort
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def lung_reader():
+    """logit [N,1] = 4 * (mean of channel 0 over rows 96..128, cols 48..80 - 0.62): the square inside the left
+    lung where the audit tests' Covid-19 images carry their lesion, and nothing else (no global mean, so a
+    source signature elsewhere in the image cannot move it). 0.62 sits halfway between a lung at grey 70 and
+    a lesion at 250 in the spec's normalisation."""
+    init = [
+        numpy_helper.from_array(np.array([0, 96, 48], np.int64), "starts"),
+        numpy_helper.from_array(np.array([1, 128, 80], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+        numpy_helper.from_array(np.array(0.62, np.float32), "offset"),
+        numpy_helper.from_array(np.array(4.0, np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["rect"], name="rect"),
+        helper.make_node("ReduceMean", ["rect"], ["rect_mean"], axes=[1, 2, 3], keepdims=0, name="rect_mean"),
+        helper.make_node("Sub", ["rect_mean", "offset"], ["centred"], name="centred"),
+        helper.make_node("Mul", ["centred", "gain"], ["scaled"], name="scaled"),
+        helper.make_node("Unsqueeze", ["scaled", "one"], ["logit"], name="logit"),
+    ]
+    init.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph = helper.make_graph(
+        nodes, "lung_reader",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, CUE, CUE])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N", 1])],
+        init,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cxr-onnx fixtures")
+    sess = save_checked(m, "lung_reader")
+    lung = np.full((CUE, CUE), 70, np.uint8)
+    lesion = lung.copy()
+    lesion[96:128, 48:80] = 250
+    corner = lung.copy()
+    corner[8:40, 8:40] = 255
+    out = sess.run(None, {"input": np.stack([normalise(i) for i in (lung, lesion, corner)])})[0]
+    assert out.shape == (3, 1), out.shape  # one logit per image of a batch
+    lo, hi, mark = (float(v) for v in out[:, 0])
+    assert lo < -5 and hi > 5 and abs(mark - lo) < 1e-5, (lo, hi, mark)
+
+
+def noise_reader():
+    """logit [N,1] = 4 * (mean over the image of the squared 3x3 Laplacian of channel 0 - 0.98): the image's
+    high-frequency energy, i.e. its noise level. Uniform grey noise of +-10 gives about -3, of +-30 about +3;
+    edges (lungs, a lesion) add little. A source signature spread over the whole image, not a mark."""
+    lap = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float32).reshape(1, 1, 3, 3)
+    init = [
+        numpy_helper.from_array(np.array([0], np.int64), "starts_c"),
+        numpy_helper.from_array(np.array([1], np.int64), "ends_c"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes_c"),
+        numpy_helper.from_array(lap, "laplacian"),
+        numpy_helper.from_array(np.array(0.98, np.float32), "offset"),
+        numpy_helper.from_array(np.array(4.0, np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["input", "starts_c", "ends_c", "axes_c"], ["chan0"], name="chan0"),
+        helper.make_node("Conv", ["chan0", "laplacian"], ["high"], kernel_shape=[3, 3], name="high"),
+        helper.make_node("Mul", ["high", "high"], ["energy"], name="energy"),
+        helper.make_node("ReduceMean", ["energy"], ["mean_energy"], axes=[2, 3], keepdims=1, name="mean_energy"),
+        helper.make_node("Sub", ["mean_energy", "offset"], ["centred"], name="centred"),
+        helper.make_node("Mul", ["centred", "gain"], ["scaled"], name="scaled"),
+        helper.make_node("Flatten", ["scaled"], ["logit"], axis=1, name="logit"),
+    ]
+    graph = helper.make_graph(
+        nodes, "noise_reader",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, CUE, CUE])],
+        [helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["N", 1])],
+        init,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cxr-onnx fixtures")
+    sess = save_checked(m, "noise_reader")
+    rng = np.random.default_rng(3)
+    base = np.full((CUE, CUE), 110.0)
+    quiet, loud = ((base + rng.uniform(-a, a, base.shape)).round().clip(0, 255).astype(np.uint8) for a in (10, 30))
+    out = sess.run(None, {"input": np.stack([normalise(i) for i in (quiet, loud)])})[0]
+    assert out.shape == (2, 1), out.shape
+    lo, hi = (float(v) for v in out[:, 0])
+    assert lo < -2 and hi > 2, (lo, hi)
+
+
 def large(out_dir):
     import torch
     import torchvision
@@ -204,11 +296,19 @@ def large(out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", metavar="DIR", help="write ResNet50 and DenseNet121 exports into DIR instead")
+    ap.add_argument("--no-torch", action="store_true", help="only the graphs built with onnx.helper")
     args = ap.parse_args()
     if args.large:
         large(args.large)
         return
     os.makedirs(FIXTURES, exist_ok=True)
+    if args.no_torch:
+        cue_reader("cue_outside", 8, 40, 8, 40)
+        cue_reader("cue_inside", 96, 128, 48, 80)
+        lung_reader()
+        noise_reader()
+        print(f"wrote the onnx.helper fixtures into {os.path.normpath(FIXTURES)}")
+        return
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -216,6 +316,8 @@ def main():
     small_cnn_reference(small_cnn())
     cue_reader("cue_outside", 8, 40, 8, 40)
     cue_reader("cue_inside", 96, 128, 48, 80)
+    lung_reader()
+    noise_reader()
     print(f"wrote fixtures into {os.path.normpath(FIXTURES)}")
 
 
