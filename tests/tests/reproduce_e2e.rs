@@ -116,9 +116,29 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
         "seen {seen} should clearly beat unseen {unseen}"
     );
 
-    // The audit flags the shortcut: the training split is fully confounded.
+    // The audit flags the shortcut for a behavioural reason; the fully confounded training split is the data
+    // risk, reported apart and never on its own the reason.
     let audit = &results["experiments"][0]["audit"];
-    assert_eq!(audit["verdicts"][0]["verdict"], "shortcut", "{audit}");
+    let paper_verdict = &audit["verdicts"][0];
+    assert_eq!(paper_verdict["verdict"], "shortcut", "{audit}");
+    assert_eq!(paper_verdict["data_risk"]["risk"], "high", "{paper_verdict}");
+    let decided: Vec<&serde_json::Value> = paper_verdict["decided_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| {
+            paper_verdict["tests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| &t["test"] == name)
+                .unwrap()
+        })
+        .collect();
+    assert!(!decided.is_empty(), "{paper_verdict}");
+    for t in decided {
+        assert_eq!((&t["role"], &t["status"]), (&"behaviour".into(), &"flag".into()), "{t}");
+    }
 
     // The clean-world control: same split, same pipeline, but every source holds both classes. The sources are
     // as identifiable as before; the label no longer follows them, and the audit must not call it a shortcut.

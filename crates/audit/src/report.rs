@@ -36,6 +36,7 @@ pub fn test_label(test: &str) -> String {
     let name = match base {
         "score_follows_source" => "score follows the source (within a class)",
         "auc_spread" => "per-source AUC spread",
+        "planted_confounders" => "planted confounders (counterfactual swaps)",
         "source_probe" => "source probe",
         "split_design" => "split design",
         "lungs_removed" => "lungs-removed occlusion",
@@ -52,7 +53,8 @@ pub fn test_label(test: &str) -> String {
 /// An audit rule with its threshold names in words (the names are `cxr_explain::Thresholds`' fields).
 pub fn humanise_rule(rule: &str) -> String {
     // Longest names first: `lung_energy_ratio` must go before `lung_energy`.
-    const NAMES: [(&str, &str); 10] = [
+    const NAMES: [(&str, &str); 11] = [
+        ("source_association", "the association threshold"),
         ("source_auc", "the source-separation threshold"),
         ("source_p", "the p-value threshold"),
         ("auc_spread", "the spread threshold"),
@@ -272,7 +274,9 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
         let mut blocks = vec![data_risk_block(v), verdict_block(v, reason)];
         blocks.push(Block::Paragraph(
             "Verdicts describe the model: shortcut found if a behavioural test flags (the score follows the \
-             source within a class, the per-source AUC spread, the lungs-removed occlusion); suspicious if \
+             source within a class the way the training data associated it, the per-source AUC spread, the \
+             lungs-removed occlusion, and on a synthetic world the counterfactual swaps of planted \
+             confounders); suspicious if \
              supporting evidence warns (the source probe, the lungs-only occlusion, the saliency energy); no \
              shortcut found if at least one test ran and none flagged or warned; insufficient evidence \
              otherwise. The training split's label x source association is the data risk above, never on its \

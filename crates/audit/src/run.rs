@@ -199,8 +199,8 @@ pub fn run_audit_on(
     }
 
     // 2. Behaviour: the model's scores of the test images. Does the score follow the source within a class
-    // (each source against the rest, the training split's seen sources against the unseen), and does the
-    // pooled AUC stray from the within-source AUCs?
+    // (each source against the rest, the training split's seen sources against the unseen), the way the
+    // training split associated it, and does the pooled AUC stray from the within-source AUCs?
     let mut todo = samples(manifest, manifest_path, column, Some(cfg.split))?;
     if todo.is_empty() {
         todo = samples(manifest, manifest_path, column, None)?;
@@ -213,12 +213,17 @@ pub fn run_audit_on(
     let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
     let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images", progress)
         .step("scoring full images")?;
-    let seen: BTreeSet<String> = manifest
-        .records
-        .iter()
-        .filter(|r| r.split == Some(Split::Train))
-        .map(|r| r.source.to_string())
-        .collect();
+    // The training split's mix: which sources the model saw, and with which classes.
+    let mut training = cxr_explain::behaviour::TrainingMix::new();
+    for r in manifest.records.iter().filter(|r| r.split == Some(Split::Train)) {
+        let e = training.entry(r.source.to_string()).or_default();
+        match r.label.target() {
+            Some(1) => e.0 += 1,
+            Some(_) => e.1 += 1,
+            None => {}
+        }
+    }
+    let seen: BTreeSet<String> = training.keys().cloned().collect();
     {
         let sources: Vec<String> = todo.iter().map(|s| s.row.source.to_string()).collect();
         let patients: Vec<String> = todo.iter().map(|s| s.record.patient.clone()).collect();
@@ -230,7 +235,7 @@ pub fn run_audit_on(
         };
         let follows = cxr_explain::score_follows_source(
             &table,
-            (!seen.is_empty()).then_some(&seen),
+            (!training.is_empty()).then_some(&training),
             &cfg.behaviour,
         );
         if let Some(why) = &follows.not_run {

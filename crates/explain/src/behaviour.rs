@@ -25,6 +25,15 @@
 //! CIs the workspace's stratified cluster bootstrap ([`cxr_core::stats::bootstrap_interval`], patients
 //! resampled within group).
 //!
+//! Direction: each comparison carries the training split's **association** of its two sides, the Covid-19
+//! share of the group's training images minus that of the rest's (the rest being the unseen sources, the
+//! whole training split's share stands in: what the model was taught to expect). A shortcut pushes a
+//! source's images towards the class its source held in training: that is the direction the audit may flag
+//! (`crate::audit`). A source the training split never saw, or saw with both classes alike, has no such
+//! direction: a large offset there is a domain shift of the score (the default `reproduce`'s clean-world
+//! control scored an unseen source higher in both classes, AUC 0.95), reported but not a shortcut the data
+//! taught.
+//!
 //! Pooling the comparisons: the test reports every comparison with its raw permutation p and its Holm
 //! adjusted p over all comparisons made (both classes), and the audit flags on the largest separation
 //! max(AUC, 1 - AUC) whose Holm p is small. Why not one class-stratified pooled AUC: a model may follow a
@@ -119,12 +128,24 @@ pub struct SourceComparison {
     pub p: f64,
     /// `p` adjusted by Holm's step-down over every comparison of the test.
     pub p_holm: f64,
+    /// Training association of the two sides: the Covid-19 share of the group's training images minus the
+    /// rest's (the whole training split's share when the rest is unseen). `None` when the group has no
+    /// training image (an unseen source) or no training split was given.
+    #[serde(default)]
+    pub association: Option<f64>,
 }
 
 impl SourceComparison {
     /// max(AUC, 1 - AUC): how well the score tells the two groups apart, whichever scores higher.
     pub fn separation(&self) -> f64 {
         self.auc.value.max(1.0 - self.auc.value)
+    }
+
+    /// Whether the score moves the group the way its training association points (at least `min_association`
+    /// of it): towards Covid-19 for a group that held more Covid-19 in training than the rest.
+    pub fn follows_training_association(&self, min_association: f64) -> bool {
+        self.association
+            .is_some_and(|a| a.abs() >= min_association && (self.auc.value - 0.5) * a > 0.0)
     }
 
     /// `covid: seen (v2-cov19-nii) vs unseen (bimcv, covid19-ar)`.
@@ -278,14 +299,34 @@ fn holm(p: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Images per class of each source in the model's training split: (Covid-19, other pneumonia).
+pub type TrainingMix = BTreeMap<String, (usize, usize)>;
+
+/// Covid-19 share of the training images of `sources` (`None` without any).
+fn covid_share<'a>(mix: &TrainingMix, sources: impl IntoIterator<Item = &'a String>) -> Option<f64> {
+    let (c, n) = sources
+        .into_iter()
+        .filter_map(|s| mix.get(s))
+        .fold((0usize, 0usize), |(c, n), &(a, b)| (c + a, n + a + b));
+    (n > 0).then(|| c as f64 / n as f64)
+}
+
 /// The score-follows-source test: within each class, each source against the rest of the class, and the
-/// `seen` sources (the training split's) against the others where the class has both. See the module
-/// documentation for the statistics.
+/// seen sources (those of `training`, the model's training split) against the others where the class has
+/// both. See the module documentation for the statistics.
 pub fn score_follows_source(
     t: &ScoreTable,
-    seen: Option<&BTreeSet<String>>,
+    training: Option<&TrainingMix>,
     cfg: &BehaviourConfig,
 ) -> SourceFollowing {
+    let seen: Option<BTreeSet<String>> = training.map(|m| {
+        m.iter()
+            .filter(|(_, (a, b))| a + b > 0)
+            .map(|(s, _)| s.clone())
+            .collect()
+    });
+    let seen = seen.as_ref().filter(|s| !s.is_empty());
+    let overall = training.and_then(|m| covid_share(m, m.keys()));
     let mut comparisons = Vec::new();
     let mut counts_by_class = Vec::new();
     for (positive, class) in [(true, "covid"), (false, "pneumonia")] {
@@ -349,6 +390,11 @@ pub fn score_follows_source(
                 },
             );
             let p = cluster_permutation_p(&ranks, &cc.cluster_of, &in_cluster, auc, cfg, &label);
+            let association = training.and_then(|m| {
+                let a_g = covid_share(m, &g)?;
+                let a_r = covid_share(m, &rest).or(overall)?;
+                Some(a_g - a_r)
+            });
             comparisons.push(SourceComparison {
                 class: class.into(),
                 group: name,
@@ -365,6 +411,7 @@ pub fn score_follows_source(
                 },
                 p,
                 p_holm: p,
+                association,
             });
         }
     }
@@ -752,13 +799,18 @@ mod tests {
             v.patients.push(w.patients[i].clone());
         }
         w = v;
-        let seen = BTreeSet::from(["v2".to_string(), "nih".to_string()]);
-        let r = score_follows_source(&w.table(), Some(&seen), &cfg());
+        // Trained on v2 (Covid-19 only) and nih (pneumonia only).
+        let training = TrainingMix::from([("v2".to_string(), (40, 0)), ("nih".to_string(), (0, 40))]);
+        let r = score_follows_source(&w.table(), Some(&training), &cfg());
         // Covid-19: seen (v2) vs unseen (bimcv) only: v2 vs rest and bimcv vs rest split the class the same way.
         assert_eq!(r.comparisons.len(), 1, "{r:#?}");
         let c = &r.comparisons[0];
         assert_eq!((c.class.as_str(), c.group.as_str()), ("covid", "seen"));
         assert_eq!(c.auc.value, 1.0);
+        // v2 held Covid-19 only, the model's training split half: the seen Covid-19 source is pushed up, the
+        // way its training association points.
+        assert_eq!(c.association, Some(0.5));
+        assert!(c.follows_training_association(0.25));
         // 8 + 8 patients: the exact two-sided p is 2 / C(16, 8) = 1.6e-4, the shuffles' floor 1e-3.
         assert!(c.p < 0.005, "{c:#?}");
         assert_eq!(

@@ -43,12 +43,13 @@ pub mod render;
 pub mod saliency;
 
 pub use audit::{
-    AuditEvidence, AuditReport, DataRisk, Figure, OcclusionEvidence, Overall, Risk, Role,
-    SaliencyCost, SourceFigure, Status, TestResult, Thresholds, Verdict, verdict, write_audit_json,
+    AuditEvidence, AuditReport, DataRisk, Figure, OcclusionEvidence, Overall, PlantedConfounders, Risk,
+    Role, SaliencyCost, SourceFigure, Status, TestResult, Thresholds, Verdict, verdict,
+    write_audit_json,
 };
 pub use behaviour::{
-    AucSpread, BehaviourConfig, ScoreTable, SourceComparison, SourceFollowing, auc_spread,
-    score_follows_source,
+    AucSpread, BehaviourConfig, ScoreTable, SourceComparison, SourceFollowing, TrainingMix,
+    auc_spread, score_follows_source,
 };
 pub use confounders::{
     ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, logit_all,

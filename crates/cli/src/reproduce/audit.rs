@@ -151,6 +151,32 @@ pub fn run(
     })
 }
 
+/// Folds the counterfactual confounder test (`confounders.json`) into the audit (`audit.json` plus `probe`) as
+/// behavioural evidence and recomputes the verdict: on a synthetic world it is the one test that sees a source
+/// cue where every test image's label follows its source and the cues lie in the lungs (Table 3).
+pub fn fold_planted(audit: &mut serde_json::Value, confounders: &serde_json::Value) -> Result<()> {
+    let kinds = confounders["confounders"].as_array().cloned().unwrap_or_default();
+    let names = |followed: bool| -> Vec<String> {
+        kinds
+            .iter()
+            .filter(|k| k["label_associated"] == true && (!followed || k["flagged"] == true))
+            .filter_map(|k| k["kind"].as_str().map(str::to_string))
+            .collect()
+    };
+    let planted = cxr_explain::PlantedConfounders {
+        tested: names(false),
+        followed: names(true),
+    };
+    let report: cxr_explain::AuditReport =
+        serde_json::from_value(audit.clone()).context("reading the audit report back")?;
+    let probe = audit.get("probe").cloned();
+    *audit = serde_json::to_value(report.with_planted_confounders(&planted))?;
+    if let Some(p) = probe {
+        audit["probe"] = p;
+    }
+    Ok(())
+}
+
 /// The counterfactual confounder test (`cxr audit-confounders`) of one model on a synthetic world: does
 /// its output follow each planted confounder group? Cached by the model, the split and the world.
 pub fn confounders(

@@ -444,6 +444,11 @@ impl<'a> Study<'a> {
             }
             _ => None,
         };
+        // 6. The counterfactual test is behavioural evidence too: the verdict takes it.
+        let mut audit = audit;
+        if let (Some(a), Some(c)) = (audit.as_mut(), &confounders) {
+            super::audit::fold_planted(a, c).context("adding the confounder test to the verdict")?;
+        }
 
         Ok(ExperimentResult {
             spec: spec.clone(),

@@ -1,0 +1,226 @@
+//! The audit's verdict describes the model, not the data: three controls on ONNX models built with
+//! `onnx.helper` (`crates/onnx/scripts/make_fixtures.py`), audited through the library API on small
+//! chest-like worlds of two hospitals.
+//!
+//! 1. A model that reads the lungs only (`lung_reader`: the mean of a square in the left lung), trained on a
+//!    fully confounded split (every Covid-19 training image from one hospital, every pneumonia one from the
+//!    other: Cramér's V = 1), whose hospitals differ by a corner mark it never reads: no `shortcut`; the
+//!    data risk is still reported as high.
+//! 2. A model that reads a source signature spread over the whole image (`noise_reader`: the noise level,
+//!    which differs by hospital), on a test set where both hospitals hold both classes: `shortcut`, from the
+//!    score-follows-source test (the occlusion tests cannot see it: removing the lungs leaves the noise, and
+//!    the label does not follow the hospital in the test set).
+//! 3. The corner reader (`cue_outside`) on balanced hospitals: still `shortcut`, from the lungs-removed
+//!    occlusion.
+
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+
+/// The lungs the readers' geometry assumes: ellipses centred at row 112, columns 64 and 160, radii 70 x 40.
+fn in_lung(r: u32, c: u32) -> bool {
+    let e = |cc: f64| {
+        let (dy, dx) = ((r as f64 - 112.0) / 70.0, (c as f64 - cc) / 40.0);
+        dy * dy + dx * dx <= 1.0
+    };
+    e(64.0) || e(160.0)
+}
+
+/// How a world's two hospitals differ and how its split is drawn.
+struct World {
+    /// Every Covid-19 training image from this hospital, every pneumonia one from the other (V = 1);
+    /// `None`: both hospitals hold both classes in training too.
+    confounded_train: Option<&'static str>,
+    /// Grey noise amplitude (uniform +-a) of hospital a and hospital b.
+    noise: [f64; 2],
+    /// A bright 32 px mark in hospital b's top-left corner.
+    mark_on_b: bool,
+    /// Where every Covid-19 image carries a bright 32 px square (top-left row, column).
+    cue: (u32, u32),
+}
+
+const HOSPITALS: [&str; 2] = ["hospital_a", "hospital_b"];
+
+/// 16 training images and 48 test images (12 per hospital and class), 224 px, with one lung mask.
+fn write_world(dir: &Path, w: &World) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut csv = String::from("id,source,label,patient,split,png8,mask\n");
+    let mask: Vec<u8> = (0..224 * 224u32)
+        .map(|k| if in_lung(k / 224, k % 224) { 255 } else { 0 })
+        .collect();
+    image::GrayImage::from_raw(224, 224, mask)
+        .unwrap()
+        .save(dir.join("mask.png"))
+        .unwrap();
+    let mut rows = Vec::new();
+    for k in 0..16usize {
+        let covid = k % 2 == 0;
+        let h = match w.confounded_train {
+            Some(covid_source) => {
+                let c = HOSPITALS.iter().position(|s| *s == covid_source).unwrap();
+                if covid { c } else { 1 - c }
+            }
+            None => (k / 2) % 2,
+        };
+        rows.push((h, covid, "train"));
+    }
+    for k in 0..48usize {
+        rows.push(((k / 2) % 2, k % 2 == 0, "test"));
+    }
+    for (i, &(h, covid, split)) in rows.iter().enumerate() {
+        let amp = w.noise[h];
+        let mut px: Vec<u8> = (0..224 * 224u32)
+            .map(|k| {
+                let base = if in_lung(k / 224, k % 224) {
+                    70.0
+                } else {
+                    150.0
+                };
+                (base + rng.random_range(-amp..amp)).round().clamp(0.0, 255.0) as u8
+            })
+            .collect();
+        let mut square = |(r0, c0): (u32, u32), v: u8| {
+            for r in r0..r0 + 32 {
+                for c in c0..c0 + 32 {
+                    px[(r * 224 + c) as usize] = v;
+                }
+            }
+        };
+        if covid {
+            square(w.cue, 250);
+        }
+        if w.mark_on_b && h == 1 {
+            square((8, 8), 255);
+        }
+        let name = format!("im{i}.png");
+        image::GrayImage::from_raw(224, 224, px)
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
+        let label = if covid { "covid" } else { "pneumonia" };
+        csv.push_str(&format!(
+            "im{i},{},{label},p{i},{split},{name},mask.png\n",
+            HOSPITALS[h]
+        ));
+    }
+    let m = dir.join("manifest.csv");
+    std::fs::write(&m, csv).unwrap();
+    m
+}
+
+fn audit(model: &str, world: &World, dir: &Path) -> cxr_explain::AuditReport {
+    let manifest = write_world(&dir.join(format!("{model}-world")), world);
+    let spec = cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"));
+    let scorer = cxr_onnx::OnnxScorer::from_spec_file(&spec).unwrap();
+    let cfg = cxr_audit::AuditConfig {
+        column: Some("png8".into()),
+        saliency_images: 4,
+        out: Some(dir.join(format!("{model}-audit"))),
+        ..Default::default()
+    };
+    cxr_audit::run_audit(&scorer, &manifest, &cfg)
+        .unwrap_or_else(|e| panic!("audit of {model}: {e}"))
+        .report
+}
+
+fn test<'a>(r: &'a cxr_explain::AuditReport, name: &str) -> &'a cxr_explain::TestResult {
+    r.verdicts[0]
+        .tests
+        .iter()
+        .find(|t| t.test == name)
+        .unwrap_or_else(|| panic!("no {name} in {:#?}", r.verdicts[0].tests))
+}
+
+#[test]
+fn a_lung_reader_trained_on_a_confounded_split_is_not_a_shortcut() {
+    use cxr_explain::{Overall, Risk, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(
+        "lung_reader",
+        &World {
+            confounded_train: Some("hospital_a"),
+            noise: [20.0, 20.0],
+            mark_on_b: true,
+            cue: (96, 48),
+        },
+        dir.path(),
+    );
+    let v = &r.verdicts[0];
+    // The data offered a shortcut (V = 1), reported apart ...
+    assert_eq!(v.data_risk.risk, Risk::High, "{:#?}", v.data_risk);
+    assert!(v.data_risk.figure.unwrap() > 0.99, "{:#?}", v.data_risk);
+    // ... and the model did not take it.
+    assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
+    let follows = test(&r, "score_follows_source");
+    assert_eq!(follows.status, Status::Pass, "{follows:#?}");
+    // Within each class, hospital a against hospital b: two comparisons, both near chance.
+    let sf = r.evidence[0].score_follows_source.as_ref().unwrap();
+    assert_eq!(sf.comparisons.len(), 2, "{sf:#?}");
+    assert!(sf.comparisons.iter().all(|c| c.separation() < 0.8), "{sf:#?}");
+    assert_eq!(test(&r, "lungs_removed[mean]").status, Status::Pass);
+    // The saliency maps rest on every map, and the heat is on the lung square.
+    let e = &r.evidence[0];
+    assert_eq!((e.saliency_maps, e.saliency_maps_usable), (Some(4), Some(4)));
+    assert_eq!(test(&r, "lung_energy").status, Status::Pass);
+}
+
+#[test]
+fn a_model_that_reads_the_noise_level_follows_the_source_on_a_balanced_test_set() {
+    use cxr_explain::{Overall, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(
+        "noise_reader",
+        &World {
+            // Trained where the label was the hospital: the noisy hospital held the Covid-19 images.
+            confounded_train: Some("hospital_b"),
+            noise: [10.0, 30.0],
+            mark_on_b: false,
+            cue: (96, 48),
+        },
+        dir.path(),
+    );
+    let v = &r.verdicts[0];
+    assert_eq!(v.verdict, Overall::Shortcut, "{:#?}", v.tests);
+    let follows = test(&r, "score_follows_source");
+    assert_eq!(follows.status, Status::Flag, "{follows:#?}");
+    assert!(v.decided_by.contains(&"score_follows_source".to_string()));
+    // Within each class the score tells the hospitals apart perfectly, the way training associated them (the
+    // quiet hospital held pneumonia only, and scores lower).
+    let sf = r.evidence[0].score_follows_source.as_ref().unwrap();
+    assert!(
+        sf.comparisons
+            .iter()
+            .all(|c| c.separation() == 1.0 && c.p_holm < 0.01 && c.follows_training_association(0.25)),
+        "{sf:#?}"
+    );
+    // The occlusion tests cannot see it: without the lungs the noise stays, but in this test set the label
+    // does not follow the hospital.
+    for fill in ["mean", "noise"] {
+        let t = test(&r, &format!("lungs_removed[{fill}]"));
+        assert_eq!(t.status, Status::Pass, "{t:#?}");
+    }
+}
+
+#[test]
+fn the_corner_reader_on_balanced_sources_is_still_a_shortcut() {
+    use cxr_explain::{Overall, Risk, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(
+        "cue_outside",
+        &World {
+            confounded_train: None,
+            noise: [25.0, 25.0],
+            mark_on_b: false,
+            cue: (8, 8),
+        },
+        dir.path(),
+    );
+    let v = &r.verdicts[0];
+    assert_eq!(v.data_risk.risk, Risk::Low, "{:#?}", v.data_risk);
+    assert_eq!(v.verdict, Overall::Shortcut, "{:#?}", v.tests);
+    assert_eq!(test(&r, "lungs_removed[mean]").status, Status::Flag);
+    // Its score follows the cue, which both hospitals' Covid-19 images carry alike, not the hospital.
+    assert_eq!(test(&r, "score_follows_source").status, Status::Pass);
+    assert!(v.decided_by.iter().all(|t| t.starts_with("lungs_removed")), "{:?}", v.decided_by);
+}
