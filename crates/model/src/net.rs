@@ -279,19 +279,24 @@ impl Bn {
         Ok(y)
     }
 
-    /// CPU NCHW path: the fused op ([`crate::bn_fused`]), then the same running update.
+    /// CPU NCHW path: `cxr-ops`' fused training-mode BatchNorm (two passes forward, two backward, instead of
+    /// candle's ~8 and ~16 broadcast passes), then the same running update.
     fn forward_train_fused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (y, stats) =
-            crate::bn_fused::bn_train(x, self.gamma.as_tensor(), self.beta.as_tensor(), BN_EPS)?;
+        let (y, mean, var) = cxr_ops::batch_norm_train(
+            x,
+            self.gamma.as_tensor(),
+            self.beta.as_tensor(),
+            BN_EPS,
+            false,
+        )?;
         let n = x.elem_count() / x.dim(1)?;
         let unbiased = if n > 1 {
             n as f64 / (n as f64 - 1.0)
         } else {
             1.0
         };
-        let dev = x.device();
-        let m = Tensor::from_vec(stats.mean, self.mean.dims(), dev)?;
-        let v = (Tensor::from_vec(stats.var, self.var.dims(), dev)? * unbiased)?;
+        let m = mean;
+        let v = (var * unbiased)?;
         let rm = ((self.mean.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?;
         let rv = ((self.var.as_tensor().detach() * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
         self.mean.set(&rm)?;
