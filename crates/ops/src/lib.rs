@@ -5,7 +5,8 @@
 //! where that one is right, and against finite differences in f64). On non-CPU devices every function falls back
 //! to candle's own ops (cuDNN on CUDA).
 //!
-//! Also the fused training-mode BatchNorm ([`batch_norm_train`]) that `cxr-model`'s BatchNorm layers train with.
+//! Also the fused training-mode BatchNorm ([`batch_norm_train`]) that `cxr-model`'s BatchNorm layers train with,
+//! and the optimiser both trainings use ([`Adam`], [`AdamConfig`]).
 //!
 //! Invariants: knows nothing about images, datasets or models; the public API below is the contract the model and
 //! segment stages code against (docs/ARCHITECTURE.md): signatures never change, functions may be added.
@@ -37,9 +38,11 @@ mod bn;
 mod conv;
 mod elem;
 mod fused;
+mod optim;
 mod pool;
 mod winograd;
 
+pub use optim::{Adam, AdamConfig};
 pub use winograd::set_winograd;
 
 pub mod bench;

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var, backprop::GradStore};
+use candle_core::{Device, Tensor};
 use cxr_core::Grey8;
+use cxr_ops::{Adam, AdamConfig};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -401,52 +402,11 @@ struct State {
     stopped: Option<String>,
 }
 
-/// Adam (the paper's optimiser; no weight decay), with its moments exposed for checkpoints.
-struct Adam {
-    lr: f64,
-    t: u64,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-}
-
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-7; // Keras' epsilon: the paper's UNet was trained in Keras.
-
-impl Adam {
-    fn new(lr: f64, vars: &[(String, Var)]) -> candle_core::Result<Self> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        Ok(Self {
-            lr,
-            t: 0,
-            m: vars
-                .iter()
-                .map(|(_, v)| zeros(v))
-                .collect::<Result<_, _>>()?,
-            v: vars
-                .iter()
-                .map(|(_, v)| zeros(v))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    fn step(&mut self, vars: &[(String, Var)], grads: &GradStore) -> candle_core::Result<()> {
-        self.t += 1;
-        let t = self.t as i32;
-        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
-        for (i, (_, var)) in vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let m = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
-            let v = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
-            let step = ((&m / c1)? / ((&v / c2)?.sqrt()? + EPS)?)?;
-            var.set(&(var.as_tensor() - (step * self.lr)?)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
-        }
-        Ok(())
-    }
+/// The UNet's Adam: Keras' defaults (epsilon 1e-7), as in the paper, which trained its UNet in Keras. The
+/// classifier keeps PyTorch's 1e-8; each training keeps the epsilon it always had, so no result moves
+/// (`cxr_ops::AdamConfig` says more).
+fn adam_config(lr: f64) -> AdamConfig {
+    AdamConfig::keras(lr)
 }
 
 /// BCE (stable, on logits) + soft Dice loss over the batch.
@@ -532,24 +492,27 @@ pub fn train_with_progress(
     } else {
         None
     };
-    let (model, vars, mut adam, mut state) = match resumed {
-        Some((tensors, adam_m, adam_v, state)) => {
+    let (model, mut adam, mut state) = match resumed {
+        Some((tensors, moments, state)) => {
             let (model, vars) = UNet::from_tensors_trainable(config.unet, tensors, &device)
                 .map_err(|e| SegmentError::weights(&ckpt, e.to_string()))?;
-            let mut adam = Adam::new(config.lr, &vars).ctx(|| "Adam state".into())?;
-            adam.t = state.adam_t;
-            adam.m = adam_m;
-            adam.v = adam_v;
+            let mut adam = Adam::new(vars, adam_config(config.lr)).ctx(|| "Adam state".into())?;
+            if let Some(missing) = adam.restore(&moments, state.adam_t) {
+                return Err(SegmentError::weights(
+                    &ckpt,
+                    format!("missing or mis-shaped `{missing}`"),
+                ));
+            }
             tracing::info!(
                 epochs_done = state.epochs_done,
                 "segment: resuming from {}",
                 ckpt.display()
             );
-            (model, vars, adam, state)
+            (model, adam, state)
         }
         None => {
             let (model, vars) = UNet::trainable(config.unet, config.seed, &device)?;
-            let adam = Adam::new(config.lr, &vars).ctx(|| "Adam state".into())?;
+            let adam = Adam::new(vars, adam_config(config.lr)).ctx(|| "Adam state".into())?;
             let state = State {
                 fingerprint: fingerprint.clone(),
                 epochs_done: 0,
@@ -561,7 +524,7 @@ pub fn train_with_progress(
                 history: Vec::new(),
                 stopped: None,
             };
-            (model, vars, adam, state)
+            (model, adam, state)
         }
     };
 
@@ -575,7 +538,7 @@ pub fn train_with_progress(
         }
         let started = Instant::now();
         let epoch = state.epochs_done + 1;
-        adam.lr = config.lr_at(state.epochs_done, state.train_seconds);
+        adam.config.lr = config.lr_at(state.epochs_done, state.train_seconds);
         let mut rng = ChaCha8Rng::seed_from_u64(
             config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
@@ -620,7 +583,7 @@ pub fn train_with_progress(
                 )));
             }
             let grads = loss.backward().ctx(|| format!("epoch {epoch}: backward"))?;
-            adam.step(&vars, &grads)
+            adam.step(&grads)
                 .ctx(|| format!("epoch {epoch}: Adam step"))?;
             loss_sum += lv * n as f64;
             progress(TrainEvent::Batch(epoch, bi + 1, batches, lv));
@@ -633,7 +596,7 @@ pub fn train_with_progress(
             val_dice,
             val_dice_by_source: val_by_source,
             seconds: started.elapsed().as_secs_f64(),
-            lr: adam.lr,
+            lr: adam.config.lr,
         };
         tracing::info!(
             epoch,
@@ -669,7 +632,7 @@ pub fn train_with_progress(
                 ));
             }
         }
-        save_checkpoint(&ckpt, &model, &adam, &vars, &state)?;
+        save_checkpoint(&ckpt, &model, &adam, &state)?;
         progress(TrainEvent::Epoch(log));
     }
     let stopped = state.stopped.clone().unwrap_or_default();
@@ -914,28 +877,25 @@ fn save_checkpoint(
     path: &Path,
     model: &UNet,
     adam: &Adam,
-    vars: &[(String, Var)],
     state: &State,
 ) -> Result<(), SegmentError> {
     let mut tensors = model.tensors();
-    for (i, (name, _)) in vars.iter().enumerate() {
-        tensors.push((format!("adam.m.{name}"), adam.m[i].clone()));
-        tensors.push((format!("adam.v.{name}"), adam.v[i].clone()));
-    }
+    tensors.extend(adam.state());
     let state = serde_json::to_value(state).map_err(|e| SegmentError::data(path, e.to_string()))?;
     let bytes = unet::serialize(&tensors, model.config(), Some(state))?;
     cxr_core::fsutil::write_atomic(path, &bytes)?;
     Ok(())
 }
 
-type Loaded = (HashMap<String, Tensor>, Vec<Tensor>, Vec<Tensor>, State);
+/// The UNet's tensors, the Adam moments (`adam.m.*`, `adam.v.*`) and the training state.
+type Loaded = (HashMap<String, Tensor>, BTreeMap<String, Tensor>, State);
 
 fn load_checkpoint(
     path: &Path,
     device: &Device,
     fingerprint: &str,
 ) -> Result<Loaded, SegmentError> {
-    let (config, mut tensors, meta) = unet::read_weights(path, device)?;
+    let (_, mut tensors, meta) = unet::read_weights(path, device)?;
     let state: State = meta
         .and_then(|s| serde_json::from_value(s).ok())
         .ok_or_else(|| SegmentError::weights(path, "no training state: not a checkpoint"))?;
@@ -946,20 +906,16 @@ fn load_checkpoint(
              augmentation differ): delete it or train without resuming",
         ));
     }
-    let mut m = Vec::new();
-    let mut v = Vec::new();
-    for (name, ..) in config.layers() {
-        for part in ["weight", "bias"] {
-            let key = format!("{name}.{part}");
-            for (prefix, dst) in [("adam.m.", &mut m), ("adam.v.", &mut v)] {
-                let t = tensors.remove(&format!("{prefix}{key}")).ok_or_else(|| {
-                    SegmentError::weights(path, format!("missing `{prefix}{key}`"))
-                })?;
-                dst.push(t);
-            }
-        }
-    }
-    Ok((tensors, m, v, state))
+    let names: Vec<String> = tensors
+        .keys()
+        .filter(|k| k.starts_with("adam."))
+        .cloned()
+        .collect();
+    let moments = names
+        .into_iter()
+        .filter_map(|k| tensors.remove(&k).map(|t| (k, t)))
+        .collect();
+    Ok((tensors, moments, state))
 }
 
 #[cfg(test)]
