@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cxr_core::Label;
 use cxr_core::fsutil::write_atomic;
+use cxr_core::{Grey8, Label, png8};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -461,7 +461,7 @@ pub fn generate_with_progress(
     let gallery = if cfg.gallery {
         let path = out.join("gallery.png");
         let names: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
-        write_atomic(&path, &compose_gallery(&names, &thumbs)?)?;
+        write_atomic(&path, &compose_gallery(&names, &thumbs, &path)?)?;
         Some(path)
     } else {
         None
@@ -560,8 +560,15 @@ fn render_and_write(
     );
     let display = acq.apply(&mut rng, &ph.density, job.width, job.height);
     let (w, h) = (job.width, job.height);
+    let path = out.join(&job.path);
+    let encode8 = |pixels: Vec<u8>, path: &Path| -> Result<Vec<u8>, SynthError> {
+        Ok(png8::encode_grey8(
+            &Grey8::new(w as u32, h as u32, pixels)?,
+            path,
+        )?)
+    };
     let bytes = match &job.encoding {
-        Encoding::Png8 => formats::png8(w, h, &to_u8(&display))?,
+        Encoding::Png8 => encode8(to_u8(&display), &path)?,
         Encoding::Jpeg(q) => formats::jpeg(w, h, &to_u8(&display), *q)?,
         Encoding::Png16 {
             lo,
@@ -590,11 +597,12 @@ fn render_and_write(
                 .iter()
                 .map(|&m| if m != 0 { 255 } else { 0 })
                 .collect();
-            write_image(&out.join(mask_path), &formats::png8(w, h, &mask)?)?;
-            formats::png8(w, h, &to_u8(&display))?
+            let mask_path = out.join(mask_path);
+            write_image(&mask_path, &encode8(mask, &mask_path)?)?;
+            encode8(to_u8(&display), &path)?
         }
     };
-    write_image(&out.join(&job.path), &bytes)?;
+    write_image(&path, &bytes)?;
     if matches!(job.encoding, Encoding::LungMask { .. }) {
         return Ok((None, None));
     }
@@ -681,9 +689,11 @@ fn thumbnail(display: &[f32], w: usize, h: usize, max: usize) -> Thumb {
     }
 }
 
+/// The gallery PNG's bytes (`path` names it in an error).
 fn compose_gallery(
     names: &[&str],
     thumbs: &BTreeMap<usize, Vec<Thumb>>,
+    path: &Path,
 ) -> Result<Vec<u8>, SynthError> {
     let (cell, cols, caption, pad) = (120usize, 4usize, 14usize, 4usize);
     let rows = names.len();
@@ -714,24 +724,8 @@ fn compose_gallery(
             }
         }
     }
-    let mut out = Vec::new();
-    use image::ImageEncoder;
-    image::codecs::png::PngEncoder::new_with_quality(
-        &mut out,
-        image::codecs::png::CompressionType::Best,
-        image::codecs::png::FilterType::Adaptive,
-    )
-    .write_image(
-        &img,
-        width as u32,
-        height as u32,
-        image::ExtendedColorType::L8,
-    )
-    .map_err(|e| SynthError::Encode {
-        what: "gallery PNG".into(),
-        message: e.to_string(),
-    })?;
-    Ok(out)
+    let img = Grey8::new(width as u32, height as u32, img)?;
+    Ok(png8::encode_grey8_small(&img, path)?)
 }
 
 // ---------------------------------------------------------------------------------------------------------
