@@ -235,8 +235,8 @@ impl ExplainWriter {
         logit: f32,
         map_width: Option<usize>,
     ) -> Result<EnergyRow> {
+        let row = energy_row(item, heat, logit, map_width)?;
         let heat = heat.resize(item.image.width as usize, item.image.height as usize);
-        let row = row_of(item, &heat, logit, map_width)?;
         let img = overlay(&item.image, &heat, Some(&item.mask), self.cfg.alpha)
             .map_err(|e| annotate(e, &item.id))?;
         let path = self
@@ -316,8 +316,8 @@ impl ExplainWriter {
     }
 }
 
-/// The row [`ExplainWriter::add_with_map`] records for an image, without writing anything: for an audit
-/// that keeps no files.
+/// The row [`ExplainWriter::add_with_map`] records for an image (`heat` at the model's input size), without
+/// writing anything: for an audit that keeps no files.
 pub fn energy_row(
     item: &CamItem,
     heat: &Heatmap,
@@ -325,18 +325,8 @@ pub fn energy_row(
     map_width: Option<usize>,
 ) -> Result<EnergyRow> {
     let heat = heat.resize(item.image.width as usize, item.image.height as usize);
-    row_of(item, &heat, logit, map_width)
-}
-
-/// An image's row from its map at the image's size.
-fn row_of(
-    item: &CamItem,
-    heat: &Heatmap,
-    logit: f32,
-    map_width: Option<usize>,
-) -> Result<EnergyRow> {
     let lung_energy =
-        energy::lung_energy_fraction(heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
+        energy::lung_energy_fraction(&heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
     Ok(EnergyRow {
         id: item.id.clone(),
         source: item.source.clone(),
