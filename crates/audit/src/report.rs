@@ -485,7 +485,13 @@ pub fn audit_report(
             )
         });
     }
-    findings.extend(outcome.notes.iter().map(|n| format!("Not run: {n}.")));
+    // The notes say what did not run and why (`source probe not run: ...`), a sentence each.
+    findings.extend(outcome.notes.iter().map(|n| {
+        let mut c = n.chars();
+        c.next()
+            .map(|f| format!("{}{}.", f.to_uppercase(), c.as_str()))
+            .unwrap_or_default()
+    }));
     let cfg = &outcome.config;
     let opt = |p: &Option<PathBuf>| p.as_ref().map_or("–".into(), |p| p.display().to_string());
     let run_facts = vec![
