@@ -96,32 +96,16 @@ pub fn write_png_rgb(path: &Path, img: &RgbImage) -> Result<()> {
     Ok(())
 }
 
-/// Encodes an 8-bit grey image as PNG and writes it atomically (occlusion images).
+/// Writes an 8-bit grey PNG atomically (occlusion images): `cxr_core::png8::write_grey8` with this crate's
+/// error (kept for xtask's callers).
 pub fn write_png_grey(path: &Path, img: &Grey8) -> Result<()> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(
-            &img.data,
-            img.width,
-            img.height,
-            image::ExtendedColorType::L8,
-        )
-        .map_err(|e| ExplainError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    cxr_core::fsutil::write_atomic(path, &bytes)?;
-    Ok(())
+    Ok(cxr_core::png8::write_grey8(path, img)?)
 }
 
-/// Reads any image the `image` crate decodes (PNG, JPEG) as 8-bit grey (a mask, a `png8`, a `crop`).
+/// Reads a PNG or JPEG (a mask, a `png8`, a `crop`) as 8-bit grey: `cxr_core::png8::read_grey8` with this
+/// crate's error (kept for xtask's callers).
 pub fn read_grey8(path: &Path) -> Result<Grey8> {
-    let img = image::open(path).map_err(|e| ExplainError::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let l = img.to_luma8();
-    Ok(Grey8::new(l.width(), l.height(), l.into_raw())?)
+    Ok(cxr_core::png8::read_grey8(path)?)
 }
 
 /// A file-name-safe form of `s`: ASCII letters, digits, `-`, `_`, `.`; anything else becomes `_`, and a short
