@@ -81,7 +81,8 @@ pub fn score_manifest(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ScoreOutcome> {
     let column = cfg.column.as_deref().unwrap_or("png8");
-    let m = Manifest::read_lenient(manifest, &[column]).step(format!("manifest {}", manifest.display()))?;
+    let m = Manifest::read_lenient(manifest, &[column])
+        .step(format!("manifest {}", manifest.display()))?;
     let rows: Vec<_> = m
         .records
         .iter()
