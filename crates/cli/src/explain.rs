@@ -681,6 +681,7 @@ pub(crate) fn audit_with(
                 ),
                 n_covid: Some(pos.iter().filter(|&&p| p).count()),
                 n_pneumonia: Some(pos.iter().filter(|&&p| !p).count()),
+                small_sample: None,
             }),
             _ => println!("audit: occlusion ({fill_name}) not run: both classes are needed"),
         }

@@ -95,7 +95,7 @@ impl Default for WorldConfig {
 }
 
 /// What one source folder holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSummary {
     pub id: String,
     pub dataset: String,
@@ -107,7 +107,8 @@ pub struct SourceSummary {
     pub distractors: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `generate` wrote (read back from the study's stage cache, hence `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldSummary {
     pub root: PathBuf,
     pub kind: WorldKind,
