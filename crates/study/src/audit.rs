@@ -1,44 +1,112 @@
-//! The shortcut audit of one trained model inside `reproduce`: the same code as `cxr explain` and
-//! `cxr audit` (Grad-CAM under the immutability guard, source probe, occlusion with mean and noise
-//! fills, split design, verdict), run on a few test images per source and class.
+//! The shortcut audit of one trained model inside the study: Grad-CAM under the immutability guard, source
+//! probe, occlusion, split design and verdict, run on a few test images per source and class, and on
+//! synthetic worlds the counterfactual confounder test.
+//!
+//! The steps themselves come from an [`Auditor`]: until `cxr-audit` offers them as library functions, the
+//! front end supplies the audit it runs as commands (`cxr explain`, `cxr audit`, `cxr audit-confounders`),
+//! so the study and those commands run the same code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use clap::Parser;
 use cxr_core::{Manifest, ManifestRecord, Split};
+use serde::{Deserialize, Serialize};
 
-use super::Profile;
-use super::experiment::ModelRun;
-use super::stage::{cached, file_key, key_of};
+use crate::Env;
+use crate::error::{Cause, Context as _, Result, StudyError};
+use crate::experiment::ModelRun;
+use crate::stage::{cached, file_key, key_of};
 
-#[derive(Parser)]
-struct ExplainCli {
-    #[command(flatten)]
-    args: crate::explain::ExplainArgs,
+/// The audit's steps as the study calls them.
+pub trait Auditor: Sync {
+    /// Grad-CAM of the model in `model_dir` on `manifest`'s rows into `out` (`lung_energy.csv`, `gallery/`).
+    fn explain(&self, model_dir: &Path, manifest: &Path, out: &Path) -> Result<(), Cause>;
+    /// The shortcut audit with occlusion `fills` (comma-separated) and Grad-CAM's `lung_energy.csv`: writes
+    /// `out/audit.json` (and `out/probe.json` when the probe ran) and returns the report.
+    fn audit(
+        &self,
+        model_dir: &Path,
+        manifest: &Path,
+        fills: &str,
+        lung_energy: &Path,
+        out: &Path,
+    ) -> Result<cxr_explain::AuditReport, Cause>;
+    /// The counterfactual confounder test with `pairs` pairs per group and direction: writes
+    /// `out/confounders.json` and returns its content.
+    fn confounders(
+        &self,
+        model_dir: &Path,
+        world: &Path,
+        manifest: &Path,
+        pairs: usize,
+        out: &Path,
+    ) -> Result<serde_json::Value, Cause>;
 }
 
-#[derive(Parser)]
-struct AuditCli {
-    #[command(flatten)]
-    args: crate::explain::AuditArgs,
+/// The audit of one experiment's model (`results.json` `experiments[].audit`): `audit.json` with the probe's
+/// details (`probe.json`) under `probe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyAudit {
+    #[serde(flatten)]
+    pub report: cxr_explain::AuditReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeDetails>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// `probe.json`: the source probe's AUC per source and per pair of sources, and its folds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDetails {
+    pub per_source: Vec<cxr_explain::probe::SourceAuc>,
+    pub pairs: Vec<cxr_explain::probe::PairAuc>,
+    pub folds: usize,
+}
+
+/// The counterfactual confounder test's `confounders.json`: the fields the study reads, typed; the rest
+/// (the test's settings, input path, training sources) kept as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfounderReport {
+    pub model: String,
+    /// `follows planted confounders` or `no planted confounder followed`.
+    pub verdict: String,
+    /// The flag rule in words.
+    pub flag_rule: String,
+    /// One row per confounder group.
+    pub confounders: Vec<ConfounderRow>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// The test's result for one planted confounder group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfounderRow {
+    /// The group (`framing`, `grid`, ...: `cxr_synth::ConfounderKind`).
+    pub kind: String,
+    /// Some pair of training sources differs in this group and in its Covid share.
+    pub label_associated: bool,
+    /// Scored pairs.
+    pub n: usize,
+    /// Mean score shift towards the donor's class, with its bootstrap 95% CI.
+    pub mean_shift: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    /// `followed`, `not_followed`, `not_in_model_input`, ...
+    pub status: String,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// What the audit step produced (cached in its `stage.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditOutput {
-    /// `audit.json` (evidence and verdicts) plus `probe.json` under `probe`.
-    pub report: serde_json::Value,
+    pub report: StudyAudit,
     pub gradcam_dir: PathBuf,
     pub galleries: Vec<PathBuf>,
 }
 
-pub fn run(
-    profile: &Profile,
-    model: &ModelRun,
-    manifest_path: &Path,
-    dir: &Path,
-) -> Result<AuditOutput> {
+/// Audits `model` on the experiment's split manifest into `dir` (cached by the model, the manifest and the
+/// profile's audit settings).
+pub fn run(env: Env<'_>, model: &ModelRun, manifest_path: &Path, dir: &Path) -> Result<AuditOutput> {
+    let profile = env.profile;
     let key = key_of(&(
         "audit-v7",
         file_key(&model.model_path)?,
@@ -48,9 +116,9 @@ pub fn run(
         profile.occlusion_fills,
     ));
     cached("audit", dir, &key, || {
-        let run_dir = model.dir.to_string_lossy().into_owned();
         // Grad-CAM on the first few test images of every source and class.
-        let manifest = Manifest::read(manifest_path)?;
+        let manifest =
+            Manifest::read(manifest_path).ctx(|| format!("reading {}", manifest_path.display()))?;
         let mut per_group: BTreeMap<(String, String), usize> = BTreeMap::new();
         let chosen: Vec<ManifestRecord> = manifest
             .records
@@ -102,49 +170,41 @@ pub fn run(
             records: audit_rows,
             ..manifest.clone()
         }
-        .write(&audit_manifest)?;
+        .write(&audit_manifest)
+        .ctx(|| format!("writing {}", audit_manifest.display()))?;
         let sample_path = dir.join("gradcam-sample.csv");
         Manifest {
             records: chosen,
             ..manifest.clone()
         }
-        .write(&sample_path)?;
+        .write(&sample_path)
+        .ctx(|| format!("writing {}", sample_path.display()))?;
         let gradcam_dir = dir.join("gradcam");
-        let explain = ExplainCli::try_parse_from([
-            "explain",
-            "--model",
-            &run_dir,
-            "--manifest",
-            &sample_path.to_string_lossy(),
-            "--out",
-            &gradcam_dir.to_string_lossy(),
-        ])?;
-        crate::explain::explain(explain.args)?;
-        let audit = AuditCli::try_parse_from([
-            "audit",
-            "--model",
-            &run_dir,
-            "--manifest",
-            &audit_manifest.to_string_lossy(),
-            "--fills",
-            profile.occlusion_fills,
-            "--lung-energy",
-            &gradcam_dir.join("lung_energy.csv").to_string_lossy(),
-            "--out",
-            &dir.to_string_lossy(),
-        ])?;
-        crate::explain::audit(audit.args)?;
-
-        let read_json = |p: PathBuf| -> Result<serde_json::Value> {
-            serde_json::from_slice(
-                &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("parsing {}", p.display()))
+        let cause = |what: &str| {
+            let what = format!("{what} of {}", model.dir.display());
+            move |source: Cause| StudyError::Context { what, source }
         };
-        let mut report = read_json(dir.join("audit.json"))?;
-        if let Ok(probe) = read_json(dir.join("probe.json")) {
-            report["probe"] = probe;
-        }
+        env.auditor
+            .explain(&model.dir, &sample_path, &gradcam_dir)
+            .map_err(cause("Grad-CAM"))?;
+        let report = env
+            .auditor
+            .audit(
+                &model.dir,
+                &audit_manifest,
+                profile.occlusion_fills,
+                &gradcam_dir.join("lung_energy.csv"),
+                dir,
+            )
+            .map_err(cause("the audit"))?;
+        let probe_path = dir.join("probe.json");
+        let probe = match std::fs::read(&probe_path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).ctx(|| format!("parsing {}", probe_path.display()))?,
+            ),
+            // No probe.json: the probe did not run (the audit says why).
+            Err(_) => None,
+        };
         let mut galleries: Vec<PathBuf> = std::fs::read_dir(gradcam_dir.join("gallery"))
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -154,45 +214,38 @@ pub fn run(
             .unwrap_or_default();
         galleries.sort();
         Ok(AuditOutput {
-            report,
+            report: StudyAudit { report, probe },
             gradcam_dir,
             galleries,
         })
     })
 }
 
-/// The counterfactual confounder test (`cxr audit-confounders`) of one model on a synthetic world: does
-/// its output follow each planted confounder group? Cached by the model, the split and the world.
+/// The counterfactual confounder test (`cxr audit-confounders`) of one model on a synthetic world: does its
+/// output follow each planted confounder group? Cached by the model, the split and the world.
 pub fn confounders(
-    profile: &Profile,
+    env: Env<'_>,
     model: &ModelRun,
     manifest_path: &Path,
     world_root: &Path,
     dir: &Path,
-) -> Result<serde_json::Value> {
+) -> Result<ConfounderReport> {
     let world_json = world_root.join("world.json");
     let key = key_of(&(
         "confounders-v1",
         file_key(&model.model_path)?,
         file_key(manifest_path)?,
         file_key(&world_json)?,
-        profile.confounder_pairs,
+        env.profile.confounder_pairs,
     ));
     cached("confounders", dir, &key, || {
-        let pairs = profile.confounder_pairs.to_string();
-        let args = crate::confounders::AuditConfoundersArgs::try_parse_from([
-            "audit-confounders",
-            "--model",
-            &model.dir.to_string_lossy(),
-            "--world",
-            &world_root.to_string_lossy(),
-            "--manifest",
-            &manifest_path.to_string_lossy(),
-            "--pairs",
-            &pairs,
-            "--out",
-            &dir.to_string_lossy(),
-        ])?;
-        crate::confounders::audit_confounders(args)
+        let json = env
+            .auditor
+            .confounders(&model.dir, world_root, manifest_path, env.profile.confounder_pairs, dir)
+            .map_err(|source| StudyError::Context {
+                what: format!("the confounder test of {}", model.dir.display()),
+                source,
+            })?;
+        serde_json::from_value(json).ctx(|| format!("reading {}", dir.join("confounders.json").display()))
     })
 }
