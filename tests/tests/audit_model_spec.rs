@@ -74,12 +74,18 @@ fn spec_of(model: &str) -> PathBuf {
     cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"))
 }
 
-fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
+/// `cxr audit --model-spec` on the cue reader's world, with `--fail-on suspicious`: the report and the exit
+/// status.
+fn audit_status(
+    model: &str,
+    cue: (u32, u32),
+    dir: &Path,
+) -> (serde_json::Value, std::process::ExitCode) {
     let manifest = write_world(&dir.join(format!("{model}-world")), cue);
     let spec = spec_of(model);
     let out = dir.join(format!("{model}-audit"));
-    xtask::run([
-        "xtask",
+    let status = cxr_cli::main_with([
+        "cxr",
         "audit",
         "--model-spec",
         spec.to_str().unwrap(),
@@ -89,9 +95,16 @@ fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
         "4",
         "--out",
         out.to_str().unwrap(),
-    ])
-    .unwrap_or_else(|e| panic!("audit --model-spec {model}: {e:#}"));
-    serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap()
+        "--fail-on",
+        "suspicious",
+    ]);
+    let report = serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap())
+        .unwrap_or_else(|e| panic!("audit --model-spec {model}: {e}"));
+    (report, status)
+}
+
+fn audit(model: &str, cue: (u32, u32), dir: &Path) -> serde_json::Value {
+    audit_status(model, cue, dir).0
 }
 
 /// The status of one named test of the verdict (`pass`, `warn`, `flag`, `not_run`).
@@ -120,7 +133,12 @@ fn verdict(report: &serde_json::Value) -> (String, Vec<String>) {
 fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
     let dir = tempfile::tempdir().unwrap();
 
-    let outside = audit("cue_outside", (8, 8), dir.path());
+    let (outside, exit) = audit_status("cue_outside", (8, 8), dir.path());
+    // `--fail-on suspicious` fails the pipeline's check, with its own exit status.
+    assert_eq!(
+        exit,
+        std::process::ExitCode::from(cxr_cli::EXIT_AUDIT_FAILED)
+    );
     let (v, flagged) = verdict(&outside);
     assert_eq!(
         v, "shortcut",
@@ -136,7 +154,8 @@ fn a_cue_outside_the_lungs_is_a_shortcut_and_a_cue_inside_is_not() {
     // The occlusion maps (no gradients behind ONNX) put the heat on the corner, not the lungs.
     assert_eq!(status(&outside, "lung_energy"), "warn");
 
-    let inside = audit("cue_inside", (96, 48), dir.path());
+    let (inside, exit) = audit_status("cue_inside", (96, 48), dir.path());
+    assert_eq!(exit, std::process::ExitCode::SUCCESS);
     let (v, flagged) = verdict(&inside);
     assert!(
         v != "shortcut" && v != "suspicious" && flagged.is_empty(),
@@ -193,7 +212,8 @@ fn prepare_and_finish_with_onnx_scores_match_audit_model_spec() {
     }
     let sp = dir.path().join("scores.csv");
     std::fs::write(&sp, scores).unwrap();
-    xtask::run(
+    // The corner-cue reader is a shortcut: `--fail-on shortcut` fails the check after writing the audit.
+    let failed = xtask::run(
         [
             "xtask",
             "audit",
@@ -202,10 +222,17 @@ fn prepare_and_finish_with_onnx_scores_match_audit_model_spec() {
             &s(&prep),
             "--scores",
             &s(&sp),
+            "--fail-on",
+            "shortcut",
         ]
         .map(String::from),
     )
-    .unwrap();
+    .unwrap_err();
+    assert!(
+        failed.downcast_ref::<cxr_cli::VerdictFailed>().is_some(),
+        "{failed:#}"
+    );
+    assert!(prep.join("report.html").is_file());
     let back: serde_json::Value =
         serde_json::from_slice(&std::fs::read(prep.join("audit.json")).unwrap()).unwrap();
 
@@ -222,4 +249,92 @@ fn prepare_and_finish_with_onnx_scores_match_audit_model_spec() {
             (x, y) => assert_eq!(x, y, "{}", t["test"]),
         }
     }
+}
+
+/// The audit through the library API (a typed configuration, no command line) writes the `audit.json` the
+/// command writes on the same inputs, byte for byte but the occlusion maps' wall-clock time; both write a
+/// `report.html` that gives the verdict first.
+#[test]
+fn the_library_writes_the_audit_json_the_command_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_cli = audit("cue_outside", (8, 8), dir.path());
+    let manifest = dir.path().join("cue_outside-world/manifest.csv");
+    let scorer = cxr_onnx::OnnxScorer::from_spec_file(&spec_of("cue_outside")).unwrap();
+    let out = dir.path().join("library");
+    let cfg = cxr_audit::AuditConfig {
+        column: Some("png8".into()),
+        saliency_images: 4,
+        out: Some(out.clone()),
+        ..Default::default()
+    };
+    let outcome = cxr_audit::run_audit(&scorer, &manifest, &cfg).unwrap();
+    let text = |p: PathBuf| -> String {
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("\"seconds_per_map\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        text(out.join("audit.json")),
+        text(dir.path().join("cue_outside-audit/audit.json"))
+    );
+    assert_eq!(verdict(&from_cli).0, "shortcut");
+    for page in [out.join("report.html"), dir.path().join("cue_outside-audit/report.html")] {
+        let html = std::fs::read_to_string(&page).unwrap();
+        let headline = cxr_audit::report::verdict_headline(&outcome.report.verdicts[0]);
+        let at = html
+            .find(&format!("Audit of cue_outside: {headline}"))
+            .unwrap_or_else(|| panic!("{}: no verdict", page.display()));
+        // The verdict comes before the tests and the galleries, which are thumbnails.
+        assert!(at < html.find("<h2 id=\"audit-cue-outside-tests\"").unwrap());
+        assert!(html.contains("data:image/png;base64,"));
+    }
+}
+
+/// A hand-written manifest without ingest's `view`, `path`, `format`, `sha256` (or `patient`) is audited;
+/// one without `split` and `mask` is refused in one error naming both.
+#[test]
+fn the_audit_asks_for_the_columns_it_reads_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_world(&dir.path().join("w"), (8, 8));
+    let text = std::fs::read_to_string(&full).unwrap();
+    let keep = |cols: &[usize]| -> String {
+        text.lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.split(',').collect();
+                cols.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(",")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // id,source,label,patient,view,path,format,sha256,split,png8,mask
+    let minimal = dir.path().join("w/minimal.csv");
+    std::fs::write(&minimal, keep(&[0, 1, 2, 8, 9, 10])).unwrap();
+    let spec = spec_of("cue_outside");
+    let out = dir.path().join("out");
+    let run = |m: &Path| {
+        xtask::run([
+            "xtask",
+            "audit",
+            "--model-spec",
+            spec.to_str().unwrap(),
+            "--manifest",
+            m.to_str().unwrap(),
+            "--saliency-images",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    run(&minimal).unwrap();
+    assert!(out.join("audit.json").is_file());
+    let bare = dir.path().join("w/bare.csv");
+    std::fs::write(&bare, keep(&[0, 1, 2, 9])).unwrap();
+    let e = xtask::error_chain(&run(&bare).unwrap_err());
+    assert!(
+        e.contains("bare.csv") && e.contains("`split`") && e.contains("`mask`"),
+        "{e}"
+    );
 }

@@ -3,11 +3,6 @@
 fn main() -> std::process::ExitCode {
     // Activations are allocated per layer; keeping freed memory saves re-faulting it each time.
     cxr_ops::alloc::retain_freed_memory();
-    match xtask::run(std::env::args_os()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", xtask::error_chain(&err));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    // The same exit statuses as `cxr` (an audit failing `--fail-on` exits with 3).
+    cxr_cli::exit_status(xtask::run(std::env::args_os()))
 }

@@ -1,46 +1,18 @@
-//! `cxr explain` and `cxr audit`: the explain stage (`cxr-explain`) wired to a classifier,
-//! `cxr-eval`'s DeLong CIs and permutation p-values and the ingest split linter's Cramér's V.
-//!
-//! Grad-CAM (`explain`) needs our own `cxr-model` classifier (gradients); the audit runs on any
-//! `cxr_core::Scorer` ([`audit_with`]): our classifier (`--model RUN_DIR`) or a foreign one
-//! (`--model-spec S.toml`).
+//! `cxr explain` and `cxr audit`: clap types turned into `cxr-audit`'s typed configurations, progress bars
+//! and the printed summary. The audit itself (`cxr_audit::run_audit`), the Grad-CAM run and the scorer
+//! loading live in `cxr-audit`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Tensor;
 use clap::Args;
-use cxr_core::{Grey8, Manifest, ManifestRecord, Scorer, Split};
-use cxr_explain::audit::{AuditEvidence, AuditReport, Figure, OcclusionEvidence, SourceFigure};
-use cxr_explain::occlusion::{self, Fill};
-use cxr_explain::{CamItem, CamModel, CamTarget, ExplainConfig, ExplainWriter, ModelSnapshot};
-use cxr_model::{Arch, Classifier, ImageRow};
+use cxr_audit::{
+    AuditConfig, AuditOutcome, FailOn, FillKind, GradCamConfig, LoadedScorer, ModelOptions,
+    ModelSource, Progress,
+};
+use cxr_core::Split;
 use indicatif::{ProgressBar, ProgressStyle};
-
-/// Explain's view of the trained classifier: the contract of `cxr_explain::CamModel`.
-struct Cam<'a>(&'a Classifier);
-
-/// The activations are centered on the head's standardisation mean (see
-/// `Classifier::centered_feature_map`): what the standardised head compares each image with.
-impl CamModel for Cam<'_> {
-    fn feature_map(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.centered_feature_map(x)
-    }
-    fn logit_from_feature_map(&self, fmap: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.logit_from_centered_feature_map(fmap)
-    }
-}
-
-/// Fingerprint of every tensor the classifier owns (weights and BatchNorm running statistics).
-fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
-    ModelSnapshot::from_named(
-        model
-            .params()
-            .iter()
-            .map(|(n, p)| (n.clone(), p.var.as_tensor().clone())),
-    )
-}
 
 /// Where the model comes from and how it reads images.
 #[derive(Debug, Args)]
@@ -69,167 +41,54 @@ pub struct ModelArgs {
     pub(crate) batch_size: usize,
 }
 
-pub(crate) struct Loaded {
-    pub(crate) model: Classifier,
-    pub(crate) name: String,
-    pub(crate) size: usize,
-    pub(crate) column: String,
-}
-
-/// Loads the classifier with the image size and column from `run.json` unless given (also used by
-/// `audit-confounders`).
-pub(crate) fn load_model(a: &ModelArgs) -> Result<Loaded> {
-    let Some(model) = &a.model else {
-        bail!("this command needs our own model (`--model RUN_DIR`): Grad-CAM needs its gradients");
-    };
-    let (weights, run) = run_of(model)?;
-    let backbone = a
-        .backbone
-        .clone()
-        .or_else(|| run["backbone"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "resnet50".into());
-    let arch: Arch = backbone
-        .parse()
-        .with_context(|| format!("--backbone {backbone}"))?;
-    let size = a
-        .image_size
-        .or_else(|| run["config"]["image_size"].as_u64().map(|v| v as usize))
-        .unwrap_or(224);
-    let column = column_of_run(a, &run);
-    let name = run["model"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{arch}"));
-    let model = cxr_model::load_classifier(&arch, &weights)
-        .with_context(|| format!("loading model {}", weights.display()))?;
-    Ok(Loaded {
-        model,
-        name,
-        size,
-        column,
-    })
-}
-
-/// The weights file and `run.json` (Null when absent) of a run folder or a weights file.
-fn run_of(model: &Path) -> Result<(PathBuf, serde_json::Value)> {
-    if !model.is_dir() {
-        return Ok((model.to_path_buf(), serde_json::Value::Null));
-    }
-    let run_path = model.join("run.json");
-    let run = match std::fs::read(&run_path) {
-        Ok(b) => {
-            serde_json::from_slice(&b).with_context(|| format!("reading {}", run_path.display()))?
+impl ModelArgs {
+    /// `--model` or `--model-spec` (clap requires one).
+    pub(crate) fn source(&self) -> Result<ModelSource> {
+        match (&self.model, &self.model_spec) {
+            (_, Some(spec)) => Ok(ModelSource::Spec(spec.clone())),
+            (Some(run), None) => Ok(ModelSource::Run(run.clone())),
+            (None, None) => bail!("--model RUN_DIR or --model-spec S.toml is needed"),
         }
-        Err(_) => serde_json::Value::Null,
-    };
-    Ok((model.join("model.safetensors"), run))
-}
-
-fn column_of_run(a: &ModelArgs, run: &serde_json::Value) -> String {
-    a.column
-        .clone()
-        .or_else(|| run["config"]["image_column"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "crop".into())
-}
-
-/// The scorer the audits query: our classifier for `--model`, the foreign model for `--model-spec`.
-pub(crate) fn scorer_for_audit(a: &ModelArgs) -> Result<Box<dyn Scorer>> {
-    if let Some(spec) = &a.model_spec {
-        return Ok(Box::new(cxr_onnx::OnnxScorer::from_spec_file(spec)?));
     }
-    let loaded = load_model(a)?;
-    Ok(Box::new(cxr_model::ClassifierScorer::new(
-        loaded.model,
-        loaded.name,
-        loaded.size,
-    )))
-}
 
-/// The manifest column the audited model reads: `--column`, else `png8` for a spec (a foreign model sees
-/// whole images unless told otherwise), else the run's.
-pub(crate) fn column_for_audit(a: &ModelArgs) -> Result<String> {
-    if let Some(c) = &a.column {
-        return Ok(c.clone());
+    pub(crate) fn options(&self) -> ModelOptions {
+        ModelOptions {
+            backbone: self.backbone.clone(),
+            image_size: self.image_size,
+        }
     }
-    match (&a.model, &a.model_spec) {
-        (_, Some(_)) => Ok("png8".into()),
-        (Some(m), None) => Ok(column_of_run(a, &run_of(m)?.1)),
-        (None, None) => bail!("--model RUN_DIR or --model-spec S.toml is needed"),
+
+    /// The scorer, and the column it reads: `--column`, else its model's.
+    pub(crate) fn load(&self) -> Result<(LoadedScorer, String)> {
+        let loaded = cxr_audit::load_scorer(&self.source()?, &self.options())?;
+        let column = self.column.clone().unwrap_or_else(|| loaded.column.clone());
+        Ok((loaded, column))
     }
 }
 
-/// One manifest row with its image (the model's input column) and its lung mask on the same pixels.
-struct Sample {
-    row: ImageRow,
-    record: ManifestRecord,
-}
+/// Progress bars for `cxr-audit`'s progress callback: one bar per step, replaced when the step changes.
+#[derive(Default)]
+pub(crate) struct Bars(Mutex<Option<(String, ProgressBar)>>);
 
-fn resolve(manifest: &Manifest, cell: &str) -> PathBuf {
-    let p = PathBuf::from(cell.trim());
-    if p.is_absolute() {
-        p
-    } else {
-        manifest.base_dir.join(p)
-    }
-}
-
-/// Rows with an image in `column` and a `mask`, originals only (no augmented copies), optionally one split.
-fn samples(
-    manifest: &Manifest,
-    manifest_path: &Path,
-    column: &str,
-    split: Option<Split>,
-) -> Result<Vec<Sample>> {
-    if !manifest.extra_columns.iter().any(|c| c == "mask") {
-        bail!(
-            "{}: no `mask` column (run `cxr segment` first)",
-            manifest_path.display()
-        );
-    }
-    let (rows, _) = cxr_model::data::rows_from_manifest(manifest, column, manifest_path)
-        .with_context(|| format!("reading image column `{column}`"))?;
-    let by_id: BTreeMap<&str, &ManifestRecord> = manifest
-        .records
-        .iter()
-        .map(|r| (r.id.as_str(), r))
-        .collect();
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.is_original() && split.is_none_or(|s| r.split == Some(s)))
-        .filter_map(|row| {
-            let record = (*by_id.get(row.id.as_str())?).clone();
-            let has_mask = record.get("mask").is_some_and(|m| !m.trim().is_empty());
-            has_mask.then_some(Sample { row, record })
-        })
-        .collect())
-}
-
-/// The image the model reads and the lung mask on the same pixels: the mask is drawn on the full `png8`, so
-/// for the `crop` column it is cropped with `crop_x, crop_y, crop_w, crop_h` (and resized if the crop was).
-fn image_and_mask(manifest: &Manifest, s: &Sample, column: &str) -> Result<(Grey8, Grey8)> {
-    let image = cxr_explain::read_grey8(&s.row.path)?;
-    let mask_cell = s.record.get("mask").unwrap_or_default();
-    let mut mask = cxr_explain::read_grey8(&resolve(manifest, &mask_cell))?;
-    if column == "crop" {
-        let num = |c: &str| -> Result<u32> {
-            s.record
-                .get(c)
-                .and_then(|v| v.trim().parse().ok())
-                .with_context(|| format!("row {}: column `{c}` missing or not a number", s.row.id))
+impl Bars {
+    pub(crate) fn update(&self, p: Progress<'_>) {
+        let Ok(mut current) = self.0.lock() else {
+            return;
         };
-        mask = occlusion::crop(
-            &mask,
-            num("crop_x")?,
-            num("crop_y")?,
-            num("crop_w")?,
-            num("crop_h")?,
-        )
-        .with_context(|| format!("row {}: cropping the mask", s.row.id))?;
+        if current.as_ref().is_none_or(|(step, _)| step != p.step) {
+            if let Some((_, old)) = current.take() {
+                old.finish_and_clear();
+            }
+            *current = Some((p.step.to_string(), bar(p.total, p.step)));
+        }
+        if let Some((_, b)) = current.as_ref() {
+            b.set_position(p.done as u64);
+            if p.done >= p.total {
+                b.finish_and_clear();
+                *current = None;
+            }
+        }
     }
-    if (mask.width, mask.height) != (image.width, image.height) {
-        mask = occlusion::resize_nearest(&mask, image.width, image.height)?;
-    }
-    Ok((image, mask))
 }
 
 pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
@@ -262,62 +121,35 @@ pub struct ExplainArgs {
 }
 
 pub fn explain(args: ExplainArgs) -> Result<()> {
-    let loaded = load_model(&args.model).context("explain")?;
-    let manifest = Manifest::read(&args.manifest)
-        .with_context(|| format!("explain: reading {}", args.manifest.display()))?;
-    let mut todo =
-        samples(&manifest, &args.manifest, &loaded.column, args.split).context("explain")?;
-    if let Some(n) = args.limit {
-        todo.truncate(n);
-    }
+    let Some(run) = &args.model.model else {
+        bail!("explain: this command needs our own model (`--model RUN_DIR`): Grad-CAM needs its gradients");
+    };
+    let model = cxr_audit::load_classifier(run, &args.model.options()).context("explain")?;
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("target/explain").join(&loaded.name));
-    let mut writer = ExplainWriter::new(&out, ExplainConfig::default())
-        .with_context(|| format!("explain: output folder {}", out.display()))?;
-    let cam = Cam(&loaded.model);
-    let pb = bar(todo.len(), "Grad-CAM");
-    let mut rejects = Vec::new();
-    for chunk in todo.chunks(args.model.batch_size.max(1)) {
-        let rows: Vec<&ImageRow> = chunk.iter().map(|s| &s.row).collect();
-        let x = cxr_model::data::batch_tensor(&rows, loaded.size, loaded.model.device())
-            .context("explain: loading a batch")?;
-        // Every batch is explained under the guard: a changed weight or running statistic is an error.
-        let g =
-            cxr_explain::grad_cam_guarded(&cam, &x, CamTarget::Covid, || snapshot(&loaded.model))
-                .context("explain: Grad-CAM")?;
-        for ((s, heat), logit) in chunk.iter().zip(&g.heatmaps).zip(&g.logits) {
-            let added = image_and_mask(&manifest, s, &loaded.column).and_then(|(image, mask)| {
-                let item = CamItem {
-                    id: s.row.id.clone(),
-                    source: s.row.source.clone(),
-                    label: s.row.label,
-                    image,
-                    mask,
-                };
-                Ok(writer.add_with_map(&item, heat, *logit, Some(g.feature_size.0))?)
-            });
-            if let Err(e) = added {
-                tracing::warn!(id = %s.row.id, "explain: skipped: {e:#}");
-                rejects.push(format!("{}: {e:#}", s.row.id));
-            }
-            pb.inc(1);
-        }
-    }
-    pb.finish_and_clear();
-    let outputs = writer.finish().context("explain: writing outputs")?;
+        .unwrap_or_else(|| PathBuf::from("target/explain").join(&model.name));
+    let cfg = GradCamConfig {
+        column: args.model.column.clone(),
+        split: args.split,
+        limit: args.limit,
+        batch_size: args.model.batch_size,
+        out: out.clone(),
+    };
+    let bars = Bars::default();
+    let done = cxr_audit::run_grad_cam(&model, &args.manifest, &cfg, &|p| bars.update(p))
+        .context("explain")?;
     println!(
         "explain: {} images ({} skipped) -> {}",
-        outputs.rows.len(),
-        rejects.len(),
+        done.outputs.rows.len(),
+        done.skipped.len(),
         out.display()
     );
     println!(
         "{:<28} {:<10} {:>5} {:>12} {:>10}",
         "source", "class", "n", "lung energy", "lung area"
     );
-    for s in &outputs.summary {
+    for s in &done.outputs.summary {
         println!(
             "{:<28} {:<10} {:>5} {:>12} {:>10.2}",
             s.source.as_str(),
@@ -351,74 +183,148 @@ pub fn audit_command(cmd: AuditCommand) -> Result<()> {
     }
 }
 
+/// The options of the audit itself, shared by `cxr audit` and `cxr audit prepare`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AuditOptions {
+    /// Frozen features (`id, f0 … fN`, from `cxr embed`); default: the model's own pooled features.
+    #[arg(long)]
+    pub(crate) features: Option<PathBuf>,
+    /// `lung_energy.csv` from `cxr explain`, for the Grad-CAM evidence.
+    #[arg(long)]
+    pub(crate) lung_energy: Option<PathBuf>,
+    /// Split the occlusion tests run on (default `test`; every row when the manifest has none).
+    #[arg(long, default_value = "test")]
+    pub(crate) split: Split,
+    /// Occlusion fills.
+    #[arg(long, value_delimiter = ',', default_value = "mean,noise")]
+    pub(crate) fills: Vec<FillKind>,
+    /// Folds of the patient-grouped cross-validation of the source probe.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) folds: usize,
+    /// Without `--lung-energy`: occlusion sensitivity maps on this many test images (round-robin over source
+    /// and class; 0: none), for the lung energy evidence of a scorer without gradients.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) saliency_images: usize,
+    /// Occlusion map positions per side: at most `grid² + 1` forward passes per map (24 at 224 px: 530
+    /// passes, ~65 s for a ResNet50 on a CPU).
+    #[arg(long, default_value_t = 24)]
+    pub(crate) saliency_grid: usize,
+    /// The model's name in `audit.json` and the report (default: the run's model name, or the spec's file
+    /// stem).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+impl AuditOptions {
+    /// The library's configuration for a model reading `column` with batches of `batch_size`.
+    pub(crate) fn to_config(&self, column: String, batch_size: usize) -> AuditConfig {
+        AuditConfig {
+            column: Some(column),
+            split: self.split,
+            fills: self.fills.clone(),
+            folds: self.folds,
+            features: self.features.clone(),
+            lung_energy: self.lung_energy.clone(),
+            saliency_images: self.saliency_images,
+            saliency_grid: self.saliency_grid,
+            batch_size,
+            name: self.name.clone(),
+            out: None,
+            ..AuditConfig::default()
+        }
+    }
+}
+
 /// `cxr audit --model RUN --manifest M`: source probe, occlusion tests, split design, verdict.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
-    /// The model's training manifest (with `split`, the image column and `mask`).
+    /// The model's training manifest (columns: docs/AUDIT.md).
     #[arg(long, required = true)]
     manifest: Option<PathBuf>,
-    /// Frozen features (`id, f0 … fN`, from `cxr embed`); default: the model's own pooled features.
-    #[arg(long)]
-    features: Option<PathBuf>,
-    /// `lung_energy.csv` from `cxr explain`, for the Grad-CAM evidence.
-    #[arg(long)]
-    lung_energy: Option<PathBuf>,
-    /// Split the occlusion tests run on (default `test`; every row when the manifest has none).
-    #[arg(long, default_value = "test")]
-    split: Split,
-    /// Occlusion fills.
-    #[arg(long, value_delimiter = ',', default_value = "mean,noise")]
-    fills: Vec<String>,
-    /// Folds of the patient-grouped cross-validation of the source probe.
-    #[arg(long, default_value_t = 5)]
-    folds: usize,
-    /// Without `--lung-energy`: occlusion sensitivity maps on this many test images (round-robin over source
-    /// and class; 0: none), for the lung energy evidence of a scorer without gradients.
-    #[arg(long, default_value_t = 8)]
-    saliency_images: usize,
-    /// Occlusion map positions per side: at most `grid² + 1` forward passes per map (24 at 224 px: 530
-    /// passes, ~65 s for a ResNet50 on a CPU).
-    #[arg(long, default_value_t = 24)]
-    saliency_grid: usize,
-    /// Output folder (default `target/audit/<model name>`): `audit.json`, `probe.json`, occlusion images.
+    #[command(flatten)]
+    options: AuditOptions,
+    /// Output folder (default `target/audit/<model name>`): `audit.json`, `report.html`, `probe.json`,
+    /// occlusion images, saliency maps.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// A stable 64-bit seed from an id (the first 8 bytes of its SHA-256).
-fn seed_of(id: &str) -> u64 {
-    let h = cxr_core::fsutil::sha256_bytes(id.as_bytes());
-    u64::from_str_radix(&h[..16], 16).unwrap_or(0)
-}
-
-/// Label shuffles of the lungs-removed test's permutation p-value (resolution 1e-4, milliseconds on the
-/// audit's few hundred images).
-const PERMUTATIONS: usize = 9_999;
-
-fn delong_figure(scores: &[f64], positives: &[bool]) -> Option<Figure> {
-    cxr_eval::delong::delong(scores, positives, 0.95).map(|d| Figure::with_ci(d.auc, d.lo, d.hi))
+    /// Exit with status 3 when the verdict is at least this bad (`shortcut`, or `suspicious`: either).
+    #[arg(long, value_name = "VERDICT")]
+    fail_on: Option<FailOn>,
 }
 
 /// `cxr audit`: the whole audit of the model the arguments name.
 pub fn audit(args: AuditArgs) -> Result<()> {
-    let scorer = scorer_for_audit(&args.model).context("audit")?;
-    let column = column_for_audit(&args.model).context("audit")?;
-    let report = audit_with(&args, scorer.as_ref(), &column)?;
-    print_verdict(&report, &audit_out(&args, scorer.as_ref()));
-    Ok(())
+    let manifest = args
+        .manifest
+        .as_deref()
+        .context("audit: --manifest M.csv is needed")?;
+    let (loaded, column) = args.model.load().context("audit")?;
+    let scorer = loaded.scorer.as_ref();
+    let mut cfg = args.options.to_config(column, args.model.batch_size);
+    let name = cfg.name.clone().unwrap_or_else(|| scorer.name().to_string());
+    cfg.out = Some(
+        args.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/audit").join(&name)),
+    );
+    let bars = Bars::default();
+    let outcome = cxr_audit::run_audit_with(scorer, manifest, &cfg, &|p| bars.update(p))
+        .context("audit")?;
+    print_outcome(&outcome);
+    check_verdict(&outcome, args.fail_on)
 }
 
-/// The audit's output folder.
-pub(crate) fn audit_out(args: &AuditArgs, scorer: &dyn Scorer) -> PathBuf {
-    args.out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/audit").join(scorer.name()))
+/// The verdict fails the pipeline's check (`--fail-on`): the error `main_with` turns into exit status 3.
+#[derive(Debug)]
+pub struct VerdictFailed {
+    pub model: String,
+    pub verdict: cxr_audit::Overall,
+    pub fail_on: FailOn,
+    pub headline: String,
 }
 
-/// Prints the verdict and every test's figure.
-pub(crate) fn print_verdict(report: &AuditReport, out: &Path) {
+impl std::fmt::Display for VerdictFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "audit failed (--fail-on {}): {}: {}",
+            self.fail_on, self.model, self.headline
+        )
+    }
+}
+
+impl std::error::Error for VerdictFailed {}
+
+/// `Err(VerdictFailed)` when a verdict of the outcome is at least as bad as `fail_on`.
+pub(crate) fn check_verdict(outcome: &AuditOutcome, fail_on: Option<FailOn>) -> Result<()> {
+    let Some(level) = fail_on else {
+        return Ok(());
+    };
+    match outcome
+        .report
+        .verdicts
+        .iter()
+        .find(|v| level.fails(v.verdict))
+    {
+        Some(v) => Err(VerdictFailed {
+            model: v.model.clone(),
+            verdict: v.verdict,
+            fail_on: level,
+            headline: crate::report::verdict_headline(v),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Prints what did not run, the verdict and every test's figure, and where the files are.
+pub(crate) fn print_outcome(outcome: &AuditOutcome) {
+    for n in &outcome.notes {
+        println!("audit: {n}");
+    }
+    let report = &outcome.report;
     for verdict in &report.verdicts {
         println!(
             "audit of {}: {}",
@@ -448,360 +354,8 @@ pub(crate) fn print_verdict(report: &AuditReport, out: &Path) {
             c.method, c.passes_per_map, c.seconds_per_map
         );
     }
-    println!("-> {}", out.join("audit.json").display());
-}
-
-/// Reads the images of `rows` and scores them in batches; with `features`, returns the scorer's pooled
-/// features too.
-fn score_rows(
-    scorer: &dyn Scorer,
-    rows: &[&ImageRow],
-    batch_size: usize,
-    features: bool,
-    what: &str,
-) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
-    let pb = bar(rows.len(), what);
-    let (mut scores, mut feats) = (Vec::with_capacity(rows.len()), Vec::new());
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let images: Vec<Grey8> = chunk
-            .iter()
-            .map(|r| cxr_explain::read_grey8(&r.path))
-            .collect::<cxr_explain::Result<_>>()?;
-        let s = scorer.score(&images, features)?;
-        if s.scores.len() != images.len() {
-            bail!(
-                "{}: {} scores for {} images",
-                scorer.name(),
-                s.scores.len(),
-                images.len()
-            );
-        }
-        scores.extend(s.scores);
-        if features {
-            feats.extend(s.features.unwrap_or_default());
-        }
-        pb.inc(chunk.len() as u64);
+    if let Some(files) = &outcome.files {
+        println!("-> {}", files.audit_json.display());
+        println!("-> {}", files.report_html.display());
     }
-    pb.finish_and_clear();
-    Ok((scores, feats))
-}
-
-/// The whole audit (source probe when the scorer has features, occlusion AUCs full / lungs removed /
-/// lungs only, split-design check, saliency rule, verdict) of any scorer reading `column`; writes
-/// `audit.json` (and `probe.json`, occlusion images) and returns the report.
-pub(crate) fn audit_with(
-    args: &AuditArgs,
-    scorer: &dyn Scorer,
-    column: &str,
-) -> Result<AuditReport> {
-    let manifest_path = args
-        .manifest
-        .as_deref()
-        .context("audit: --manifest M.csv is needed")?;
-    let manifest = Manifest::read(manifest_path)
-        .with_context(|| format!("audit: reading {}", manifest_path.display()))?;
-    if manifest.records.iter().all(|r| r.split.is_none()) {
-        bail!(
-            "audit: {}: no `split` column (the audit needs the model's training split: apply a split design first)",
-            manifest_path.display()
-        );
-    }
-    if !manifest.columns().iter().any(|c| c == column) {
-        bail!(
-            "audit: {}: no `{column}` column (the image column the model reads; --column png8|crop)",
-            manifest_path.display()
-        );
-    }
-    let out = audit_out(args, scorer);
-    std::fs::create_dir_all(&out).with_context(|| format!("audit: creating {}", out.display()))?;
-    let batch_size = args.model.batch_size;
-    let mut evidence = AuditEvidence {
-        model: scorer.name().to_string(),
-        ..Default::default()
-    };
-
-    // 3. Split design: the ingest linter's Cramér's V of the training split.
-    evidence.cramers_v = cxr_ingest::lint(&manifest).train_cramers_v;
-
-    // 1. Source probe on frozen features, grouped by patient.
-    let features = match &args.features {
-        Some(p) => {
-            let f = cxr_explain::read_features(p).context("audit: --features")?;
-            Some((f.ids, f.x))
-        }
-        None if scorer.has_features() => {
-            let (rows, _) = cxr_model::data::rows_from_manifest(&manifest, column, manifest_path)
-                .context("audit: image column")?;
-            let rows: Vec<&ImageRow> = rows.iter().filter(|r| r.is_original()).collect();
-            let (_, v) = score_rows(scorer, &rows, batch_size, true, "features")
-                .context("audit: computing the model's features")?;
-            if v.len() != rows.len() {
-                bail!(
-                    "audit: {} returned {} feature vectors for {} images",
-                    scorer.name(),
-                    v.len(),
-                    rows.len()
-                );
-            }
-            let cols = v.first().map_or(0, Vec::len);
-            let flat: Vec<f64> = v.iter().flatten().map(|&x| f64::from(x)).collect();
-            let m = cxr_explain::probe::Matrix::new(v.len(), cols, flat)?;
-            Some((rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), m))
-        }
-        None => {
-            println!(
-                "audit: source probe not run: {} exposes no features (give --features or a spec's `features`)",
-                scorer.name()
-            );
-            None
-        }
-    };
-    if let Some((ids, x)) = features {
-        let by_id: BTreeMap<&str, &ManifestRecord> = manifest
-            .records
-            .iter()
-            .map(|r| (r.id.as_str(), r))
-            .collect();
-        let keep: Vec<usize> = (0..ids.len())
-            .filter(|&i| by_id.contains_key(ids[i].as_str()))
-            .collect();
-        let xk = x.select(&keep);
-        let sources: Vec<String> = keep
-            .iter()
-            .map(|&i| by_id[ids[i].as_str()].source.to_string())
-            .collect();
-        let patients: Vec<String> = keep
-            .iter()
-            .map(|&i| by_id[ids[i].as_str()].patient.clone())
-            .collect();
-        let probe_cfg = cxr_explain::ProbeConfig {
-            folds: args.folds,
-            ..Default::default()
-        };
-        match cxr_explain::source_probe(&xk, &sources, &patients, &probe_cfg) {
-            Ok(probe) => {
-                evidence.source_probe = probe
-                    .sources
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(s, name)| {
-                        let scores: Vec<f64> = probe.oof_scores.iter().map(|r| r[s]).collect();
-                        let pos: Vec<bool> = sources.iter().map(|x| x == name).collect();
-                        delong_figure(&scores, &pos).map(|auc| SourceFigure {
-                            source: name.clone(),
-                            auc,
-                        })
-                    })
-                    .collect();
-                let bytes = serde_json::to_vec_pretty(&serde_json::json!({
-                    "per_source": probe.per_source, "pairs": probe.pairs, "folds": probe.folds
-                }))?;
-                cxr_core::fsutil::write_atomic(&out.join("probe.json"), &bytes)?;
-            }
-            Err(e) => println!("audit: source probe not run: {e}"),
-        }
-    }
-
-    // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
-    let mut todo = samples(&manifest, manifest_path, column, Some(args.split))?;
-    if todo.is_empty() {
-        todo = samples(&manifest, manifest_path, column, None)?;
-    }
-    todo.retain(|s| s.row.label.target().is_some());
-    let positives: Vec<bool> = todo
-        .iter()
-        .map(|s| s.row.label.target() == Some(1))
-        .collect();
-    let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
-    let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images")
-        .context("audit: scoring full images")?;
-    for (k, fill_name) in args.fills.iter().enumerate() {
-        if !matches!(fill_name.as_str(), "mean" | "noise") {
-            bail!("audit: unknown fill `{fill_name}` (mean, noise)");
-        }
-        let (mut removed_imgs, mut only_imgs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
-        let pb = bar(todo.len(), &format!("occlusion ({fill_name})"));
-        for (i, s) in todo.iter().enumerate() {
-            // Noise differs per image (seeded by the id) but is the same on every run.
-            let fill = match fill_name.as_str() {
-                "noise" => Fill::Noise {
-                    seed: seed_of(&s.row.id) ^ k as u64,
-                },
-                _ => Fill::Mean,
-            };
-            let made = image_and_mask(&manifest, s, column).and_then(|(img, mask)| {
-                let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
-                let mut images = Vec::new();
-                for (kind, occluded) in [
-                    ("lungs_removed", occlusion::remove_lungs(&img, &mask, fill)?),
-                    ("lungs_only", occlusion::lungs_only(&img, &mask, fill)?),
-                ] {
-                    let p = out.join("occlusion").join(fill_name).join(kind).join(&name);
-                    if let Some(d) = p.parent() {
-                        std::fs::create_dir_all(d)?;
-                    }
-                    cxr_explain::render::write_png_grey(&p, &occluded)?;
-                    images.push(occluded);
-                }
-                Ok(images)
-            });
-            match made {
-                Ok(mut images) => {
-                    only_imgs.push(images.pop().context("internal: lungs-only image")?);
-                    removed_imgs.push(images.pop().context("internal: lungs-removed image")?);
-                    kept.push(i);
-                }
-                Err(e) => tracing::warn!(id = %s.row.id, "occlusion skipped: {e:#}"),
-            }
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        let pos: Vec<bool> = kept.iter().map(|&i| positives[i]).collect();
-        let full_k: Vec<f64> = kept.iter().map(|&i| full[i]).collect();
-        let removed = cxr_explain::score_all(scorer, &removed_imgs, batch_size)
-            .context("audit: scoring lungs-removed images")?;
-        let only = cxr_explain::score_all(scorer, &only_imgs, batch_size)
-            .context("audit: scoring lungs-only images")?;
-        match (
-            delong_figure(&full_k, &pos),
-            delong_figure(&removed, &pos),
-            delong_figure(&only, &pos),
-        ) {
-            (Some(f), Some(r), Some(o)) => evidence.occlusion.push(OcclusionEvidence {
-                fill: fill_name.clone(),
-                full: f,
-                lungs_removed: r,
-                lungs_only: o,
-                lungs_removed_p: cxr_eval::permutation::auc_permutation_p(
-                    &removed,
-                    &pos,
-                    PERMUTATIONS,
-                    0x0cc1_05e5,
-                    fill_name,
-                ),
-                n_covid: Some(pos.iter().filter(|&&p| p).count()),
-                n_pneumonia: Some(pos.iter().filter(|&&p| !p).count()),
-                small_sample: None,
-            }),
-            _ => println!("audit: occlusion ({fill_name}) not run: both classes are needed"),
-        }
-    }
-
-    // 4. Saliency: Grad-CAM lung energy, when explain ran.
-    if let Some(p) = &args.lung_energy {
-        let rows = cxr_explain::read_energy_csv(p).context("audit: --lung-energy")?;
-        evidence.lung_energy = cxr_explain::mean_lung_energy(&rows).map(Figure::point);
-        if !rows.is_empty() {
-            evidence.mean_mask_area =
-                Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
-        }
-        let cells: Vec<f64> = rows.iter().filter_map(|r| r.lung_cells).collect();
-        if !cells.is_empty() {
-            evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
-        }
-    }
-
-    // 4'. Without Grad-CAM evidence: occlusion sensitivity maps, which need only the scorer.
-    if args.lung_energy.is_none() && args.saliency_images > 0 {
-        occlusion_saliency(args, scorer, &manifest, &todo, column, &out, &mut evidence)
-            .context("audit: occlusion saliency")?;
-    }
-
-    let verdict = cxr_explain::verdict(&evidence, &cxr_explain::Thresholds::default());
-    let report = AuditReport {
-        evidence: vec![evidence],
-        verdicts: vec![verdict],
-    };
-    let path = out.join("audit.json");
-    cxr_explain::write_audit_json(&path, &report).context("audit: writing audit.json")?;
-    Ok(report)
-}
-
-/// Occlusion sensitivity maps of a few audit images (round-robin over source and class) into
-/// `<out>/saliency/` (overlays, galleries, `lung_energy.csv`), and their lung energy into the evidence.
-fn occlusion_saliency(
-    args: &AuditArgs,
-    scorer: &dyn Scorer,
-    manifest: &Manifest,
-    todo: &[Sample],
-    column: &str,
-    out: &Path,
-    evidence: &mut AuditEvidence,
-) -> Result<()> {
-    let mut groups: BTreeMap<(String, String), Vec<&Sample>> = BTreeMap::new();
-    for s in todo {
-        groups
-            .entry((s.row.source.to_string(), s.row.label.to_string()))
-            .or_default()
-            .push(s);
-    }
-    let mut chosen = Vec::new();
-    for round in 0.. {
-        let before = chosen.len();
-        for g in groups.values() {
-            if chosen.len() < args.saliency_images
-                && let Some(s) = g.get(round)
-            {
-                chosen.push(*s);
-            }
-        }
-        if chosen.len() == before || chosen.len() >= args.saliency_images {
-            break;
-        }
-    }
-    if chosen.is_empty() {
-        return Ok(());
-    }
-    let cfg = cxr_explain::OcclusionConfig {
-        grid: args.saliency_grid,
-        batch_size: args.model.batch_size,
-    };
-    let dir = out.join("saliency");
-    let mut writer = ExplainWriter::new(&dir, ExplainConfig::default())?;
-    let pb = bar(chosen.len(), "occlusion maps");
-    let t = std::time::Instant::now();
-    let (mut passes, mut geometry) = (0, None);
-    for s in &chosen {
-        let (image, mask) = image_and_mask(manifest, s, column)?;
-        let m = cxr_explain::occlusion_map(scorer, &image, &cfg)
-            .with_context(|| format!("row {}", s.row.id))?;
-        passes = m.passes;
-        geometry = Some((m.patch, m.stride));
-        let logit =
-            (m.score.clamp(1e-6, 1.0 - 1e-6) / (1.0 - m.score.clamp(1e-6, 1.0 - 1e-6))).ln();
-        let item = CamItem {
-            id: s.row.id.clone(),
-            source: s.row.source.clone(),
-            label: s.row.label,
-            image,
-            mask,
-        };
-        writer.add_with_map(&item, &m.heat, logit as f32, Some(m.cells.0))?;
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let seconds = t.elapsed().as_secs_f64() / chosen.len() as f64;
-    let outputs = writer.finish()?;
-    let rows = &outputs.rows;
-    evidence.lung_energy = cxr_explain::mean_lung_energy(rows).map(Figure::point);
-    evidence.mean_mask_area =
-        Some(rows.iter().map(|r| r.mask_area).sum::<f64>() / rows.len() as f64);
-    let cells: Vec<f64> = rows.iter().filter_map(|r| r.lung_cells).collect();
-    if !cells.is_empty() {
-        evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
-    }
-    evidence.saliency = Some(cxr_explain::SaliencyCost {
-        method: "occlusion".into(),
-        images: rows.len(),
-        passes_per_map: passes,
-        seconds_per_map: seconds,
-        patch: geometry.map(|g| g.0),
-        stride: geometry.map(|g| g.1),
-    });
-    println!(
-        "audit: occlusion maps: {} images, {passes} forward passes and {seconds:.1} s per map -> {}",
-        rows.len(),
-        dir.display()
-    );
-    Ok(())
 }

@@ -166,18 +166,36 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// Runs `args` as a command and turns the outcome into the process's exit status, printing an error once
-/// (its causes, most specific last, so the failing file is always named).
+/// The exit status of an audit whose verdict fails `--fail-on`: the command ran, the model failed the audit.
+/// Distinct from 1 (the command itself failed, bad arguments included), so a CI can tell the two apart.
+pub const EXIT_AUDIT_FAILED: u8 = 3;
+
+pub use explain::VerdictFailed;
+
+/// Runs `args` as a command and turns the outcome into the process's exit status ([`exit_status`]).
 pub fn main_with<I, T>(args: I) -> std::process::ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    match run(args) {
+    exit_status(run(args))
+}
+
+/// A command's outcome as the process's exit status, printing an error once (its causes, most specific
+/// last, so the failing file is always named): 0 success, 1 failure, [`EXIT_AUDIT_FAILED`] for a verdict
+/// that fails `--fail-on` (one line says why).
+pub fn exit_status(outcome: Result<()>) -> std::process::ExitCode {
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {}", error_chain(&err));
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<VerdictFailed>() {
+            Some(failed) => {
+                eprintln!("{failed}");
+                std::process::ExitCode::from(EXIT_AUDIT_FAILED)
+            }
+            None => {
+                eprintln!("error: {}", error_chain(&err));
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -269,8 +269,8 @@ pub fn split(manifest: &Path, design: &str, out: &Path, scale: f64) -> Result<St
 /// Sources shown per split on the terminal; `--json` holds them all.
 const LINT_ROWS: usize = 12;
 
-/// The linter's findings for a terminal: each split's table cut to its `rows` largest sources (+ "k more"),
-/// and a plain sentence when the manifest holds no split at all.
+/// The linter's findings for a terminal (`LintReport::render`: each split's table cut to its `rows` largest
+/// sources), or a plain sentence naming the command to run when the manifest holds no split at all.
 pub fn render_lint(report: &LintReport, file: &Path, rows: usize) -> String {
     if report.splits.is_empty() {
         return format!(
@@ -281,58 +281,7 @@ pub fn render_lint(report: &LintReport, file: &Path, rows: usize) -> String {
             file.display()
         );
     }
-    let mut out = String::new();
-    for s in &report.splits {
-        let v = s.cramers_v.map_or("n/a".into(), |v| format!("{v:.3}"));
-        out.push_str(&format!(
-            "split {}: {} images, {} patients, Cramér's V (label × source) = {v}\n",
-            s.split, s.images, s.patients
-        ));
-        let labels: std::collections::BTreeSet<&String> =
-            s.contingency.values().flat_map(|m| m.keys()).collect();
-        out.push_str(&format!("  {:<44}", "source"));
-        for l in &labels {
-            out.push_str(&format!(" {l:>10}"));
-        }
-        out.push('\n');
-        let mut sources: Vec<(&String, usize)> = s
-            .contingency
-            .iter()
-            .map(|(src, m)| (src, m.values().sum()))
-            .collect();
-        sources.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        for (src, _) in sources.iter().take(rows) {
-            out.push_str(&format!("  {src:<44}"));
-            for l in &labels {
-                let n = s.contingency[*src].get(*l).copied().unwrap_or(0);
-                out.push_str(&format!(" {n:>10}"));
-            }
-            out.push('\n');
-        }
-        if sources.len() > rows {
-            let rest: usize = sources[rows..].iter().map(|(_, n)| n).sum();
-            out.push_str(&format!(
-                "  … {} more sources ({rest} images; every row in --json)\n",
-                sources.len() - rows
-            ));
-        }
-    }
-    if report.unsplit > 0 {
-        out.push_str(&format!("{} rows without a split\n", report.unsplit));
-    }
-    if !report.unseen_test_sources.is_empty() {
-        out.push_str(&format!(
-            "unseen test sources: {}\n",
-            report.unseen_test_sources.join(", ")
-        ));
-    }
-    for f in &report.findings {
-        out.push_str(&format!("{}: {}\n", f.severity, f.message));
-    }
-    if report.findings.is_empty() {
-        out.push_str("no findings\n");
-    }
-    out
+    report.render(rows)
 }
 
 /// Lints a split manifest file.

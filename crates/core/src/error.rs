@@ -19,6 +19,9 @@ pub enum CoreError {
     },
     #[error("{path}: missing required column `{column}`")]
     MissingColumn { path: PathBuf, column: String },
+    /// Every column a reader needs that the file lacks, named at once ([`crate::Manifest::read_lenient`]).
+    #[error("{path}: missing columns {}", .columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))]
+    MissingColumns { path: PathBuf, columns: Vec<String> },
     #[error("{path}: line {line}: column `{column}`: invalid value {value:?}: {expected}")]
     InvalidValue {
         path: PathBuf,

@@ -1,7 +1,9 @@
 //! The manifest: one CSV row per image, the contract between stages.
 //!
 //! Required columns (written by ingest): `id, source, label, patient, view, path, format, sha256`.
-//! Optional core column: `split`. Every later stage appends its own columns (see `docs/ARCHITECTURE.md`);
+//! Optional core column: `split`. A consumer that reads only some columns (the audit of a model from
+//! elsewhere, whose manifest a user writes by hand) reads with [`Manifest::read_lenient`], which needs only
+//! `id, source, label` and the columns it names. Every later stage appends its own columns (see `docs/ARCHITECTURE.md`);
 //! columns this crate does not know are kept, in order, in [`ManifestRecord::extra`], so a stage that reads
 //! and rewrites a manifest never drops another stage's work.
 //!
@@ -127,6 +129,9 @@ pub struct Manifest {
     /// against it. Empty when built in memory: relative cells are then written as they are (the builder
     /// made them relative to the destination folder), absolute ones by the path rule.
     pub base_dir: PathBuf,
+    /// Core columns the file did not have ([`Manifest::read_lenient`]): their fields hold placeholders and
+    /// [`Manifest::columns`] leaves them out, so a manifest is never written with values nobody gave.
+    pub absent: Vec<String>,
 }
 
 impl Manifest {
@@ -192,8 +197,29 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Reads a manifest for a consumer that needs only some columns: `id, source, label` and `needs` (core
+    /// or extra columns). Every one of them the file lacks is named in one [`CoreError::MissingColumns`];
+    /// core columns it lacks and does not need are filled with placeholders (a missing `patient` makes each
+    /// image its own patient; `view`, `path`, `sha256` are empty; `format` reads `png`) and listed in
+    /// [`Manifest::absent`], so writing the manifest leaves them out rather than inventing them.
+    pub fn read_lenient(path: &Path, needs: &[&str]) -> Result<Self, CoreError> {
+        let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+        let mut manifest = Self::parse(file, path, Some(needs))?;
+        manifest.base_dir = absolute_path(path.parent().unwrap_or(Path::new("")));
+        Ok(manifest)
+    }
+
     /// Parses CSV from any reader; `path` is only used in error messages.
     pub fn from_reader(reader: impl std::io::Read, path: &Path) -> Result<Self, CoreError> {
+        Self::parse(reader, path, None)
+    }
+
+    /// [`Manifest::from_reader`], or with `lenient = Some(needs)` the reading of [`Manifest::read_lenient`].
+    fn parse(
+        reader: impl std::io::Read,
+        path: &Path,
+        lenient: Option<&[&str]>,
+    ) -> Result<Self, CoreError> {
         let csv_err = |line: u64, e: &dyn std::fmt::Display| CoreError::Csv {
             path: path.to_path_buf(),
             line,
@@ -204,12 +230,38 @@ impl Manifest {
             .from_reader(reader);
         let headers = rdr.headers().map_err(|e| csv_err(1, &e))?.clone();
         let index = |name: &str| headers.iter().position(|h| h.trim() == name);
-        let mut cols = [0usize; 8];
-        for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
-            *slot = index(name).ok_or_else(|| CoreError::MissingColumn {
-                path: path.to_path_buf(),
-                column: name.to_string(),
-            })?;
+        // `None`: the column is absent (lenient reads only); its field gets a placeholder.
+        let mut cols = [None::<usize>; 8];
+        let mut absent = Vec::new();
+        match lenient {
+            None => {
+                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
+                    *slot = Some(index(name).ok_or_else(|| CoreError::MissingColumn {
+                        path: path.to_path_buf(),
+                        column: name.to_string(),
+                    })?);
+                }
+            }
+            Some(needs) => {
+                let mut missing: Vec<String> = Vec::new();
+                for name in ["id", "source", "label"].iter().chain(needs) {
+                    if index(name).is_none() && !missing.iter().any(|m| m == name) {
+                        missing.push(name.to_string());
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(CoreError::MissingColumns {
+                        path: path.to_path_buf(),
+                        columns: missing,
+                    });
+                }
+                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
+                    *slot = index(name);
+                    if slot.is_none() {
+                        absent.push(name.to_string());
+                    }
+                }
+            }
         }
         let split_col = index("split");
         let extra_columns: Vec<(usize, String)> = headers
@@ -225,6 +277,7 @@ impl Manifest {
             let line = row_index as u64 + 2;
             let row = row.map_err(|e| csv_err(line, &e))?;
             let field = |i: usize| row.get(i).unwrap_or("").to_string();
+            let cell = |i: Option<usize>| i.map(field).unwrap_or_default();
             let invalid = |column: &str, value: String, expected: String| CoreError::InvalidValue {
                 path: path.to_path_buf(),
                 line,
@@ -232,7 +285,7 @@ impl Manifest {
                 value,
                 expected,
             };
-            let id = field(cols[0]);
+            let id = cell(cols[0]);
             if id.trim().is_empty() {
                 return Err(invalid("id", id, "a non-empty id".into()));
             }
@@ -243,18 +296,23 @@ impl Manifest {
                     id,
                 });
             }
-            let (v, c) = (field(cols[1]), "source");
+            let (v, c) = (cell(cols[1]), "source");
             let source = v
                 .parse::<SourceId>()
                 .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
-            let (v, c) = (field(cols[2]), "label");
+            let (v, c) = (cell(cols[2]), "label");
             let label = v
                 .parse::<Label>()
                 .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
-            let (v, c) = (field(cols[6]), "format");
-            let format = v
-                .parse::<ImageFormat>()
-                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+            let format = match cols[6] {
+                Some(i) => {
+                    let v = field(i);
+                    v.parse::<ImageFormat>()
+                        .map_err(|e| invalid("format", v.clone(), e.to_string()))?
+                }
+                // Never written back: `format` is then in `absent`.
+                None => ImageFormat::Png,
+            };
             let split = match split_col.map(field) {
                 Some(v) if !v.trim().is_empty() => Some(
                     v.parse::<Split>()
@@ -266,15 +324,17 @@ impl Manifest {
                 .iter()
                 .map(|(i, name)| (name.clone(), field(*i)))
                 .collect();
+            // Without a patient column every image is its own patient.
+            let patient = cols[3].map_or_else(|| id.clone(), field);
             records.push(ManifestRecord {
                 id,
                 source,
                 label,
-                patient: field(cols[3]),
-                view: field(cols[4]),
-                path: PathBuf::from(field(cols[5])),
+                patient,
+                view: cell(cols[4]),
+                path: PathBuf::from(cell(cols[5])),
                 format,
-                sha256: field(cols[7]),
+                sha256: cell(cols[7]),
                 split,
                 extra,
             });
@@ -283,13 +343,18 @@ impl Manifest {
             records,
             extra_columns: extra_columns.into_iter().map(|(_, n)| n).collect(),
             base_dir: PathBuf::new(),
+            absent,
         })
     }
 
     /// Every column in write order: the core ones, `split` when any record has one, then the extra ones
     /// (file order first, then new ones in sorted order).
     pub fn columns(&self) -> Vec<String> {
-        let mut cols: Vec<String> = REQUIRED_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let mut cols: Vec<String> = REQUIRED_COLUMNS
+            .iter()
+            .filter(|c| !self.absent.iter().any(|a| a == *c))
+            .map(|c| c.to_string())
+            .collect();
         if self.records.iter().any(|r| r.split.is_some()) {
             cols.push("split".into());
         }
@@ -403,6 +468,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("sha256"), "{msg}");
+    }
+
+    #[test]
+    fn a_lenient_read_names_every_missing_column_and_never_writes_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hand.csv");
+        std::fs::write(&p, "id,label,png8\na,covid,a.png\n").unwrap();
+        let err = Manifest::read_lenient(&p, &["split", "png8", "mask"]).unwrap_err();
+        match &err {
+            CoreError::MissingColumns { columns, .. } => {
+                assert_eq!(columns, &["source", "split", "mask"], "{err}")
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("hand.csv"), "{err}");
+
+        std::fs::write(&p, "id,source,label,split,png8\na,nih,covid,test,a.png\n").unwrap();
+        let m = Manifest::read_lenient(&p, &["split", "png8"]).unwrap();
+        assert_eq!(m.records[0].patient, "a", "each image its own patient");
+        assert_eq!(
+            m.columns(),
+            ["id", "source", "label", "split", "png8"].map(String::from)
+        );
+        let out = dir.path().join("out.csv");
+        m.write(&out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "id,source,label,split,png8\na,nih,covid,test,a.png\n"
+        );
+        // The strict read still wants ingest's columns.
+        assert!(Manifest::read(&p).is_err());
     }
 
     #[test]

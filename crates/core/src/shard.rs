@@ -88,6 +88,7 @@ impl Shard {
                 .collect(),
             extra_columns: m.extra_columns.clone(),
             base_dir: m.base_dir.clone(),
+            absent: m.absent.clone(),
         }
     }
 

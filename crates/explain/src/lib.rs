@@ -55,5 +55,5 @@ pub use gradcam::{
 };
 pub use occlusion::{Fill, lungs_only, remove_lungs};
 pub use probe::{ProbeConfig, ProbeResult, read_features, source_probe};
-pub use render::{CamItem, ExplainConfig, ExplainOutputs, ExplainWriter, read_grey8};
+pub use render::{CamItem, ExplainConfig, ExplainOutputs, ExplainWriter, energy_row, read_grey8};
 pub use saliency::{OcclusionConfig, OcclusionMap, occlusion_map};

@@ -236,8 +236,7 @@ impl ExplainWriter {
         map_width: Option<usize>,
     ) -> Result<EnergyRow> {
         let heat = heat.resize(item.image.width as usize, item.image.height as usize);
-        let lung_energy =
-            energy::lung_energy_fraction(&heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
+        let row = row_of(item, &heat, logit, map_width)?;
         let img = overlay(&item.image, &heat, Some(&item.mask), self.cfg.alpha)
             .map_err(|e| annotate(e, &item.id))?;
         let path = self
@@ -245,15 +244,6 @@ impl ExplainWriter {
             .join("overlays")
             .join(format!("{}.png", safe_name(&item.id)));
         write_png_rgb(&path, &img)?;
-        let row = EnergyRow {
-            id: item.id.clone(),
-            source: item.source.clone(),
-            label: item.label,
-            logit,
-            lung_energy,
-            mask_area: mask_area_fraction(&item.mask),
-            lung_cells: map_width.and_then(|w| energy::lung_cells(&item.mask, w)),
-        };
         self.rows.push(row.clone());
         self.overlays.push(path);
         Ok(row)
@@ -324,6 +314,38 @@ impl ExplainWriter {
             galleries,
         })
     }
+}
+
+/// The row [`ExplainWriter::add_with_map`] records for an image, without writing anything: for an audit
+/// that keeps no files.
+pub fn energy_row(
+    item: &CamItem,
+    heat: &Heatmap,
+    logit: f32,
+    map_width: Option<usize>,
+) -> Result<EnergyRow> {
+    let heat = heat.resize(item.image.width as usize, item.image.height as usize);
+    row_of(item, &heat, logit, map_width)
+}
+
+/// An image's row from its map at the image's size.
+fn row_of(
+    item: &CamItem,
+    heat: &Heatmap,
+    logit: f32,
+    map_width: Option<usize>,
+) -> Result<EnergyRow> {
+    let lung_energy =
+        energy::lung_energy_fraction(heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
+    Ok(EnergyRow {
+        id: item.id.clone(),
+        source: item.source.clone(),
+        label: item.label,
+        logit,
+        lung_energy,
+        mask_area: mask_area_fraction(&item.mask),
+        lung_cells: map_width.and_then(|w| energy::lung_cells(&item.mask, w)),
+    })
 }
 
 fn annotate(e: ExplainError, id: &str) -> ExplainError {

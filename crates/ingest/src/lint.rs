@@ -61,14 +61,13 @@ impl LintReport {
         self.findings.iter().any(|f| f.severity == "error")
     }
 
-    /// A plain-text rendering.
-    pub fn render(&self) -> String {
+    /// A plain-text rendering for a terminal: each split's label × source table cut to its `rows` largest
+    /// sources (largest first, then by name, "… k more sources" for the rest), the unsplit rows, the unseen
+    /// test sources and the findings. `usize::MAX` shows every source.
+    pub fn render(&self, rows: usize) -> String {
         let mut out = String::new();
         for s in &self.splits {
-            let v = s
-                .cramers_v
-                .map(|v| format!("{v:.3}"))
-                .unwrap_or_else(|| "n/a".into());
+            let v = s.cramers_v.map_or("n/a".into(), |v| format!("{v:.3}"));
             out.push_str(&format!(
                 "split {}: {} images, {} patients, Cramér's V (label × source) = {v}\n",
                 s.split, s.images, s.patients
@@ -79,12 +78,26 @@ impl LintReport {
                 out.push_str(&format!(" {l:>10}"));
             }
             out.push('\n');
-            for (src, m) in &s.contingency {
+            let mut sources: Vec<(&String, usize)> = s
+                .contingency
+                .iter()
+                .map(|(src, m)| (src, m.values().sum()))
+                .collect();
+            sources.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            for (src, _) in sources.iter().take(rows) {
                 out.push_str(&format!("  {src:<44}"));
                 for l in &labels {
-                    out.push_str(&format!(" {:>10}", m.get(*l).copied().unwrap_or(0)));
+                    let n = s.contingency[*src].get(*l).copied().unwrap_or(0);
+                    out.push_str(&format!(" {n:>10}"));
                 }
                 out.push('\n');
+            }
+            if sources.len() > rows {
+                let rest: usize = sources[rows..].iter().map(|(_, n)| n).sum();
+                out.push_str(&format!(
+                    "  … {} more sources ({rest} images; every row in --json)\n",
+                    sources.len() - rows
+                ));
             }
         }
         if self.unsplit > 0 {
@@ -366,7 +379,7 @@ mod tests {
             vec![("train".into(), "test".into(), 1)]
         );
         assert_eq!(report.duplicate_hashes.len(), 1);
-        assert!(report.render().contains("identical bytes"));
+        assert!(report.render(usize::MAX).contains("identical bytes"));
     }
 
     #[test]

@@ -1,47 +1,22 @@
-//! The shortcut audit of one trained model inside the study: Grad-CAM under the immutability guard, source
+//! The shortcut audit of one trained model inside the study, through `cxr-audit` (the same functions as
+//! `cxr explain`, `cxr audit` and `cxr audit-confounders`): Grad-CAM under the immutability guard, source
 //! probe, occlusion, split design and verdict, run on a few test images per source and class, and on
 //! synthetic worlds the counterfactual confounder test.
-//!
-//! The steps themselves come from an [`Auditor`]: until `cxr-audit` offers them as library functions, the
-//! front end supplies the audit it runs as commands (`cxr explain`, `cxr audit`, `cxr audit-confounders`),
-//! so the study and those commands run the same code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cxr_audit::{AuditConfig, ConfounderConfig, FillKind, GradCamConfig, ModelOptions, ModelSource};
 use cxr_core::{Manifest, ManifestRecord, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::Env;
-use crate::error::{Cause, Context as _, Result, StudyError};
+use crate::error::{Context as _, Result, StudyError};
 use crate::experiment::ModelRun;
 use crate::stage::{cached, file_key, key_of};
 
-/// The audit's steps as the study calls them.
-pub trait Auditor: Sync {
-    /// Grad-CAM of the model in `model_dir` on `manifest`'s rows into `out` (`lung_energy.csv`, `gallery/`).
-    fn explain(&self, model_dir: &Path, manifest: &Path, out: &Path) -> Result<(), Cause>;
-    /// The shortcut audit with occlusion `fills` (comma-separated) and Grad-CAM's `lung_energy.csv`: writes
-    /// `out/audit.json` (and `out/probe.json` when the probe ran) and returns the report.
-    fn audit(
-        &self,
-        model_dir: &Path,
-        manifest: &Path,
-        fills: &str,
-        lung_energy: &Path,
-        out: &Path,
-    ) -> Result<cxr_explain::AuditReport, Cause>;
-    /// The counterfactual confounder test with `pairs` pairs per group and direction: writes
-    /// `out/confounders.json` and returns its content.
-    fn confounders(
-        &self,
-        model_dir: &Path,
-        world: &Path,
-        manifest: &Path,
-        pairs: usize,
-        out: &Path,
-    ) -> Result<serde_json::Value, Cause>;
-}
+/// Images per scorer call: the audit commands' default.
+const BATCH_SIZE: usize = 8;
 
 /// The audit of one experiment's model (`results.json` `experiments[].audit`): `audit.json` with the probe's
 /// details (`probe.json`) under `probe`.
@@ -180,39 +155,45 @@ pub fn run(env: Env<'_>, model: &ModelRun, manifest_path: &Path, dir: &Path) -> 
         .write(&sample_path)
         .ctx(|| format!("writing {}", sample_path.display()))?;
         let gradcam_dir = dir.join("gradcam");
-        let cause = |what: &str| {
-            let what = format!("{what} of {}", model.dir.display());
-            move |source: Cause| StudyError::Context { what, source }
+        let on_progress = |p: cxr_audit::Progress<'_>| {
+            env.progress.update(p.step, p.done as u64, p.total as u64);
+            if p.done >= p.total {
+                env.progress.finish(p.step);
+            }
         };
-        env.auditor
-            .explain(&model.dir, &sample_path, &gradcam_dir)
-            .map_err(cause("Grad-CAM"))?;
-        let report = env
-            .auditor
-            .audit(
-                &model.dir,
-                &audit_manifest,
-                profile.occlusion_fills,
-                &gradcam_dir.join("lung_energy.csv"),
-                dir,
-            )
-            .map_err(cause("the audit"))?;
-        let probe_path = dir.join("probe.json");
-        let probe = match std::fs::read(&probe_path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice(&bytes).ctx(|| format!("parsing {}", probe_path.display()))?,
-            ),
-            // No probe.json: the probe did not run (the audit says why).
-            Err(_) => None,
+        let ours = cxr_audit::load_classifier(&model.dir, &ModelOptions::default())
+            .ctx(|| format!("loading {}", model.dir.display()))?;
+        let cam = GradCamConfig {
+            batch_size: BATCH_SIZE,
+            out: gradcam_dir.clone(),
+            ..Default::default()
         };
-        let mut galleries: Vec<PathBuf> = std::fs::read_dir(gradcam_dir.join("gallery"))
-            .map(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "png"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        galleries.sort();
+        cxr_audit::run_grad_cam(&ours, &sample_path, &cam, &on_progress)
+            .ctx(|| format!("Grad-CAM of {}", model.dir.display()))?;
+        let loaded = cxr_audit::load_scorer(&ModelSource::Run(model.dir.clone()), &ModelOptions::default())
+            .ctx(|| format!("loading {}", model.dir.display()))?;
+        let fills = profile
+            .occlusion_fills
+            .split(',')
+            .map(|f| f.parse::<FillKind>().map_err(StudyError::Invalid))
+            .collect::<Result<Vec<_>>>()?;
+        let cfg = AuditConfig {
+            column: Some(loaded.column.clone()),
+            fills,
+            lung_energy: Some(gradcam_dir.join("lung_energy.csv")),
+            batch_size: BATCH_SIZE,
+            out: Some(dir.to_path_buf()),
+            ..AuditConfig::default()
+        };
+        let outcome = cxr_audit::run_audit_with(loaded.scorer.as_ref(), &audit_manifest, &cfg, &on_progress)
+            .ctx(|| format!("the audit of {}", model.dir.display()))?;
+        let probe = outcome.probe.map(|p| ProbeDetails {
+            per_source: p.per_source,
+            pairs: p.pairs,
+            folds: p.folds,
+        });
+        let report = outcome.report;
+        let galleries = cxr_audit::galleries_in(&gradcam_dir.join("gallery"));
         Ok(AuditOutput {
             report: StudyAudit { report, probe },
             gradcam_dir,
@@ -239,13 +220,19 @@ pub fn confounders(
         env.profile.confounder_pairs,
     ));
     cached("confounders", dir, &key, || {
-        let json = env
-            .auditor
-            .confounders(&model.dir, world_root, manifest_path, env.profile.confounder_pairs, dir)
-            .map_err(|source| StudyError::Context {
-                what: format!("the confounder test of {}", model.dir.display()),
-                source,
-            })?;
-        serde_json::from_value(json).ctx(|| format!("reading {}", dir.join("confounders.json").display()))
+        let source = ModelSource::Run(model.dir.clone());
+        let loaded = cxr_audit::load_scorer(&source, &ModelOptions::default())
+            .ctx(|| format!("loading {}", model.dir.display()))?;
+        let cfg = ConfounderConfig {
+            column: Some(loaded.column.clone()),
+            pairs: env.profile.confounder_pairs,
+            batch_size: BATCH_SIZE,
+            out: Some(dir.to_path_buf()),
+            model: Some(source),
+            ..ConfounderConfig::new(world_root)
+        };
+        let done = cxr_audit::run_confounder_test(loaded.scorer.as_ref(), manifest_path, &cfg)
+            .ctx(|| format!("the confounder test of {}", model.dir.display()))?;
+        serde_json::from_value(done.json).ctx(|| format!("reading {}", dir.join("confounders.json").display()))
     })
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// Boxed cause of a [`StudyError::Context`].
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong in a study run.
 #[derive(Debug, thiserror::Error)]

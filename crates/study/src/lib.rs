@@ -39,9 +39,8 @@ mod json_schema;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub use audit::Auditor;
 pub use config::{ProfileName, StudyConfig, World};
-pub use error::{Cause, Result, StudyError, chain as error_chain};
+pub use error::{Result, StudyError, chain as error_chain};
 pub use experiment::{ExperimentResult, ExperimentSpec, Study};
 pub use profile::Profile;
 pub use progress::{Progress, Silent};
@@ -50,13 +49,12 @@ pub use results::Results;
 use crate::data::DataChoice;
 use crate::error::Context as _;
 
-/// What every step of a run shares: the settings, the profile they resolve to, and the front end's hooks.
+/// What every step of a run shares: the settings, the profile they resolve to, and the progress display.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub config: &'a StudyConfig,
     pub profile: &'a Profile,
     pub progress: &'a dyn Progress,
-    pub auditor: &'a dyn Auditor,
 }
 
 /// What a run wrote.
@@ -68,7 +66,8 @@ pub struct Outcome {
 }
 
 /// Runs the whole study into `config.out` (created), reusing every stage whose inputs did not change.
-pub fn run(config: &StudyConfig, progress: &dyn Progress, auditor: &dyn Auditor) -> Result<Outcome> {
+/// `progress` receives the long stages' advance (`&Silent` for none).
+pub fn run(config: &StudyConfig, progress: &dyn Progress) -> Result<Outcome> {
     let started = Instant::now();
     let profile = Profile::of(config);
     let out = &config.out;
@@ -87,7 +86,6 @@ pub fn run(config: &StudyConfig, progress: &dyn Progress, auditor: &dyn Auditor)
         config,
         profile: &profile,
         progress,
-        auditor,
     };
     let mut study = Study::new(env);
     // The main world (or the real data).

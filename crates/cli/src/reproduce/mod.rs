@@ -3,11 +3,11 @@
 //! file and the printed summary.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 
 pub(crate) use cxr_study::data::shared_data;
 
@@ -153,7 +153,7 @@ pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("creating {}", config.out.display()))?;
     let _log = crate::logfile::copy_to(&config.out.join("reproduce.log"))?;
-    let outcome = cxr_study::run(&config, &Bars::default(), &CommandAuditor)?;
+    let outcome = cxr_study::run(&config, &Bars::default())?;
     println!("report: {}", outcome.report_html.display());
     println!("results: {}", outcome.results_json.display());
     for line in cxr_study::report::summary::lines(&outcome.results) {
@@ -200,91 +200,3 @@ impl cxr_study::Progress for Bars {
         }
     }
 }
-
-#[derive(Parser)]
-struct ExplainCli {
-    #[command(flatten)]
-    args: crate::explain::ExplainArgs,
-}
-
-#[derive(Parser)]
-struct AuditCli {
-    #[command(flatten)]
-    args: crate::explain::AuditArgs,
-}
-
-/// The study's audit steps, run as this command's `explain`, `audit` and `audit-confounders` (until the
-/// audit is a library: cxr-audit).
-struct CommandAuditor;
-
-fn lossy(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-impl cxr_study::Auditor for CommandAuditor {
-    fn explain(&self, model_dir: &Path, manifest: &Path, out: &Path) -> Result<(), cxr_study::Cause> {
-        let explain = ExplainCli::try_parse_from([
-            "explain".to_string(),
-            "--model".into(),
-            lossy(model_dir),
-            "--manifest".into(),
-            lossy(manifest),
-            "--out".into(),
-            lossy(out),
-        ])?;
-        crate::explain::explain(explain.args)?;
-        Ok(())
-    }
-
-    fn audit(
-        &self,
-        model_dir: &Path,
-        manifest: &Path,
-        fills: &str,
-        lung_energy: &Path,
-        out: &Path,
-    ) -> Result<cxr_explain::AuditReport, cxr_study::Cause> {
-        let audit = AuditCli::try_parse_from([
-            "audit".to_string(),
-            "--model".into(),
-            lossy(model_dir),
-            "--manifest".into(),
-            lossy(manifest),
-            "--fills".into(),
-            fills.into(),
-            "--lung-energy".into(),
-            lossy(lung_energy),
-            "--out".into(),
-            lossy(out),
-        ])?;
-        crate::explain::audit(audit.args)?;
-        let path = out.join("audit.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)
-    }
-
-    fn confounders(
-        &self,
-        model_dir: &Path,
-        world: &Path,
-        manifest: &Path,
-        pairs: usize,
-        out: &Path,
-    ) -> Result<serde_json::Value, cxr_study::Cause> {
-        let args = crate::confounders::AuditConfoundersArgs::try_parse_from([
-            "audit-confounders".to_string(),
-            "--model".into(),
-            lossy(model_dir),
-            "--world".into(),
-            lossy(world),
-            "--manifest".into(),
-            lossy(manifest),
-            "--pairs".into(),
-            pairs.to_string(),
-            "--out".into(),
-            lossy(out),
-        ])?;
-        Ok(crate::confounders::audit_confounders(args)?)
-    }
-}
-

@@ -1,166 +1,16 @@
-//! The audit in the report: the verdict of each audited model with every test's figure, CI, threshold and
-//! rule, the small-sample warnings of the occlusion tests, and the counterfactual confounder test's table.
-//! The words for verdicts and tests are here too, shared with the `cxr` command's printed summary.
+//! The audit in the report: `cxr-audit`'s rendering of each verdict (every test's figure, CI, threshold and
+//! rule, the small-sample warnings of the occlusion tests), the same as an audit's own page shows, and the
+//! counterfactual confounder test's table as the study keeps it (`confounders.json`, typed in
+//! [`ConfounderReport`]).
 
-use cxr_explain::{Overall, Status, TestResult, Verdict};
+pub use cxr_audit::report::{describe_test, humanise_rule, test_label, verdict_headline, verdict_words};
 
 use crate::audit::{ConfounderReport, StudyAudit};
 use crate::report::Block;
 
-/// An audit verdict in words, as the report and stdout print it.
-pub fn verdict_words(v: Overall) -> &'static str {
-    match v {
-        Overall::Shortcut => "shortcut found",
-        Overall::Suspicious => "suspicious",
-        Overall::NoShortcutFound => "no shortcut found",
-        Overall::InsufficientEvidence => "insufficient evidence",
-    }
-}
-
-/// The human name of an audit test (`lungs_removed[mean]` → `lungs-removed occlusion (mean fill)`).
-pub fn test_label(test: &str) -> String {
-    let (base, fill) = match test.split_once('[') {
-        Some((b, f)) => (b, Some(f.trim_end_matches(']'))),
-        None => (test, None),
-    };
-    let name = match base {
-        "source_probe" => "source probe",
-        "split_design" => "split design",
-        "lungs_removed" => "lungs-removed occlusion",
-        "lungs_only" => "lungs-only occlusion",
-        "lung_energy" => "saliency energy in the lungs",
-        other => other,
-    };
-    match fill {
-        Some(f) => format!("{name} ({f} fill)"),
-        None => name.to_string(),
-    }
-}
-
-/// An audit rule with its threshold names in words (the names are `cxr_explain::Thresholds`' fields).
-pub fn humanise_rule(rule: &str) -> String {
-    // `lung_energy_ratio` must be replaced before `lung_energy`, which it contains.
-    const NAMES: [(&str, &str); 7] = [
-        ("lung_energy_ratio", "the energy ratio"),
-        ("lungs_removed_auc", "the lungs-removed AUC threshold"),
-        ("lungs_removed_p", "the p-value threshold"),
-        ("lungs_only_drop", "the lungs-only drop threshold"),
-        ("lung_energy", "the energy floor"),
-        ("probe_auc", "the probe AUC threshold"),
-        ("cramers_v", "the Cramér's V threshold"),
-    ];
-    let mut out = rule.to_string();
-    for (name, words) in NAMES {
-        out = out.replace(name, words);
-    }
-    out
-}
-
-/// The tests that decided a verdict: those that flagged for `shortcut`, those that warned for `suspicious`,
-/// none otherwise.
-pub fn deciding_tests(v: &Verdict) -> Vec<&TestResult> {
-    let status = match v.verdict {
-        Overall::Shortcut => Status::Flag,
-        Overall::Suspicious => Status::Warn,
-        _ => return Vec::new(),
-    };
-    v.with_status(status).collect()
-}
-
-/// `shortcut found (raised by the source probe)`: the verdict and what decided it, in words.
-pub fn verdict_headline(v: &Verdict) -> String {
-    let words = verdict_words(v.verdict);
-    let deciding: Vec<String> = deciding_tests(v).iter().map(|t| test_label(&t.test)).collect();
-    match v.verdict {
-        Overall::NoShortcutFound => format!("{words} (no test flagged or warned)"),
-        Overall::InsufficientEvidence => format!("{words} (no test could run)"),
-        _ if deciding.is_empty() => words.to_string(),
-        _ => format!("{words} (raised by the {})", deciding.join(" and the ")),
-    }
-}
-
-/// One test in a sentence: status, figure with CI, threshold, detail, trigger and rule.
-pub fn describe_test(t: &TestResult) -> String {
-    let fig = match (t.figure, t.ci_low, t.ci_high) {
-        (Some(v), Some(lo), Some(hi)) => format!("{v:.3} (95% CI {lo:.3}–{hi:.3})"),
-        (Some(v), _, _) => format!("{v:.3}"),
-        _ => "–".into(),
-    };
-    let th = t
-        .threshold
-        .map(|v| format!(", threshold {v:.2}"))
-        .unwrap_or_default();
-    let by = if t.triggered_by.is_empty() {
-        String::new()
-    } else {
-        format!("; triggered by {}", t.triggered_by.join(", "))
-    };
-    let status = match t.status {
-        Status::Pass => "pass",
-        Status::Warn => "warning",
-        Status::Flag => "FLAG",
-        Status::NotRun => "not run",
-    };
-    format!(
-        "{status} — {}: {fig}{th}. {}{by}. Rule: {}.",
-        test_label(&t.test),
-        t.detail,
-        humanise_rule(&t.rule)
-    )
-}
-
-/// Warnings for the occlusion tests that rest on a small sample (`small_sample`, set by the study).
-pub fn small_occlusion_warnings(audit: &StudyAudit) -> Vec<String> {
-    audit
-        .report
-        .evidence
-        .iter()
-        .flat_map(|ev| ev.occlusion.iter().map(move |occ| (ev, occ)))
-        .filter(|(_, occ)| occ.small_sample == Some(true))
-        .map(|(ev, occ)| {
-            let n = |v: Option<usize>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
-            format!(
-                "† Small sample: the occlusion tests of {} ({} fill) rest on {} Covid-19 and {} pneumonia \
-                 images (fewer than {} of a class); read their AUCs with care.",
-                ev.model,
-                occ.fill,
-                n(occ.n_covid),
-                n(occ.n_pneumonia),
-                cxr_eval::MIN_PER_CLASS
-            )
-        })
-        .collect()
-}
-
 /// The audit's blocks: small-sample warnings, then one verdict per audited model with its evidence.
 pub fn blocks(audit: &StudyAudit) -> Vec<Block> {
-    let mut blocks: Vec<Block> = small_occlusion_warnings(audit).into_iter().map(Block::Warning).collect();
-    let report = &audit.report;
-    for (i, v) in report.verdicts.iter().enumerate() {
-        let mut evidence: Vec<String> = v.tests.iter().map(describe_test).collect();
-        // Occlusion maps are a batch of forward passes each: say what they cost.
-        if let Some(c) = report.evidence.get(i).and_then(|e| e.saliency.as_ref()) {
-            evidence.push(format!(
-                "Saliency cost: {} maps of {} images, {} forward passes and {:.1} s per map{}.",
-                c.method,
-                c.images,
-                c.passes_per_map,
-                c.seconds_per_map,
-                match (c.patch, c.stride) {
-                    (Some(p), Some(s)) => format!(" (patch {p} px, stride {s} px)"),
-                    _ => String::new(),
-                }
-            ));
-        }
-        blocks.push(Block::Verdict {
-            model: v.model.clone(),
-            flagged: v.flagged(),
-            suspicious: v.verdict == Overall::Suspicious,
-            summary: verdict_headline(v),
-            evidence,
-        });
-    }
-    blocks
+    cxr_audit::report::verdict_blocks(&audit.report)
 }
 
 /// `+0.123`, or `–`.
@@ -218,15 +68,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verdicts_and_rules_in_words() {
-        assert_eq!(test_label("lungs_removed[noise]"), "lungs-removed occlusion (noise fill)");
-        assert_eq!(
-            humanise_rule("mean < lung_energy_ratio x area, else < lung_energy"),
-            "mean < the energy ratio x area, else < the energy floor"
-        );
-    }
-
-    #[test]
     fn the_audit_shows_each_test_and_warns_on_small_occlusion_samples() {
         let dir = tempfile::tempdir().unwrap();
         let results = crate::report::fixture::results(dir.path());
@@ -255,7 +96,7 @@ mod tests {
         assert!(evidence.last().unwrap().contains("(patch 16 px, stride 8 px)"));
         // Enough images of each class: no warning.
         let mut big = audit.clone();
-        big.report.evidence[0].occlusion[0].small_sample = Some(false);
+        big.report.evidence[0].occlusion[0].n_pneumonia = Some(10);
         assert!(!matches!(super::blocks(&big)[0], Block::Warning(_)));
     }
 

@@ -1,0 +1,174 @@
+//! Any scorer over a manifest (`cxr score`): `predictions.csv` in the format `cxr evaluate` reads, and
+//! `rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
+//! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`).
+
+use std::path::{Path, PathBuf};
+
+use cxr_core::{Grey8, Manifest, Prediction, Scorer, Shard, Split};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelSource;
+use crate::error::{AuditError, Result, StepExt};
+use crate::progress::{Bar, Progress};
+
+/// Options of [`score_manifest`]; `Default` gives `cxr score`'s (set `out`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScoreConfig {
+    /// The image column; `None`: `png8` (`load_scorer` says which column a model of ours reads).
+    pub column: Option<String>,
+    /// The predictions CSV; `rejects.csv` is written beside it.
+    pub out: PathBuf,
+    /// Images per scorer call.
+    pub batch_size: usize,
+    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and `rejects.part-K-of-N.csv`.
+    pub shard: Option<Shard>,
+    /// What identifies the model in the parts' config hash ([`model_key`]).
+    pub model_key: String,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        Self {
+            column: None,
+            out: PathBuf::from("predictions.csv"),
+            batch_size: 16,
+            shard: None,
+            model_key: String::new(),
+        }
+    }
+}
+
+/// What [`score_manifest`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreOutcome {
+    pub predictions: PathBuf,
+    pub rejects: PathBuf,
+    pub scored: usize,
+    pub rejected: usize,
+    /// The hash of the model and the column, for the sidecars of a shard's parts.
+    pub config_hash: String,
+}
+
+/// What identifies a model in a shard's config hash: a spec file's SHA-256 (the spec names the ONNX file),
+/// a run's path.
+pub fn model_key(source: &ModelSource) -> Result<String> {
+    Ok(match source {
+        ModelSource::Spec(p) => cxr_core::fsutil::sha256_file(p)?,
+        ModelSource::Run(p) => p.display().to_string(),
+    })
+}
+
+/// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`).
+fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?
+        .to_luma8();
+    Grey8::new(img.width(), img.height(), img.into_raw()).map_err(|e| e.to_string())
+}
+
+/// Scores every row of the manifest at `manifest` (needs `id, source, label` and the image column; keeps
+/// `split`, `patient` where given) with `scorer`.
+pub fn score_manifest(
+    scorer: &dyn Scorer,
+    manifest: &Path,
+    cfg: &ScoreConfig,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<ScoreOutcome> {
+    let column = cfg.column.as_deref().unwrap_or("png8");
+    let m = Manifest::read_lenient(manifest, &[column]).step(format!("manifest {}", manifest.display()))?;
+    let rows: Vec<_> = m
+        .records
+        .iter()
+        .filter(|r| cfg.shard.is_none_or(|s| s.owns_record(r)))
+        .collect();
+    let (out, rejects_path) = match cfg.shard {
+        Some(s) => (
+            s.part_path(&cfg.out),
+            s.part_path(&cfg.out.with_file_name("rejects.csv")),
+        ),
+        None => (cfg.out.clone(), cfg.out.with_file_name("rejects.csv")),
+    };
+    let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
+    let mut preds = Vec::with_capacity(rows.len());
+    let mut rejects = csv::Writer::from_writer(Vec::new());
+    rejects
+        .write_record(["id", "file", "reason"])
+        .map_err(csv_err)?;
+    let bar = Bar::new(progress, "score".into(), rows.len());
+    for batch in rows.chunks(cfg.batch_size.max(1)) {
+        let loaded: Vec<(usize, PathBuf, std::result::Result<Grey8, String>)> = batch
+            .par_iter()
+            .enumerate()
+            .map(
+                |(i, r)| match r.get(column).filter(|c| !c.trim().is_empty()) {
+                    None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
+                    Some(cell) => {
+                        let p = cxr_core::absolute_path(&m.base_dir.join(cell.trim()));
+                        let g = read_grey(&p);
+                        (i, p, g)
+                    }
+                },
+            )
+            .collect();
+        let mut images = Vec::new();
+        let mut owners = Vec::new();
+        for (i, p, g) in loaded {
+            match g {
+                Ok(g) => {
+                    images.push(g);
+                    owners.push(i);
+                }
+                Err(reason) => {
+                    tracing::warn!("score: {}: {reason}", batch[i].id);
+                    let cell =
+                        cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
+                    rejects
+                        .write_record([batch[i].id.as_str(), cell.as_str(), reason.as_str()])
+                        .map_err(csv_err)?;
+                }
+            }
+        }
+        let scored = scorer.score(&images, false)?;
+        for (i, s) in owners.into_iter().zip(scored.scores) {
+            let r = batch[i];
+            preds.push(Prediction {
+                id: r.id.clone(),
+                source: r.source.clone(),
+                // A manifest without splits is an external test set.
+                split: r.split.unwrap_or(Split::Test),
+                label: r.label,
+                score: s,
+                patient: r.patient.clone(),
+                model: scorer.name().to_string(),
+            });
+        }
+        bar.inc(batch.len());
+    }
+    drop(bar);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(AuditError::io(dir))?;
+    }
+    cxr_core::write_predictions(&out, &preds).step(format!("writing {}", out.display()))?;
+    let rejected = rows.len() - preds.len();
+    let bytes = rejects
+        .into_inner()
+        .map_err(|e| AuditError::input(&rejects_path, e.to_string()))?;
+    cxr_core::fsutil::write_atomic(&rejects_path, &bytes)
+        .step(format!("writing {}", rejects_path.display()))?;
+    let config_hash = cxr_core::fsutil::sha256_bytes(
+        format!("score model={} column={column}", cfg.model_key).as_bytes(),
+    );
+    Ok(ScoreOutcome {
+        predictions: out,
+        rejects: rejects_path,
+        scored: preds.len(),
+        rejected,
+        config_hash,
+    })
+}

@@ -1,0 +1,88 @@
+//! Small inputs for the unit tests: a two-source manifest with images and lung masks on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cxr_core::{Grey8, ImageFormat, Label, Manifest, ManifestRecord, SourceId, Split};
+
+/// 16 images of 32 px over sources `a` and `b` (train 8, test 8), Covid-19 brighter, each with a two-lung
+/// mask; `manifest.csv` in `dir`.
+pub(crate) fn tiny_manifest(dir: &Path) -> PathBuf {
+    let mut recs = Vec::new();
+    for i in 0..16u32 {
+        let covid = i % 4 < 2;
+        let src = if i % 2 == 0 { "a" } else { "b" };
+        let data: Vec<u8> = (0..32 * 32u32)
+            .map(|k| ((k * 7 + i * 13) % 97) as u8 + if covid { 120 } else { 40 })
+            .collect();
+        let img = Grey8::new(32, 32, data).unwrap();
+        let mask = Grey8::new(
+            32,
+            32,
+            (0..32 * 32u32)
+                .map(|k| {
+                    let (x, y) = (k % 32, k / 32);
+                    if (4..28).contains(&y) && ((3..14).contains(&x) || (18..29).contains(&x)) {
+                        255
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        )
+        .unwrap();
+        let (ip, mp) = (dir.join(format!("i{i}.png")), dir.join(format!("m{i}.png")));
+        cxr_explain::render::write_png_grey(&ip, &img).unwrap();
+        cxr_explain::render::write_png_grey(&mp, &mask).unwrap();
+        let mut extra = BTreeMap::new();
+        extra.insert("png8".to_string(), ip.display().to_string());
+        extra.insert("mask".to_string(), mp.display().to_string());
+        recs.push(ManifestRecord {
+            id: format!("r{i}"),
+            source: SourceId::new(src).unwrap(),
+            label: if covid {
+                Label::Covid
+            } else {
+                Label::Pneumonia
+            },
+            patient: format!("p{i}"),
+            view: "PA".into(),
+            path: ip.clone(),
+            format: ImageFormat::Png,
+            sha256: String::new(),
+            split: Some(if i < 8 { Split::Train } else { Split::Test }),
+            extra,
+        });
+    }
+    let m = dir.join("manifest.csv");
+    Manifest::new(recs).write(&m).unwrap();
+    m
+}
+
+/// A model that reads one cue: the image's mean grey (the tiny manifest's Covid-19 images are brighter).
+pub(crate) struct MeanGrey;
+
+impl cxr_core::Scorer for MeanGrey {
+    fn name(&self) -> &str {
+        "mean-grey"
+    }
+    fn input_size(&self) -> usize {
+        32
+    }
+    fn has_features(&self) -> bool {
+        false
+    }
+    fn score(
+        &self,
+        images: &[Grey8],
+        _features: bool,
+    ) -> Result<cxr_core::Scored, cxr_core::ScoreError> {
+        Ok(cxr_core::Scored {
+            scores: images
+                .iter()
+                .map(|g| g.data.iter().map(|&v| f64::from(v)).sum::<f64>() / g.data.len() as f64 / 255.0)
+                .collect(),
+            features: None,
+        })
+    }
+}
