@@ -149,7 +149,11 @@ impl ReproduceArgs {
 
 /// Runs the whole study. Returns the path of `report.html`.
 pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
-    let config = args.to_config(std::env::args().collect::<Vec<_>>().join(" "));
+    let command = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = args.to_config(command);
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("creating {}", config.out.display()))?;
     let _log = crate::logfile::copy_to(&config.out.join("reproduce.log"))?;

@@ -18,44 +18,23 @@ fn signed(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{x:+.3}"))
 }
 
-/// The counterfactual confounder test: what it does, then one row per planted group.
+/// The counterfactual confounder test: what it does, then one row per planted group (`cxr-audit`'s
+/// rendering, the same as an audit's own page).
 pub fn confounder_blocks(c: &ConfounderReport) -> Vec<Block> {
-    let rows = c
+    let lines: Vec<cxr_audit::report::ConfounderLine<'_>> = c
         .confounders
         .iter()
-        .map(|k| {
-            vec![
-                k.kind.clone(),
-                if k.label_associated { "yes" } else { "no" }.into(),
-                k.n.to_string(),
-                signed(k.mean_shift),
-                format!("[{}, {}]", signed(k.ci_low), signed(k.ci_high)),
-                k.status.clone(),
-            ]
+        .map(|k| cxr_audit::report::ConfounderLine {
+            kind: &k.kind,
+            label_associated: k.label_associated,
+            n: k.n,
+            mean_shift: k.mean_shift,
+            ci_low: k.ci_low,
+            ci_high: k.ci_high,
+            status: &k.status,
         })
         .collect();
-    vec![
-        Block::Paragraph(format!(
-            "Counterfactual confounder test (synthetic world only): the same rendered patient with one planted \
-             confounder group swapped between the training split's Covid-19 and pneumonia sources; the mean \
-             score shift towards the donor's class and its 95% CI. {}",
-            c.flag_rule
-        )),
-        Block::Table {
-            caption: format!("Planted confounders followed by {}: {}", c.model, c.verdict),
-            header: [
-                "confounder",
-                "label-associated in training",
-                "pairs",
-                "mean shift",
-                "95% CI",
-                "status",
-            ]
-            .map(String::from)
-            .to_vec(),
-            rows,
-        },
-    ]
+    cxr_audit::report::confounder_blocks(&c.model, &c.verdict, &c.flag_rule, &lines)
 }
 
 /// The mean shift of a confounder row with its CI, `+0.210 [+0.160, +0.260]`.

@@ -43,10 +43,8 @@ pub fn linked(caption: &str, file: &Path, out: &Path, bytes: Vec<u8>) -> Result<
         Err(_) => {
             let name = file.file_name().unwrap_or_default();
             let rel = Path::new("galleries").join(name);
-            let dir = out.join("galleries");
-            std::fs::create_dir_all(&dir).map_err(|e| StudyError::io(&dir, e))?;
-            std::fs::copy(file, out.join(&rel))
-                .map_err(|e| StudyError::io(file, e))
+            let copy = std::fs::read(file).map_err(|e| StudyError::io(file, e))?;
+            cxr_core::fsutil::write_atomic(&out.join(&rel), &copy)
                 .ctx(|| format!("copying {} beside the report", file.display()))?;
             rel
         }
