@@ -3,15 +3,7 @@
 
 use std::path::Path;
 
-use cxr_core::Grey8;
-
 use crate::PreprocessError;
-
-/// Writes an 8-bit grey PNG atomically: `cxr_core::png8::write_grey8` with this crate's error and argument
-/// order (kept for xtask's callers).
-pub fn write_png(img: &Grey8, path: &Path) -> Result<(), PreprocessError> {
-    Ok(cxr_core::png8::write_grey8(path, img)?)
-}
 
 /// Writes an 8-bit grey PNG into the batch cache: temporary file + rename like `fsutil::write_atomic` (a killed
 /// run never leaves half a file under the final name), but without `fsync`. The cache can always be rebuilt and
