@@ -281,7 +281,10 @@ fn the_library_writes_the_audit_json_the_command_writes() {
         text(dir.path().join("cue_outside-audit/audit.json"))
     );
     assert_eq!(verdict(&from_cli).0, "shortcut");
-    for page in [out.join("report.html"), dir.path().join("cue_outside-audit/report.html")] {
+    for page in [
+        out.join("report.html"),
+        dir.path().join("cue_outside-audit/report.html"),
+    ] {
         let html = std::fs::read_to_string(&page).unwrap();
         let headline = cxr_audit::report::verdict_headline(&outcome.report.verdicts[0]);
         let at = html

@@ -191,7 +191,7 @@ fn bench(dir: &Path, args: &BenchMergeArgs) -> Result<()> {
             .map(|p| ((p % side + p / side) / 5) as u8 ^ rng.random_range(0..32u8))
             .collect();
         let path = imgs.join(format!("{i:05}.png"));
-        cxr_preprocess::png::write_png(&Grey8::new(side, side, data)?, &path)?;
+        cxr_core::png8::write_grey8(&path, &Grey8::new(side, side, data)?)?;
         records.push(record(i, &source, path));
     }
     let input = dir.join("images.csv");

@@ -170,9 +170,7 @@ impl FromStr for FailOn {
         match s.trim().to_ascii_lowercase().as_str() {
             "shortcut" => Ok(FailOn::Shortcut),
             "suspicious" => Ok(FailOn::Suspicious),
-            other => Err(format!(
-                "unknown verdict `{other}` (shortcut, suspicious)"
-            )),
+            other => Err(format!("unknown verdict `{other}` (shortcut, suspicious)")),
         }
     }
 }
@@ -194,7 +192,8 @@ mod tests {
             (FailOn::Shortcut, [true, false, false, false]),
             (FailOn::Suspicious, [true, true, false, false]),
         ] {
-            let got = [Shortcut, Suspicious, NoShortcutFound, InsufficientEvidence].map(|v| level.fails(v));
+            let got = [Shortcut, Suspicious, NoShortcutFound, InsufficientEvidence]
+                .map(|v| level.fails(v));
             assert_eq!(got, fails, "{level}");
         }
         assert_eq!("Suspicious".parse::<FailOn>(), Ok(FailOn::Suspicious));
@@ -208,7 +207,8 @@ mod tests {
             features: Some("f.csv".into()),
             ..Default::default()
         };
-        let back: AuditConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        let back: AuditConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
         let partial: AuditConfig = serde_json::from_str(r#"{"fills": ["noise"]}"#).unwrap();
         assert_eq!(partial.fills, vec![FillKind::Noise]);

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use cxr_core::{Grey8, Manifest, PixelMeta, RawImage, Scorer, Split};
 use cxr_explain::confounders::{
-    ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test, report_json,
-    write_confounder_outputs,
+    ConfounderPlan, Counterfactuals, KindResult, PairPattern, PairRow, confounder_test,
+    report_json, write_confounder_outputs,
 };
 use cxr_synth::{ConfounderKind, Pattern, SourceSpec, WorldFile, render_counterfactual};
 use rand::{Rng, SeedableRng};
@@ -370,8 +370,8 @@ pub fn input_path_json(plan: &Plan) -> serde_json::Value {
 
 /// Builds the plan (world, training sources, sizes) for the manifest at `manifest`.
 pub fn plan(manifest: &Path, cfg: &ConfounderConfig) -> Result<Plan> {
-    let world = cxr_synth::read_world_json(&cfg.world)
-        .step(format!("world {}", cfg.world.display()))?;
+    let world =
+        cxr_synth::read_world_json(&cfg.world).step(format!("world {}", cfg.world.display()))?;
     let m = Manifest::read_lenient(manifest, &["split"])
         .step(format!("reading {}", manifest.display()))?;
     let column = cfg.column();

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use cxr_core::{Manifest, Split};
-use cxr_explain::{CamItem, CamModel, CamTarget, ExplainConfig, ExplainOutputs, ExplainWriter, ModelSnapshot};
+use cxr_explain::{
+    CamModel, CamTarget, ExplainConfig, ExplainOutputs, ExplainWriter, ModelSnapshot,
+};
 use cxr_model::{Classifier, ImageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StepExt};
-use crate::input::{image_and_mask, read_columns, required_columns, samples};
+use crate::input::{cam_item, check_manifest, read_columns, required_columns, samples};
 use crate::load::OurModel;
 use crate::progress::{Bar, Progress};
 
@@ -62,6 +64,14 @@ fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
     )
 }
 
+/// The audit's columns, but `split` only when one split is chosen: Grad-CAM explains every row otherwise.
+fn needs(column: &str, cfg: &GradCamConfig) -> Vec<(String, String)> {
+    required_columns(column)
+        .into_iter()
+        .filter(|(c, _)| c != "split" || cfg.split.is_some())
+        .collect()
+}
+
 /// Grad-CAM of the Covid-19 logit on every row (of one split) with an image and a mask, under the
 /// immutability guard (a changed weight or running statistic is an error).
 pub fn run_grad_cam(
@@ -71,12 +81,7 @@ pub fn run_grad_cam(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<GradCamOutcome> {
     let column = cfg.column.as_deref().unwrap_or(&model.column);
-    // Grad-CAM needs no split: every row is explained unless one is chosen.
-    let needs: Vec<(String, String)> = required_columns(column)
-        .into_iter()
-        .filter(|(c, _)| c != "split" || cfg.split.is_some())
-        .collect();
-    let m = read_columns(manifest, &needs)?;
+    let m = read_columns(manifest, &needs(column, cfg))?;
     run_grad_cam_on(model, &m, manifest, cfg, progress)
 }
 
@@ -89,6 +94,7 @@ pub fn run_grad_cam_on(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<GradCamOutcome> {
     let column = cfg.column.as_deref().unwrap_or(&model.column);
+    check_manifest(manifest, manifest_path, needs(column, cfg))?;
     let mut todo = samples(manifest, manifest_path, column, cfg.split)?;
     if let Some(n) = cfg.limit {
         todo.truncate(n);
@@ -102,17 +108,11 @@ pub fn run_grad_cam_on(
         let rows: Vec<&ImageRow> = chunk.iter().map(|s| &s.row).collect();
         let x = cxr_model::data::batch_tensor(&rows, model.size, model.model.device())
             .step("loading a batch")?;
-        let g = cxr_explain::grad_cam_guarded(&cam, &x, CamTarget::Covid, || snapshot(&model.model))
-            .step("Grad-CAM")?;
+        let g =
+            cxr_explain::grad_cam_guarded(&cam, &x, CamTarget::Covid, || snapshot(&model.model))
+                .step("Grad-CAM")?;
         for ((s, heat), logit) in chunk.iter().zip(&g.heatmaps).zip(&g.logits) {
-            let added = image_and_mask(manifest, s, column).and_then(|(image, mask)| {
-                let item = CamItem {
-                    id: s.row.id.clone(),
-                    source: s.row.source.clone(),
-                    label: s.row.label,
-                    image,
-                    mask,
-                };
+            let added = cam_item(manifest, s, column).and_then(|item| {
                 Ok(writer.add_with_map(&item, heat, *logit, Some(g.feature_size.0))?)
             });
             if let Err(e) = added {

@@ -1,24 +1,17 @@
 //! The audit's input contract: which manifest columns it reads, and the images and masks behind them.
 //!
-//! | column | needed | what it is | who writes it |
-//! |---|---|---|---|
-//! | `id` | always | unique image id | you, or `cxr manifest` |
-//! | `source` | always | the hospital or dataset the image comes from | you, or `cxr manifest` |
-//! | `label` | always | `covid` / `pneumonia` (also `1`/`0`, `Covid-19`, `non-covid`) | you, or `cxr manifest` |
-//! | `split` | always | `train` / `val` / `test`: the model's training split | you, or `cxr manifest split` |
-//! | the image column (`png8`, `crop`, `--column`) | always | the 8-bit image the model reads | `cxr preprocess` / `cxr segment` |
-//! | `mask` | always | the lung mask on the full image (lung where >= 128) | `cxr segment predict` |
-//! | `crop_x, crop_y, crop_w, crop_h` | column `crop` | where the crop sits in the full image (to crop the mask) | `cxr segment` |
-//! | `patient` | optional | patient id: the probe's folds keep a patient's images together | `cxr manifest` |
-//! | `aug` | optional | augmented copies (`flip`, ...) are left out; originals are `orig` or empty | `cxr preprocess` |
-//!
-//! Every other column (`view`, `path`, `format`, `sha256`, ...) is ignored. A manifest that lacks required
-//! columns is refused with all of them named in one error ([`crate::AuditError::MissingColumns`]).
+//! Required: `id, source, label, split`, the image column (`png8`, `crop`, ...), `mask`, and with the `crop`
+//! column its geometry (`crop_x, crop_y, crop_w, crop_h`): [`required_columns`]. Optional: `patient` (the
+//! probe's folds keep a patient's images together; without it each image is its own patient) and `aug`
+//! (augmented copies are left out). Every other column is ignored. The table for users, with who writes each
+//! column, is `docs/AUDIT.md`; a manifest that lacks required columns is refused with all of them named in
+//! one error ([`crate::AuditError::MissingColumns`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use cxr_core::{Grey8, Manifest, ManifestRecord, Split};
+use cxr_explain::CamItem;
 use cxr_explain::occlusion;
 use cxr_model::ImageRow;
 
@@ -48,7 +41,10 @@ pub fn required_columns(column: &str) -> Vec<(String, String)> {
     ));
     if column == "crop" {
         for c in ["crop_x", "crop_y", "crop_w", "crop_h"] {
-            cols.push((c.into(), "where the crop sits: written by `cxr segment`".into()));
+            cols.push((
+                c.into(),
+                "where the crop sits: written by `cxr segment`".into(),
+            ));
         }
     }
     cols
@@ -79,13 +75,17 @@ pub(crate) fn read_columns(path: &Path, required: &[(String, String)]) -> Result
     }
 }
 
-/// Refuses a manifest (possibly built in memory) that cannot be audited: required columns missing, or no
-/// row with a split.
-pub(crate) fn check_manifest(manifest: &Manifest, path: &Path, column: &str) -> Result<()> {
+/// Refuses a manifest (possibly built in memory) that lacks `required` columns (an empty `split` column
+/// counts as missing).
+pub(crate) fn check_manifest(
+    manifest: &Manifest,
+    path: &Path,
+    required: Vec<(String, String)>,
+) -> Result<()> {
     let present = manifest.columns();
     // `Manifest::columns` lists `split` only when some row has one: an empty column is as good as none.
     let no_split = manifest.records.iter().all(|r| r.split.is_none());
-    let missing: Vec<(String, String)> = required_columns(column)
+    let missing: Vec<(String, String)> = required
         .into_iter()
         .filter(|(c, _)| {
             if c == "split" {
@@ -135,9 +135,25 @@ pub(crate) fn samples(
         .collect())
 }
 
+/// A sample as Grad-CAM and the saliency maps take it: its image and its lung mask on the same pixels.
+pub(crate) fn cam_item(manifest: &Manifest, s: &Sample, column: &str) -> Result<CamItem> {
+    let (image, mask) = image_and_mask(manifest, s, column)?;
+    Ok(CamItem {
+        id: s.row.id.clone(),
+        source: s.row.source.clone(),
+        label: s.row.label,
+        image,
+        mask,
+    })
+}
+
 /// The image the model reads and the lung mask on the same pixels: the mask is drawn on the full `png8`, so
 /// for the `crop` column it is cropped with `crop_x, crop_y, crop_w, crop_h` (and resized if the crop was).
-pub(crate) fn image_and_mask(manifest: &Manifest, s: &Sample, column: &str) -> Result<(Grey8, Grey8)> {
+pub(crate) fn image_and_mask(
+    manifest: &Manifest,
+    s: &Sample,
+    column: &str,
+) -> Result<(Grey8, Grey8)> {
     let image = cxr_explain::read_grey8(&s.row.path)?;
     let mask_cell = s.record.get("mask").unwrap_or_default();
     let mut mask = cxr_explain::read_grey8(&manifest.resolve_cell(mask_cell.trim()))?;
@@ -160,7 +176,12 @@ pub(crate) fn image_and_mask(manifest: &Manifest, s: &Sample, column: &str) -> R
             num("crop_w")?,
             num("crop_h")?,
         )
-        .map_err(|e| AuditError::config(format!("row {}: cropping the mask", s.row.id), e.to_string()))?;
+        .map_err(|e| {
+            AuditError::config(
+                format!("row {}: cropping the mask", s.row.id),
+                e.to_string(),
+            )
+        })?;
     }
     if (mask.width, mask.height) != (image.width, image.height) {
         mask = occlusion::resize_nearest(&mask, image.width, image.height)?;

@@ -326,8 +326,12 @@ pub fn read_prepared(dir: &Path) -> Result<Prepared> {
     let p = dir.join("prepare.json");
     let bytes = std::fs::read(&p)
         .map_err(|e| AuditError::input(&p, format!("not a folder from `audit prepare` ({e})")))?;
-    let prepared: Prepared = serde_json::from_slice(&bytes)
-        .map_err(|e| AuditError::input(&p, format!("malformed: {e}")))?;
+    let prepared: Prepared = serde_json::from_slice(&bytes).map_err(|e| {
+        AuditError::input(
+            &p,
+            format!("malformed or from an older version ({e}): run `audit prepare` again"),
+        )
+    })?;
     if prepared.version != PREPARED_VERSION {
         return Err(AuditError::input(
             &p,
@@ -345,8 +349,8 @@ pub fn read_prepared(dir: &Path) -> Result<Prepared> {
 pub fn finish(dir: &Path, scores: &Path, opts: &FinishOptions) -> Result<FinishOutcome> {
     let mut prepared = read_prepared(dir)?;
     let list = dir.join("to_score.csv");
-    let mut rdr = csv::Reader::from_path(&list)
-        .map_err(|e| AuditError::input(&list, e.to_string()))?;
+    let mut rdr =
+        csv::Reader::from_path(&list).map_err(|e| AuditError::input(&list, e.to_string()))?;
     let expected: Vec<String> = rdr
         .records()
         .map(|r| Ok(r?.get(0).unwrap_or("").to_string()))
@@ -474,7 +478,8 @@ mod tests {
         )
         .unwrap();
         assert!(
-            prepared.warnings[0].contains("source probe") && prepared.warnings[0].contains("--features"),
+            prepared.warnings[0].contains("source probe")
+                && prepared.warnings[0].contains("--features"),
             "{:?}",
             prepared.warnings
         );

@@ -221,7 +221,11 @@ fn fig(f: &cxr_explain::Figure) -> String {
 /// The sections of an audit's page: the verdict and its reason, every test, the evidence behind the
 /// figures, and the saliency galleries (`galleries`, linked relative to `report_dir`, the folder of the page
 /// that shows them). Section ids carry the model's name, so several audits fit on one page.
-pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &Path) -> Vec<Section> {
+pub fn audit_sections(
+    report: &AuditReport,
+    galleries: &[PathBuf],
+    report_dir: &Path,
+) -> Vec<Section> {
     let mut sections = Vec::new();
     for (i, v) in report.verdicts.iter().enumerate() {
         let ev = report.evidence.get(i);
@@ -251,7 +255,11 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
             evidence: ev.cloned().into_iter().collect(),
             verdicts: vec![v.clone()],
         };
-        blocks.extend(small_sample_warnings(&single).into_iter().map(Block::Warning));
+        blocks.extend(
+            small_sample_warnings(&single)
+                .into_iter()
+                .map(Block::Warning),
+        );
         sections.push(Section {
             id: format!("audit-{id}-verdict"),
             title: format!("Verdict: {}", v.model),
@@ -280,9 +288,17 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
             .collect();
         let mut blocks = vec![Block::Table {
             caption: format!("The audit's tests of {}", v.model),
-            header: ["test", "status", "figure", "95% CI", "threshold", "rule", "finding"]
-                .map(String::from)
-                .to_vec(),
+            header: [
+                "test",
+                "status",
+                "figure",
+                "95% CI",
+                "threshold",
+                "rule",
+                "finding",
+            ]
+            .map(String::from)
+            .to_vec(),
             rows,
         }];
         if let Some(ev) = ev {
@@ -373,7 +389,10 @@ pub fn audit_sections(report: &AuditReport, galleries: &[PathBuf], report_dir: &
     sections.push(Section {
         id: format!(
             "audit-{}-saliency",
-            report.verdicts.first().map_or(String::new(), |v| slug(&v.model))
+            report
+                .verdicts
+                .first()
+                .map_or(String::new(), |v| slug(&v.model))
         ),
         title: "Saliency galleries".into(),
         blocks,
@@ -496,7 +515,13 @@ pub fn audit_report(
             )
         });
     }
-    findings.extend(outcome.notes.iter().map(|n| format!("Not run: {n}.")));
+    // The notes say what did not run and why (`source probe not run: ...`), a sentence each.
+    findings.extend(outcome.notes.iter().map(|n| {
+        let mut c = n.chars();
+        c.next()
+            .map(|f| format!("{}{}.", f.to_uppercase(), c.as_str()))
+            .unwrap_or_default()
+    }));
     let cfg = &outcome.config;
     let opt = |p: &Option<PathBuf>| p.as_ref().map_or("–".into(), |p| p.display().to_string());
     let run_facts = vec![
@@ -517,7 +542,10 @@ pub fn audit_report(
         ("Grad-CAM lung energy".into(), opt(&cfg.lung_energy)),
         (
             "occlusion maps".into(),
-            format!("{} images, {} positions per side", cfg.saliency_images, cfg.saliency_grid),
+            format!(
+                "{} images, {} positions per side",
+                cfg.saliency_images, cfg.saliency_grid
+            ),
         ),
         ("audit.json".into(), "audit.json (beside this page)".into()),
         ("cxr-audit".into(), env!("CARGO_PKG_VERSION").into()),
@@ -578,27 +606,45 @@ mod tests {
         let ids: Vec<&str> = sections.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["audit-cue-reader-verdict", "audit-cue-reader-tests", "audit-cue-reader-saliency"]
+            [
+                "audit-cue-reader-verdict",
+                "audit-cue-reader-tests",
+                "audit-cue-reader-saliency"
+            ]
         );
         // The verdict and the tests that decided it.
         let Block::Verdict {
-            flagged, summary, evidence, ..
+            flagged,
+            summary,
+            evidence,
+            ..
         } = &sections[0].blocks[0]
         else {
             panic!("{:?}", sections[0].blocks[0]);
         };
         assert!(flagged);
-        assert!(summary.starts_with("shortcut found (raised by the"), "{summary}");
-        assert!(evidence.iter().all(|e| e.starts_with("FLAG")), "{evidence:?}");
+        assert!(
+            summary.starts_with("shortcut found (raised by the"),
+            "{summary}"
+        );
+        assert!(
+            evidence.iter().all(|e| e.starts_with("FLAG")),
+            "{evidence:?}"
+        );
         // Six Covid-19 images: the small-sample warning.
-        assert!(sections[0].blocks.iter().any(
-            |b| matches!(b, Block::Warning(w) if w.contains("6 Covid-19 and 12 pneumonia"))
-        ));
+        assert!(
+            sections[0].blocks.iter().any(
+                |b| matches!(b, Block::Warning(w) if w.contains("6 Covid-19 and 12 pneumonia"))
+            )
+        );
         // Every test, with figure, CI, threshold and rule.
         let Block::Table { header, rows, .. } = &sections[1].blocks[0] else {
             panic!();
         };
-        assert_eq!(header[..5], ["test", "status", "figure", "95% CI", "threshold"]);
+        assert_eq!(
+            header[..5],
+            ["test", "status", "figure", "95% CI", "threshold"]
+        );
         assert_eq!(rows.len(), report.verdicts[0].tests.len());
         let removed = rows
             .iter()
@@ -608,13 +654,21 @@ mod tests {
         assert_eq!(removed[2], "0.950");
         assert_eq!(removed[3], "0.900–1.000");
         assert_eq!(removed[4], "0.70");
-        assert!(removed[5].contains("the lungs-removed AUC threshold"), "{}", removed[5]);
+        assert!(
+            removed[5].contains("the lungs-removed AUC threshold"),
+            "{}",
+            removed[5]
+        );
         // The gallery, as a thumbnail linked relative to the page.
         let thumb = sections[2]
             .blocks
             .iter()
             .find_map(|b| match b {
-                Block::Thumbnail { href, bytes, caption } => Some((href, bytes, caption)),
+                Block::Thumbnail {
+                    href,
+                    bytes,
+                    caption,
+                } => Some((href, bytes, caption)),
                 _ => None,
             })
             .unwrap();
@@ -631,7 +685,10 @@ mod tests {
             ..Default::default()
         };
         let v = cxr_explain::verdict(&evidence, &Thresholds::default());
-        assert_eq!(verdict_headline(&v), "no shortcut found (no test flagged or warned)");
+        assert_eq!(
+            verdict_headline(&v),
+            "no shortcut found (no test flagged or warned)"
+        );
         let report = AuditReport {
             evidence: vec![evidence],
             verdicts: vec![v],
@@ -648,14 +705,20 @@ mod tests {
         };
         assert!(!flagged && !suspicious);
         assert!(evidence[0].contains("passed"), "{evidence:?}");
-        assert!(sections[2].blocks.iter().any(
-            |b| matches!(b, Block::Paragraph(p) if p.starts_with("No saliency maps"))
-        ));
+        assert!(
+            sections[2]
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Paragraph(p) if p.starts_with("No saliency maps")))
+        );
     }
 
     #[test]
     fn words_for_tests_and_rules() {
-        assert_eq!(test_label("lungs_only[noise]"), "lungs-only occlusion (noise fill)");
+        assert_eq!(
+            test_label("lungs_only[noise]"),
+            "lungs-only occlusion (noise fill)"
+        );
         assert_eq!(
             humanise_rule("warn if x < lung_energy_ratio or lung_energy"),
             "warn if x < the energy ratio or the energy floor"

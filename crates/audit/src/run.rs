@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use cxr_core::{Grey8, Manifest, ManifestRecord, Scorer};
 use cxr_explain::audit::{AuditEvidence, AuditReport, Figure, OcclusionEvidence, SourceFigure};
 use cxr_explain::occlusion::{self, Fill};
-use cxr_explain::{CamItem, ExplainConfig, ExplainWriter, ProbeResult};
+use cxr_explain::{ExplainConfig, ExplainWriter, ProbeResult};
 use cxr_model::ImageRow;
 
 use crate::config::{AuditConfig, FillKind};
 use crate::error::{AuditError, Result, StepExt};
-use crate::input::{Sample, check_manifest, image_and_mask, read_manifest, samples};
+use crate::input::{Sample, cam_item, check_manifest, image_and_mask, read_manifest, samples};
 use crate::load::Named;
 use crate::progress::{Bar, Progress};
 
@@ -91,7 +91,11 @@ pub fn run_audit_on(
         None => scorer,
     };
     let column = cfg.column();
-    check_manifest(manifest, manifest_path, column)?;
+    check_manifest(
+        manifest,
+        manifest_path,
+        crate::input::required_columns(column),
+    )?;
     if let Some(out) = &cfg.out {
         std::fs::create_dir_all(out).map_err(AuditError::io(out))?;
     }
@@ -121,14 +125,15 @@ pub fn run_audit_on(
             let (_, v) = score_rows(scorer, &rows, batch_size, true, "features", progress)
                 .step("computing the model's features")?;
             if v.len() != rows.len() {
-                return Err(AuditError::config(
+                return Err(cxr_core::ScoreError::new(
                     scorer.name(),
                     format!(
                         "returned {} feature vectors for {} images",
                         v.len(),
                         rows.len()
                     ),
-                ));
+                )
+                .into());
             }
             let cols = v.first().map_or(0, Vec::len);
             let flat: Vec<f64> = v.iter().flatten().map(|&x| f64::from(x)).collect();
@@ -209,8 +214,15 @@ pub fn run_audit_on(
         .map(|s| s.row.label.target() == Some(1))
         .collect();
     let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
-    let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images", progress)
-        .step("scoring full images")?;
+    let (full, _) = score_rows(
+        scorer,
+        &full_rows,
+        batch_size,
+        false,
+        "full images",
+        progress,
+    )
+    .step("scoring full images")?;
     for (k, fill_kind) in cfg.fills.iter().enumerate() {
         let fill_name = fill_kind.as_str();
         let (mut removed_imgs, mut only_imgs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
@@ -382,10 +394,11 @@ fn score_rows(
             .collect::<cxr_explain::Result<_>>()?;
         let s = scorer.score(&images, features)?;
         if s.scores.len() != images.len() {
-            return Err(AuditError::config(
+            return Err(cxr_core::ScoreError::new(
                 scorer.name(),
                 format!("{} scores for {} images", s.scores.len(), images.len()),
-            ));
+            )
+            .into());
         }
         scores.extend(s.scores);
         if features {
@@ -446,20 +459,13 @@ fn occlusion_saliency(
     let t = std::time::Instant::now();
     let (mut passes, mut geometry) = (0, None);
     for s in &chosen {
-        let (image, mask) = image_and_mask(manifest, s, column)?;
-        let m = cxr_explain::occlusion_map(scorer, &image, &map_cfg)
+        let item = cam_item(manifest, s, column)?;
+        let m = cxr_explain::occlusion_map(scorer, &item.image, &map_cfg)
             .step(format!("row {}", s.row.id))?;
         passes = m.passes;
         geometry = Some((m.patch, m.stride));
         let p = m.score.clamp(1e-6, 1.0 - 1e-6);
         let logit = (p / (1.0 - p)).ln();
-        let item = CamItem {
-            id: s.row.id.clone(),
-            source: s.row.source.clone(),
-            label: s.row.label,
-            image,
-            mask,
-        };
         let row = match &mut writer {
             Some(w) => w.add_with_map(&item, &m.heat, logit as f32, Some(m.cells.0))?,
             None => cxr_explain::energy_row(&item, &m.heat, logit as f32, Some(m.cells.0))?,
@@ -573,7 +579,11 @@ mod tests {
         let full = run_audit(&MeanGrey, &m, &cfg).unwrap();
         assert_eq!(done.report, full.report);
         assert_eq!(done.report.evidence[0].occlusion.len(), 2);
-        assert!(done.notes[0].contains("source probe not run"), "{:?}", done.notes);
+        assert!(
+            done.notes[0].contains("source probe not run"),
+            "{:?}",
+            done.notes
+        );
     }
 
     #[test]
@@ -600,7 +610,10 @@ mod tests {
         assert_eq!(files.galleries.len(), 2, "{:?}", files.galleries);
         let html = std::fs::read_to_string(&files.report_html).unwrap();
         let verdict = crate::report::verdict_headline(&done.report.verdicts[0]);
-        assert!(html.contains(&format!("Audit of my model: {verdict}")), "{verdict}");
+        assert!(
+            html.contains(&format!("Audit of my model: {verdict}")),
+            "{verdict}"
+        );
         assert!(html.contains("saliency/gallery/"));
         // The same audit without an output folder finds the same (the occlusion maps' timing aside).
         let quiet = run_audit(

@@ -80,7 +80,9 @@ impl cxr_core::Scorer for MeanGrey {
         Ok(cxr_core::Scored {
             scores: images
                 .iter()
-                .map(|g| g.data.iter().map(|&v| f64::from(v)).sum::<f64>() / g.data.len() as f64 / 255.0)
+                .map(|g| {
+                    g.data.iter().map(|&v| f64::from(v)).sum::<f64>() / g.data.len() as f64 / 255.0
+                })
                 .collect(),
             features: None,
         })

@@ -122,7 +122,9 @@ pub struct ExplainArgs {
 
 pub fn explain(args: ExplainArgs) -> Result<()> {
     let Some(run) = &args.model.model else {
-        bail!("explain: this command needs our own model (`--model RUN_DIR`): Grad-CAM needs its gradients");
+        bail!(
+            "explain: this command needs our own model (`--model RUN_DIR`): Grad-CAM needs its gradients"
+        );
     };
     let model = cxr_audit::load_classifier(run, &args.model.options()).context("explain")?;
     let out = args
@@ -263,15 +265,18 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     let (loaded, column) = args.model.load().context("audit")?;
     let scorer = loaded.scorer.as_ref();
     let mut cfg = args.options.to_config(column, args.model.batch_size);
-    let name = cfg.name.clone().unwrap_or_else(|| scorer.name().to_string());
+    let name = cfg
+        .name
+        .clone()
+        .unwrap_or_else(|| scorer.name().to_string());
     cfg.out = Some(
         args.out
             .clone()
             .unwrap_or_else(|| PathBuf::from("target/audit").join(&name)),
     );
     let bars = Bars::default();
-    let outcome = cxr_audit::run_audit_with(scorer, manifest, &cfg, &|p| bars.update(p))
-        .context("audit")?;
+    let outcome =
+        cxr_audit::run_audit_with(scorer, manifest, &cfg, &|p| bars.update(p)).context("audit")?;
     print_outcome(&outcome);
     check_verdict(&outcome, args.fail_on)
 }

@@ -44,6 +44,9 @@ pub enum CoreError {
     },
     #[error("{path}: {message}")]
     Json { path: PathBuf, message: String },
+    /// An 8-bit grey image that could not be decoded or encoded ([`crate::png8`]).
+    #[error("{path}: {message}")]
+    Image { path: PathBuf, message: String },
     /// Sharding: a bad `--shard`, a half-set cluster environment, or parts that cannot be merged.
     #[error("shard: {0}")]
     Shard(String),

@@ -15,13 +15,15 @@
 //! - [`Scorer`]: a classifier as the audit sees it (8-bit images in, Covid-19 scores out), implemented by
 //!   `cxr-model`'s classifier and the ONNX scorer, consumed by the explain stage;
 //! - [`model_input`]: the one resize + normalisation every scorer applies to an 8-bit image;
+//! - [`png8`]: the one reader and writer of the 8-bit grey PNGs stages hand each other;
 //! - [`auc::roc_auc`]: the exact ROC AUC, shared by eval and the explain audit so both agree to the bit;
 //! - [`stats`]: the one bootstrap (stratified, clustered, percentile intervals) and the one Cramér's V,
 //!   shared by eval, the ingest linter and the explain stage's audits.
 //!
 //! Inputs: none (no I/O beyond the helpers that callers invoke). Outputs: types and CSV/JSON (de)serialisation.
 //!
-//! Architecture invariant: no image decoding (resizing a decoded image is fine: [`model_input`]), no
+//! Architecture invariant: no decoding of datasets' image formats (resizing a decoded image is fine:
+//! [`model_input`]; so is the pipeline's own 8-bit grey PNG, [`png8`], which every stage reads and writes), no
 //! neural-network code, no dataset knowledge here. A type lands in this crate only when two stages must
 //! agree on it.
 
@@ -32,6 +34,7 @@ pub mod image;
 pub mod label;
 pub mod manifest;
 pub mod model_input;
+pub mod png8;
 pub mod prediction;
 pub mod privacy;
 pub mod scorer;

@@ -96,32 +96,16 @@ pub fn write_png_rgb(path: &Path, img: &RgbImage) -> Result<()> {
     Ok(())
 }
 
-/// Encodes an 8-bit grey image as PNG and writes it atomically (occlusion images).
+/// Writes an 8-bit grey PNG atomically (occlusion images): `cxr_core::png8::write_grey8` with this crate's
+/// error (kept for xtask's callers).
 pub fn write_png_grey(path: &Path, img: &Grey8) -> Result<()> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(
-            &img.data,
-            img.width,
-            img.height,
-            image::ExtendedColorType::L8,
-        )
-        .map_err(|e| ExplainError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    cxr_core::fsutil::write_atomic(path, &bytes)?;
-    Ok(())
+    Ok(cxr_core::png8::write_grey8(path, img)?)
 }
 
-/// Reads any image the `image` crate decodes (PNG, JPEG) as 8-bit grey (a mask, a `png8`, a `crop`).
+/// Reads a PNG or JPEG (a mask, a `png8`, a `crop`) as 8-bit grey: `cxr_core::png8::read_grey8` with this
+/// crate's error (kept for xtask's callers).
 pub fn read_grey8(path: &Path) -> Result<Grey8> {
-    let img = image::open(path).map_err(|e| ExplainError::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let l = img.to_luma8();
-    Ok(Grey8::new(l.width(), l.height(), l.into_raw())?)
+    Ok(cxr_core::png8::read_grey8(path)?)
 }
 
 /// A file-name-safe form of `s`: ASCII letters, digits, `-`, `_`, `.`; anything else becomes `_`, and a short
@@ -235,8 +219,8 @@ impl ExplainWriter {
         logit: f32,
         map_width: Option<usize>,
     ) -> Result<EnergyRow> {
+        let row = energy_row(item, heat, logit, map_width)?;
         let heat = heat.resize(item.image.width as usize, item.image.height as usize);
-        let row = row_of(item, &heat, logit, map_width)?;
         let img = overlay(&item.image, &heat, Some(&item.mask), self.cfg.alpha)
             .map_err(|e| annotate(e, &item.id))?;
         let path = self
@@ -316,8 +300,8 @@ impl ExplainWriter {
     }
 }
 
-/// The row [`ExplainWriter::add_with_map`] records for an image, without writing anything: for an audit
-/// that keeps no files.
+/// The row [`ExplainWriter::add_with_map`] records for an image (`heat` at the model's input size), without
+/// writing anything: for an audit that keeps no files.
 pub fn energy_row(
     item: &CamItem,
     heat: &Heatmap,
@@ -325,18 +309,8 @@ pub fn energy_row(
     map_width: Option<usize>,
 ) -> Result<EnergyRow> {
     let heat = heat.resize(item.image.width as usize, item.image.height as usize);
-    row_of(item, &heat, logit, map_width)
-}
-
-/// An image's row from its map at the image's size.
-fn row_of(
-    item: &CamItem,
-    heat: &Heatmap,
-    logit: f32,
-    map_width: Option<usize>,
-) -> Result<EnergyRow> {
     let lung_energy =
-        energy::lung_energy_fraction(heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
+        energy::lung_energy_fraction(&heat, &item.mask).map_err(|e| annotate(e, &item.id))?;
     Ok(EnergyRow {
         id: item.id.clone(),
         source: item.source.clone(),

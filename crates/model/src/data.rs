@@ -88,13 +88,15 @@ pub fn load_image(path: &Path, id: &str, size: usize) -> Result<Vec<f32>> {
         id: id.to_string(),
         message,
     };
-    let img = image::ImageReader::open(path)
-        .map_err(|e| err(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?
-        .decode()
-        .map_err(|e| err(e.to_string()))?
-        .to_luma8();
+    let grey = cxr_core::png8::read_grey8(path).map_err(|e| match e {
+        // The error's own path is `path`: name it once.
+        cxr_core::CoreError::Image { message, .. } => err(message),
+        cxr_core::CoreError::Io { source, .. } => err(source.to_string()),
+        other => err(other.to_string()),
+    })?;
+    let (w, h) = (grey.width, grey.height);
+    let img = image::GrayImage::from_raw(w, h, grey.data)
+        .ok_or_else(|| err(format!("{w}x{h} image with a buffer of another size")))?;
     Ok(grey_to_input(&img, size))
 }
 

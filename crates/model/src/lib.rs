@@ -20,7 +20,6 @@
 //! and pooling go through `cxr-ops` (exact max-pool backward, frozen convolutions without weight gradients,
 //! BatchNorm folded into convolutions for inference).
 
-mod bn_fused;
 pub mod data;
 pub mod error;
 pub mod feature_cache;

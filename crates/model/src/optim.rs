@@ -1,99 +1,47 @@
-//! Adam (PyTorch's update rule, no weight decay: the paper's optimiser), with moments that can be saved and
-//! restored so that a resumed run continues exactly.
+//! The classifier's optimiser: `cxr_ops::Adam` (the workspace's one Adam) with PyTorch's epsilon, 1e-8, as
+//! this crate always trained with (see `cxr_ops::AdamConfig` for why the UNet keeps Keras' 1e-7 and this
+//! one does not move), and every step recorded in the parameter generation, so that the folded inference
+//! weights are rebuilt after it.
 
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+pub use cxr_ops::AdamConfig;
 
 use crate::error::{CandleContext, Result};
 
+/// Adam over the classifier's trainable parameters. Reads (`t`, `config`, `state`) go to the inner
+/// `cxr_ops::Adam`; `step` and `restore` are this type's.
 #[derive(Debug)]
-pub struct Adam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Steps taken.
-    pub t: u64,
-    vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-}
+pub struct Adam(cxr_ops::Adam);
 
 impl Adam {
+    /// Adam with PyTorch's defaults (betas 0.9 / 0.999, eps 1e-8) at learning rate `lr`.
     pub fn new(vars: Vec<(String, Var)>, lr: f64) -> Result<Self> {
-        let zeros = |vars: &[(String, Var)]| -> Result<Vec<Tensor>> {
-            vars.iter()
-                .map(|(n, v)| {
-                    v.as_tensor()
-                        .zeros_like()
-                        .ctx(|| format!("Adam moment of `{n}`"))
-                })
-                .collect()
-        };
-        Ok(Self {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            t: 0,
-            m: zeros(&vars)?,
-            v: zeros(&vars)?,
-            vars,
-        })
+        cxr_ops::Adam::new(vars, AdamConfig::pytorch(lr))
+            .map(Self)
+            .ctx(|| "Adam moments".into())
     }
 
+    /// One update; the parameter generation moves even if a variable failed half-way (some may have changed).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.t += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        for (i, (name, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let upd = (|| -> candle_core::Result<()> {
-                let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-                let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-                let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
-                let step = ((&m / bc1)? / denom)? * self.lr;
-                let new = (var.as_tensor().detach() - step?)?;
-                var.set(&new)?;
-                self.m[i] = m;
-                self.v[i] = v;
-                Ok(())
-            })();
-            upd.ctx(|| format!("Adam step on `{name}`"))?;
-        }
+        let done = self.0.step(grads).ctx(|| "Adam step".into());
         crate::params::bump_generation();
-        Ok(())
+        done
     }
 
-    /// Moments as `adam.m.<name>` / `adam.v.<name>` tensors.
-    pub fn state(&self) -> BTreeMap<String, Tensor> {
-        let mut out = BTreeMap::new();
-        for (i, (name, _)) in self.vars.iter().enumerate() {
-            out.insert(format!("adam.m.{name}"), self.m[i].clone());
-            out.insert(format!("adam.v.{name}"), self.v[i].clone());
-        }
-        out
-    }
-
-    /// Restores moments saved by [`Adam::state`]; returns the name of the first one missing, if any.
+    /// Restores moments saved by `state` and the step count; returns the name of the first one missing or
+    /// mis-shaped, if any.
     pub fn restore(&mut self, tensors: &BTreeMap<String, Tensor>, t: u64) -> Option<String> {
-        for (i, (name, _)) in self.vars.iter().enumerate() {
-            let (km, kv) = (format!("adam.m.{name}"), format!("adam.v.{name}"));
-            match (tensors.get(&km), tensors.get(&kv)) {
-                (Some(m), Some(v))
-                    if m.dims() == self.m[i].dims() && v.dims() == self.v[i].dims() =>
-                {
-                    self.m[i] = m.clone();
-                    self.v[i] = v.clone();
-                }
-                _ => return Some(km),
-            }
-        }
-        self.t = t;
-        None
+        self.0.restore(tensors, t)
+    }
+}
+
+impl std::ops::Deref for Adam {
+    type Target = cxr_ops::Adam;
+
+    fn deref(&self) -> &cxr_ops::Adam {
+        &self.0
     }
 }

@@ -5,6 +5,9 @@
 //! where that one is right, and against finite differences in f64). On non-CPU devices every function falls back
 //! to candle's own ops (cuDNN on CUDA).
 //!
+//! Also the fused training-mode BatchNorm ([`batch_norm_train`]) that `cxr-model`'s BatchNorm layers train with,
+//! and the optimiser both trainings use ([`Adam`], [`AdamConfig`]).
+//!
 //! Invariants: knows nothing about images, datasets or models; the public API below is the contract the model and
 //! segment stages code against (docs/ARCHITECTURE.md): signatures never change, functions may be added.
 
@@ -35,9 +38,11 @@ mod bn;
 mod conv;
 mod elem;
 mod fused;
+mod optim;
 mod pool;
 mod winograd;
 
+pub use optim::{Adam, AdamConfig};
 pub use winograd::set_winograd;
 
 pub mod bench;
@@ -319,11 +324,14 @@ pub fn batch_norm_train(
         return batch_norm_train_candle(x, gamma, beta, eps, relu);
     }
     let x = x.contiguous()?;
+    // The statistics in f64 (the forward normalises with them unrounded), handed back in x's dtype.
     let st = x.apply_op1_no_bwd(&bn::ChannelStats)?;
-    let v = st.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let v = st.to_vec2::<f64>()?;
+    let st = st.to_dtype(x.dtype())?;
     let op = bn::BnTrain {
         mean: v[0].clone(),
-        invstd: v[1].iter().map(|var| 1.0 / (var + eps).sqrt()).collect(),
+        var: v[1].clone(),
+        eps,
         relu,
     };
     let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;

@@ -2,7 +2,10 @@
 //! exact window-views composition): these tests check that the GPU path gives what our CPU kernels give,
 //! forward and backward, on the shapes the ResNet and UNet use plus odd ones.
 //!
-//! They need a build with `--features cuda` and a GPU (docs/GPU.md); elsewhere they print `skipped:`.
+//! They compile only with `--features cuda` (a default build holds no such test, so it cannot count them as
+//! passed) and need a GPU (docs/GPU.md); a `cuda` build without one prints `skipped:`.
+
+#![cfg(feature = "cuda")]
 
 use candle_core::{Device, Tensor, Var};
 use cxr_ops::{

@@ -477,6 +477,49 @@ fn batch_norm_train_matches_candle_and_finite_differences() {
     assert!(max_abs_diff(&y, &yr) < 1e-4);
 }
 
+/// In f32 without ReLU (how `cxr-model`'s BatchNorm layers call it): output, batch statistics and all three
+/// gradients agree with candle's composition (moved here with the op from `cxr-model`).
+#[test]
+fn batch_norm_train_f32_matches_the_composed_one() {
+    let dev = Device::Cpu;
+    let data: Vec<f32> = (0..3 * 4 * 5 * 6)
+        .map(|i| ((i as f32) * 0.7).sin() * 3.0 + (i % 4) as f32)
+        .collect();
+    let x = Var::from_tensor(&Tensor::from_vec(data, (3, 4, 5, 6), &dev).unwrap()).unwrap();
+    let gamma = Var::from_tensor(&Tensor::new(&[1.5f32, 0.5, -1.0, 2.0], &dev).unwrap()).unwrap();
+    let beta = Var::from_tensor(&Tensor::new(&[0.1f32, -0.2, 0.3, 0.0], &dev).unwrap()).unwrap();
+    let coef = Tensor::from_vec(
+        (0..360).map(|i| (i as f32 * 0.3).cos()).collect::<Vec<_>>(),
+        (3, 4, 5, 6),
+        &dev,
+    )
+    .unwrap();
+    let (y1, m1, v1) = cxr_ops::batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
+    let (y2, m2, v2) = cxr_ops::batch_norm_train_candle(&x, &gamma, &beta, 1e-5, false).unwrap();
+    assert_eq!((m1.dtype(), m1.dims()), (DType::F32, [4].as_slice()));
+    let g1 = (&y1 * &coef)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&y2 * &coef)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (a, b, what) in [(&y1, &y2, "output"), (&m1, &m2, "mean"), (&v1, &v2, "var")] {
+        let d = max_abs_diff(a, b);
+        assert!(d <= 1e-4 * (1.0 + max_abs(b)), "{what} differs by {d}");
+    }
+    for (v, what) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+        let (a, b) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+        let d = max_abs_diff(a, b);
+        assert!(d <= 1e-4 * (1.0 + max_abs(b)), "{what} differs by {d}");
+    }
+}
+
 /// The fused inference convolution (`relu?(conv + bias + residual)`) against candle's conv plus broadcast ops,
 /// on odd shapes: output channels not a multiple of 4, long reductions, stride 2, padding, dilation, batch 1,
 /// non-square inputs.

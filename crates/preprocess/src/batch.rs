@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use cxr_core::png8::encode_grey8;
 use cxr_core::{Manifest, ManifestRecord, Photometric, RawImage, Window, absolute_path, fsutil};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ use crate::augment::AUGMENTATIONS;
 use crate::config::{PIPELINE_VERSION, PreprocessConfig};
 use crate::display::{Applied, MetadataOverride, ModalityApplied, fmt_num};
 use crate::pipeline::{Geometry, preprocess};
-use crate::png::{encode_png, write_cache_file};
+use crate::png::write_cache_file;
 
 /// Batch switches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -362,11 +363,11 @@ where
             };
             drop(raw);
             let png_path = out_dir.join(&png_rel);
-            write_cache_file(&png_path, &encode_png(&p.image, &png_path)?)?;
+            write_cache_file(&png_path, &encode_grey8(&p.image, &png_path)?)?;
             if options.augment {
                 for (k, kind) in AUGMENTATIONS.iter().enumerate().skip(1) {
                     let path = out_dir.join(aug_rel(k));
-                    write_cache_file(&path, &encode_png(&kind.apply(&p.image), &path)?)?;
+                    write_cache_file(&path, &encode_grey8(&kind.apply(&p.image), &path)?)?;
                 }
             }
             let output_size = (p.image.width, p.image.height);

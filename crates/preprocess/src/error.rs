@@ -50,8 +50,6 @@ pub enum PreprocessError {
     Read { file: PathBuf, message: String },
     #[error("{path}: invalid preprocessing config: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("{path}: cannot write PNG: {message}")]
-    Png { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Cache { path: PathBuf, message: String },
     #[error(transparent)]

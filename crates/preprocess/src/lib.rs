@@ -66,6 +66,6 @@ where
     })?;
     let p = preprocess(&raw, &MetadataOverride::default(), opts, geometry)
         .map_err(|e| PreprocessError::pixels(input, e))?;
-    png::write_png(&p.image, output)?;
+    cxr_core::png8::write_grey8(output, &p.image)?;
     Ok(p)
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use cxr_core::png8::read_grey8;
 use cxr_core::{ImageFormat, Label, Manifest, ManifestRecord, PixelMeta, RawImage, SourceId};
-use cxr_preprocess::png::read_png;
 use cxr_preprocess::{BatchOptions, PreprocessConfig, WindowMode, run_batch};
 
 /// A toy "format": the file holds `W H v0 v1 ...` as text, or anything else (unreadable).
@@ -147,7 +147,7 @@ fn batch_writes_pngs_columns_and_rejects_and_never_does_work_twice() {
     // Paths still resolve from the new manifest's folder.
     assert!(m.resolve(a).is_file());
     let png = out.join(a.get("png8").unwrap());
-    let img = read_png(&png).unwrap();
+    let img = read_grey8(&png).unwrap();
     assert_eq!((img.width, img.height), (16, 12));
     assert_eq!(
         by_id("b").get("pre_window_source").as_deref(),
@@ -241,15 +241,15 @@ fn augment_writes_ten_rows_per_image() {
     assert_eq!(augs[0], "orig");
     assert_eq!(augs[1], "flip");
     assert_eq!(augs[9], "flip+rot-4");
-    let orig = read_png(&out.join(rows[0].get("png8").unwrap())).unwrap();
-    let flip = read_png(&out.join(rows[1].get("png8").unwrap())).unwrap();
+    let orig = read_grey8(&out.join(rows[0].get("png8").unwrap())).unwrap();
+    let flip = read_grey8(&out.join(rows[1].get("png8").unwrap())).unwrap();
     for y in 0..orig.height {
         for x in 0..orig.width {
             assert_eq!(flip.get(x, y), orig.get(orig.width - 1 - x, y));
         }
     }
     for r in &rows {
-        let img = read_png(&out.join(r.get("png8").unwrap())).unwrap();
+        let img = read_grey8(&out.join(r.get("png8").unwrap())).unwrap();
         assert_eq!((img.width, img.height), (16, 12));
     }
     // Cached with the augmented files: a rerun reads nothing but the bad file.

@@ -334,8 +334,8 @@ pub fn load_pairs(
     pairs
         .par_iter()
         .map(|p| {
-            let image = imageio::read_grey(&p.image)?;
-            let mask = imageio::read_grey(&p.mask)?;
+            let image = cxr_core::png8::read_grey8(&p.image)?;
+            let mask = cxr_core::png8::read_grey8(&p.mask)?;
             if (image.width, image.height) != (mask.width, mask.height) {
                 return Err(SegmentError::data(
                     &p.mask,

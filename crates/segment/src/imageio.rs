@@ -1,51 +1,11 @@
-//! Reading, resizing and writing 8-bit grey images.
+//! Resizing, cropping and scaling 8-bit grey images (reading and writing them is `cxr_core::png8`'s: formats
+//! by content, colour converted to grey).
 //!
-//! Formats are detected by content (magic bytes), never by extension: the Cohen collection stores PNG bytes
-//! under `.jpg` names. Colour inputs are converted to grey with the `image` crate's luma weights.
 //! Resizing uses the `image` crate's triangle (bilinear, anti-aliased when shrinking) filter everywhere, so
 //! training, inference and cropping agree on one filter.
 
-use std::io::Cursor;
-use std::path::Path;
-
 use cxr_core::Grey8;
-use image::{ImageBuffer, ImageEncoder, Luma, imageops::FilterType};
-
-use crate::SegmentError;
-
-/// Reads any PNG/JPEG (grey, RGB, RGBA, palette, 16-bit) as 8-bit grey, format guessed from the bytes.
-pub fn read_grey(path: &Path) -> Result<Grey8, SegmentError> {
-    let bytes = std::fs::read(path).map_err(|e| SegmentError::io(path, e))?;
-    let img = image::ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| SegmentError::io(path, e))?
-        .decode()
-        .map_err(|e| SegmentError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    let luma = img.to_luma8();
-    let (w, h) = luma.dimensions();
-    Grey8::new(w, h, luma.into_raw()).map_err(SegmentError::from)
-}
-
-/// Writes an 8-bit grey PNG atomically.
-pub fn write_grey_png(path: &Path, img: &Grey8) -> Result<(), SegmentError> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(
-            &img.data,
-            img.width,
-            img.height,
-            image::ExtendedColorType::L8,
-        )
-        .map_err(|e| SegmentError::Image {
-            path: path.to_path_buf(),
-            message: format!("encoding PNG: {e}"),
-        })?;
-    cxr_core::fsutil::write_atomic(path, &bytes)?;
-    Ok(())
-}
+use image::{ImageBuffer, Luma, imageops::FilterType};
 
 /// Resizes an 8-bit grey image with the triangle filter (a copy when the size is unchanged).
 pub fn resize(img: &Grey8, width: u32, height: u32) -> Grey8 {
@@ -131,19 +91,6 @@ pub fn crop(img: &Grey8, x: u32, y: u32, w: u32, h: u32) -> Grey8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn png_round_trip_and_format_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = Grey8::new(3, 2, vec![0, 10, 20, 30, 40, 255]).unwrap();
-        // A `.jpg` name holding PNG bytes, as in the Cohen collection.
-        let p = dir.path().join("x.jpg");
-        write_grey_png(&p, &img).unwrap();
-        assert_eq!(read_grey(&p).unwrap(), img);
-        let bad = dir.path().join("bad.png");
-        std::fs::write(&bad, b"not an image").unwrap();
-        assert!(read_grey(&bad).unwrap_err().to_string().contains("bad.png"));
-    }
 
     #[test]
     fn resized_masks_stay_binary() {

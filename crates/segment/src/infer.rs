@@ -290,7 +290,8 @@ fn run_manifest(
                     .get(&column)
                     .filter(|v| !v.trim().is_empty())
                     .ok_or_else(|| format!("empty `{column}` column"))?;
-                let img = imageio::read_grey(&resolve(&base, &rel)).map_err(|e| e.to_string())?;
+                let img =
+                    cxr_core::png8::read_grey8(&resolve(&base, &rel)).map_err(|e| e.to_string())?;
                 let mask = match &mask_base {
                     None => None,
                     Some(mb) => {
@@ -298,7 +299,8 @@ fn run_manifest(
                             .get("mask")
                             .filter(|v| !v.trim().is_empty())
                             .ok_or_else(|| "empty `mask` column".to_string())?;
-                        let m = imageio::read_grey(&resolve(mb, &m)).map_err(|e| e.to_string())?;
+                        let m = cxr_core::png8::read_grey8(&resolve(mb, &m))
+                            .map_err(|e| e.to_string())?;
                         if (m.width, m.height) != (img.width, img.height) {
                             return Err(format!(
                                 "mask {}x{} differs from image {}x{}",
@@ -344,7 +346,7 @@ fn run_manifest(
                         record.get("mask").unwrap_or_default()
                     } else {
                         let file = out_abs.join(format!("masks/{}.png", record.id));
-                        imageio::write_grey_png(&file, &mask)?;
+                        cxr_core::png8::write_grey8(&file, &mask)?;
                         file.to_string_lossy().into_owned()
                     };
                     let decision = crop::lung_box(&mask);
@@ -367,7 +369,7 @@ fn run_manifest(
                         (None, Some(b)) => {
                             let file = out_abs.join(format!("crops/{}.png", record.id));
                             let c = imageio::crop(&img, b.x, b.y, b.w, b.h);
-                            imageio::write_grey_png(&file, &c)?;
+                            cxr_core::png8::write_grey8(&file, &c)?;
                             record.set("crop", file.to_string_lossy().into_owned());
                             record.set("reject_reason", "");
                             summary.count(record.source.as_str(), None);
@@ -455,7 +457,10 @@ pub fn predict_folder(
     let mut rejects = Vec::new();
     let mut done = 0;
     for chunk in files.chunks(32) {
-        let loaded: Vec<_> = chunk.par_iter().map(|p| imageio::read_grey(p)).collect();
+        let loaded: Vec<_> = chunk
+            .par_iter()
+            .map(|p| cxr_core::png8::read_grey8(p))
+            .collect();
         let mut ok = Vec::new();
         let mut names = Vec::new();
         for (p, l) in chunk.iter().zip(loaded) {
@@ -475,7 +480,7 @@ pub fn predict_folder(
             }
         }
         for (name, mask) in names.iter().zip(seg.predict_masks(&ok)?) {
-            imageio::write_grey_png(&out_dir.join(format!("{name}.png")), &mask)?;
+            cxr_core::png8::write_grey8(&out_dir.join(format!("{name}.png")), &mask)?;
             match crop::lung_box(&mask).reject {
                 None => summary.kept += 1,
                 Some(r) => *summary.rejected.entry(r.as_str().into()).or_default() += 1,
@@ -541,8 +546,8 @@ mod tests {
             let mpath = format!("mask/{id}.png");
             match m {
                 Some(rect) => {
-                    imageio::write_grey_png(&dir.path().join(&png), &image).unwrap();
-                    imageio::write_grey_png(&dir.path().join(&mpath), &mask(rect)).unwrap();
+                    cxr_core::png8::write_grey8(&dir.path().join(&png), &image).unwrap();
+                    cxr_core::png8::write_grey8(&dir.path().join(&mpath), &mask(rect)).unwrap();
                 }
                 None => {
                     std::fs::create_dir_all(dir.path().join("png")).unwrap();

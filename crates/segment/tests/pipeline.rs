@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use cxr_core::{Grey8, ImageFormat, Label, Manifest, ManifestRecord, SourceId};
 use cxr_segment::{
     SegmentOptions, Segmenter, TrainConfig, TrainEvent, UNet, UNetConfig, crop_manifest,
-    data::Augment, imageio, segment_manifest, train, train_with_progress,
+    data::Augment, segment_manifest, train, train_with_progress,
 };
 
 /// A phantom chest: two bright-edged dark ellipses (lungs) on a lighter, noisy body; the mask is the
@@ -51,8 +51,8 @@ fn write_world(dir: &Path, n: u32, side: u32) {
     for k in 0..n {
         let (img, mask) = phantom(side, k);
         let name = format!("synthetic-{k:04}.png");
-        imageio::write_grey_png(&dir.join("lung-masks/images").join(&name), &img).unwrap();
-        imageio::write_grey_png(&dir.join("lung-masks/masks").join(&name), &mask).unwrap();
+        cxr_core::png8::write_grey8(&dir.join("lung-masks/images").join(&name), &img).unwrap();
+        cxr_core::png8::write_grey8(&dir.join("lung-masks/masks").join(&name), &mask).unwrap();
     }
 }
 
@@ -152,7 +152,7 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
     for k in 0..3u32 {
         let (img, _) = phantom(40, 100 + k);
         let rel = format!("png/img{k}.png");
-        imageio::write_grey_png(&mdir.join(&rel), &img).unwrap();
+        cxr_core::png8::write_grey8(&mdir.join(&rel), &img).unwrap();
         records.push(record(&format!("img{k}"), &rel));
     }
     std::fs::write(mdir.join("png/broken.png"), b"nope").unwrap();
@@ -176,13 +176,13 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
         assert!(m.extra_columns.iter().any(|e| e == c), "{c}");
     }
     let r0 = &m.records[0];
-    let mask = imageio::read_grey(&m.base_dir.join(r0.get("mask").unwrap())).unwrap();
+    let mask = cxr_core::png8::read_grey8(&m.base_dir.join(r0.get("mask").unwrap())).unwrap();
     assert_eq!((mask.width, mask.height), (40, 40));
     assert!(mask.data.iter().all(|&v| v == 0 || v == 255));
     let (_, truth) = phantom(40, 100);
     let d = cxr_segment::infer::dice(&mask.data, &truth.data);
     assert!(d > 0.8, "Dice on an unseen phantom {d}");
-    let crop = imageio::read_grey(&m.base_dir.join(r0.get("crop").unwrap())).unwrap();
+    let crop = cxr_core::png8::read_grey8(&m.base_dir.join(r0.get("crop").unwrap())).unwrap();
     assert_eq!(crop.width.to_string(), r0.get("crop_w").unwrap());
     assert_eq!(crop.height.to_string(), r0.get("crop_h").unwrap());
     // Relative paths of the input manifest still reach the files from the new folder.
@@ -207,7 +207,8 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
     assert_eq!(s2.kept, 3);
     let m2 = Manifest::read(&out2.join("manifest.csv")).unwrap();
     assert_eq!(m2.records[0].get("crop_w"), r0.get("crop_w"));
-    let c2 = imageio::read_grey(&m2.base_dir.join(m2.records[0].get("crop").unwrap())).unwrap();
+    let c2 =
+        cxr_core::png8::read_grey8(&m2.base_dir.join(m2.records[0].get("crop").unwrap())).unwrap();
     assert_eq!(c2, crop);
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cxr_core::Grey8;
 use cxr_segment::data::{self, Part};
-use cxr_segment::{TrainConfig, UNetConfig, imageio, train};
+use cxr_segment::{TrainConfig, UNetConfig, train};
 
 /// Two dark ellipses (lungs) on a lighter body, `w` x `h`, varying with `k`; the mask is the ellipses.
 fn phantom(w: u32, h: u32, k: u32) -> (Grey8, Grey8) {
@@ -55,8 +55,8 @@ fn write_root(root: &Path) -> usize {
         };
         let name = format!("{set}_{k:04}_{}.png", k % 2);
         let (img, mask) = phantom(40, 40, k);
-        imageio::write_grey_png(&sm.join("cxr_256").join(&name), &img).unwrap();
-        imageio::write_grey_png(&sm.join("masks_256").join(&name), &mask).unwrap();
+        cxr_core::png8::write_grey8(&sm.join("cxr_256").join(&name), &img).unwrap();
+        cxr_core::png8::write_grey8(&sm.join("masks_256").join(&name), &mask).unwrap();
         manifest.push_str(&format!(
             "cxr_256/{name},masks_256/{name},{source},{}\n",
             k % 2
@@ -75,8 +75,8 @@ fn write_root(root: &Path) -> usize {
             // The collection stores some PNG bytes under .jpg names: the reader goes by content.
             let file = format!("covid-{patient}-{view}.jpg");
             let mask_rel = format!("masks/covid-{patient}-{view}.png");
-            imageio::write_grey_png(&images.join(&file), &img).unwrap();
-            imageio::write_grey_png(&cohen.join(&mask_rel), &mask).unwrap();
+            cxr_core::png8::write_grey8(&images.join(&file), &img).unwrap();
+            cxr_core::png8::write_grey8(&cohen.join(&mask_rel), &mask).unwrap();
             csv.push_str(&format!("{file},{mask_rel},{}\n", 500 + patient));
             n += 1;
         }

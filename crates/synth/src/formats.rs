@@ -1,5 +1,6 @@
-//! Encoders for the datasets' native formats: 8/16-bit grey PNG, grey JPEG, DICOM (CR/DX, uncompressed) and
-//! NIfTI-1 (.nii.gz). All encoders are deterministic: the same pixels and metadata give the same bytes.
+//! Encoders for the datasets' native formats: 16-bit grey PNG (8-bit PNGs are `cxr_core::png8`'s), grey JPEG,
+//! DICOM (CR/DX, uncompressed) and NIfTI-1 (.nii.gz). All encoders are deterministic: the same pixels and
+//! metadata give the same bytes.
 
 use std::io::Write;
 
@@ -17,19 +18,6 @@ fn encode_err(what: &str, e: impl std::fmt::Display) -> SynthError {
         what: what.to_string(),
         message: e.to_string(),
     }
-}
-
-pub fn png8(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>, SynthError> {
-    let mut out = Vec::with_capacity(pixels.len() / 2);
-    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-        .write_image(
-            pixels,
-            width as u32,
-            height as u32,
-            image::ExtendedColorType::L8,
-        )
-        .map_err(|e| encode_err("8-bit PNG", e))?;
-    Ok(out)
 }
 
 pub fn png16(width: usize, height: usize, pixels: &[u16]) -> Result<Vec<u8>, SynthError> {

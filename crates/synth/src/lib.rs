@@ -24,6 +24,7 @@ mod acquisition;
 mod confounders;
 mod font;
 mod formats;
+mod layouts;
 mod pathology;
 mod phantom;
 mod sources;
