@@ -214,11 +214,6 @@ fn no_command_line_is_built_to_call_our_own_code() {
         if top_level.contains(&f) || f.components().any(|c| c.as_os_str() == "tests") {
             continue;
         }
-        // Known debt, named so it cannot grow: the study (`crates/cli/src/reproduce/`) still calls the audit
-        // through its own argument parsers until it moves into its library crate (issue #28's study half).
-        if f.ends_with("crates/cli/src/reproduce/audit.rs") {
-            continue;
-        }
         let source = read(&f);
         let code = source.split("\n#[cfg(test)]").next().unwrap_or("");
         for needle in ["try_parse_from", "parse_from("] {

@@ -125,14 +125,15 @@ pub fn run_audit_on(
             let (_, v) = score_rows(scorer, &rows, batch_size, true, "features", progress)
                 .step("computing the model's features")?;
             if v.len() != rows.len() {
-                return Err(AuditError::config(
+                return Err(cxr_core::ScoreError::new(
                     scorer.name(),
                     format!(
                         "returned {} feature vectors for {} images",
                         v.len(),
                         rows.len()
                     ),
-                ));
+                )
+                .into());
             }
             let cols = v.first().map_or(0, Vec::len);
             let flat: Vec<f64> = v.iter().flatten().map(|&x| f64::from(x)).collect();
@@ -284,6 +285,7 @@ pub fn run_audit_on(
                 ),
                 n_covid: Some(pos.iter().filter(|&&p| p).count()),
                 n_pneumonia: Some(pos.iter().filter(|&&p| !p).count()),
+                small_sample: None,
             }),
             _ => note(format!(
                 "occlusion ({fill_name}) not run: both classes are needed"
@@ -392,10 +394,11 @@ fn score_rows(
             .collect::<cxr_explain::Result<_>>()?;
         let s = scorer.score(&images, features)?;
         if s.scores.len() != images.len() {
-            return Err(AuditError::config(
+            return Err(cxr_core::ScoreError::new(
                 scorer.name(),
                 format!("{} scores for {} images", s.scores.len(), images.len()),
-            ));
+            )
+            .into());
         }
         scores.extend(s.scores);
         if features {

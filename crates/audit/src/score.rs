@@ -60,16 +60,14 @@ pub fn model_key(source: &ModelSource) -> Result<String> {
     })
 }
 
-/// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`).
+/// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`, whose `file` column names the
+/// file already).
 fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?
-        .to_luma8();
-    Grey8::new(img.width(), img.height(), img.into_raw()).map_err(|e| e.to_string())
+    cxr_core::png8::read_grey8(path).map_err(|e| match e {
+        cxr_core::CoreError::Image { message, .. } => message,
+        cxr_core::CoreError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// Scores every row of the manifest at `manifest` (needs `id, source, label` and the image column; keeps

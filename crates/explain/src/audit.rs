@@ -91,6 +91,10 @@ pub struct OcclusionEvidence {
     pub n_covid: Option<usize>,
     #[serde(default)]
     pub n_pneumonia: Option<usize>,
+    /// A class has fewer images than `cxr_eval::MIN_PER_CLASS`: set by the study for its report (absent
+    /// from a plain audit's `audit.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_sample: Option<bool>,
 }
 
 /// Everything known about one model. Missing pieces are simply not run.
@@ -557,6 +561,7 @@ mod tests {
                 lungs_removed_p: Some(0.0001),
                 n_covid: Some(40),
                 n_pneumonia: Some(40),
+                small_sample: None,
             }],
             lung_energy: Some(Figure::point(0.31)),
             mean_mask_area: Some(0.35),
@@ -587,6 +592,7 @@ mod tests {
                 lungs_removed_p: Some(0.6),
                 n_covid: Some(40),
                 n_pneumonia: Some(40),
+                small_sample: None,
             }],
             lung_energy: Some(Figure::point(0.78)),
             mean_mask_area: Some(0.35),
@@ -653,6 +659,7 @@ mod tests {
             lungs_removed_p: None,
             n_covid: None,
             n_pneumonia: None,
+            small_sample: None,
         });
         assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
         // A perfect separation on 3 + 3 images: DeLong's CI collapses to [1, 1], the permutation p (0.1) says
@@ -757,6 +764,7 @@ mod tests {
                 lungs_removed_p: Some(p),
                 n_covid: Some(n.0),
                 n_pneumonia: Some(n.1),
+                small_sample: None,
             }]
         };
         let world = |v: f64, occlusion: Vec<OcclusionEvidence>, energy: f64| AuditEvidence {

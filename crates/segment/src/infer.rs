@@ -167,8 +167,8 @@ impl Default for SegmentOptions {
     }
 }
 
-/// What a batch run did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+/// What a batch run did (read back from the study's stage cache, hence `Deserialize`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentSummary {
     pub images: usize,
     pub kept: usize,
@@ -182,7 +182,7 @@ pub struct SegmentSummary {
 }
 
 /// Images, kept and rejected (by reason) of one source.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounts {
     pub images: usize,
     pub kept: usize,
