@@ -107,6 +107,8 @@ pub struct ConfounderOutcome {
     pub results: Vec<KindResult>,
     /// Every scored pair.
     pub pairs: Vec<PairRow>,
+    /// The model's name as the report gives it.
+    pub model: String,
     /// `confounders.json` (written with [`ConfounderConfig::out`]).
     pub json: serde_json::Value,
 }
@@ -495,6 +497,7 @@ pub fn run_confounder_test(
     Ok(ConfounderOutcome {
         results,
         pairs,
+        model: name,
         json,
     })
 }

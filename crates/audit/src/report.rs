@@ -453,9 +453,8 @@ pub fn confounder_blocks(model: &str, verdict: &str, rule: &str, lines: &[Confou
 
 /// The counterfactual confounder test as a section (synthetic worlds only).
 pub fn confounder_section(c: &ConfounderOutcome) -> Section {
-    let model = c.json["model"].as_str().unwrap_or("").to_string();
-    let verdict = c.json["verdict"].as_str().unwrap_or("");
-    let rule = c.json["flag_rule"].as_str().unwrap_or("");
+    let verdict = cxr_explain::confounders::verdict_of(&c.results);
+    let rule = cxr_explain::confounders::FLAG_RULE;
     let lines: Vec<ConfounderLine<'_>> = c
         .results
         .iter()
@@ -470,9 +469,9 @@ pub fn confounder_section(c: &ConfounderOutcome) -> Section {
         })
         .collect();
     Section {
-        id: format!("audit-{}-confounders", slug(&model)),
+        id: format!("audit-{}-confounders", slug(&c.model)),
         title: "Planted confounders".into(),
-        blocks: confounder_blocks(&model, verdict, rule, &lines),
+        blocks: confounder_blocks(&c.model, verdict, rule, &lines),
     }
 }
 
