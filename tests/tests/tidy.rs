@@ -250,3 +250,26 @@ fn shared_data_is_never_tracked() {
         );
     }
 }
+
+/// Reports are built from typed results: an untyped `serde_json::Value` lets a renamed field vanish from the
+/// page without a compile error.
+#[test]
+fn report_code_reads_typed_results() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("crates/study/src/report"), &mut files);
+    rust_files(&repo_root().join("crates/report/src"), &mut files);
+    files.push(repo_root().join("crates/audit/src/report.rs"));
+    assert!(files.len() > 3, "the report code moved: update this test");
+    // `fixture.rs` builds the sections' test inputs and is compiled only under `cfg(test)`.
+    for f in files.into_iter().filter(|f| !f.ends_with("fixture.rs")) {
+        let source = read(&f);
+        let code = source.split("\n#[cfg(test)]").next().unwrap_or("");
+        for needle in ["serde_json::Value", "Value::", "json!("] {
+            assert!(
+                !code.contains(needle),
+                "{} uses `{needle}` outside tests: read the typed Results instead",
+                f.display()
+            );
+        }
+    }
+}
