@@ -116,6 +116,27 @@ class AuditFromPython(unittest.TestCase):
         self.assertIn("lungs_removed[mean]", ours.flagged)
         self.assertEqual(ours.model, "corner")
 
+    def test_an_onnxruntime_callable_and_the_model_spec_give_the_same_audit(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            self.skipTest("onnxruntime is not installed")
+        session = ort.InferenceSession(str(FIXTURES / "cue_outside.onnx"), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def cue_outside(x):
+            return session.run(None, {input_name: x})[0]
+
+        manifest = self.root / "corner" / "manifest.csv"
+        ours = cxr.audit(cue_outside, manifest, input_size=224, name="corner", **FAST)
+        spec = cxr.audit(FIXTURES / "cue_outside.toml", manifest, name="corner", **FAST)
+        self.assertEqual(ours.verdict, spec.verdict)
+        for a, b in zip(ours.tests, spec.tests):
+            self.assertEqual((a["test"], a["status"]), (b["test"], b["status"]))
+            for k in ("figure", "ci_low", "ci_high"):
+                if a[k] is not None:
+                    self.assertAlmostEqual(a[k], b[k], delta=1e-6, msg=f"{a['test']} {k}")
+
     def test_a_callable_reading_the_lung_is_not_flagged(self):
         result = cxr.audit(cue_reader(LUNG), self.root / "lung" / "manifest.csv", input_size=224, **FAST)
         self.assertNotEqual(result.verdict, "shortcut", result.tests)
