@@ -51,7 +51,7 @@ pub use confounders::{ConfounderConfig, ConfounderOutcome, run_confounder_test};
 pub use cxr_explain::{AuditReport, Overall, Verdict};
 pub use error::{AuditError, Result};
 pub use gradcam::{GradCamConfig, GradCamOutcome, run_grad_cam};
-pub use input::{read_manifest, required_columns};
+pub use input::{read_manifest, read_manifest_from, required_columns};
 pub use load::{LoadedScorer, OurModel, load_classifier, load_scorer, run_column};
 pub use progress::{OnProgress, Progress};
 pub use protocol::{FinishOptions, FinishOutcome, PrepareOutcome, Prepared, finish, prepare};

@@ -209,6 +209,19 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// [`Manifest::read_lenient`] of CSV from any reader (a table built in memory: a DataFrame, rows):
+    /// `name` stands for the file in errors and relative cells resolve against `base_dir`.
+    pub fn read_lenient_from(
+        reader: impl std::io::Read,
+        name: &Path,
+        base_dir: &Path,
+        needs: &[&str],
+    ) -> Result<Self, CoreError> {
+        let mut manifest = Self::parse(reader, name, Some(needs))?;
+        manifest.base_dir = absolute_path(base_dir);
+        Ok(manifest)
+    }
+
     /// Parses CSV from any reader; `path` is only used in error messages.
     pub fn from_reader(reader: impl std::io::Read, path: &Path) -> Result<Self, CoreError> {
         Self::parse(reader, path, None)

@@ -98,6 +98,20 @@ fn default_output() -> OutputKind {
     OutputKind::Logit
 }
 
+impl OutputKind {
+    /// The score (P(Covid-19)) of one finite output value: the sigmoid of a logit, a probability as it is.
+    /// Every scorer reading a raw model output (ONNX, a Python callable) converts through here.
+    pub fn score(self, v: f64) -> Result<f64, String> {
+        match self {
+            OutputKind::Logit => Ok(1.0 / (1.0 + (-v).exp())),
+            OutputKind::Probability if (0.0..=1.0).contains(&v) => Ok(v),
+            OutputKind::Probability => Err(format!(
+                "probability {v} outside [0, 1] (is the output a logit?)"
+            )),
+        }
+    }
+}
+
 impl ModelSpec {
     /// Reads and checks a spec file; `onnx` comes back absolute (or as given when already absolute).
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
@@ -315,15 +329,12 @@ impl OnnxScorer {
             if !v.is_finite() {
                 return Err(format!("non-finite output {v} for image {i}"));
             }
-            scores.push(match self.spec.output {
-                OutputKind::Logit => 1.0 / (1.0 + (-v).exp()),
-                OutputKind::Probability if (0.0..=1.0).contains(&v) => v,
-                OutputKind::Probability => {
-                    return Err(format!(
-                        "probability {v} outside [0, 1] for image {i} (is the output a logit?)"
-                    ));
-                }
-            });
+            scores.push(
+                self.spec
+                    .output
+                    .score(v)
+                    .map_err(|e| format!("{e} for image {i}"))?,
+            );
         }
         let features = if features && out.len() > 1 {
             let flat = to_f32(&out[1])?;

@@ -1,0 +1,262 @@
+"""The Python side of the binding: model adapters, manifests from DataFrames or rows, the Audit object.
+
+Everything that decides the verdict happens in Rust (`cxr_confounders._native.run_audit`, over the
+`cxr-audit` library); this module only converts what a notebook holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _native
+
+ModelLike = Union[Callable[..., Any], str, os.PathLike]
+
+
+def _call_model(model, batch: bytes, shape, want_features: bool):
+    """Called from Rust with one normalised batch; returns the outputs as bytes with their shapes."""
+    x = np.frombuffer(batch, dtype="<f4").reshape(tuple(shape))
+    out = model(x)
+    feats = None
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ValueError(f"the model returned a tuple of {len(out)}: expected scores or (scores, features)")
+        out, feats = out
+    scores = np.asarray(out, dtype=np.float64)
+    if scores.ndim == 1:
+        rows, cols = scores.shape[0], 1
+    elif scores.ndim == 2:
+        rows, cols = scores.shape
+    else:
+        raise ValueError(f"scores of shape {list(scores.shape)}: expected [N] or [N, K]")
+    packed_features = None
+    if want_features and feats is not None:
+        f = np.asarray(feats, dtype=np.float32)
+        f = f.reshape(f.shape[0], -1) if f.ndim >= 1 and f.size else f.reshape(0, 0)
+        packed_features = (np.ascontiguousarray(f, dtype="<f4").tobytes(), f.shape[0], f.shape[1])
+    return (np.ascontiguousarray(scores, dtype="<f8").tobytes(), rows, cols, packed_features)
+
+
+class TorchModel:
+    """A `torch.nn.Module` as the audit's callable: eval mode, no gradients, each batch on the module's own
+    device (a model on a GPU is audited on that GPU). `features` names a submodule (e.g. `"avgpool"`) whose
+    output, flattened, feeds the source probe."""
+
+    def __init__(self, module, features: Optional[str] = None):
+        import torch  # only when given a torch model
+
+        self._torch = torch
+        self.module = module.eval()
+        params = list(module.parameters())
+        self.device = params[0].device if params else torch.device("cpu")
+        self._captured = None
+        self.features = features
+        if features is not None:
+            modules = dict(module.named_modules())
+            if features not in modules:
+                raise ValueError(f"features: the module has no submodule named {features!r}")
+            modules[features].register_forward_hook(self._capture)
+
+    def _capture(self, _module, _inputs, output):
+        self._captured = output
+
+    def __call__(self, x: np.ndarray):
+        torch = self._torch
+        with torch.no_grad():
+            batch = torch.from_numpy(np.array(x, copy=True)).to(self.device)
+            self._captured = None
+            out = self.module(batch)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            scores = out.detach().float().cpu().numpy()
+            if self.features is None:
+                return scores
+            feats = self._captured
+            if feats is None:
+                raise ValueError(f"features: submodule {self.features!r} did not run in the forward pass")
+            return scores, feats.detach().float().flatten(1).cpu().numpy()
+
+
+def _is_torch_module(obj) -> bool:
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def _model_kind(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if p.is_dir() or p.suffix == ".safetensors":
+            return "run"
+        if p.suffix == ".onnx":
+            return "onnx"
+        if p.suffix == ".toml":
+            return "spec"
+        raise ValueError(f"{p}: a model path must be an .onnx file, a model spec .toml or a run folder")
+    if callable(model):
+        return "callable"
+    raise TypeError(f"model must be a callable, a torch.nn.Module or a path, not {type(model).__name__}")
+
+
+def _manifest_csv(manifest) -> tuple[str, Optional[bytes]]:
+    """(name, CSV bytes) for a table in memory; (path, None) for a file."""
+    if isinstance(manifest, (str, os.PathLike)):
+        return os.fspath(manifest), None
+    if hasattr(manifest, "to_csv") and hasattr(manifest, "columns"):  # a pandas DataFrame
+        return "<DataFrame>", manifest.to_csv(index=False).encode()
+    rows = list(manifest)
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("manifest must be a CSV path, a pandas DataFrame or a non-empty list of dicts")
+    columns: list[str] = []
+    for r in rows:
+        columns.extend(k for k in r if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return "<rows>", buf.getvalue().encode()
+
+
+class Audit:
+    """What the audit found: `.verdict`, `.tests`, `.to_dict()`; `.audit_json` and `.report_html` when the
+    audit wrote them (`out=`)."""
+
+    def __init__(self, result: dict):
+        self._result = result
+        report = result["report"]
+        self.report = report
+        verdict = report["verdicts"][0]
+        self.model = verdict["model"]
+        self.verdict = verdict["verdict"]
+        self.tests = verdict["tests"]
+        self.evidence = report["evidence"][0]
+        self.notes = result.get("notes", [])
+        files = result.get("files") or {}
+        self.audit_json = Path(files["audit_json"]) if files.get("audit_json") else None
+        self.report_html = Path(files["report_html"]) if files.get("report_html") else None
+        self.out = Path(files["dir"]) if files.get("dir") else None
+
+    @property
+    def flagged(self) -> list[str]:
+        """The tests that flagged."""
+        return [t["test"] for t in self.tests if t["status"] == "flag"]
+
+    def to_dict(self) -> dict:
+        """`audit.json`'s content (evidence and verdict) as plain Python values."""
+        return json.loads(json.dumps(self.report))
+
+    def __repr__(self) -> str:
+        return f"Audit(model={self.model!r}, verdict={self.verdict!r}, flagged={self.flagged!r})"
+
+    def _repr_html_(self) -> str:
+        def cell(v):
+            if v is None:
+                return "–"
+            if isinstance(v, float):
+                return f"{v:.3f}"
+            return html.escape(str(v))
+
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{cell(t.get(k))}</td>" for k in ("test", "status", "figure", "ci_low", "ci_high", "threshold")
+            )
+            + f"<td>{html.escape(t.get('rule', ''))}</td></tr>"
+            for t in self.tests
+        )
+        link = f"<p>Full report: <code>{html.escape(str(self.report_html))}</code></p>" if self.report_html else ""
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (
+            f"<div><h3>Shortcut audit of {html.escape(self.model)}: <b>{html.escape(self.verdict)}</b></h3>"
+            "<table><thead><tr><th>test</th><th>status</th><th>figure</th><th>CI low</th><th>CI high</th>"
+            f"<th>threshold</th><th>rule</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"{'<ul>' + notes + '</ul>' if notes else ''}{link}</div>"
+        )
+
+
+def audit(
+    model: ModelLike,
+    manifest: Union[str, os.PathLike, Iterable[dict], Any],
+    *,
+    name: Optional[str] = None,
+    out: Union[str, os.PathLike, None] = None,
+    input_size: Optional[int] = None,
+    channels: int = 3,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    output: str = "logit",
+    output_index: int = 0,
+    features: Optional[str] = None,
+    batch_size: int = 8,
+    split: str = "test",
+    column: Optional[str] = None,
+    fills: Sequence[str] = ("mean", "noise"),
+    folds: int = 5,
+    saliency_images: int = 8,
+    saliency_grid: int = 24,
+    lung_energy: Union[str, os.PathLike, None] = None,
+    features_csv: Union[str, os.PathLike, None] = None,
+) -> Audit:
+    """Audits `model` on `manifest` (columns as `cxr audit`'s: docs/AUDIT.md) and returns an `Audit`.
+
+    A callable or torch module gets batches already resized and normalised as an ONNX model would
+    (`input_size` is required; `channels`, `mean`, `std` default to 3 and ImageNet's statistics) and returns
+    scores `[N]`/`[N, K]` (a logit by default, `output="probability"` otherwise; column `output_index`).
+    A callable returning `(scores, features)`, or a torch module with `features="<submodule>"`, feeds the
+    source probe. `out` writes `audit.json`, `report.html` and the maps there. The interpreter is released
+    while the audit works; the model is called one batch (`batch_size` images) at a time.
+    """
+    kind = _model_kind(model)
+    has_features = False
+    if kind == "callable":
+        if input_size is None:
+            raise ValueError("input_size is required for a callable or torch model (the side of its square input)")
+        if name is None:
+            name = type(model).__name__ if _is_torch_module(model) else getattr(model, "__name__", type(model).__name__)
+        if _is_torch_module(model):
+            model = TorchModel(model, features=features)
+            has_features = features is not None
+        else:
+            has_features = features is not None or bool(getattr(model, "has_features", False))
+    input_options = {"channels": channels, "output": output, "output_index": output_index}
+    if input_size is not None:
+        input_options["input_size"] = input_size
+    elif kind == "onnx":
+        raise ValueError("input_size is required for an ONNX file (or give a model spec .toml)")
+    if mean is not None:
+        input_options["mean"] = list(mean)
+    if std is not None:
+        input_options["std"] = list(std)
+    config = {
+        "split": split,
+        "fills": list(fills),
+        "folds": folds,
+        "saliency_images": saliency_images,
+        "saliency_grid": saliency_grid,
+        "batch_size": batch_size,
+        "name": name,
+        "out": os.fspath(out) if out is not None else None,
+        "column": column,
+        "lung_energy": os.fspath(lung_energy) if lung_energy is not None else None,
+        "features": os.fspath(features_csv) if features_csv is not None else None,
+    }
+    manifest_name, manifest_csv = _manifest_csv(manifest)
+    model_arg = os.fspath(model) if kind != "callable" else model
+    raw = _native.run_audit(
+        kind,
+        model_arg,
+        _call_model,
+        manifest_name,
+        manifest_csv,
+        os.getcwd(),
+        json.dumps(config),
+        json.dumps(input_options),
+        has_features,
+    )
+    return Audit(json.loads(raw))
