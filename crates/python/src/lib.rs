@@ -210,6 +210,59 @@ fn run_audit(
     Ok(json.to_string())
 }
 
+/// The split linter (`cxr manifest lint`) on a manifest (CSV text, or a file when `csv` is `None`): the
+/// `LintReport` as JSON.
+#[pyfunction]
+#[pyo3(signature = (name, csv, base_dir))]
+fn lint(py: Python<'_>, name: PathBuf, csv: Option<Vec<u8>>, base_dir: PathBuf) -> PyResult<String> {
+    let report = py.detach(|| {
+        let needs = ["split"];
+        let manifest = match &csv {
+            Some(text) => cxr_core::Manifest::read_lenient_from(text.as_slice(), &name, &base_dir, &needs),
+            None => cxr_core::Manifest::read_lenient(&name, &needs),
+        }?;
+        Ok::<_, cxr_core::CoreError>(cxr_ingest::lint::lint(&manifest))
+    });
+    let report = report.map_err(value_error)?;
+    serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// `cxr evaluate` on predictions files: `metrics.csv`'s text (the long format: one row per set and metric,
+/// with its interval), and the outputs written under `out` when given. `options` is an `EvalOptions` as JSON
+/// (fields left out keep their defaults).
+#[pyfunction]
+#[pyo3(signature = (predictions, train_manifest, options, out))]
+fn evaluate(
+    py: Python<'_>,
+    predictions: Vec<PathBuf>,
+    train_manifest: Option<PathBuf>,
+    options: &str,
+    out: Option<PathBuf>,
+) -> PyResult<String> {
+    let mut merged = serde_json::to_value(cxr_eval::EvalOptions::default())
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let given: serde_json::Value =
+        serde_json::from_str(options).map_err(|e| value_error(format!("evaluate options: {e}")))?;
+    if let (Some(m), Some(g)) = (merged.as_object_mut(), given.as_object()) {
+        m.extend(g.clone());
+    }
+    let mut opts: cxr_eval::EvalOptions =
+        serde_json::from_value(merged).map_err(|e| value_error(format!("evaluate options: {e}")))?;
+    py.detach(|| {
+        if let Some(path) = &train_manifest {
+            let manifest = cxr_core::Manifest::read(path).map_err(|e| e.to_string())?;
+            opts = opts.clone().with_train_manifest(&manifest);
+        }
+        let preds = cxr_eval::load_predictions(&predictions).map_err(|e| e.to_string())?;
+        let report = cxr_eval::evaluate(&preds, &opts).map_err(|e| e.to_string())?;
+        if let Some(dir) = &out {
+            cxr_eval::write_outputs(&report, dir).map_err(|e| e.to_string())?;
+        }
+        cxr_eval::metrics_csv(&report).map_err(|e| e.to_string())
+    })
+    .map_err(PyRuntimeError::new_err)
+}
+
 /// The package version (the workspace's).
 #[pyfunction]
 fn version() -> &'static str {
@@ -219,6 +272,8 @@ fn version() -> &'static str {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_audit, m)?)?;
+    m.add_function(wrap_pyfunction!(lint, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())
 }

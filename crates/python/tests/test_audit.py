@@ -192,6 +192,37 @@ class AuditFromPython(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "split.*mask|mask.*split"):
             cxr.audit(cue_reader(CORNER), rows, input_size=224)
 
+    def test_lint_reports_the_training_splits_association(self):
+        balanced = cxr.lint(self.corner_rows)
+        self.assertLess(balanced.train_cramers_v, 0.2)
+        self.assertFalse(balanced.has_errors)
+        # The paper's design: each hospital holds one class in training.
+        confounded_rows = [
+            dict(r, source="hospital_a" if r["label"] == "covid" else "hospital_b") for r in self.corner_rows
+        ]
+        confounded = cxr.lint(confounded_rows)
+        self.assertAlmostEqual(confounded.train_cramers_v, 1.0, places=6)
+        self.assertTrue(confounded.has_errors, confounded.to_dict()["findings"])
+
+    def test_evaluate_gives_each_metric_with_its_interval(self):
+        rng = np.random.default_rng(3)
+        labels = np.array([i % 2 for i in range(80)])
+        scores = np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.2, 80), 0, 1)
+        rows = [
+            {"id": f"im{i}", "label": "covid" if labels[i] else "pneumonia", "source": "a" if i < 40 else "b",
+             "split": "test", "score": float(scores[i])}
+            for i in range(80)
+        ]
+        table = cxr.evaluate(rows, resamples=200)
+        records = table.to_dict("records") if hasattr(table, "to_dict") else table
+        auc = next(r for r in records if r["metric"] == "auc" and r["group"] == "all" and r["split"] == "test")
+        # The exact AUC by ranks (no ties among continuous scores).
+        pos, neg = scores[labels == 1], scores[labels == 0]
+        expected = (pos[:, None] > neg[None, :]).mean()
+        self.assertAlmostEqual(auc["value"], expected, places=9)
+        self.assertLessEqual(auc["lo"], auc["value"])
+        self.assertLessEqual(auc["value"], auc["hi"])
+
     def test_a_torch_module_is_audited_in_eval_mode_without_gradients(self):
         try:
             import torch

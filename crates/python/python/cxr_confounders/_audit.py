@@ -260,3 +260,87 @@ def audit(
         has_features,
     )
     return Audit(json.loads(raw))
+
+
+def _table(rows: list):
+    """A pandas DataFrame when pandas is installed, the list of dicts otherwise."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows)
+
+
+class Lint:
+    """The split linter's result: `.findings` (severity, message) and `.splits` as tables, `.train_cramers_v`
+    (label x source association of the training split: the data risk the audit reports), `.has_errors`."""
+
+    def __init__(self, report: dict):
+        self.report = report
+        self.train_cramers_v = report.get("train_cramers_v")
+        self.findings = _table(report.get("findings", []))
+        self.splits = _table(
+            [{k: v for k, v in s.items() if k != "contingency"} for s in report.get("splits", [])]
+        )
+        self.has_errors = any(f["severity"] == "error" for f in report.get("findings", []))
+
+    def to_dict(self) -> dict:
+        return self.report
+
+    def __repr__(self) -> str:
+        return f"Lint(train_cramers_v={self.train_cramers_v!r}, findings={len(self.report.get('findings', []))})"
+
+
+def lint(manifest) -> Lint:
+    """The split linter (`cxr manifest lint`) on a CSV path, a DataFrame or rows: label x source association per
+    split (Cramér's V), patients and identical files shared across splits, sources held out of training."""
+    name, text = _manifest_csv(manifest)
+    return Lint(json.loads(_native.lint(name, text, os.getcwd())))
+
+
+def evaluate(
+    predictions,
+    *,
+    train_manifest: Union[str, os.PathLike, None] = None,
+    resamples: int = 2000,
+    seed: int = 2021,
+    level: float = 0.95,
+    out: Union[str, os.PathLike, None] = None,
+):
+    """`cxr evaluate` on predictions (a `predictions.csv` path, a list of paths, a DataFrame or rows with `id,
+    label, source, split, score` and optionally `model, patient`): every metric per model, split and source group
+    (all, seen, unseen, each source) with its interval, as a table in `metrics.csv`'s long format. `out` also
+    writes the full outputs (metrics.json, plots) there."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(predictions, (str, os.PathLike)):
+            paths = [os.fspath(predictions)]
+        elif isinstance(predictions, (list, tuple)) and predictions and all(
+            isinstance(p, (str, os.PathLike)) for p in predictions
+        ):
+            paths = [os.fspath(p) for p in predictions]
+        else:
+            _, text = _manifest_csv(predictions)
+            paths = [os.path.join(tmp, "predictions.csv")]
+            with open(paths[0], "wb") as f:
+                f.write(text)
+        options = {"resamples": resamples, "seed": seed, "level": level}
+        text = _native.evaluate(
+            paths,
+            os.fspath(train_manifest) if train_manifest is not None else None,
+            json.dumps(options),
+            os.fspath(out) if out is not None else None,
+        )
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        for k in ("value", "lo", "hi", "threshold"):
+            if r.get(k) not in (None, ""):
+                try:
+                    r[k] = float(r[k])
+                except ValueError:
+                    pass
+        for k in ("n", "n_covid", "n_pneumonia"):
+            if r.get(k, "").isdigit():
+                r[k] = int(r[k])
+    return _table(rows)
