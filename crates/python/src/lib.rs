@@ -129,35 +129,24 @@ fn input_spec(onnx: &Path, input: &str) -> PyResult<ModelSpec> {
         .map_err(|e| value_error(format!("model input options: {e}")))
 }
 
-/// Runs the audit. `kind` is `callable`, `onnx`, `spec` or `run`; `model` the callable or the path;
-/// `manifest_csv` CSV text (with `manifest_name` and `base_dir`) or `None` to read `manifest_name` as a file;
-/// `config` an `AuditConfig` as JSON; `input` the model's input description as JSON (callable and onnx).
-/// Returns `{report, notes, files}` as JSON.
-#[pyfunction]
-#[pyo3(signature = (kind, model, adapter, manifest_name, manifest_csv, base_dir, config, input, features))]
-#[allow(clippy::too_many_arguments)]
-fn run_audit(
+/// The model as a scorer, and the image column it reads: `kind` is `callable`, `onnx`, `spec` or `run`;
+/// `model` the callable or the path; `input` the input description as JSON (callable and onnx).
+fn scorer_of(
     py: Python<'_>,
     kind: &str,
     model: Bound<'_, PyAny>,
     adapter: Bound<'_, PyAny>,
-    manifest_name: PathBuf,
-    manifest_csv: Option<Vec<u8>>,
-    base_dir: PathBuf,
-    config: &str,
+    name: Option<&str>,
     input: &str,
     features: bool,
-) -> PyResult<String> {
-    let cfg: AuditConfig =
-        serde_json::from_str(config).map_err(|e| value_error(format!("audit options: {e}")))?;
-    let (scorer, column): (Box<dyn Scorer>, String) = match kind {
+) -> PyResult<(Box<dyn Scorer>, String)> {
+    Ok(match kind {
         "callable" => {
             let spec = input_spec(Path::new("<python callable>"), input)?;
-            let name = cfg.name.clone().unwrap_or_else(|| "model".into());
             let scorer = CallableScorer {
                 model: model.unbind(),
                 adapter: adapter.unbind(),
-                name,
+                name: name.unwrap_or("model").to_string(),
                 input: spec,
                 features,
             };
@@ -180,7 +169,60 @@ fn run_audit(
             (loaded.scorer, loaded.column)
         }
         other => return Err(value_error(format!("unknown model kind `{other}`"))),
+    })
+}
+
+/// `cxr score`: the model over every row of the manifest file, into `predictions.csv` (and the rejects
+/// beside it). Returns the predictions file's path.
+#[pyfunction]
+#[pyo3(signature = (kind, model, adapter, name, manifest, input, batch_size, out))]
+#[allow(clippy::too_many_arguments)]
+fn score(
+    py: Python<'_>,
+    kind: &str,
+    model: Bound<'_, PyAny>,
+    adapter: Bound<'_, PyAny>,
+    name: Option<&str>,
+    manifest: PathBuf,
+    input: &str,
+    batch_size: usize,
+    out: PathBuf,
+) -> PyResult<PathBuf> {
+    let (scorer, column) = scorer_of(py, kind, model, adapter, name, input, false)?;
+    let cfg = cxr_audit::ScoreConfig {
+        column: Some(column),
+        out,
+        batch_size,
+        ..Default::default()
     };
+    let outcome = py
+        .detach(|| cxr_audit::score_manifest(scorer.as_ref(), &manifest, &cfg, &|_| {}))
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(outcome.predictions)
+}
+
+/// Runs the audit. `kind` is `callable`, `onnx`, `spec` or `run`; `model` the callable or the path;
+/// `manifest_csv` CSV text (with `manifest_name` and `base_dir`) or `None` to read `manifest_name` as a file;
+/// `config` an `AuditConfig` as JSON; `input` the model's input description as JSON (callable and onnx).
+/// Returns `{report, notes, files}` as JSON.
+#[pyfunction]
+#[pyo3(signature = (kind, model, adapter, manifest_name, manifest_csv, base_dir, config, input, features))]
+#[allow(clippy::too_many_arguments)]
+fn run_audit(
+    py: Python<'_>,
+    kind: &str,
+    model: Bound<'_, PyAny>,
+    adapter: Bound<'_, PyAny>,
+    manifest_name: PathBuf,
+    manifest_csv: Option<Vec<u8>>,
+    base_dir: PathBuf,
+    config: &str,
+    input: &str,
+    features: bool,
+) -> PyResult<String> {
+    let cfg: AuditConfig =
+        serde_json::from_str(config).map_err(|e| value_error(format!("audit options: {e}")))?;
+    let (scorer, column) = scorer_of(py, kind, model, adapter, cfg.name.as_deref(), input, features)?;
     let cfg = AuditConfig {
         column: Some(cfg.column.clone().unwrap_or(column)),
         ..cfg
@@ -273,6 +315,7 @@ fn version() -> &'static str {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_audit, m)?)?;
     m.add_function(wrap_pyfunction!(lint, m)?)?;
+    m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())

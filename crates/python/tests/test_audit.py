@@ -192,6 +192,21 @@ class AuditFromPython(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "split.*mask|mask.*split"):
             cxr.audit(cue_reader(CORNER), rows, input_size=224)
 
+    def test_score_feeds_the_callable_the_documented_input(self):
+        from PIL import Image
+
+        folder = self.root / "corner"
+        table = cxr.score(cue_reader(CORNER), folder / "manifest.csv", input_size=224, batch_size=7)
+        records = table.to_dict("records") if hasattr(table, "to_dict") else table
+        self.assertEqual(len(records), 48)
+        for r in records[:6]:
+            # The images are already 224 px, so the input is (v / 255 - mean) / std, channel 0 for this model.
+            v = np.asarray(Image.open(folder / f"{r['id']}.png"), dtype=np.float64)
+            x = (v / 255.0 - MEAN[0]) / STD[0]
+            logit = 4.0 * (x[8:40, 8:40].mean() - x.mean())
+            self.assertAlmostEqual(r["score"], 1.0 / (1.0 + np.exp(-logit)), delta=1e-5, msg=r["id"])
+            self.assertEqual(r["model"], "model")
+
     def test_lint_reports_the_training_splits_association(self):
         balanced = cxr.lint(self.corner_rows)
         self.assertLess(balanced.train_cramers_v, 0.2)

@@ -11,8 +11,8 @@
 of `cxr`. The audit itself is the Rust library `cxr-audit`, the same code the `cxr audit` command runs.
 """
 
-from ._audit import Audit, Lint, TorchModel, audit, evaluate, lint
+from ._audit import Audit, Lint, TorchModel, audit, evaluate, lint, score
 from ._native import version as _native_version
 
 __version__ = _native_version()
-__all__ = ["audit", "Audit", "TorchModel", "evaluate", "lint", "Lint", "__version__"]
+__all__ = ["audit", "Audit", "TorchModel", "evaluate", "lint", "score", "Lint", "__version__"]

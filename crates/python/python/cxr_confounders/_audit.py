@@ -180,6 +180,33 @@ class Audit:
         )
 
 
+def _prepare_model(model, name, input_size, channels, mean, std, output, output_index, features):
+    """(kind, the model as the native layer takes it, its name, the input options as JSON, has features)."""
+    kind = _model_kind(model)
+    has_features = False
+    if kind == "callable":
+        if input_size is None:
+            raise ValueError("input_size is required for a callable or torch model (the side of its square input)")
+        if name is None:
+            name = type(model).__name__ if _is_torch_module(model) else getattr(model, "__name__", type(model).__name__)
+        if _is_torch_module(model):
+            model = TorchModel(model, features=features)
+            has_features = features is not None
+        else:
+            has_features = features is not None or bool(getattr(model, "has_features", False))
+    input_options = {"channels": channels, "output": output, "output_index": output_index}
+    if input_size is not None:
+        input_options["input_size"] = input_size
+    elif kind == "onnx":
+        raise ValueError("input_size is required for an ONNX file (or give a model spec .toml)")
+    if mean is not None:
+        input_options["mean"] = list(mean)
+    if std is not None:
+        input_options["std"] = list(std)
+    model_arg = model if kind == "callable" else os.fspath(model)
+    return kind, model_arg, name, json.dumps(input_options), has_features
+
+
 def audit(
     model: ModelLike,
     manifest: Union[str, os.PathLike, Iterable[dict], Any],
@@ -212,27 +239,9 @@ def audit(
     source probe. `out` writes `audit.json`, `report.html` and the maps there. The interpreter is released
     while the audit works; the model is called one batch (`batch_size` images) at a time.
     """
-    kind = _model_kind(model)
-    has_features = False
-    if kind == "callable":
-        if input_size is None:
-            raise ValueError("input_size is required for a callable or torch model (the side of its square input)")
-        if name is None:
-            name = type(model).__name__ if _is_torch_module(model) else getattr(model, "__name__", type(model).__name__)
-        if _is_torch_module(model):
-            model = TorchModel(model, features=features)
-            has_features = features is not None
-        else:
-            has_features = features is not None or bool(getattr(model, "has_features", False))
-    input_options = {"channels": channels, "output": output, "output_index": output_index}
-    if input_size is not None:
-        input_options["input_size"] = input_size
-    elif kind == "onnx":
-        raise ValueError("input_size is required for an ONNX file (or give a model spec .toml)")
-    if mean is not None:
-        input_options["mean"] = list(mean)
-    if std is not None:
-        input_options["std"] = list(std)
+    kind, model_arg, name, input_options, has_features = _prepare_model(
+        model, name, input_size, channels, mean, std, output, output_index, features
+    )
     config = {
         "split": split,
         "fills": list(fills),
@@ -247,7 +256,6 @@ def audit(
         "features": os.fspath(features_csv) if features_csv is not None else None,
     }
     manifest_name, manifest_csv = _manifest_csv(manifest)
-    model_arg = os.fspath(model) if kind != "callable" else model
     raw = _native.run_audit(
         kind,
         model_arg,
@@ -256,7 +264,7 @@ def audit(
         manifest_csv,
         os.getcwd(),
         json.dumps(config),
-        json.dumps(input_options),
+        input_options,
         has_features,
     )
     return Audit(json.loads(raw))
@@ -343,4 +351,51 @@ def evaluate(
         for k in ("n", "n_covid", "n_pneumonia"):
             if r.get(k, "").isdigit():
                 r[k] = int(r[k])
+    return _table(rows)
+
+
+def score(
+    model: ModelLike,
+    manifest,
+    *,
+    out: Union[str, os.PathLike, None] = None,
+    name: Optional[str] = None,
+    input_size: Optional[int] = None,
+    channels: int = 3,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    output: str = "logit",
+    output_index: int = 0,
+    batch_size: int = 16,
+    column: str = "png8",
+):
+    """`cxr score`: the model over every image of the manifest (a CSV path, a DataFrame or rows with `id,
+    source, label` and the image column), as a predictions table (`id, source, split, label, score, patient,
+    model`); `out` keeps `predictions.csv` (and `rejects.csv` beside it, the images that could not be read)."""
+    import tempfile
+
+    kind, model_arg, name, input_options, _ = _prepare_model(
+        model, name, input_size, channels, mean, std, output, output_index, None
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(manifest, (str, os.PathLike)):
+            path = os.fspath(manifest)
+        else:
+            # A table in memory: its image paths resolve against the working folder, written out absolute.
+            _, text = _manifest_csv(manifest)
+            rows = list(csv.DictReader(io.StringIO(text.decode())))
+            for r in rows:
+                if r.get(column):
+                    r[column] = os.path.abspath(r[column])
+            path = os.path.join(tmp, "manifest.csv")
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+                w.writeheader()
+                w.writerows(rows)
+        target = os.fspath(out) if out is not None else os.path.join(tmp, "predictions.csv")
+        written = _native.score(kind, model_arg, _call_model, name, path, input_options, batch_size, target)
+        with open(written, newline="") as f:
+            rows = list(csv.DictReader(f))
+    for r in rows:
+        r["score"] = float(r["score"])
     return _table(rows)
