@@ -325,7 +325,7 @@ fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
 }
 
 /// An I/O error's message with the path left out (the caller's error names it).
-fn io_message(e: &cxr_core::CoreError) -> String {
+pub(crate) fn io_message(e: &cxr_core::CoreError) -> String {
     match e {
         cxr_core::CoreError::Io { source, .. } => source.to_string(),
         other => other.to_string(),

@@ -123,12 +123,8 @@ impl ModelSpec {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = cxr_core::fsutil::read_bounded(path, MAX_SPEC_BYTES).map_err(|e| {
-            read_err(match e {
-                cxr_core::CoreError::Io { source, .. } => source.to_string(),
-                other => other.to_string(),
-            })
-        })?;
+        let bytes = cxr_core::fsutil::read_bounded(path, MAX_SPEC_BYTES)
+            .map_err(|e| read_err(guard::io_message(&e)))?;
         let text = String::from_utf8(bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base).map_err(|message| OnnxError::SpecInvalid {
