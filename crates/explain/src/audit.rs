@@ -537,6 +537,7 @@ mod tests {
     fn confounded() -> AuditEvidence {
         AuditEvidence {
             model: "paper-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
@@ -571,6 +572,7 @@ mod tests {
     fn clean() -> AuditEvidence {
         AuditEvidence {
             model: "clean-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
