@@ -440,6 +440,9 @@ impl Scorer for Keeping<'_> {
     fn has_features(&self) -> bool {
         self.inner.has_features()
     }
+    fn model_sha256(&self) -> Option<&str> {
+        self.inner.model_sha256()
+    }
     fn score(
         &self,
         images: &[Grey8],

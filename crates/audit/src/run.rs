@@ -107,6 +107,7 @@ pub fn run_audit_on(
     };
     let mut evidence = AuditEvidence {
         model: scorer.name().to_string(),
+        model_sha256: scorer.model_sha256().map(str::to_string),
         ..Default::default()
     };
 
@@ -599,9 +600,14 @@ mod tests {
             out: Some(out.clone()),
             ..Default::default()
         };
-        let done = run_audit(&MeanGrey, &m, &cfg).unwrap();
+        // A scorer that knows its content hash: audit.json records it, through the renaming wrapper.
+        let done = run_audit(&crate::test_support::Hashed(false), &m, &cfg).unwrap();
         assert_eq!(done.report.verdicts[0].model, "my model");
         assert_eq!(done.report.evidence[0].model, "my model");
+        assert_eq!(
+            done.report.evidence[0].model_sha256.as_deref(),
+            Some("ab12")
+        );
         let files = done.files.unwrap();
         let back: AuditReport =
             serde_json::from_slice(&std::fs::read(&files.audit_json).unwrap()).unwrap();
@@ -617,7 +623,7 @@ mod tests {
         assert!(html.contains("saliency/gallery/"));
         // The same audit without an output folder finds the same (the occlusion maps' timing aside).
         let quiet = run_audit(
-            &MeanGrey,
+            &crate::test_support::Hashed(false),
             &m,
             &AuditConfig {
                 out: None,

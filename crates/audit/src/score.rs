@@ -1,6 +1,8 @@
 //! Any scorer over a manifest (`cxr score`): `predictions.csv` in the format `cxr evaluate` reads, and
 //! `rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
-//! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`).
+//! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`, which
+//! holds the model's content hash). Unsharded, `predictions.model.json` beside it names the model and its
+//! content hash.
 
 use std::path::{Path, PathBuf};
 
@@ -47,8 +49,10 @@ pub struct ScoreOutcome {
     pub rejects: PathBuf,
     pub scored: usize,
     pub rejected: usize,
-    /// The hash of the model and the column, for the sidecars of a shard's parts.
+    /// The hash of the model (spec and content) and the column, for the sidecars of a shard's parts.
     pub config_hash: String,
+    /// The model's content hash ([`Scorer::model_sha256`]), also in `predictions.model.json`.
+    pub model_sha256: Option<String>,
 }
 
 /// What identifies a model in a shard's config hash: a spec file's SHA-256 (the spec names the ONNX file),
@@ -134,6 +138,18 @@ pub fn score_manifest(
             }
         }
         let scored = scorer.score(&images, false)?;
+        // A scorer returning fewer or more scores than images would pair scores with the wrong rows.
+        if scored.scores.len() != images.len() {
+            return Err(cxr_core::ScoreError::new(
+                scorer.name(),
+                format!(
+                    "{} scores for a batch of {} images",
+                    scored.scores.len(),
+                    images.len()
+                ),
+            )
+            .into());
+        }
         for (i, s) in owners.into_iter().zip(scored.scores) {
             let r = batch[i];
             preds.push(Prediction {
@@ -160,14 +176,77 @@ pub fn score_manifest(
         .map_err(|e| AuditError::input(&rejects_path, e.to_string()))?;
     cxr_core::fsutil::write_atomic(&rejects_path, &bytes)
         .step(format!("writing {}", rejects_path.display()))?;
+    // The model's content hash too: a spec's hash alone would not see the ONNX file behind it swapped.
+    let model_sha256 = scorer.model_sha256().map(str::to_string);
     let config_hash = cxr_core::fsutil::sha256_bytes(
-        format!("score model={} column={column}", cfg.model_key).as_bytes(),
+        format!(
+            "score model={} content={} column={column}",
+            cfg.model_key,
+            model_sha256.as_deref().unwrap_or("")
+        )
+        .as_bytes(),
     );
+    if cfg.shard.is_none() {
+        let model_json = model_json_path(&out);
+        let meta = serde_json::json!({
+            "model": scorer.name(),
+            "model_key": cfg.model_key,
+            "model_sha256": model_sha256,
+            "column": column,
+            "predictions": out.file_name().map(|n| n.to_string_lossy().into_owned()),
+        });
+        let bytes = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| AuditError::input(&model_json, e.to_string()))?;
+        cxr_core::fsutil::write_atomic(&model_json, &bytes)
+            .step(format!("writing {}", model_json.display()))?;
+    }
     Ok(ScoreOutcome {
         predictions: out,
         rejects: rejects_path,
         scored: preds.len(),
         rejected,
         config_hash,
+        model_sha256,
     })
+}
+
+/// The sidecar naming the model that wrote a predictions file: `predictions.csv` → `predictions.model.json`.
+pub fn model_json_path(predictions: &Path) -> PathBuf {
+    predictions.with_extension("model.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{Hashed, MeanGrey, tiny_manifest};
+
+    #[test]
+    fn predictions_record_the_model_hash_and_short_batches_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny_manifest(dir.path());
+        let cfg = |name: &str| ScoreConfig {
+            out: dir.path().join(name).join("predictions.csv"),
+            ..Default::default()
+        };
+        let a = score_manifest(&Hashed(false), &m, &cfg("a"), &|_| {}).unwrap();
+        assert_eq!(a.model_sha256.as_deref(), Some("ab12"));
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("a/predictions.model.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["model_sha256"], "ab12");
+        assert_eq!(meta["model"], "hashed");
+        // The content hash is part of the shard parts' config hash.
+        let b = score_manifest(&MeanGrey, &m, &cfg("b"), &|_| {}).unwrap();
+        assert_ne!(a.config_hash, b.config_hash);
+        assert_eq!(b.model_sha256, None);
+        let e = score_manifest(&Hashed(true), &m, &cfg("c"), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hashed") && e.contains("scores for a batch of"),
+            "{e}"
+        );
+        assert!(!dir.path().join("c/predictions.csv").exists());
+    }
 }

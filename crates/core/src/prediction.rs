@@ -61,13 +61,30 @@ fn test_split() -> Split {
     Split::Test
 }
 
+/// Largest score table [`read_predictions`] reads (4 GiB, some 40 million rows): a bound on a file given by
+/// a user, refused from its size before it is read. Special files (FIFO, device) are refused by path.
+pub const MAX_TABLE_BYTES: u64 = 4 << 30;
+
 /// Reads predictions; errors name the file and line. Scores must be finite and within [0, 1]. Column names
 /// in any case, with the [`COLUMN_ALIASES`]; labels and splits through [`Label`]'s and [`Split`]'s parsers
 /// (`1`/`0`, `Covid-19`, `non-covid`, `validation`, ...); no `split` column means every row is `test`;
 /// other columns are ignored.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, CoreError> {
-    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let mut rdr = csv::Reader::from_reader(file);
+    let file = fsutil::open_regular(path)?;
+    let len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    if len > MAX_TABLE_BYTES {
+        return Err(CoreError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{len} bytes is over the limit of {MAX_TABLE_BYTES} bytes for a score table"
+                ),
+            ),
+        ));
+    }
+    // `take`: a file that grows while it is read still stops at the limit.
+    let mut rdr = csv::Reader::from_reader(std::io::Read::take(file, MAX_TABLE_BYTES));
     let headers = rdr.headers().map_err(|e| CoreError::Csv {
         path: path.to_path_buf(),
         line: 1,
@@ -175,5 +192,35 @@ mod tests {
         std::fs::write(&path, "id,source,label,score\na,nih,flu,0.7\n").unwrap();
         let msg = read_predictions(&path).unwrap_err().to_string();
         assert!(msg.contains("line 2") && msg.contains("flu"), "{msg}");
+    }
+
+    /// A score table that is a device or a FIFO is refused by path, not read until memory runs out or forever.
+    #[cfg(unix)]
+    #[test]
+    fn special_files_as_score_tables_are_refused() {
+        let msg = read_predictions(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("/dev/zero") && msg.contains("a device"),
+            "{msg}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("scores.csv");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let msg = read_predictions(&fifo).unwrap_err().to_string();
+            assert!(
+                msg.contains("scores.csv") && msg.contains("a FIFO"),
+                "{msg}"
+            );
+        } else {
+            println!("skipped: no mkfifo for the FIFO case");
+        }
+        let msg = read_predictions(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("a directory"), "{msg}");
     }
 }

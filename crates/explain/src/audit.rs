@@ -101,6 +101,9 @@ pub struct OcclusionEvidence {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvidence {
     pub model: String,
+    /// SHA-256 of the model's content (ONNX file and external data) where known: which model this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     #[serde(default)]
     pub source_probe: Vec<SourceFigure>,
     /// Cramér's V of label x source in the model's training split.
@@ -538,6 +541,7 @@ mod tests {
     fn confounded() -> AuditEvidence {
         AuditEvidence {
             model: "paper-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
@@ -573,6 +577,7 @@ mod tests {
     fn clean() -> AuditEvidence {
         AuditEvidence {
             model: "clean-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
