@@ -90,6 +90,7 @@ fn predictions(m: &Manifest) -> Vec<Prediction> {
 fn audit() -> StudyAudit {
     let evidence = AuditEvidence {
         model: MODEL.into(),
+        model_sha256: None,
         source_probe: vec![SourceFigure {
             source: SourceId::NIH.into(),
             auc: Figure::with_ci(0.99, 0.97, 1.0),
