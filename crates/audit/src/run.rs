@@ -238,7 +238,7 @@ pub fn run_audit_on(
                 let removed = occlusion::remove_lungs(&img, &mask, fill)?;
                 let only = occlusion::lungs_only(&img, &mask, fill)?;
                 if let Some(out) = &cfg.out {
-                    let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
+                    let name = format!("{}.png", cxr_core::outname::safe_stem(&s.row.id));
                     for (kind, occluded) in [("lungs_removed", &removed), ("lungs_only", &only)] {
                         let p = out.join("occlusion").join(fill_name).join(kind).join(&name);
                         if let Some(d) = p.parent() {

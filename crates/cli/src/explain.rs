@@ -130,7 +130,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("target/explain").join(&model.name));
+        .unwrap_or_else(|| PathBuf::from("target/explain").join(cxr_core::outname::safe_stem(&model.name)));
     let cfg = GradCamConfig {
         column: args.model.column.clone(),
         split: args.split,
@@ -272,7 +272,7 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     cfg.out = Some(
         args.out
             .clone()
-            .unwrap_or_else(|| PathBuf::from("target/audit").join(&name)),
+            .unwrap_or_else(|| PathBuf::from("target/audit").join(cxr_core::outname::safe_stem(&name))),
     );
     let bars = Bars::default();
     let outcome =

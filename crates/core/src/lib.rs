@@ -34,6 +34,7 @@ pub mod image;
 pub mod label;
 pub mod manifest;
 pub mod model_input;
+pub mod outname;
 pub mod png8;
 pub mod prediction;
 pub mod privacy;

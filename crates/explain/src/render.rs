@@ -108,31 +108,6 @@ pub fn read_grey8(path: &Path) -> Result<Grey8> {
     Ok(cxr_core::png8::read_grey8(path)?)
 }
 
-/// A file-name-safe form of `s`: ASCII letters, digits, `-`, `_`, `.`; anything else becomes `_`, and a short
-/// hash of the original is appended when something was replaced, so distinct ids never collide.
-pub fn safe_name(s: &str) -> String {
-    let mut clean: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // No hidden files, no `.`/`..` path components.
-    if clean.is_empty() || clean.starts_with('.') {
-        clean.insert(0, '_');
-    }
-    if clean == s {
-        clean
-    } else {
-        let hash = cxr_core::fsutil::sha256_bytes(s.as_bytes());
-        format!("{clean}-{}", &hash[..8])
-    }
-}
-
 /// Options of [`ExplainWriter`].
 #[derive(Debug, Clone)]
 pub struct ExplainConfig {
@@ -226,7 +201,7 @@ impl ExplainWriter {
         let path = self
             .out_dir
             .join("overlays")
-            .join(format!("{}.png", safe_name(&item.id)));
+            .join(format!("{}.png", cxr_core::outname::safe_stem(&item.id)));
         write_png_rgb(&path, &img)?;
         self.rows.push(row.clone());
         self.overlays.push(path);
@@ -255,7 +230,7 @@ impl ExplainWriter {
                 let key = |r: &EnergyRow| r.outside_share().unwrap_or(f64::NEG_INFINITY);
                 key(rb).total_cmp(&key(ra)).then_with(|| ra.id.cmp(&rb.id))
             });
-            let stem = format!("{}__{}", safe_name(&source), label.as_str());
+            let stem = format!("{}__{}", cxr_core::outname::safe_stem(&source), label.as_str());
             let listing: Vec<GalleryRow> = idx
                 .iter()
                 .enumerate()
@@ -436,16 +411,6 @@ mod tests {
         assert_eq!(out.get_pixel(2, 2).0, [50, 50, 114]);
         let bad = Grey8::new(4, 5, vec![0; 20]).unwrap();
         assert!(overlay(&image, &heat, Some(&bad), 0.5).is_err());
-    }
-
-    #[test]
-    fn safe_names_never_collide() {
-        assert_eq!(safe_name("nih-000123.png"), "nih-000123.png");
-        let a = safe_name("cohen:a/b");
-        let b = safe_name("cohen_a_b");
-        assert!(a.starts_with("cohen_a_b-"));
-        assert_ne!(a, b);
-        assert!(!safe_name("..").starts_with(".."));
     }
 
     #[test]
