@@ -65,32 +65,30 @@ fn is_windows_device(s: &str) -> bool {
 /// Ids an adversary would write into a manifest, for the per-command tests that every per-image output
 /// stays inside `--out` under a distinct name (add a very long id beside them).
 pub const HOSTILE_IDS: &[&str] = &[
-        "../../x/y",
-        "/etc/passwd",
-        "..",
-        ".",
-        "",
-        ".hidden",
-        "a/b",
-        "a\\b",
-        "C:\\x",
-        "con",
-        "nul.png",
-        "A",
-        "a",
-        "Nih-1",
-        "nih-1",
-        "a b\tc\n",
-        "é",
-        "e",
-    ];
+    "../../x/y",
+    "/etc/passwd",
+    "..",
+    ".",
+    "",
+    ".hidden",
+    "a/b",
+    "a\\b",
+    "C:\\x",
+    "con",
+    "nul.png",
+    "A",
+    "a",
+    "Nih-1",
+    "nih-1",
+    "a b\tc\n",
+    "é",
+    "e",
+];
 
 #[cfg(test)]
 mod tests {
-    use super::{safe_stem, HOSTILE_IDS};
+    use super::{HOSTILE_IDS, safe_stem};
     use std::collections::HashSet;
-
-
 
     #[test]
     fn hostile_ids_give_distinct_plain_names() {
@@ -111,7 +109,10 @@ mod tests {
                 "{id:?} -> {s:?}"
             );
             // Case-insensitive file systems: distinct ids must differ after lower-casing too.
-            assert!(seen.insert(s.to_ascii_lowercase()), "{id:?} collides as {s:?}");
+            assert!(
+                seen.insert(s.to_ascii_lowercase()),
+                "{id:?} collides as {s:?}"
+            );
         }
     }
 

@@ -230,7 +230,11 @@ impl ExplainWriter {
                 let key = |r: &EnergyRow| r.outside_share().unwrap_or(f64::NEG_INFINITY);
                 key(rb).total_cmp(&key(ra)).then_with(|| ra.id.cmp(&rb.id))
             });
-            let stem = format!("{}__{}", cxr_core::outname::safe_stem(&source), label.as_str());
+            let stem = format!(
+                "{}__{}",
+                cxr_core::outname::safe_stem(&source),
+                label.as_str()
+            );
             let listing: Vec<GalleryRow> = idx
                 .iter()
                 .enumerate()

@@ -484,7 +484,10 @@ pub fn predict_folder(
             }
         }
         for (name, mask) in names.iter().zip(seg.predict_masks(&ok)?) {
-            cxr_core::png8::write_grey8(&out_dir.join(format!("{}.png", cxr_core::outname::safe_stem(name))), &mask)?;
+            cxr_core::png8::write_grey8(
+                &out_dir.join(format!("{}.png", cxr_core::outname::safe_stem(name))),
+                &mask,
+            )?;
             match crop::lung_box(&mask).reject {
                 None => summary.kept += 1,
                 Some(r) => *summary.rejected.entry(r.as_str().into()).or_default() += 1,
@@ -598,9 +601,19 @@ mod tests {
                 .filter(|p| !p.starts_with(&input))
                 .collect();
             for p in &written {
-                assert!(p.starts_with(&out), "{} escaped {}", p.display(), out.display());
+                assert!(
+                    p.starts_with(&out),
+                    "{} escaped {}",
+                    p.display(),
+                    out.display()
+                );
             }
-            let count = |sub: &str| written.iter().filter(|p| p.starts_with(out.join(sub))).count();
+            let count = |sub: &str| {
+                written
+                    .iter()
+                    .filter(|p| p.starts_with(out.join(sub)))
+                    .count()
+            };
             assert_eq!(count("crops"), ids.len(), "predicted={predicted}");
             assert_eq!(count("masks"), if predicted { ids.len() } else { 0 });
         }
