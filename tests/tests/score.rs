@@ -1,6 +1,7 @@
 //! `cargo xtask score` end to end: a tiny manifest (one unreadable row) scored with the small-CNN ONNX spec
 //! and with a cue reader; the CSV parses with cxr-eval and holds exactly what `OnnxScorer` gives directly,
-//! the bad row lands in `rejects.csv`, and a bad spec path fails with one line naming the file.
+//! the bad row lands in `predictions.rejects.csv` (preprocess's `rejects.csv` beside it untouched), an
+//! `--out` naming the manifest is refused, and a bad spec path fails with one line naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,10 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
     for model in ["small_cnn", "cue_outside"] {
         let spec = fixtures().join(format!("{model}.toml"));
         let out = dir.path().join(format!("{model}/predictions.csv"));
+        // What preprocess wrote beside it must survive the score.
+        let theirs = out.with_file_name("rejects.csv");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        std::fs::write(&theirs, "id,file,reason\npre,x.dcm,unreadable\n").unwrap();
         xtask(&[
             "score",
             "--model-spec",
@@ -108,7 +113,12 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
                     .all(|p| p.score < 0.8)
             );
         }
-        let rejects = std::fs::read_to_string(out.with_file_name("rejects.csv")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "id,file,reason\npre,x.dcm,unreadable\n"
+        );
+        let rejects =
+            std::fs::read_to_string(out.with_file_name("predictions.rejects.csv")).unwrap();
         let lines: Vec<&str> = rejects.lines().collect();
         assert_eq!(lines.len(), 2, "{rejects}");
         assert!(
@@ -116,6 +126,33 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
             "{rejects}"
         );
     }
+}
+
+/// `--out` equal to `--manifest` (spelled another way) is refused before anything is written.
+#[test]
+fn an_output_naming_the_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let before = std::fs::read(&manifest).unwrap();
+    let spec = fixtures().join("small_cnn.toml");
+    let same = dir.path().join(".").join("manifest.csv");
+    let e = xtask(&[
+        "score",
+        "--model-spec",
+        spec.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        same.to_str().unwrap(),
+    ])
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("overwrite the input") && msg.contains("manifest.csv"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    assert!(!dir.path().join("manifest.rejects.csv").exists());
 }
 
 #[test]

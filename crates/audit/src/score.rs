@@ -1,5 +1,5 @@
 //! Any scorer over a manifest (`cxr score`): `predictions.csv` in the format `cxr evaluate` reads, and
-//! `rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
+//! `predictions.rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
 //! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`).
 
 use std::path::{Path, PathBuf};
@@ -18,11 +18,12 @@ use crate::progress::{Bar, Progress};
 pub struct ScoreConfig {
     /// The image column; `None`: `png8` (`load_scorer` says which column a model of ours reads).
     pub column: Option<String>,
-    /// The predictions CSV; `rejects.csv` is written beside it.
+    /// The predictions CSV; its rejects go beside it, to [`rejects_path`] (never preprocess's `rejects.csv`).
     pub out: PathBuf,
     /// Images per scorer call.
     pub batch_size: usize,
-    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and `rejects.part-K-of-N.csv`.
+    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and
+    /// `predictions.rejects.part-K-of-N.csv`.
     pub shard: Option<Shard>,
     /// What identifies the model in the parts' config hash ([`model_key`]).
     pub model_key: String,
@@ -60,6 +61,17 @@ pub fn model_key(source: &ModelSource) -> Result<String> {
     })
 }
 
+/// Where `score` lists the images it could not read: `<out stem>.rejects.csv` beside `out`
+/// (`predictions.csv` → `predictions.rejects.csv`), so it never replaces the `rejects.csv` that preprocess
+/// wrote in the same folder, nor another score's.
+pub fn rejects_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!("{stem}.rejects.csv"))
+}
+
 /// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`).
 fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
     let img = image::ImageReader::open(path)
@@ -89,12 +101,10 @@ pub fn score_manifest(
         .filter(|r| cfg.shard.is_none_or(|s| s.owns_record(r)))
         .collect();
     let (out, rejects_path) = match cfg.shard {
-        Some(s) => (
-            s.part_path(&cfg.out),
-            s.part_path(&cfg.out.with_file_name("rejects.csv")),
-        ),
-        None => (cfg.out.clone(), cfg.out.with_file_name("rejects.csv")),
+        Some(s) => (s.part_path(&cfg.out), s.part_path(&rejects_path(&cfg.out))),
+        None => (cfg.out.clone(), rejects_path(&cfg.out)),
     };
+    cxr_core::fsutil::refuse_inputs(&[&out, &rejects_path], &[manifest])?;
     let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
     let mut preds = Vec::with_capacity(rows.len());
     let mut rejects = csv::Writer::from_writer(Vec::new());
