@@ -128,6 +128,44 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
     }
 }
 
+/// A rejected row records its file as the manifest gives it (`../../etc/passwd`, not a mangled
+/// `/../etc/passwd`), and every reason names the file it could not read (a device, a system file).
+#[test]
+fn rejects_record_the_cell_as_given_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let up = "../".repeat(40) + "etc/passwd";
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!("imup,a,covid,p7,PA,x.png,png,,test,{up}\n"));
+    text.push_str("imdev,a,covid,p8,PA,x.png,png,,test,/dev/null\n");
+    std::fs::write(&manifest, text).unwrap();
+    let out = dir.path().join("out/predictions.csv");
+    xtask(&[
+        "score",
+        "--model-spec",
+        fixtures().join("cue_outside.toml").to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let rejects = std::fs::read_to_string(out.with_file_name("predictions.rejects.csv")).unwrap();
+    // (id, file, reason) of a row; no field here holds a comma or a quote.
+    let row = |id: &str| -> Vec<String> {
+        let line = rejects
+            .lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("{id} not rejected:\n{rejects}"));
+        line.splitn(3, ',').map(str::to_string).collect()
+    };
+    assert_eq!(row("imup")[1], up);
+    assert!(row("imup")[2].starts_with("/etc/passwd: "), "{rejects}");
+    assert_eq!(row("imdev")[1], "/dev/null");
+    assert!(row("imdev")[2].starts_with("/dev/null: "), "{rejects}");
+    assert!(row("imbad")[2].contains("broken.png"), "{rejects}");
+}
+
 /// `--out` equal to `--manifest` (spelled another way) is refused before anything is written.
 #[test]
 fn an_output_naming_the_manifest_is_refused() {

@@ -74,14 +74,16 @@ pub fn rejects_path(out: &Path) -> PathBuf {
 
 /// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`).
 fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
+    // Every reason names the file: an OS error alone ("No such device (os error 19)") says nothing of which.
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| named(&e))?
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| named(&e))?
         .decode()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| named(&e))?
         .to_luma8();
-    Grey8::new(img.width(), img.height(), img.into_raw()).map_err(|e| e.to_string())
+    Grey8::new(img.width(), img.height(), img.into_raw()).map_err(|e| named(&e))
 }
 
 /// Scores every row of the manifest at `manifest` (needs `id, source, label` and the image column; keeps
@@ -113,16 +115,16 @@ pub fn score_manifest(
         .map_err(csv_err)?;
     let bar = Bar::new(progress, "score".into(), rows.len());
     for batch in rows.chunks(cfg.batch_size.max(1)) {
-        let loaded: Vec<(usize, PathBuf, std::result::Result<Grey8, String>)> = batch
+        // The cell as the manifest gives it: a rejects row names the file the way its user wrote it.
+        let loaded: Vec<(usize, String, std::result::Result<Grey8, String>)> = batch
             .par_iter()
             .enumerate()
             .map(
                 |(i, r)| match r.get(column).filter(|c| !c.trim().is_empty()) {
-                    None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
+                    None => (i, String::new(), Err(format!("no `{column}` value"))),
                     Some(cell) => {
                         let p = cxr_core::absolute_path(&m.base_dir.join(cell.trim()));
-                        let g = read_grey(&p);
-                        (i, p, g)
+                        (i, cell.trim().to_string(), read_grey(&p))
                     }
                 },
             )
@@ -137,10 +139,8 @@ pub fn score_manifest(
                 }
                 Err(reason) => {
                     tracing::warn!("score: {}: {reason}", batch[i].id);
-                    let cell =
-                        cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
                     rejects
-                        .write_record([batch[i].id.as_str(), cell.as_str(), reason.as_str()])
+                        .write_record([batch[i].id.as_str(), p.as_str(), reason.as_str()])
                         .map_err(csv_err)?;
                 }
             }
