@@ -473,4 +473,53 @@ mod tests {
                 .contains("nih,pneumonia,4,1,")
         );
     }
+
+    /// Hostile ids and sources: every overlay and gallery stays under the writer's folder, one overlay per
+    /// item (case twins and long ids included).
+    #[test]
+    fn hostile_ids_never_write_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("deep/out");
+        let mut w = ExplainWriter::new(&out_dir, ExplainConfig::default()).unwrap();
+        let mask = Grey8::new(
+            8,
+            8,
+            (0..64).map(|i| if i % 8 < 4 { 255 } else { 0 }).collect(),
+        )
+        .unwrap();
+        let image = Grey8::new(8, 8, vec![90; 64]).unwrap();
+        let heat = Heatmap::new(8, 8, vec![0.5; 64]).unwrap();
+        let long = "W".repeat(2000);
+        let ids: Vec<&str> = cxr_core::outname::HOSTILE_IDS
+            .iter()
+            .copied()
+            .chain([long.as_str()])
+            .collect();
+        for (k, id) in ids.iter().enumerate() {
+            let source = if k % 2 == 0 { "../../evil" } else { "EVIL" };
+            let item = CamItem {
+                id: id.to_string(),
+                source: SourceId::new(source).unwrap(),
+                label: Label::Pneumonia,
+                image: image.clone(),
+                mask: mask.clone(),
+            };
+            w.add(&item, &heat, 0.1).unwrap();
+        }
+        w.finish().unwrap();
+        let mut stack = vec![dir.path().to_path_buf()];
+        let mut overlays = 0;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    assert!(p.starts_with(&out_dir), "{} escaped", p.display());
+                    overlays += usize::from(p.parent() == Some(&out_dir.join("overlays")));
+                }
+            }
+        }
+        assert_eq!(overlays, ids.len());
+    }
 }
