@@ -388,6 +388,7 @@ pub fn evaluate(
                 rows.len()
             )
         });
+        let val: Vec<&Row> = rows.iter().filter(|r| r.split == Split::Val).collect();
         let vs: Vec<f64> = val.iter().map(|r| r.score).collect();
         let vp: Vec<bool> = val.iter().map(|r| r.positive).collect();
         let threshold = match choose_threshold(&vs, &vp, options.threshold_rule) {
