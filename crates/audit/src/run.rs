@@ -507,6 +507,7 @@ fn occlusion_saliency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cxr_core::Split;
     use crate::test_support::{MeanGrey, tiny_manifest};
 
     /// The tiny manifest with only some columns, as a user might write it by hand.

@@ -267,7 +267,7 @@ fn files_name_their_models_and_errors_name_their_files() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(
         &bad,
-        "id,source,split,label,score\na,nih,test,pneumonia,2\n",
+        "id,source,split,label,score\na,nih,test,pneumonia,inf\n",
     )
     .unwrap();
     let err = load_predictions(&[bad]).unwrap_err().to_string();
