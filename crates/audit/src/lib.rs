@@ -56,4 +56,4 @@ pub use load::{LoadedScorer, OurModel, load_classifier, load_scorer, run_column}
 pub use progress::{OnProgress, Progress};
 pub use protocol::{FinishOptions, FinishOutcome, PrepareOutcome, Prepared, finish, prepare};
 pub use run::{AuditFiles, AuditOutcome, galleries_in, run_audit, run_audit_on, run_audit_with};
-pub use score::{ScoreConfig, ScoreOutcome, model_key, score_manifest};
+pub use score::{ScoreConfig, ScoreOutcome, model_key, rejects_path, score_manifest};

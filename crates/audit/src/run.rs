@@ -90,6 +90,7 @@ pub fn run_audit_on(
         }
         None => scorer,
     };
+    cfg.validate()?;
     let column = cfg.column();
     check_manifest(
         manifest,
@@ -207,7 +208,13 @@ pub fn run_audit_on(
     // 2. Occlusion: the model's AUC on full images, lungs removed, lungs only.
     let mut todo = samples(manifest, manifest_path, column, Some(cfg.split))?;
     if todo.is_empty() {
-        todo = samples(manifest, manifest_path, column, None)?;
+        return Err(AuditError::input(
+            manifest_path,
+            format!(
+                "no `{}` rows with a `{column}` image and a `mask`: pick the split to audit with --split",
+                cfg.split.as_str()
+            ),
+        ));
     }
     todo.retain(|s| s.row.label.target().is_some());
     let positives: Vec<bool> = todo
@@ -240,7 +247,7 @@ pub fn run_audit_on(
                 let removed = occlusion::remove_lungs(&img, &mask, fill)?;
                 let only = occlusion::lungs_only(&img, &mask, fill)?;
                 if let Some(out) = &cfg.out {
-                    let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
+                    let name = format!("{}.png", cxr_core::outname::safe_stem(&s.row.id));
                     for (kind, occluded) in [("lungs_removed", &removed), ("lungs_only", &only)] {
                         let p = out.join("occlusion").join(fill_name).join(kind).join(&name);
                         if let Some(d) = p.parent() {
@@ -504,6 +511,7 @@ fn occlusion_saliency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cxr_core::Split;
     use crate::test_support::{MeanGrey, tiny_manifest};
 
     /// The tiny manifest with only some columns, as a user might write it by hand.
@@ -585,6 +593,100 @@ mod tests {
             "{:?}",
             done.notes
         );
+    }
+
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Hostile manifest ids on the audited rows: every occlusion PNG and saliency map stays under `out`,
+    /// one file per row.
+    #[test]
+    fn hostile_ids_never_write_outside_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let mut manifest = Manifest::read(&m).unwrap();
+        let long = "Q".repeat(300);
+        let hostile = [
+            "../../x/y",
+            "/tmp/abs",
+            "..",
+            "A",
+            "a",
+            "a b\\c",
+            "con",
+            long.as_str(),
+        ];
+        let test_rows = manifest
+            .records
+            .iter_mut()
+            .filter(|r| r.split == Some(Split::Test));
+        for (r, id) in test_rows.zip(hostile) {
+            r.id = id.to_string();
+        }
+        let before = files_under(d);
+        let out = d.join("deep/er/out");
+        let cfg = AuditConfig {
+            saliency_images: 8,
+            saliency_grid: 4,
+            out: Some(out.clone()),
+            ..Default::default()
+        };
+        run_audit_on(&MeanGrey, &manifest, &m, &cfg, &|_| {}).unwrap();
+        for p in files_under(d) {
+            assert!(
+                before.contains(&p) || p.starts_with(&out),
+                "{} written outside {}",
+                p.display(),
+                out.display()
+            );
+        }
+        let pngs = std::fs::read_dir(out.join("occlusion/noise/lungs_removed"))
+            .unwrap()
+            .count();
+        assert_eq!(pngs, hostile.len());
+    }
+
+    /// `--split X` with no X rows and `--folds 0` are errors, not a run on other rows or no probe.
+    #[test]
+    fn an_empty_split_and_zero_folds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny_manifest(dir.path());
+        let cfg = AuditConfig {
+            saliency_images: 0,
+            split: Split::Val,
+            ..Default::default()
+        };
+        let e = run_audit(&MeanGrey, &m, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("`val`") && e.contains("--split") && e.contains("manifest.csv"),
+            "{e}"
+        );
+        let e = run_audit(
+            &MeanGrey,
+            &m,
+            &AuditConfig {
+                folds: 0,
+                split: Split::Test,
+                ..cfg
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--folds") && e.contains("0 folds"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Any scorer over a manifest (`cxr score`): `predictions.csv` in the format `cxr evaluate` reads, and
-//! `rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
-//! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`, which
-//! holds the model's content hash). Unsharded, `predictions.model.json` beside it names the model and its
+//! `predictions.rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the
+//! rows it owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`,
+//! which holds the model's content hash). Unsharded, `predictions.model.json` beside it names the model and its
 //! content hash.
 
 use std::path::{Path, PathBuf};
@@ -20,11 +20,12 @@ use crate::progress::{Bar, Progress};
 pub struct ScoreConfig {
     /// The image column; `None`: `png8` (`load_scorer` says which column a model of ours reads).
     pub column: Option<String>,
-    /// The predictions CSV; `rejects.csv` is written beside it.
+    /// The predictions CSV; its rejects go beside it, to [`rejects_path`] (never preprocess's `rejects.csv`).
     pub out: PathBuf,
     /// Images per scorer call.
     pub batch_size: usize,
-    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and `rejects.part-K-of-N.csv`.
+    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and
+    /// `predictions.rejects.part-K-of-N.csv`.
     pub shard: Option<Shard>,
     /// What identifies the model in the parts' config hash ([`model_key`]).
     pub model_key: String,
@@ -64,12 +65,24 @@ pub fn model_key(source: &ModelSource) -> Result<String> {
     })
 }
 
-/// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`, whose `file` column names the
-/// file already).
+/// Where `score` lists the images it could not read: `<out stem>.rejects.csv` beside `out`
+/// (`predictions.csv` → `predictions.rejects.csv`), so it never replaces the `rejects.csv` that preprocess
+/// wrote in the same folder, nor another score's.
+pub fn rejects_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!("{stem}.rejects.csv"))
+}
+
+/// An image file as 8-bit grey, or why not (the reason goes to the rejects table).
 fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
+    // Every reason names the file: an OS error alone ("No such device (os error 19)") says nothing of which.
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     cxr_core::png8::read_grey8(path).map_err(|e| match e {
-        cxr_core::CoreError::Image { message, .. } => message,
-        cxr_core::CoreError::Io { source, .. } => source.to_string(),
+        cxr_core::CoreError::Image { message, .. } => named(&message),
+        cxr_core::CoreError::Io { source, .. } => named(&source),
         other => other.to_string(),
     })
 }
@@ -91,12 +104,10 @@ pub fn score_manifest(
         .filter(|r| cfg.shard.is_none_or(|s| s.owns_record(r)))
         .collect();
     let (out, rejects_path) = match cfg.shard {
-        Some(s) => (
-            s.part_path(&cfg.out),
-            s.part_path(&cfg.out.with_file_name("rejects.csv")),
-        ),
-        None => (cfg.out.clone(), cfg.out.with_file_name("rejects.csv")),
+        Some(s) => (s.part_path(&cfg.out), s.part_path(&rejects_path(&cfg.out))),
+        None => (cfg.out.clone(), rejects_path(&cfg.out)),
     };
+    cxr_core::fsutil::refuse_inputs(&[&out, &rejects_path], &[manifest])?;
     let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
     let mut preds = Vec::with_capacity(rows.len());
     let mut rejects = csv::Writer::from_writer(Vec::new());
@@ -105,16 +116,16 @@ pub fn score_manifest(
         .map_err(csv_err)?;
     let bar = Bar::new(progress, "score".into(), rows.len());
     for batch in rows.chunks(cfg.batch_size.max(1)) {
-        let loaded: Vec<(usize, PathBuf, std::result::Result<Grey8, String>)> = batch
+        // The cell as the manifest gives it: a rejects row names the file the way its user wrote it.
+        let loaded: Vec<(usize, String, std::result::Result<Grey8, String>)> = batch
             .par_iter()
             .enumerate()
             .map(
                 |(i, r)| match r.get(column).filter(|c| !c.trim().is_empty()) {
-                    None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
+                    None => (i, String::new(), Err(format!("no `{column}` value"))),
                     Some(cell) => {
                         let p = cxr_core::absolute_path(&m.base_dir.join(cell.trim()));
-                        let g = read_grey(&p);
-                        (i, p, g)
+                        (i, cell.trim().to_string(), read_grey(&p))
                     }
                 },
             )
@@ -129,10 +140,8 @@ pub fn score_manifest(
                 }
                 Err(reason) => {
                     tracing::warn!("score: {}: {reason}", batch[i].id);
-                    let cell =
-                        cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
                     rejects
-                        .write_record([batch[i].id.as_str(), cell.as_str(), reason.as_str()])
+                        .write_record([batch[i].id.as_str(), p.as_str(), reason.as_str()])
                         .map_err(csv_err)?;
                 }
             }

@@ -12,6 +12,22 @@ use sha2::{Digest, Sha256};
 
 use crate::CoreError;
 
+/// Refuses any of `outputs` that is (after resolving `..` and links) one of `inputs`: writing it would destroy
+/// the input (`cxr score --out M.csv --manifest M.csv`). Paths that do not exist yet are compared lexically.
+pub fn refuse_inputs(outputs: &[&Path], inputs: &[&Path]) -> Result<(), CoreError> {
+    let key = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| crate::absolute_path(p));
+    for o in outputs {
+        let ko = key(o);
+        if let Some(i) = inputs.iter().find(|i| key(i) == ko) {
+            return Err(CoreError::OutputIsInput {
+                output: o.to_path_buf(),
+                input: i.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically, creating parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     write_atomic_with(path, |w| w.write_all(bytes))

@@ -38,8 +38,9 @@ pub fn absolute_path(p: &Path) -> PathBuf {
     for c in joined.components() {
         match c {
             Component::CurDir => {}
+            // `..` at the root is the root (POSIX), never a `/../etc/passwd` component to carry along.
             Component::ParentDir => {
-                if !out.pop() {
+                if !out.pop() && !out.has_root() {
                     out.push(c);
                 }
             }
@@ -545,6 +546,11 @@ mod tests {
         assert_eq!(
             absolute_path(Path::new("t/r/../s/x.png")),
             cwd.join("t/s/x.png")
+        );
+        // More `..` than folders: the root, as the OS resolves it.
+        assert_eq!(
+            absolute_path(Path::new("/tmp/x/../../../../etc/passwd")),
+            Path::new("/etc/passwd")
         );
         assert_eq!(
             path_cell(Path::new("t/r/exp"), Path::new("t/r/seg/c.png")),
