@@ -8,7 +8,9 @@ use std::process::Command;
 #[test]
 fn the_python_package_audits_callables_files_and_tables() {
     let Some(python) = std::env::var_os("CXR_PYTHON") else {
-        println!("skipped: CXR_PYTHON is not set (.ci/run sets it to the venv holding cxr_confounders)");
+        println!(
+            "skipped: CXR_PYTHON is not set (.ci/run sets it to the venv holding cxr_confounders)"
+        );
         return;
     };
     let import = Command::new(&python)
@@ -20,7 +22,10 @@ fn the_python_package_audits_callables_files_and_tables() {
             println!(
                 "skipped: cxr_confounders is not installed in {} (pip install ./crates/python): {}",
                 python.to_string_lossy(),
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
             return;
         }
@@ -30,12 +35,22 @@ fn the_python_package_audits_callables_files_and_tables() {
         }
     }
     let out = Command::new(&python)
-        .args(["-m", "unittest", "discover", "-v", "-s", "crates/python/tests"])
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-v",
+            "-s",
+            "crates/python/tests",
+        ])
         .current_dir(cxr_tests::repo_root())
         .output()
         .expect("running the Python tests");
     let log = String::from_utf8_lossy(&out.stderr);
     println!("{log}");
-    assert!(out.status.success(), "the Python package's tests failed:\n{log}");
+    assert!(
+        out.status.success(),
+        "the Python package's tests failed:\n{log}"
+    );
     assert!(log.contains("Ran "), "no Python test ran:\n{log}");
 }

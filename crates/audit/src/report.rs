@@ -414,7 +414,12 @@ pub struct ConfounderLine<'a> {
 }
 
 /// The counterfactual confounder test's blocks: what it does and its flag rule, then one row per group.
-pub fn confounder_blocks(model: &str, verdict: &str, rule: &str, lines: &[ConfounderLine<'_>]) -> Vec<Block> {
+pub fn confounder_blocks(
+    model: &str,
+    verdict: &str,
+    rule: &str,
+    lines: &[ConfounderLine<'_>],
+) -> Vec<Block> {
     let f = |v: Option<f64>| v.map_or("–".into(), |x| format!("{x:+.3}"));
     vec![
         Block::Paragraph(format!(

@@ -511,8 +511,8 @@ fn occlusion_saliency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cxr_core::Split;
     use crate::test_support::{MeanGrey, tiny_manifest};
+    use cxr_core::Split;
 
     /// The tiny manifest with only some columns, as a user might write it by hand.
     fn hand_written(manifest: &Path, keep: &[&str], out: &Path) {

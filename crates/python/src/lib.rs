@@ -55,15 +55,34 @@ impl Scorer for CallableScorer {
         let (s, c, n) = (self.input.input_size, self.input.channels, images.len());
         let mut data = Vec::with_capacity(n * c * s * s);
         for (i, g) in images.iter().enumerate() {
-            cxr_core::model_input::push_model_input(g, s, &self.input.mean, &self.input.std, &mut data)
-                .ok_or_else(|| self.fail(format!("image {i}: a {}x{} buffer is malformed", g.width, g.height)))?;
+            cxr_core::model_input::push_model_input(
+                g,
+                s,
+                &self.input.mean,
+                &self.input.std,
+                &mut data,
+            )
+            .ok_or_else(|| {
+                self.fail(format!(
+                    "image {i}: a {}x{} buffer is malformed",
+                    g.width, g.height
+                ))
+            })?;
         }
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let out: AdapterOut = Python::attach(|py| {
             let batch = PyBytes::new(py, &bytes);
             let shape = PyTuple::new(py, [n, c, s, s])?;
             self.adapter
-                .call1(py, (self.model.clone_ref(py), batch, shape, features && self.features))?
+                .call1(
+                    py,
+                    (
+                        self.model.clone_ref(py),
+                        batch,
+                        shape,
+                        features && self.features,
+                    ),
+                )?
                 .extract(py)
         })
         .map_err(|e: PyErr| self.fail(format!("the model raised {e}")))?;
@@ -122,9 +141,12 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 /// The model's input description from the keyword options (a spec without its `onnx`), checked by the
 /// same rules as a spec file.
 fn input_spec(onnx: &Path, input: &str) -> PyResult<ModelSpec> {
-    let mut table: toml::Table =
-        serde_json::from_str(input).map_err(|e| value_error(format!("model input options: {e}")))?;
-    table.insert("onnx".into(), toml::Value::String(onnx.to_string_lossy().into_owned()));
+    let mut table: toml::Table = serde_json::from_str(input)
+        .map_err(|e| value_error(format!("model input options: {e}")))?;
+    table.insert(
+        "onnx".into(),
+        toml::Value::String(onnx.to_string_lossy().into_owned()),
+    );
     ModelSpec::parse(&table.to_string(), Path::new("."))
         .map_err(|e| value_error(format!("model input options: {e}")))
 }
@@ -162,7 +184,11 @@ fn scorer_of(
         }
         "spec" | "run" => {
             let path: PathBuf = model.extract()?;
-            let source = if kind == "spec" { ModelSource::Spec(path) } else { ModelSource::Run(path) };
+            let source = if kind == "spec" {
+                ModelSource::Spec(path)
+            } else {
+                ModelSource::Run(path)
+            };
             let loaded = py
                 .detach(|| cxr_audit::load_scorer(&source, &ModelOptions::default()))
                 .map_err(value_error)?;
@@ -222,14 +248,24 @@ fn run_audit(
 ) -> PyResult<String> {
     let cfg: AuditConfig =
         serde_json::from_str(config).map_err(|e| value_error(format!("audit options: {e}")))?;
-    let (scorer, column) = scorer_of(py, kind, model, adapter, cfg.name.as_deref(), input, features)?;
+    let (scorer, column) = scorer_of(
+        py,
+        kind,
+        model,
+        adapter,
+        cfg.name.as_deref(),
+        input,
+        features,
+    )?;
     let cfg = AuditConfig {
         column: Some(cfg.column.clone().unwrap_or(column)),
         ..cfg
     };
     let outcome = py.detach(|| {
         let manifest = match &manifest_csv {
-            Some(csv) => cxr_audit::read_manifest_from(csv, &manifest_name, &base_dir, cfg.column())?,
+            Some(csv) => {
+                cxr_audit::read_manifest_from(csv, &manifest_name, &base_dir, cfg.column())?
+            }
             None => cxr_audit::read_manifest(&manifest_name, cfg.column())?,
         };
         cxr_audit::run_audit_on(scorer.as_ref(), &manifest, &manifest_name, &cfg, &|_| {})
@@ -256,11 +292,18 @@ fn run_audit(
 /// `LintReport` as JSON.
 #[pyfunction]
 #[pyo3(signature = (name, csv, base_dir))]
-fn lint(py: Python<'_>, name: PathBuf, csv: Option<Vec<u8>>, base_dir: PathBuf) -> PyResult<String> {
+fn lint(
+    py: Python<'_>,
+    name: PathBuf,
+    csv: Option<Vec<u8>>,
+    base_dir: PathBuf,
+) -> PyResult<String> {
     let report = py.detach(|| {
         let needs = ["split"];
         let manifest = match &csv {
-            Some(text) => cxr_core::Manifest::read_lenient_from(text.as_slice(), &name, &base_dir, &needs),
+            Some(text) => {
+                cxr_core::Manifest::read_lenient_from(text.as_slice(), &name, &base_dir, &needs)
+            }
             None => cxr_core::Manifest::read_lenient(&name, &needs),
         }?;
         Ok::<_, cxr_core::CoreError>(cxr_ingest::lint::lint(&manifest))
@@ -288,8 +331,8 @@ fn evaluate(
     if let (Some(m), Some(g)) = (merged.as_object_mut(), given.as_object()) {
         m.extend(g.clone());
     }
-    let mut opts: cxr_eval::EvalOptions =
-        serde_json::from_value(merged).map_err(|e| value_error(format!("evaluate options: {e}")))?;
+    let mut opts: cxr_eval::EvalOptions = serde_json::from_value(merged)
+        .map_err(|e| value_error(format!("evaluate options: {e}")))?;
     py.detach(|| {
         if let Some(path) = &train_manifest {
             let manifest = cxr_core::Manifest::read(path).map_err(|e| e.to_string())?;

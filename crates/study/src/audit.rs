@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cxr_audit::{AuditConfig, ConfounderConfig, FillKind, GradCamConfig, ModelOptions, ModelSource};
+use cxr_audit::{
+    AuditConfig, ConfounderConfig, FillKind, GradCamConfig, ModelOptions, ModelSource,
+};
 use cxr_core::{Manifest, ManifestRecord, Split};
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +82,12 @@ pub struct AuditOutput {
 
 /// Audits `model` on the experiment's split manifest into `dir` (cached by the model, the manifest and the
 /// profile's audit settings).
-pub fn run(env: Env<'_>, model: &ModelRun, manifest_path: &Path, dir: &Path) -> Result<AuditOutput> {
+pub fn run(
+    env: Env<'_>,
+    model: &ModelRun,
+    manifest_path: &Path,
+    dir: &Path,
+) -> Result<AuditOutput> {
     let profile = env.profile;
     let key = key_of(&(
         "audit-v7",
@@ -170,8 +177,11 @@ pub fn run(env: Env<'_>, model: &ModelRun, manifest_path: &Path, dir: &Path) -> 
         };
         cxr_audit::run_grad_cam(&ours, &sample_path, &cam, &on_progress)
             .ctx(|| format!("Grad-CAM of {}", model.dir.display()))?;
-        let loaded = cxr_audit::load_scorer(&ModelSource::Run(model.dir.clone()), &ModelOptions::default())
-            .ctx(|| format!("loading {}", model.dir.display()))?;
+        let loaded = cxr_audit::load_scorer(
+            &ModelSource::Run(model.dir.clone()),
+            &ModelOptions::default(),
+        )
+        .ctx(|| format!("loading {}", model.dir.display()))?;
         let fills = profile
             .occlusion_fills
             .split(',')
@@ -185,8 +195,9 @@ pub fn run(env: Env<'_>, model: &ModelRun, manifest_path: &Path, dir: &Path) -> 
             out: Some(dir.to_path_buf()),
             ..AuditConfig::default()
         };
-        let outcome = cxr_audit::run_audit_with(loaded.scorer.as_ref(), &audit_manifest, &cfg, &on_progress)
-            .ctx(|| format!("the audit of {}", model.dir.display()))?;
+        let outcome =
+            cxr_audit::run_audit_with(loaded.scorer.as_ref(), &audit_manifest, &cfg, &on_progress)
+                .ctx(|| format!("the audit of {}", model.dir.display()))?;
         let probe = outcome.probe.map(|p| ProbeDetails {
             per_source: p.per_source,
             pairs: p.pairs,
@@ -233,6 +244,7 @@ pub fn confounders(
         };
         let done = cxr_audit::run_confounder_test(loaded.scorer.as_ref(), manifest_path, &cfg)
             .ctx(|| format!("the confounder test of {}", model.dir.display()))?;
-        serde_json::from_value(done.json).ctx(|| format!("reading {}", dir.join("confounders.json").display()))
+        serde_json::from_value(done.json)
+            .ctx(|| format!("reading {}", dir.join("confounders.json").display()))
     })
 }

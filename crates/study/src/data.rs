@@ -119,7 +119,12 @@ pub struct DatasetCount {
 }
 
 /// Runs the data stages into `out/data-<tag>/`. `segmenter` reuses UNet weights (e.g. the main run's).
-pub fn prepare(env: Env<'_>, choice: DataChoice, out: &Path, segmenter: Option<PathBuf>) -> Result<Prepared> {
+pub fn prepare(
+    env: Env<'_>,
+    choice: DataChoice,
+    out: &Path,
+    segmenter: Option<PathBuf>,
+) -> Result<Prepared> {
     let Env {
         config,
         profile,
@@ -131,56 +136,60 @@ pub fn prepare(env: Env<'_>, choice: DataChoice, out: &Path, segmenter: Option<P
     let mut notes = Vec::new();
 
     // 1. The world (synthetic) or the dataset roots (real).
-    let (world_root, world_summary, roots): (Option<PathBuf>, Option<WorldSummary>, Vec<(String, PathBuf)>) =
-        match &choice {
-            DataChoice::Synthetic(_) | DataChoice::Isolated(_) => {
-                let (kind, only) = match &choice {
-                    DataChoice::Synthetic(World::Clean) => (cxr_synth::WorldKind::Clean, None),
-                    DataChoice::Isolated(g) => (cxr_synth::WorldKind::Paper, Some(*g)),
-                    _ => (cxr_synth::WorldKind::Paper, None),
-                };
-                let cfg = cxr_synth::WorldConfig {
-                    kind,
-                    only,
-                    per_source: profile.per_source,
-                    size: profile.world_size,
-                    seed: config.seed,
-                    signal: config.signal.unwrap_or(1.0),
-                    gallery: true,
-                    ..cxr_synth::WorldConfig::default()
-                };
-                let world_dir = dir.join("world");
-                let key = key_of(&("synth-v1", &cfg));
-                let summary: WorldSummary = cached("synth", &world_dir, &key, || {
-                    let summary = cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
+    let (world_root, world_summary, roots): (
+        Option<PathBuf>,
+        Option<WorldSummary>,
+        Vec<(String, PathBuf)>,
+    ) = match &choice {
+        DataChoice::Synthetic(_) | DataChoice::Isolated(_) => {
+            let (kind, only) = match &choice {
+                DataChoice::Synthetic(World::Clean) => (cxr_synth::WorldKind::Clean, None),
+                DataChoice::Isolated(g) => (cxr_synth::WorldKind::Paper, Some(*g)),
+                _ => (cxr_synth::WorldKind::Paper, None),
+            };
+            let cfg = cxr_synth::WorldConfig {
+                kind,
+                only,
+                per_source: profile.per_source,
+                size: profile.world_size,
+                seed: config.seed,
+                signal: config.signal.unwrap_or(1.0),
+                gallery: true,
+                ..cxr_synth::WorldConfig::default()
+            };
+            let world_dir = dir.join("world");
+            let key = key_of(&("synth-v1", &cfg));
+            let summary: WorldSummary = cached("synth", &world_dir, &key, || {
+                let summary =
+                    cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
                         progress.update("synth", done, total)
                     })
                     .ctx(|| format!("generating the synthetic world in {}", world_dir.display()))?;
-                    progress.finish("synth");
-                    Ok(summary)
-                })?;
-                let roots = summary
-                    .sources
-                    .iter()
-                    .map(|s| (s.id.clone(), s.root.clone()))
-                    .collect();
-                (Some(world_dir), Some(summary), roots)
-            }
-            DataChoice::Real { root, datasets } => {
-                let roots = datasets
-                    .iter()
-                    .map(|d| {
-                        let r = if d == "cohen" || datasets.len() == 1 {
-                            root.clone()
-                        } else {
-                            root.join(real_folder(d))
-                        };
-                        (d.clone(), r)
-                    })
-                    .collect();
-                (None, None, roots)
-            }
-        };
+                progress.finish("synth");
+                Ok(summary)
+            })?;
+            let roots = summary
+                .sources
+                .iter()
+                .map(|s| (s.id.clone(), s.root.clone()))
+                .collect();
+            (Some(world_dir), Some(summary), roots)
+        }
+        DataChoice::Real { root, datasets } => {
+            let roots = datasets
+                .iter()
+                .map(|d| {
+                    let r = if d == "cohen" || datasets.len() == 1 {
+                        root.clone()
+                    } else {
+                        root.join(real_folder(d))
+                    };
+                    (d.clone(), r)
+                })
+                .collect();
+            (None, None, roots)
+        }
+    };
 
     // 2. Ingest: one adapter per dataset, merged into one manifest.
     let ingest_dir = dir.join("ingest");
@@ -197,8 +206,9 @@ pub fn prepare(env: Env<'_>, choice: DataChoice, out: &Path, segmenter: Option<P
         let mut merged = Manifest::default();
         let mut per_dataset = Vec::new();
         for (name, root) in &roots {
-            let adapter = cxr_ingest::adapters::by_name(name)
-                .ok_or_else(|| StudyError::Invalid(format!("no ingest adapter for dataset `{name}`")))?;
+            let adapter = cxr_ingest::adapters::by_name(name).ok_or_else(|| {
+                StudyError::Invalid(format!("no ingest adapter for dataset `{name}`"))
+            })?;
             let scanned = cxr_ingest::scan(adapter.as_ref(), root, &pseudo)
                 .ctx(|| format!("ingesting {name} from {}", root.display()))?;
             per_dataset.push(DatasetCount {
@@ -210,7 +220,9 @@ pub fn prepare(env: Env<'_>, choice: DataChoice, out: &Path, segmenter: Option<P
             merged.records.extend(scanned.manifest.records);
         }
         if merged.records.is_empty() {
-            return Err(StudyError::Invalid(format!("no images selected from {roots:?}")));
+            return Err(StudyError::Invalid(format!(
+                "no images selected from {roots:?}"
+            )));
         }
         let path = ingest_dir.join("manifest.csv");
         cxr_ingest::write_manifest(&merged, &path).ctx(|| format!("writing {}", path.display()))?;
@@ -226,8 +238,8 @@ pub fn prepare(env: Env<'_>, choice: DataChoice, out: &Path, segmenter: Option<P
     let pre_cfg = preprocess_config(profile);
     let pre_key = key_of(&("preprocess-v1", file_key(&ingest.manifest)?, pre_cfg.hash()));
     let preprocess: BatchSummary = cached("preprocess", &pre_dir, &pre_key, || {
-        let manifest =
-            Manifest::read(&ingest.manifest).ctx(|| format!("reading {}", ingest.manifest.display()))?;
+        let manifest = Manifest::read(&ingest.manifest)
+            .ctx(|| format!("reading {}", ingest.manifest.display()))?;
         let total = manifest.records.len() as u64;
         let summary = cxr_preprocess::batch::run_batch(
             &manifest,

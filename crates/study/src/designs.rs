@@ -38,7 +38,10 @@ pub fn split_design(name: &str) -> Option<&'static str> {
 
 /// The built-in experiment definition `name` (TOML text).
 pub fn experiment(name: &str) -> Option<&'static str> {
-    EXPERIMENTS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    EXPERIMENTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
 }
 
 /// Where a run reads its definitions: a folder each, or the built-in set (`None`).
@@ -126,7 +129,9 @@ mod tests {
 
     /// Every `*.toml` of `data-manifests/<dir>`, by name, with its text.
     fn on_disk(dir: &str) -> Vec<(String, String)> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-manifests").join(dir);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data-manifests")
+            .join(dir);
         let mut files: Vec<(String, String)> = std::fs::read_dir(&root)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -141,7 +146,9 @@ mod tests {
     }
 
     fn embedded(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+        list.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
     }
 
     #[test]
@@ -161,8 +168,14 @@ mod tests {
         let err = defs.split_design("nope").unwrap_err().to_string();
         assert!(err.contains("no built-in split design `nope`"), "{err}");
         let dir = tempfile::tempdir().unwrap();
-        let mine = split_design("split1").unwrap().replace("name = \"split1\"", "name = \"mine\"");
-        assert_ne!(mine, split_design("split1").unwrap(), "the design names itself");
+        let mine = split_design("split1")
+            .unwrap()
+            .replace("name = \"split1\"", "name = \"mine\"");
+        assert_ne!(
+            mine,
+            split_design("split1").unwrap(),
+            "the design names itself"
+        );
         std::fs::write(dir.path().join("split1.toml"), &mine).unwrap();
         let given = Definitions {
             splits: Some(dir.path().to_path_buf()),

@@ -76,9 +76,9 @@ pub fn load_specs(defs: &Definitions, only: &[String]) -> Result<Vec<ExperimentS
 
 /// A model name split into backbone and mode.
 fn parse_model(name: &str) -> Result<(cxr_model::Arch, cxr_model::Mode)> {
-    let (backbone, mode) = name
-        .split_once('-')
-        .ok_or_else(|| StudyError::Invalid(format!("model `{name}`: expected <backbone>-<mode>")))?;
+    let (backbone, mode) = name.split_once('-').ok_or_else(|| {
+        StudyError::Invalid(format!("model `{name}`: expected <backbone>-<mode>"))
+    })?;
     let arch = match backbone {
         "resnet50" => cxr_model::Arch::resnet50(),
         "vgg16" => cxr_model::Arch::vgg16(),
@@ -220,8 +220,8 @@ impl<'a> Study<'a> {
 
         // 1. Split, by patient, on the images the segment stage kept.
         let design = config.definitions().split_design(&spec.split)?;
-        let segmented =
-            Manifest::read(&data.manifest).ctx(|| format!("reading {}", data.manifest.display()))?;
+        let segmented = Manifest::read(&data.manifest)
+            .ctx(|| format!("reading {}", data.manifest.display()))?;
         let kept = kept_rows(&segmented);
         // The designs give the paper's image counts, made for thousands of images. Cap each step at half of
         // the images its sources hold (of its label, when it names one), so that every source keeps images for
@@ -387,7 +387,8 @@ impl<'a> Study<'a> {
                     resume: config.resume,
                     ..Default::default()
                 };
-                let report = cxr_model::train(&cfg, &run_dir, &opts).ctx(|| format!("training {}", cfg.name))?;
+                let report = cxr_model::train(&cfg, &run_dir, &opts)
+                    .ctx(|| format!("training {}", cfg.name))?;
                 Ok(ModelRun {
                     name: cfg.name.clone(),
                     backbone: arch.to_string(),
@@ -433,8 +434,14 @@ impl<'a> Study<'a> {
         let confounders = match (models.first(), &data.world_root) {
             (Some(m), Some(world)) if spec.kind != "table4" && profile.confounder_pairs > 0 => {
                 Some(
-                    crate::audit::confounders(env, m, &manifest_path, world, &dir.join("confounders"))
-                        .ctx(|| format!("counterfactual confounder test of {}", m.name))?,
+                    crate::audit::confounders(
+                        env,
+                        m,
+                        &manifest_path,
+                        world,
+                        &dir.join("confounders"),
+                    )
+                    .ctx(|| format!("counterfactual confounder test of {}", m.name))?,
                 )
             }
             _ => None,
@@ -477,7 +484,8 @@ pub fn evaluate(
     for a in &report.alarms {
         tracing::warn!("{}", a.message);
     }
-    cxr_eval::write_outputs(&report, out).ctx(|| format!("writing metrics to {}", out.display()))?;
+    cxr_eval::write_outputs(&report, out)
+        .ctx(|| format!("writing metrics to {}", out.display()))?;
     Ok(report)
 }
 

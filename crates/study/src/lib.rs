@@ -93,7 +93,11 @@ pub fn run(config: &StudyConfig, progress: &dyn Progress) -> Result<Outcome> {
     // Count what will actually run: the designs that fit this data, and the clean-world control's.
     let fitting = specs.iter().filter(|s| experiment::fits(s, &main)).count();
     let control_specs: Vec<ExperimentSpec> = if config.runs_control() {
-        specs.iter().filter(|s| s.kind == "figure4").cloned().collect()
+        specs
+            .iter()
+            .filter(|s| s.kind == "figure4")
+            .cloned()
+            .collect()
     } else {
         Vec::new()
     };
@@ -116,11 +120,21 @@ pub fn run(config: &StudyConfig, progress: &dyn Progress) -> Result<Outcome> {
     let control = if control_specs.is_empty() {
         None
     } else {
-        let ctl = data::prepare(env, DataChoice::Synthetic(World::Clean), out, Some(seg_weights.clone()))?;
+        let ctl = data::prepare(
+            env,
+            DataChoice::Synthetic(World::Clean),
+            out,
+            Some(seg_weights.clone()),
+        )?;
         Some(study.run_all(&ctl, &control_specs, &out.join("control-clean"))?)
     };
     let sensitivity = if config.sensitivity && config.data_root.is_none() {
-        Some(sensitivity::run(env, &config.sensitivity_groups, seg_weights, out)?)
+        Some(sensitivity::run(
+            env,
+            &config.sensitivity_groups,
+            seg_weights,
+            out,
+        )?)
     } else {
         if config.sensitivity {
             tracing::warn!("--sensitivity needs a synthetic world: skipped with --data-root");
@@ -132,7 +146,13 @@ pub fn run(config: &StudyConfig, progress: &dyn Progress) -> Result<Outcome> {
         control,
         sensitivity,
     };
-    let results = Results::build(config, &profile, main, runs, started.elapsed().as_secs_f64());
+    let results = Results::build(
+        config,
+        &profile,
+        main,
+        runs,
+        started.elapsed().as_secs_f64(),
+    );
     let results_json = results.write(out)?;
     let report_html = report::write(&results, out).ctx(|| "writing the report".into())?;
     Ok(Outcome {

@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn overrides_apply_and_notes_say_what_ran() {
         let quick = Profile::of(&StudyConfig::default());
-        assert_eq!((quick.name, quick.image_size, quick.mode_override), ("quick", 128, Some("frozen")));
+        assert_eq!(
+            (quick.name, quick.image_size, quick.mode_override),
+            ("quick", 128, Some("frozen"))
+        );
         assert!(quick.notes[1].starts_with("Inputs: every image is standardised"));
         let cfg = StudyConfig {
             profile: ProfileName::Paper,
@@ -133,8 +136,16 @@ mod tests {
             ..Default::default()
         };
         let p = Profile::of(&cfg);
-        assert_eq!((p.world_size, p.preprocess_size, p.image_size), (1024, 1024, 96));
+        assert_eq!(
+            (p.world_size, p.preprocess_size, p.image_size),
+            (1024, 1024, 96)
+        );
         assert!(p.notes.iter().any(|n| n.contains("device `cuda:1`")));
-        assert!(p.notes.last().unwrap().contains("ImageNet normalisation only"));
+        assert!(
+            p.notes
+                .last()
+                .unwrap()
+                .contains("ImageNet normalisation only")
+        );
     }
 }

@@ -129,7 +129,10 @@ mod tests {
             images: 13,
             kept: 8,
             by_source: [
-                ("nih".to_string(), counts(10, 6, &[("empty_mask", 1), ("small_crop", 3)])),
+                (
+                    "nih".to_string(),
+                    counts(10, 6, &[("empty_mask", 1), ("small_crop", 3)]),
+                ),
                 ("bimcv".to_string(), counts(3, 2, &[("unreadable", 1)])),
             ]
             .into(),

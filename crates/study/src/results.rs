@@ -180,7 +180,13 @@ fn finite(x: f64) -> Option<f64> {
 
 impl Results {
     /// Assembles the results of a run that took `wall_time_s` seconds.
-    pub fn build(config: &StudyConfig, profile: &Profile, data: Prepared, runs: Runs, wall_time_s: f64) -> Self {
+    pub fn build(
+        config: &StudyConfig,
+        profile: &Profile,
+        data: Prepared,
+        runs: Runs,
+        wall_time_s: f64,
+    ) -> Self {
         let Runs {
             main: mut experiments,
             mut control,
@@ -189,7 +195,10 @@ impl Results {
         for r in experiments.iter_mut().chain(control.iter_mut().flatten()) {
             flag_small_occlusion(r);
         }
-        let pretrained = experiments.iter().flat_map(|r| &r.models).any(|m| m.pretrained);
+        let pretrained = experiments
+            .iter()
+            .flat_map(|r| &r.models)
+            .any(|m| m.pretrained);
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let description = if pretrained {
             format!(
@@ -248,7 +257,8 @@ impl Results {
     /// Writes `results.json` into `out` (atomically) and returns its path.
     pub fn write(&self, out: &Path) -> Result<PathBuf> {
         let path = out.join("results.json");
-        cxr_core::fsutil::write_atomic(&path, &self.to_json()?).ctx(|| format!("writing {}", path.display()))?;
+        cxr_core::fsutil::write_atomic(&path, &self.to_json()?)
+            .ctx(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 }
@@ -259,7 +269,12 @@ fn flag_small_occlusion(r: &mut ExperimentResult) {
     let Some(audit) = r.audit.as_mut() else {
         return;
     };
-    for occ in audit.report.evidence.iter_mut().flat_map(|e| &mut e.occlusion) {
+    for occ in audit
+        .report
+        .evidence
+        .iter_mut()
+        .flat_map(|e| &mut e.occlusion)
+    {
         if let (Some(c), Some(p)) = (occ.n_covid, occ.n_pneumonia) {
             occ.small_sample = Some(cxr_eval::is_small_sample(c, p, cxr_eval::MIN_PER_CLASS));
         }
@@ -313,7 +328,10 @@ impl Segmentation {
                         median: finite(d.median),
                         p10: finite(d.p10),
                         min: finite(d.min),
-                        mean_flip: r.test_by_source_flip.get(source).and_then(|f| finite(f.mean)),
+                        mean_flip: r
+                            .test_by_source_flip
+                            .get(source)
+                            .and_then(|f| finite(f.mean)),
                     })
                     .collect()
             })
@@ -403,10 +421,20 @@ mod tests {
         {
             return walk(root, &root["$defs"][name], v, (name, ""), want, have);
         }
-        for alt in schema.get("oneOf").and_then(Value::as_array).into_iter().flatten() {
+        for alt in schema
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             walk(root, alt, v, at, want, have);
         }
-        for (k, s) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        for (k, s) in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let p = format!("{path}.{k}");
             want.insert((def.to_string(), p.clone()));
             let x = v.and_then(|v| v.get(k)).filter(|x| !x.is_null());
@@ -442,10 +470,20 @@ mod tests {
         json_schema::style_problems(&json, "$", &mut style);
         assert_eq!(style, Vec::<String>::new());
         let (mut want, mut have) = (BTreeSet::new(), BTreeSet::new());
-        walk(&schema, &schema, Some(&json), ("$", ""), &mut want, &mut have);
+        walk(
+            &schema,
+            &schema,
+            Some(&json),
+            ("$", ""),
+            &mut want,
+            &mut have,
+        );
         assert!(want.len() > 200, "{} properties", want.len());
         let missing: Vec<&(String, String)> = want.difference(&have).collect();
-        assert!(missing.is_empty(), "schema properties the type does not fill: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "schema properties the type does not fill: {missing:#?}"
+        );
     }
 
     #[test]

@@ -105,8 +105,13 @@ pub fn run(
         };
         spec.title = format!("Sensitivity: {group} planted alone, {input}, {split} training pair");
         tracing::info!(%group, split = spec.split, "sensitivity world");
-        let data = data::prepare(env, DataChoice::Isolated(group), out, Some(segmenter.clone()))
-            .ctx(|| format!("sensitivity world `{group}`"))?;
+        let data = data::prepare(
+            env,
+            DataChoice::Isolated(group),
+            out,
+            Some(segmenter.clone()),
+        )
+        .ctx(|| format!("sensitivity world `{group}`"))?;
         let dir = out.join("sensitivity").join(group.as_str());
         let mut group_profile = env.profile.clone();
         group_profile.image_size = input_size_for(group, env.profile);
@@ -120,7 +125,9 @@ pub fn run(
             .into_iter()
             .next()
             .ok_or_else(|| {
-                StudyError::Invalid(format!("sensitivity world `{group}`: the experiment did not run"))
+                StudyError::Invalid(format!(
+                    "sensitivity world `{group}`: the experiment did not run"
+                ))
             })?;
         runs.push(SensitivityRun {
             group,

@@ -49,7 +49,11 @@ where
             // Same inputs, but a result this version cannot read back (written by an older layout): say why
             // the stage runs again.
             Err(e) if serde_json::from_slice::<KeyOnly>(&bytes).is_ok_and(|k| k.key == key) => {
-                tracing::warn!(stage = name, "{} unreadable ({e}): running the stage again", stamp_path.display());
+                tracing::warn!(
+                    stage = name,
+                    "{} unreadable ({e}): running the stage again",
+                    stamp_path.display()
+                );
             }
             Err(_) => {}
         }
@@ -63,7 +67,8 @@ where
         value: &value,
     })
     .ctx(|| format!("stage `{name}`: serialising its result"))?;
-    cxr_core::fsutil::write_atomic(&stamp_path, &bytes).ctx(|| format!("writing {}", stamp_path.display()))?;
+    cxr_core::fsutil::write_atomic(&stamp_path, &bytes)
+        .ctx(|| format!("writing {}", stamp_path.display()))?;
     tracing::info!(
         stage = name,
         seconds = format!("{:.1}", start.elapsed().as_secs_f64()),

@@ -3,7 +3,9 @@
 //! counterfactual confounder test's table as the study keeps it (`confounders.json`, typed in
 //! [`ConfounderReport`]).
 
-pub use cxr_audit::report::{describe_test, humanise_rule, test_label, verdict_headline, verdict_words};
+pub use cxr_audit::report::{
+    describe_test, humanise_rule, test_label, verdict_headline, verdict_words,
+};
 
 use crate::audit::{ConfounderReport, StudyAudit};
 use crate::report::Block;
@@ -39,7 +41,12 @@ pub fn confounder_blocks(c: &ConfounderReport) -> Vec<Block> {
 
 /// The mean shift of a confounder row with its CI, `+0.210 [+0.160, +0.260]`.
 pub fn shift_with_ci(k: &crate::audit::ConfounderRow) -> String {
-    format!("{} [{}, {}]", signed(k.mean_shift), signed(k.ci_low), signed(k.ci_high))
+    format!(
+        "{} [{}, {}]",
+        signed(k.mean_shift),
+        signed(k.ci_low),
+        signed(k.ci_high)
+    )
 }
 
 #[cfg(test)]
@@ -56,7 +63,10 @@ mod tests {
         let Block::Warning(w) = &blocks[0] else {
             panic!("{blocks:?}")
         };
-        assert!(w.contains("rest on 12 Covid-19 and 4 pneumonia images"), "{w}");
+        assert!(
+            w.contains("rest on 12 Covid-19 and 4 pneumonia images"),
+            "{w}"
+        );
         let Some(Block::Verdict {
             flagged,
             summary,
@@ -67,12 +77,22 @@ mod tests {
             panic!("{blocks:?}")
         };
         assert!(flagged);
-        assert!(summary.starts_with("shortcut found (raised by the source probe"), "{summary}");
         assert!(
-            evidence.iter().any(|e| e.starts_with("FLAG — lungs-removed occlusion (mean fill): 0.930 (95% CI 0.880–0.970)")),
+            summary.starts_with("shortcut found (raised by the source probe"),
+            "{summary}"
+        );
+        assert!(
+            evidence.iter().any(|e| e.starts_with(
+                "FLAG — lungs-removed occlusion (mean fill): 0.930 (95% CI 0.880–0.970)"
+            )),
             "{evidence:#?}"
         );
-        assert!(evidence.last().unwrap().contains("(patch 16 px, stride 8 px)"));
+        assert!(
+            evidence
+                .last()
+                .unwrap()
+                .contains("(patch 16 px, stride 8 px)")
+        );
         // Enough images of each class: no warning.
         let mut big = audit.clone();
         big.report.evidence[0].occlusion[0].n_pneumonia = Some(10);
@@ -88,8 +108,21 @@ mod tests {
         let Block::Table { caption, rows, .. } = &blocks[1] else {
             unreachable!()
         };
-        assert_eq!(caption, "Planted confounders followed by resnet50-finetune1: follows planted confounders");
-        assert_eq!(rows[0], ["grid", "yes", "32", "+0.210", "[+0.160, +0.260]", "followed"]);
+        assert_eq!(
+            caption,
+            "Planted confounders followed by resnet50-finetune1: follows planted confounders"
+        );
+        assert_eq!(
+            rows[0],
+            [
+                "grid",
+                "yes",
+                "32",
+                "+0.210",
+                "[+0.160, +0.260]",
+                "followed"
+            ]
+        );
         assert_eq!(shift_with_ci(&c.confounders[0]), "+0.210 [+0.160, +0.260]");
     }
 }

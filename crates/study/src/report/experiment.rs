@@ -64,7 +64,10 @@ pub fn sets_table(m: &cxr_eval::ModelReport) -> Block {
             rows.push(
                 [
                     split.to_string(),
-                    format!("other ({} sources of < {MIN_SOURCE_ROW} images each)", small.len()),
+                    format!(
+                        "other ({} sources of < {MIN_SOURCE_ROW} images each)",
+                        small.len()
+                    ),
                     format!("{n} ({c}/{})", n - c),
                 ]
                 .into_iter()
@@ -134,7 +137,8 @@ fn eval_blocks(r: &ExperimentResult, all: &[ExperimentResult]) -> Vec<Block> {
                 svg,
             });
         }
-        if let Ok(svg) = cxr_eval::plots::histograms_svg(&format!("Scores — {}", m.model), &sets) {
+        if let Ok(svg) = cxr_eval::plots::histograms_svg(&format!("Scores — {}", m.model), &sets)
+        {
             blocks.push(Block::Svg {
                 caption: format!("Score histograms of {}", m.model),
                 svg,
@@ -184,7 +188,12 @@ fn gallery_blocks(r: &ExperimentResult, out: &Path) -> Vec<Block> {
 
 /// The section of experiment `r`; `suffix` marks the control's (its id gets `-control`), `all` holds the
 /// experiment a `table4` design fine-tunes, `out` is the report's folder.
-pub fn section(r: &ExperimentResult, suffix: &str, all: &[ExperimentResult], out: &Path) -> Result<Section> {
+pub fn section(
+    r: &ExperimentResult,
+    suffix: &str,
+    all: &[ExperimentResult],
+    out: &Path,
+) -> Result<Section> {
     let mut blocks: Vec<Block> = r.notes.iter().map(|n| Block::Warning(n.clone())).collect();
     blocks.push(Block::Paragraph(format!(
         "Split design `{}`; images per split: {}. Training-split association of label and source (Cramér's V): {}.",
@@ -269,18 +278,46 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tables[0].1[0][6], "random init, fine-tuned from base/model.safetensors");
+        assert_eq!(
+            tables[0].1[0][6],
+            "random init, fine-tuned from base/model.safetensors"
+        );
         // The sets table: the unseen sources' AUC is inverted and says so.
         let (caption, sets) = tables[1];
-        assert!(caption.starts_with("resnet50-finetune1: AUC with DeLong 95% CI"), "{caption}");
-        let unseen = sets.iter().find(|row| row[0] == "test" && row[1] == "unseen sources").unwrap();
+        assert!(
+            caption.starts_with("resnet50-finetune1: AUC with DeLong 95% CI"),
+            "{caption}"
+        );
+        let unseen = sets
+            .iter()
+            .find(|row| row[0] == "test" && row[1] == "unseen sources")
+            .unwrap();
         assert_eq!(unseen[2], "24 (12/12)");
-        assert!(unseen[8].starts_with("inverted") || unseen[8].starts_with("below 0.5"), "{unseen:?}");
-        assert!(s.blocks.iter().any(|b| matches!(b, Block::Html(h) if h.contains("<table"))));
-        assert!(s.blocks.iter().any(|b| matches!(b, Block::Svg { caption, .. } if caption.starts_with("ROC curves"))));
-        assert!(s.blocks.iter().any(|b| matches!(b, Block::Verdict { flagged: true, .. })));
-        assert!(s.blocks.iter().any(|b| matches!(b, Block::Thumbnail { caption, .. }
-            if caption.ends_with(": nih / pneumonia"))));
+        assert!(
+            unseen[8].starts_with("inverted") || unseen[8].starts_with("below 0.5"),
+            "{unseen:?}"
+        );
+        assert!(
+            s.blocks
+                .iter()
+                .any(|b| matches!(b, Block::Html(h) if h.contains("<table")))
+        );
+        assert!(
+            s.blocks.iter().any(
+                |b| matches!(b, Block::Svg { caption, .. } if caption.starts_with("ROC curves"))
+            )
+        );
+        assert!(
+            s.blocks
+                .iter()
+                .any(|b| matches!(b, Block::Verdict { flagged: true, .. }))
+        );
+        assert!(
+            s.blocks
+                .iter()
+                .any(|b| matches!(b, Block::Thumbnail { caption, .. }
+            if caption.ends_with(": nih / pneumonia")))
+        );
         // The control's section is marked as such.
         let c = section(r, crate::report::CONTROL, &[], dir.path()).unwrap();
         assert_eq!(c.id, "figure4-split1-control");
@@ -292,14 +329,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let results = crate::report::fixture::results(dir.path());
         let mut m = results.experiments[0].eval.models[0].clone();
-        for s in m.sets.iter_mut().filter(|s| matches!(s.group, Group::Source(_))) {
+        for s in m
+            .sets
+            .iter_mut()
+            .filter(|s| matches!(s.group, Group::Source(_)))
+        {
             s.n = 3;
             s.n_covid = 1;
         }
         let Block::Table { rows, .. } = sets_table(&m) else {
             unreachable!()
         };
-        assert!(rows.iter().any(|r| r[1] == "other (2 sources of < 5 images each)" && r[2] == "6 (2/4)"));
+        assert!(
+            rows.iter()
+                .any(|r| r[1] == "other (2 sources of < 5 images each)" && r[2] == "6 (2/4)")
+        );
         assert!(!rows.iter().any(|r| r[1] == "nih"));
     }
 }

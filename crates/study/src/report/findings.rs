@@ -16,7 +16,12 @@ pub fn findings(results: &Results) -> Vec<String> {
         .iter()
         .map(|w| format!("Warning: {}", w.message))
         .collect();
-    out.extend(results.experiments.iter().map(|r| finding(r, &results.experiments, "")));
+    out.extend(
+        results
+            .experiments
+            .iter()
+            .map(|r| finding(r, &results.experiments, "")),
+    );
     out.extend(
         results
             .control_clean_world
@@ -55,7 +60,10 @@ pub fn finding(r: &ExperimentResult, all: &[ExperimentResult], world: &str) -> S
                 .filter_map(|m| {
                     let set = r.eval.set(&m.name, Split::Test, &Group::All)?;
                     let d = set.delong.as_ref()?;
-                    Some(format!("{} {:.3} (95% CI {:.3}–{:.3})", m.name, d.auc, d.lo, d.hi))
+                    Some(format!(
+                        "{} {:.3} (95% CI {:.3}–{:.3})",
+                        m.name, d.auc, d.lo, d.hi
+                    ))
                 })
                 .collect();
             let paper: Vec<String> = cxr_eval::tables::PAPER_TABLE3
@@ -116,16 +124,29 @@ mod tests {
         let f = findings(&results);
         // The uneven rejection, then the two main experiments, then the control.
         assert_eq!(f.len(), 4, "{f:#?}");
-        assert!(f[0].starts_with("Warning: ") && f[0].contains("`cohen`"), "{}", f[0]);
+        assert!(
+            f[0].starts_with("Warning: ") && f[0].contains("`cohen`"),
+            "{}",
+            f[0]
+        );
         let seen = results.seen_unseen_auc[0].seen.as_ref().unwrap();
         let figure4 = &f[1];
-        assert!(figure4.contains("the paper reports test AUC 1.00 on seen and 0.38 on unseen sources"));
-        assert!(figure4.contains(&format!("ours {:.3} (95% CI", seen.value)), "{figure4}");
+        assert!(
+            figure4.contains("the paper reports test AUC 1.00 on seen and 0.38 on unseen sources")
+        );
+        assert!(
+            figure4.contains(&format!("ours {:.3} (95% CI", seen.value)),
+            "{figure4}"
+        );
         assert!(figure4.ends_with("Audit: shortcut found (raised by the source probe and the split design and the lungs-removed occlusion (mean fill))."), "{figure4}");
         // Table 4: the paper's accuracies beside ours.
         assert!(f[2].contains("bimcv Covid-19 51% → 98%"), "{}", f[2]);
         // The control does not quote the paper.
-        assert!(f[3].contains("— control: clean world: test AUC: ours"), "{}", f[3]);
+        assert!(
+            f[3].contains("— control: clean world: test AUC: ours"),
+            "{}",
+            f[3]
+        );
         assert!(!f[3].contains("the paper reports"));
     }
 

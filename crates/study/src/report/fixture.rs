@@ -45,14 +45,20 @@ fn record(id: usize, source: &str, label: Label, split: Split) -> ManifestRecord
 /// Split 1 of the paper: V2-COV19-NII (Covid-19) and NIH (pneumonia) seen, BIMCV and CheXpert unseen.
 fn manifest() -> Manifest {
     let mut records = Vec::new();
-    for (source, label) in [(SourceId::V2_COV19_NII, Label::Covid), (SourceId::NIH, Label::Pneumonia)] {
+    for (source, label) in [
+        (SourceId::V2_COV19_NII, Label::Covid),
+        (SourceId::NIH, Label::Pneumonia),
+    ] {
         for i in 0..12 {
             records.push(record(i, source, label, Split::Train));
             records.push(record(100 + i, source, label, Split::Val));
             records.push(record(200 + i, source, label, Split::Test));
         }
     }
-    for (source, label) in [(SourceId::BIMCV, Label::Covid), (SourceId::CHEXPERT, Label::Pneumonia)] {
+    for (source, label) in [
+        (SourceId::BIMCV, Label::Covid),
+        (SourceId::CHEXPERT, Label::Pneumonia),
+    ] {
         for i in 0..12 {
             records.push(record(200 + i, source, label, Split::Test));
         }
@@ -193,7 +199,12 @@ pub fn experiment(dir: &Path, name: &str, kind: &str) -> ExperimentResult {
         },
         dir: exp_dir.clone(),
         manifest: exp_dir.join("manifest.csv"),
-        split_counts: [("test".to_string(), 72), ("train".to_string(), 24), ("val".to_string(), 24)].into(),
+        split_counts: [
+            ("test".to_string(), 72),
+            ("train".to_string(), 24),
+            ("val".to_string(), 24),
+        ]
+        .into(),
         lint: cxr_ingest::lint(&manifest),
         train_cramers_v: Some(1.0),
         models: vec![ModelRun {
@@ -240,7 +251,11 @@ fn dice(mean: f64) -> cxr_segment::train::DiceStats {
     }
 }
 
-fn source_counts(images: usize, kept: usize, rejected: &[(&str, usize)]) -> cxr_segment::infer::SourceCounts {
+fn source_counts(
+    images: usize,
+    kept: usize,
+    rejected: &[(&str, usize)],
+) -> cxr_segment::infer::SourceCounts {
     cxr_segment::infer::SourceCounts {
         images,
         kept,
@@ -257,12 +272,22 @@ pub fn prepared(dir: &Path) -> Prepared {
     let segment = cxr_segment::SegmentSummary {
         images: 60,
         kept: 40,
-        rejected: [("empty_mask".to_string(), 2), ("small_crop".to_string(), 12), ("odd_reason".to_string(), 6)]
-            .into(),
+        rejected: [
+            ("empty_mask".to_string(), 2),
+            ("small_crop".to_string(), 12),
+            ("odd_reason".to_string(), 6),
+        ]
+        .into(),
         manifest: Some(dir.join("data-world-paper/segment/manifest.csv")),
         by_source: [
-            ("cohen".to_string(), source_counts(20, 8, &[("small_crop", 10), ("empty_mask", 2)])),
-            ("nih".to_string(), source_counts(40, 32, &[("small_crop", 2), ("odd_reason", 6)])),
+            (
+                "cohen".to_string(),
+                source_counts(20, 8, &[("small_crop", 10), ("empty_mask", 2)]),
+            ),
+            (
+                "nih".to_string(),
+                source_counts(40, 32, &[("small_crop", 2), ("odd_reason", 6)]),
+            ),
         ]
         .into(),
     };
@@ -291,7 +316,11 @@ pub fn prepared(dir: &Path) -> Prepared {
         test_dice: Some(0.8),
         test_dice_min: Some(0.4),
         test_dice_by_prefix: [("lung".to_string(), 0.8)].into(),
-        test_by_source: [("cohen".to_string(), dice(0.7)), ("shenzhen".to_string(), dice(0.95))].into(),
+        test_by_source: [
+            ("cohen".to_string(), dice(0.7)),
+            ("shenzhen".to_string(), dice(0.95)),
+        ]
+        .into(),
         test_by_source_flip: [("cohen".to_string(), dice(0.72))].into(),
         test_dice_flip: Some(0.81),
         worst: vec![
@@ -321,7 +350,8 @@ pub fn prepared(dir: &Path) -> Prepared {
         }],
     };
     Prepared {
-        choice_label: "synthetic world `paper` (each source holds one class, as in the paper)".into(),
+        choice_label: "synthetic world `paper` (each source holds one class, as in the paper)"
+            .into(),
         tag: "world-paper".into(),
         dir: dir.join("data-world-paper"),
         world_root: Some(world.clone()),
@@ -369,7 +399,9 @@ pub fn prepared(dir: &Path) -> Prepared {
         segment,
         segmenter: unet,
         segmenter_report: Some(report),
-        notes: vec!["Lung UNet trained on the synthetic world's lung masks (base 8, 64 px).".into()],
+        notes: vec![
+            "Lung UNet trained on the synthetic world's lung masks (base 8, 64 px).".into(),
+        ],
     }
 }
 
@@ -387,7 +419,11 @@ pub fn results(dir: &Path) -> Results {
         experiment(dir, "figure4-split1", "figure4"),
         experiment(dir, "table4-local-finetune", "table4"),
     ];
-    let mut control = vec![experiment(&dir.join("control-clean"), "figure4-split1", "figure4")];
+    let mut control = vec![experiment(
+        &dir.join("control-clean"),
+        "figure4-split1",
+        "figure4",
+    )];
     // A model whose chain goes back to ImageNet weights (the control's models do not count towards
     // `backbone_weights.pretrained`).
     if let Some(p) = control[0].models[0].provenance.as_mut() {

@@ -34,7 +34,10 @@ pub(crate) const CONTROL: &str = " — control: clean world";
 /// The whole report of `results`; `out` is the folder it goes to (links are relative to it; a linked file
 /// outside it is copied into `out/galleries/`).
 pub fn build(results: &Results, out: &Path) -> Result<Report> {
-    let mut sections = vec![overview::section(results, out)?, segmentation::section(&results.segmentation, out)];
+    let mut sections = vec![
+        overview::section(results, out)?,
+        segmentation::section(&results.segmentation, out),
+    ];
     for r in &results.experiments {
         sections.push(experiment::section(r, "", &results.experiments, out)?);
     }
@@ -58,7 +61,8 @@ pub fn build(results: &Results, out: &Path) -> Result<Report> {
 pub fn write(results: &Results, out: &Path) -> Result<PathBuf> {
     let html = build(results, out)?.to_html();
     let path = out.join("report.html");
-    cxr_core::fsutil::write_atomic(&path, html.as_bytes()).ctx(|| format!("writing {}", path.display()))?;
+    cxr_core::fsutil::write_atomic(&path, html.as_bytes())
+        .ctx(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

@@ -12,7 +12,11 @@ use crate::results::Results;
 /// world) and for designs the paper gives no figure for.
 fn paper_auc(results: &Results, experiment: &str, control: bool) -> (String, String) {
     let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
-    match results.experiments.iter().find(|r| r.spec.name == experiment) {
+    match results
+        .experiments
+        .iter()
+        .find(|r| r.spec.name == experiment)
+    {
         Some(r) if !control => (f(r.spec.paper_seen_auc), f(r.spec.paper_unseen_auc)),
         _ => ("–".into(), "–".into()),
     }
@@ -23,7 +27,11 @@ pub fn auc_table(results: &Results) -> Block {
     let mut rows = Vec::new();
     for (auc, data, control) in [
         (&results.seen_unseen_auc, results.data.tag.as_str(), false),
-        (&results.control_seen_unseen_auc, "world-clean (control)", true),
+        (
+            &results.control_seen_unseen_auc,
+            "world-clean (control)",
+            true,
+        ),
     ] {
         for a in auc {
             let (ps, pu) = paper_auc(results, &a.experiment, control);
@@ -113,14 +121,33 @@ mod tests {
         assert!(caption.contains("fewer than 10 images"));
         // Two main experiments, one control row.
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0][..4], ["figure4-split1", "resnet50-finetune1", "world-paper", "1.00"]);
+        assert_eq!(
+            rows[0][..4],
+            [
+                "figure4-split1",
+                "resnet50-finetune1",
+                "world-paper",
+                "1.00"
+            ]
+        );
         let seen = results.seen_unseen_auc[0].seen.as_ref().unwrap();
-        assert!(rows[0][4].starts_with(&format!("{:.3} [", seen.value)), "{:?}", rows[0]);
+        assert!(
+            rows[0][4].starts_with(&format!("{:.3} [", seen.value)),
+            "{:?}",
+            rows[0]
+        );
         assert_eq!(rows[2][2..4], ["world-clean (control)", "–"]);
         // Random weights are said before anything else; the world's gallery is shown when it exists.
         let section = section(&results, dir.path()).unwrap();
-        assert!(matches!(&section.blocks[1], Block::Warning(w) if w.starts_with("Backbone: random")));
-        assert!(!section.blocks.iter().any(|b| matches!(b, Block::Thumbnail { .. })));
+        assert!(
+            matches!(&section.blocks[1], Block::Warning(w) if w.starts_with("Backbone: random"))
+        );
+        assert!(
+            !section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Thumbnail { .. }))
+        );
         crate::report::fixture::png(&results.data.world_root.clone().unwrap().join("gallery.png"));
         results.run.backbone_weights.pretrained = true;
         let section = super::section(&results, dir.path()).unwrap();

@@ -48,7 +48,11 @@ mod tests {
         let mut results = crate::report::fixture::results(dir.path());
         let facts = run_facts(&results);
         let get = |facts: &[(String, String)], k: &str| {
-            facts.iter().find(|(l, _)| l == k).map(|(_, v)| v.clone()).unwrap()
+            facts
+                .iter()
+                .find(|(l, _)| l == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
         };
         assert_eq!(get(&facts, "command"), "cxr reproduce --out r");
         assert_eq!(

@@ -34,7 +34,10 @@ fn dice_table(seg: &Segmentation) -> Block {
                 .find(|s| s.source == source)
                 .map_or("–".into(), |s| {
                     let c = &s.counts;
-                    format!("{} / {} / {}", c.train_patients, c.val_patients, c.test_patients)
+                    format!(
+                        "{} / {} / {}",
+                        c.train_patients, c.val_patients, c.test_patients
+                    )
                 });
             vec![
                 source.to_string(),
@@ -50,9 +53,10 @@ fn dice_table(seg: &Segmentation) -> Block {
         })
         .collect();
     Block::Table {
-        caption: "Held-out Dice of the lung UNet per source (per-image Dice over the test patients; \
+        caption:
+            "Held-out Dice of the lung UNet per source (per-image Dice over the test patients; \
                   10th percentile by nearest rank)"
-            .into(),
+                .into(),
         header: [
             "source",
             "patients train / val / test",
@@ -144,7 +148,11 @@ fn rejections_table(seg: &Segmentation) -> Block {
 
 /// The section; `out` is the report's folder (the worst cases' overlays are linked from it).
 pub fn section(seg: &Segmentation, out: &Path) -> Section {
-    let mut blocks: Vec<Block> = seg.warnings.iter().map(|w| Block::Warning(w.message.clone())).collect();
+    let mut blocks: Vec<Block> = seg
+        .warnings
+        .iter()
+        .map(|w| Block::Warning(w.message.clone()))
+        .collect();
     if !seg.training_report {
         blocks.push(Block::Paragraph(format!(
             "Lung UNet {} was given without its training report (`W.report.json` beside it): its held-out \
@@ -172,15 +180,21 @@ pub fn section(seg: &Segmentation, out: &Path) -> Section {
                 w.source, w.name, w.dice
             );
             // A missing overlay costs its preview, not the report.
-            match jpeg_preview(&w.overlay, WORST_WIDTH).and_then(|bytes| linked(&caption, &w.overlay, out, bytes)) {
+            match jpeg_preview(&w.overlay, WORST_WIDTH)
+                .and_then(|bytes| linked(&caption, &w.overlay, out, bytes))
+            {
                 Ok(b) => blocks.push(b),
-                Err(e) => tracing::warn!("report: segmenter overlay left out: {}", crate::error::chain(&e)),
+                Err(e) => tracing::warn!(
+                    "report: segmenter overlay left out: {}",
+                    crate::error::chain(&e)
+                ),
             }
         }
     }
     if seg.rejections_by_source.is_empty() {
         blocks.push(Block::Paragraph(
-            "The segment stage's summary has no per-source counts (written by an older version).".into(),
+            "The segment stage's summary has no per-source counts (written by an older version)."
+                .into(),
         ));
     } else {
         blocks.push(rejections_table(seg));
@@ -241,14 +255,33 @@ mod tests {
         // Dice: cohen with its patients and flip mean; shenzhen with no split entry and no flip.
         assert_eq!(
             tables[0][0],
-            ["cohen", "20 / 3 / 4", "5", "0.700", "0.100", "0.700", "0.500", "0.400", "0.720"]
+            [
+                "cohen",
+                "20 / 3 / 4",
+                "5",
+                "0.700",
+                "0.100",
+                "0.700",
+                "0.500",
+                "0.400",
+                "0.720"
+            ]
         );
         assert_eq!(tables[0][1][0], "shenzhen");
         assert_eq!(tables[0][1][8], "–");
         // Rejections: the paper's reasons, then the others; the flagged source marked; a total row.
-        assert_eq!(tables[1][0], ["cohen ⚠", "20", "8", "2", "10", "0", "0", "60.0%"]);
-        assert_eq!(tables[1][1], ["nih", "40", "32", "0", "2", "0", "6", "20.0%"]);
-        assert_eq!(tables[1][2], ["all", "60", "40", "2", "12", "0", "6", "33.3%"]);
+        assert_eq!(
+            tables[1][0],
+            ["cohen ⚠", "20", "8", "2", "10", "0", "0", "60.0%"]
+        );
+        assert_eq!(
+            tables[1][1],
+            ["nih", "40", "32", "0", "2", "0", "6", "20.0%"]
+        );
+        assert_eq!(
+            tables[1][2],
+            ["all", "60", "40", "2", "12", "0", "6", "33.3%"]
+        );
 
         // The same figures in results.json.
         let j = serde_json::to_value(&seg).unwrap();
@@ -258,7 +291,10 @@ mod tests {
         assert_eq!(j["split_by_source"][0]["test_patients"], 4);
         assert_eq!(j["warnings"][0]["source"], "cohen");
         let overlay = dir.path().join("unet/unet.worst/01-cohen-a.png");
-        assert_eq!(j["worst"][0]["overlay"], overlay.display().to_string().as_str());
+        assert_eq!(
+            j["worst"][0]["overlay"],
+            overlay.display().to_string().as_str()
+        );
     }
 
     #[test]
@@ -273,7 +309,12 @@ mod tests {
         let seg = Segmentation::of(&data);
         assert!(seg.warnings.is_empty());
         let section = section(&seg, dir.path());
-        assert!(!section.blocks.iter().any(|b| matches!(b, Block::Thumbnail { .. } | Block::Warning(_))));
+        assert!(
+            !section
+                .blocks
+                .iter()
+                .any(|b| matches!(b, Block::Thumbnail { .. } | Block::Warning(_)))
+        );
         assert!(section.blocks.iter().any(
             |b| matches!(b, Block::Paragraph(p) if p.contains("without its training report"))
         ));

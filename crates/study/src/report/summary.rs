@@ -12,11 +12,12 @@ pub fn lines(results: &Results) -> Vec<String> {
         .iter()
         .filter_map(|r| Some((r.spec.name.as_str(), verdict_words(verdict_of(r)?.verdict))))
         .collect();
-    let labelled = results
-        .seen_unseen_auc
-        .iter()
-        .map(|a| (a, ""))
-        .chain(results.control_seen_unseen_auc.iter().map(|a| (a, " (clean world)")));
+    let labelled = results.seen_unseen_auc.iter().map(|a| (a, "")).chain(
+        results
+            .control_seen_unseen_auc
+            .iter()
+            .map(|a| (a, " (clean world)")),
+    );
     let mut out = Vec::new();
     for (a, world) in labelled {
         // The control's verdicts are in its section; the line names the main run's.
@@ -56,7 +57,11 @@ mod tests {
         assert_eq!(lines.len(), 4, "{lines:#?}");
         assert!(lines[0].trim_start().starts_with("figure4-split1"));
         assert!(lines[0].ends_with("audit: shortcut found"), "{}", lines[0]);
-        assert!(lines[2].contains("(clean world)") && !lines[2].contains("audit:"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("(clean world)") && !lines[2].contains("audit:"),
+            "{}",
+            lines[2]
+        );
         assert!(lines[3].starts_with("  sensitivity grid"), "{}", lines[3]);
     }
 }

@@ -25,7 +25,10 @@ pub struct Row {
 }
 
 /// The experiment `r` fine-tunes, among `all`.
-pub fn base_of<'a>(r: &ExperimentResult, all: &'a [ExperimentResult]) -> Option<&'a ExperimentResult> {
+pub fn base_of<'a>(
+    r: &ExperimentResult,
+    all: &'a [ExperimentResult],
+) -> Option<&'a ExperimentResult> {
     let base = r.spec.base.as_ref()?;
     all.iter().find(|x| &x.spec.name == base)
 }
@@ -34,7 +37,12 @@ pub fn base_of<'a>(r: &ExperimentResult, all: &'a [ExperimentResult]) -> Option<
 fn accuracy_on(r: &ExperimentResult, source: &str) -> Option<Estimate> {
     let model = r.models.first()?;
     let group = Group::Source(SourceId::new(source).ok()?);
-    Some(r.eval.set(&model.name, Split::Test, &group)?.at_half.accuracy)
+    Some(
+        r.eval
+            .set(&model.name, Split::Test, &group)?
+            .at_half
+            .accuracy,
+    )
 }
 
 /// The table's rows for the fine-tuned experiment `r` and its base.
