@@ -5,11 +5,12 @@
 set -e
 cd "$(dirname "$0")"
 SECS=${1:-600}; [ $# -gt 0 ] && shift
-TARGETS=${*:-"read_dicom read_nifti read_raster manifest_csv predictions_csv"}
+TARGETS=${*:-"read_dicom read_nifti read_raster manifest_csv predictions_csv onnx_model model_spec"}
 # CXR_SHARED_DATA is relative to the repository root (the house rule), default ../shared/data.
 D=${CXR_SHARED_DATA:-../shared/data}
 case "$D" in /*) ;; *) D="$(pwd)/../$D" ;; esac
-mkdir -p corpus/read_dicom corpus/read_nifti corpus/read_raster corpus/manifest_csv corpus/predictions_csv
+mkdir -p corpus/read_dicom corpus/read_nifti corpus/read_raster corpus/manifest_csv corpus/predictions_csv \
+  corpus/onnx_model corpus/model_spec
 if [ -d "$D" ]; then
   find "$D/dicom-edge-cases" "$D/chest-dicom" -name '*.dcm' -size -600k -exec cp {} corpus/read_dicom/ \;
   find "$D/nifti" -name '*.nii*' -size -600k -exec cp {} corpus/read_nifti/ \;
@@ -20,6 +21,9 @@ else
 fi
 printf 'id,source,label,patient,view,path,format,sha256,split\na1,nih,pneumonia,p1,PA,a.png,png,00,train\n' > corpus/manifest_csv/m.csv
 printf 'id,source,split,label,score,patient,model\na1,nih,test,covid,0.25,p1,m\n' > corpus/predictions_csv/p.csv
+# The committed test models (small, ours) seed the ONNX loader; their specs seed the spec parser.
+cp ../crates/onnx/tests/fixtures/*.onnx corpus/onnx_model/
+cp ../crates/onnx/tests/fixtures/*.toml corpus/model_spec/
 ./build.sh
 mkdir -p artifacts && touch artifacts/.started
 for t in $TARGETS; do

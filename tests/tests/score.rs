@@ -1,6 +1,7 @@
 //! `cargo xtask score` end to end: a tiny manifest (one unreadable row) scored with the small-CNN ONNX spec
 //! and with a cue reader; the CSV parses with cxr-eval and holds exactly what `OnnxScorer` gives directly,
-//! the bad row lands in `rejects.csv`, and a bad spec path fails with one line naming the file.
+//! the bad row lands in `predictions.rejects.csv` (preprocess's `rejects.csv` beside it untouched), an
+//! `--out` naming the manifest is refused, and a bad spec path fails with one line naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,10 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
     for model in ["small_cnn", "cue_outside"] {
         let spec = fixtures().join(format!("{model}.toml"));
         let out = dir.path().join(format!("{model}/predictions.csv"));
+        // What preprocess wrote beside it must survive the score.
+        let theirs = out.with_file_name("rejects.csv");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        std::fs::write(&theirs, "id,file,reason\npre,x.dcm,unreadable\n").unwrap();
         xtask(&[
             "score",
             "--model-spec",
@@ -108,7 +113,12 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
                     .all(|p| p.score < 0.8)
             );
         }
-        let rejects = std::fs::read_to_string(out.with_file_name("rejects.csv")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "id,file,reason\npre,x.dcm,unreadable\n"
+        );
+        let rejects =
+            std::fs::read_to_string(out.with_file_name("predictions.rejects.csv")).unwrap();
         let lines: Vec<&str> = rejects.lines().collect();
         assert_eq!(lines.len(), 2, "{rejects}");
         assert!(
@@ -116,6 +126,71 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
             "{rejects}"
         );
     }
+}
+
+/// A rejected row records its file as the manifest gives it (`../../etc/passwd`, not a mangled
+/// `/../etc/passwd`), and every reason names the file it could not read (a device, a system file).
+#[test]
+fn rejects_record_the_cell_as_given_and_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let up = "../".repeat(40) + "etc/passwd";
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!("imup,a,covid,p7,PA,x.png,png,,test,{up}\n"));
+    text.push_str("imdev,a,covid,p8,PA,x.png,png,,test,/dev/null\n");
+    std::fs::write(&manifest, text).unwrap();
+    let out = dir.path().join("out/predictions.csv");
+    xtask(&[
+        "score",
+        "--model-spec",
+        fixtures().join("cue_outside.toml").to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let rejects = std::fs::read_to_string(out.with_file_name("predictions.rejects.csv")).unwrap();
+    // (id, file, reason) of a row; no field here holds a comma or a quote.
+    let row = |id: &str| -> Vec<String> {
+        let line = rejects
+            .lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("{id} not rejected:\n{rejects}"));
+        line.splitn(3, ',').map(str::to_string).collect()
+    };
+    assert_eq!(row("imup")[1], up);
+    assert!(row("imup")[2].starts_with("/etc/passwd: "), "{rejects}");
+    assert_eq!(row("imdev")[1], "/dev/null");
+    assert!(row("imdev")[2].starts_with("/dev/null: "), "{rejects}");
+    assert!(row("imbad")[2].contains("broken.png"), "{rejects}");
+}
+
+/// `--out` equal to `--manifest` (spelled another way) is refused before anything is written.
+#[test]
+fn an_output_naming_the_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let before = std::fs::read(&manifest).unwrap();
+    let spec = fixtures().join("small_cnn.toml");
+    let same = dir.path().join(".").join("manifest.csv");
+    let e = xtask(&[
+        "score",
+        "--model-spec",
+        spec.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        same.to_str().unwrap(),
+    ])
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("overwrite the input") && msg.contains("manifest.csv"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    assert!(!dir.path().join("manifest.rejects.csv").exists());
 }
 
 #[test]

@@ -58,8 +58,9 @@ fn stage_crates_never_depend_on_sibling_stages() {
         "explain",
         "synth",
     ];
-    // The crates whose role is to wire stages together: the `cxr` command and the audit and study libraries.
-    let wiring = ["cli", "audit", "study"];
+    // The crates whose role is to wire stages together: the `cxr` command, the audit and study libraries and the
+    // Python binding.
+    let wiring = ["cli", "audit", "study", "python"];
     for dir in crate_dirs() {
         if wiring.iter().any(|w| dir.ends_with(w)) {
             continue;
@@ -79,7 +80,7 @@ fn stage_crates_never_depend_on_sibling_stages() {
             if !toml.contains(&me) {
                 assert!(
                     !deps.contains(&dep),
-                    "{} depends on sibling stage {dep}: wire stages in cxr-cli, cxr-audit or cxr-study",
+                    "{} depends on sibling stage {dep}: wire stages in cxr-cli, cxr-audit, cxr-study or cxr-python",
                     dir.display()
                 );
             }
@@ -214,11 +215,6 @@ fn no_command_line_is_built_to_call_our_own_code() {
         if top_level.contains(&f) || f.components().any(|c| c.as_os_str() == "tests") {
             continue;
         }
-        // Known debt, named so it cannot grow: the study (`crates/cli/src/reproduce/`) still calls the audit
-        // through its own argument parsers until it moves into its library crate (issue #28's study half).
-        if f.ends_with("crates/cli/src/reproduce/audit.rs") {
-            continue;
-        }
         let source = read(&f);
         let code = source.split("\n#[cfg(test)]").next().unwrap_or("");
         for needle in ["try_parse_from", "parse_from("] {
@@ -253,5 +249,28 @@ fn shared_data_is_never_tracked() {
             !files.contains(needle),
             "a file named like shared data is tracked: {needle}"
         );
+    }
+}
+
+/// Reports are built from typed results: an untyped `serde_json::Value` lets a renamed field vanish from the
+/// page without a compile error.
+#[test]
+fn report_code_reads_typed_results() {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("crates/study/src/report"), &mut files);
+    rust_files(&repo_root().join("crates/report/src"), &mut files);
+    files.push(repo_root().join("crates/audit/src/report.rs"));
+    assert!(files.len() > 3, "the report code moved: update this test");
+    // `fixture.rs` builds the sections' test inputs and is compiled only under `cfg(test)`.
+    for f in files.into_iter().filter(|f| !f.ends_with("fixture.rs")) {
+        let source = read(&f);
+        let code = source.split("\n#[cfg(test)]").next().unwrap_or("");
+        for needle in ["serde_json::Value", "Value::", "json!("] {
+            assert!(
+                !code.contains(needle),
+                "{} uses `{needle}` outside tests: read the typed Results instead",
+                f.display()
+            );
+        }
     }
 }

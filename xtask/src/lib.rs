@@ -45,7 +45,7 @@ enum DevCommand {
     /// Benchmarks (speed goals live here, never in timed tests).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Fuzz the ingest readers and CSV parsers (`fuzz/`, nightly): `--seconds N` per target.
+    /// Fuzz the ingest readers, CSV parsers, ONNX loader and model spec (`fuzz/`, nightly): `--seconds N` per target.
     Fuzz(fuzz::FuzzArgs),
 }
 

@@ -53,11 +53,12 @@ pub struct AuditConfig {
     /// The manifest column holding the images the model reads (`png8`, `crop`, ...). `None`: `png8`, whole
     /// images (`load_scorer` says which column a model of ours was trained on).
     pub column: Option<String>,
-    /// The split the occlusion tests and saliency maps run on (every row when the manifest has none of it).
+    /// The split the occlusion tests and saliency maps run on; a manifest with no usable row of it is an
+    /// error (falling back to every row would put training images into the verdict).
     pub split: Split,
     /// Occlusion fills, one pair of tests (lungs removed, lungs only) each.
     pub fills: Vec<FillKind>,
-    /// Folds of the patient-grouped cross-validation of the source probe.
+    /// Folds of the patient-grouped cross-validation of the source probe (at least 2).
     pub folds: usize,
     /// Frozen features (`id, f0 … fN`, from `cxr embed`) for the source probe; `None`: the scorer's own
     /// pooled features when it has them, else no probe.
@@ -112,6 +113,26 @@ impl AuditConfig {
     /// The image column: [`AuditConfig::column`], else `png8`.
     pub fn column(&self) -> &str {
         self.column.as_deref().unwrap_or("png8")
+    }
+
+    /// Refuses settings that would run nothing or fail deep inside a stage.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.folds < 2 {
+            return Err(crate::AuditError::config(
+                "--folds",
+                format!(
+                    "{} folds: the source probe needs at least 2 (train on some, test on the rest)",
+                    self.folds
+                ),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(crate::AuditError::config(
+                "--batch-size",
+                "0: at least 1 image per call",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -107,6 +107,8 @@ pub struct ConfounderOutcome {
     pub results: Vec<KindResult>,
     /// Every scored pair.
     pub pairs: Vec<PairRow>,
+    /// The model's name as the report gives it.
+    pub model: String,
     /// `confounders.json` (written with [`ConfounderConfig::out`]).
     pub json: serde_json::Value,
 }
@@ -438,6 +440,9 @@ impl Scorer for Keeping<'_> {
     fn has_features(&self) -> bool {
         self.inner.has_features()
     }
+    fn model_sha256(&self) -> Option<&str> {
+        self.inner.model_sha256()
+    }
     fn score(
         &self,
         images: &[Grey8],
@@ -495,6 +500,7 @@ pub fn run_confounder_test(
     Ok(ConfounderOutcome {
         results,
         pairs,
+        model: name,
         json,
     })
 }

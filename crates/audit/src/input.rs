@@ -56,10 +56,34 @@ pub fn read_manifest(path: &Path, column: &str) -> Result<Manifest> {
     read_columns(path, &required_columns(column))
 }
 
+/// [`read_manifest`] of a table held in memory (CSV text): `name` stands for the file in errors, relative
+/// image paths resolve against `base_dir`.
+pub fn read_manifest_from(
+    csv: &[u8],
+    name: &Path,
+    base_dir: &Path,
+    column: &str,
+) -> Result<Manifest> {
+    let required = required_columns(column);
+    let names: Vec<&str> = required.iter().map(|(c, _)| c.as_str()).collect();
+    missing_named(
+        Manifest::read_lenient_from(csv, name, base_dir, &names),
+        &required,
+    )
+}
+
 /// Reads a manifest that must have the `required` columns (`(column, what writes it)`).
 pub(crate) fn read_columns(path: &Path, required: &[(String, String)]) -> Result<Manifest> {
     let names: Vec<&str> = required.iter().map(|(c, _)| c.as_str()).collect();
-    match Manifest::read_lenient(path, &names) {
+    missing_named(Manifest::read_lenient(path, &names), required)
+}
+
+/// A reader's missing columns, each with what writes it.
+fn missing_named(
+    read: std::result::Result<Manifest, cxr_core::CoreError>,
+    required: &[(String, String)],
+) -> Result<Manifest> {
+    match read {
         Ok(m) => Ok(m),
         Err(cxr_core::CoreError::MissingColumns { path, columns }) => {
             Err(AuditError::MissingColumns {

@@ -129,6 +129,9 @@ impl Scorer for Named<'_> {
     fn has_features(&self) -> bool {
         self.inner.has_features()
     }
+    fn model_sha256(&self) -> Option<&str> {
+        self.inner.model_sha256()
+    }
     fn score(
         &self,
         images: &[cxr_core::Grey8],

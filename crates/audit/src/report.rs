@@ -508,49 +508,83 @@ pub fn audit_sections(
     sections
 }
 
+/// One planted group's row of the confounder table, from whatever holds it: the test's own `KindResult`, or
+/// the study's copy read back from `confounders.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConfounderLine<'a> {
+    pub kind: &'a str,
+    pub label_associated: bool,
+    pub n: usize,
+    pub mean_shift: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub status: &'a str,
+}
+
+/// The counterfactual confounder test's blocks: what it does and its flag rule, then one row per group.
+pub fn confounder_blocks(
+    model: &str,
+    verdict: &str,
+    rule: &str,
+    lines: &[ConfounderLine<'_>],
+) -> Vec<Block> {
+    let f = |v: Option<f64>| v.map_or("–".into(), |x| format!("{x:+.3}"));
+    vec![
+        Block::Paragraph(format!(
+            "Counterfactual confounder test (synthetic world only): the same rendered patient with one \
+             planted confounder group swapped between the training split's Covid-19 and pneumonia sources; \
+             the mean score shift towards the donor's class and its 95% CI. Flag rule: {rule}."
+        )),
+        Block::Table {
+            caption: format!("Planted confounders followed by {model}: {verdict}"),
+            header: [
+                "confounder",
+                "label-associated in training",
+                "pairs",
+                "mean shift",
+                "95% CI",
+                "status",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: lines
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.kind.to_string(),
+                        if k.label_associated { "yes" } else { "no" }.into(),
+                        k.n.to_string(),
+                        f(k.mean_shift),
+                        format!("[{}, {}]", f(k.ci_low), f(k.ci_high)),
+                        k.status.to_string(),
+                    ]
+                })
+                .collect(),
+        },
+    ]
+}
+
 /// The counterfactual confounder test as a section (synthetic worlds only).
 pub fn confounder_section(c: &ConfounderOutcome) -> Section {
-    let f = |v: Option<f64>| v.map_or("–".into(), |x| format!("{x:+.3}"));
-    let model = c.json["model"].as_str().unwrap_or("").to_string();
-    let verdict = c.json["verdict"].as_str().unwrap_or("").to_string();
-    let rule = c.json["flag_rule"].as_str().unwrap_or("").to_string();
+    let verdict = cxr_explain::confounders::verdict_of(&c.results);
+    let rule = cxr_explain::confounders::FLAG_RULE;
+    let lines: Vec<ConfounderLine<'_>> = c
+        .results
+        .iter()
+        .map(|k| ConfounderLine {
+            kind: &k.kind,
+            label_associated: k.label_associated,
+            n: k.n,
+            mean_shift: k.mean_shift,
+            ci_low: k.ci_low,
+            ci_high: k.ci_high,
+            status: k.status,
+        })
+        .collect();
     Section {
-        id: format!("audit-{}-confounders", slug(&model)),
+        id: format!("audit-{}-confounders", slug(&c.model)),
         title: "Planted confounders".into(),
-        blocks: vec![
-            Block::Paragraph(format!(
-                "Counterfactual confounder test (synthetic world only): the same rendered patient with one \
-                 planted confounder group swapped between the training split's Covid-19 and pneumonia sources; \
-                 the mean score shift towards the donor's class and its 95% CI. Flag rule: {rule}."
-            )),
-            Block::Table {
-                caption: format!("Planted confounders followed by {model}: {verdict}"),
-                header: [
-                    "confounder",
-                    "label-associated in training",
-                    "pairs",
-                    "mean shift",
-                    "95% CI",
-                    "status",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows: c
-                    .results
-                    .iter()
-                    .map(|k| {
-                        vec![
-                            k.kind.clone(),
-                            if k.label_associated { "yes" } else { "no" }.into(),
-                            k.n.to_string(),
-                            f(k.mean_shift),
-                            format!("[{}, {}]", f(k.ci_low), f(k.ci_high)),
-                            k.status.to_string(),
-                        ]
-                    })
-                    .collect(),
-            },
-        ],
+        blocks: confounder_blocks(&c.model, verdict, rule, &lines),
     }
 }
 
@@ -661,6 +695,7 @@ mod tests {
                 lungs_removed_p: Some(0.0001),
                 n_covid: Some(6),
                 n_pneumonia: Some(12),
+                small_sample: None,
             }],
             ..Default::default()
         };
@@ -772,6 +807,7 @@ mod tests {
                 lungs_removed_p: Some(0.5),
                 n_covid: Some(20),
                 n_pneumonia: Some(20),
+                small_sample: None,
             }],
             ..Default::default()
         };

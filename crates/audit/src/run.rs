@@ -90,6 +90,7 @@ pub fn run_audit_on(
         }
         None => scorer,
     };
+    cfg.validate()?;
     let column = cfg.column();
     check_manifest(
         manifest,
@@ -107,6 +108,7 @@ pub fn run_audit_on(
     };
     let mut evidence = AuditEvidence {
         model: scorer.name().to_string(),
+        model_sha256: scorer.model_sha256().map(str::to_string),
         ..Default::default()
     };
 
@@ -125,14 +127,15 @@ pub fn run_audit_on(
             let (_, v) = score_rows(scorer, &rows, batch_size, true, "features", progress)
                 .step("computing the model's features")?;
             if v.len() != rows.len() {
-                return Err(AuditError::config(
+                return Err(cxr_core::ScoreError::new(
                     scorer.name(),
                     format!(
                         "returned {} feature vectors for {} images",
                         v.len(),
                         rows.len()
                     ),
-                ));
+                )
+                .into());
             }
             let cols = v.first().map_or(0, Vec::len);
             let flat: Vec<f64> = v.iter().flatten().map(|&x| f64::from(x)).collect();
@@ -207,7 +210,13 @@ pub fn run_audit_on(
     // training split associated it, and does the pooled AUC stray from the within-source AUCs?
     let mut todo = samples(manifest, manifest_path, column, Some(cfg.split))?;
     if todo.is_empty() {
-        todo = samples(manifest, manifest_path, column, None)?;
+        return Err(AuditError::input(
+            manifest_path,
+            format!(
+                "no `{}` rows with a `{column}` image and a `mask`: pick the split to audit with --split",
+                cfg.split.as_str()
+            ),
+        ));
     }
     todo.retain(|s| s.row.label.target().is_some());
     let positives: Vec<bool> = todo
@@ -290,7 +299,7 @@ pub fn run_audit_on(
                 let removed = occlusion::remove_lungs(&img, &mask, fill)?;
                 let only = occlusion::lungs_only(&img, &mask, fill)?;
                 if let Some(out) = &cfg.out {
-                    let name = format!("{}.png", cxr_explain::render::safe_name(&s.row.id));
+                    let name = format!("{}.png", cxr_core::outname::safe_stem(&s.row.id));
                     for (kind, occluded) in [("lungs_removed", &removed), ("lungs_only", &only)] {
                         let p = out.join("occlusion").join(fill_name).join(kind).join(&name);
                         if let Some(d) = p.parent() {
@@ -336,6 +345,7 @@ pub fn run_audit_on(
                 ),
                 n_covid: Some(pos.iter().filter(|&&p| p).count()),
                 n_pneumonia: Some(pos.iter().filter(|&&p| !p).count()),
+                small_sample: None,
             }),
             _ => note(format!(
                 "occlusion ({fill_name}) not run: both classes are needed"
@@ -446,10 +456,11 @@ fn score_rows(
             .collect::<cxr_explain::Result<_>>()?;
         let s = scorer.score(&images, features)?;
         if s.scores.len() != images.len() {
-            return Err(AuditError::config(
+            return Err(cxr_core::ScoreError::new(
                 scorer.name(),
                 format!("{} scores for {} images", s.scores.len(), images.len()),
-            ));
+            )
+            .into());
         }
         scores.extend(s.scores);
         if features {
@@ -557,6 +568,7 @@ fn occlusion_saliency(
 mod tests {
     use super::*;
     use crate::test_support::{MeanGrey, tiny_manifest};
+    use cxr_core::Split;
 
     /// The tiny manifest with only some columns, as a user might write it by hand.
     fn hand_written(manifest: &Path, keep: &[&str], out: &Path) {
@@ -639,6 +651,100 @@ mod tests {
         );
     }
 
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Hostile manifest ids on the audited rows: every occlusion PNG and saliency map stays under `out`,
+    /// one file per row.
+    #[test]
+    fn hostile_ids_never_write_outside_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let mut manifest = Manifest::read(&m).unwrap();
+        let long = "Q".repeat(300);
+        let hostile = [
+            "../../x/y",
+            "/tmp/abs",
+            "..",
+            "A",
+            "a",
+            "a b\\c",
+            "con",
+            long.as_str(),
+        ];
+        let test_rows = manifest
+            .records
+            .iter_mut()
+            .filter(|r| r.split == Some(Split::Test));
+        for (r, id) in test_rows.zip(hostile) {
+            r.id = id.to_string();
+        }
+        let before = files_under(d);
+        let out = d.join("deep/er/out");
+        let cfg = AuditConfig {
+            saliency_images: 8,
+            saliency_grid: 4,
+            out: Some(out.clone()),
+            ..Default::default()
+        };
+        run_audit_on(&MeanGrey, &manifest, &m, &cfg, &|_| {}).unwrap();
+        for p in files_under(d) {
+            assert!(
+                before.contains(&p) || p.starts_with(&out),
+                "{} written outside {}",
+                p.display(),
+                out.display()
+            );
+        }
+        let pngs = std::fs::read_dir(out.join("occlusion/noise/lungs_removed"))
+            .unwrap()
+            .count();
+        assert_eq!(pngs, hostile.len());
+    }
+
+    /// `--split X` with no X rows and `--folds 0` are errors, not a run on other rows or no probe.
+    #[test]
+    fn an_empty_split_and_zero_folds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny_manifest(dir.path());
+        let cfg = AuditConfig {
+            saliency_images: 0,
+            split: Split::Val,
+            ..Default::default()
+        };
+        let e = run_audit(&MeanGrey, &m, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("`val`") && e.contains("--split") && e.contains("manifest.csv"),
+            "{e}"
+        );
+        let e = run_audit(
+            &MeanGrey,
+            &m,
+            &AuditConfig {
+                folds: 0,
+                split: Split::Test,
+                ..cfg
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--folds") && e.contains("0 folds"), "{e}");
+    }
+
     #[test]
     fn the_name_and_the_output_folder_are_the_configurations() {
         let dir = tempfile::tempdir().unwrap();
@@ -652,9 +758,14 @@ mod tests {
             out: Some(out.clone()),
             ..Default::default()
         };
-        let done = run_audit(&MeanGrey, &m, &cfg).unwrap();
+        // A scorer that knows its content hash: audit.json records it, through the renaming wrapper.
+        let done = run_audit(&crate::test_support::Hashed(false), &m, &cfg).unwrap();
         assert_eq!(done.report.verdicts[0].model, "my model");
         assert_eq!(done.report.evidence[0].model, "my model");
+        assert_eq!(
+            done.report.evidence[0].model_sha256.as_deref(),
+            Some("ab12")
+        );
         let files = done.files.unwrap();
         let back: AuditReport =
             serde_json::from_slice(&std::fs::read(&files.audit_json).unwrap()).unwrap();
@@ -670,7 +781,7 @@ mod tests {
         assert!(html.contains("saliency/gallery/"));
         // The same audit without an output folder finds the same (the occlusion maps' timing aside).
         let quiet = run_audit(
-            &MeanGrey,
+            &crate::test_support::Hashed(false),
             &m,
             &AuditConfig {
                 out: None,

@@ -1,6 +1,8 @@
 //! Any scorer over a manifest (`cxr score`): `predictions.csv` in the format `cxr evaluate` reads, and
-//! `rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the rows it
-//! owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`).
+//! `predictions.rejects.csv` (`id, file, reason`) for the images that could not be read. With a shard, only the
+//! rows it owns, into `*.part-K-of-N.csv` (the caller writes the parts' sidecars: `ScoreOutcome::config_hash`,
+//! which holds the model's content hash). Unsharded, `predictions.model.json` beside it names the model and its
+//! content hash.
 
 use std::path::{Path, PathBuf};
 
@@ -18,11 +20,12 @@ use crate::progress::{Bar, Progress};
 pub struct ScoreConfig {
     /// The image column; `None`: `png8` (`load_scorer` says which column a model of ours reads).
     pub column: Option<String>,
-    /// The predictions CSV; `rejects.csv` is written beside it.
+    /// The predictions CSV; its rejects go beside it, to [`rejects_path`] (never preprocess's `rejects.csv`).
     pub out: PathBuf,
     /// Images per scorer call.
     pub batch_size: usize,
-    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and `rejects.part-K-of-N.csv`.
+    /// Only the rows this shard owns, into `predictions.part-K-of-N.csv` and
+    /// `predictions.rejects.part-K-of-N.csv`.
     pub shard: Option<Shard>,
     /// What identifies the model in the parts' config hash ([`model_key`]).
     pub model_key: String,
@@ -47,8 +50,10 @@ pub struct ScoreOutcome {
     pub rejects: PathBuf,
     pub scored: usize,
     pub rejected: usize,
-    /// The hash of the model and the column, for the sidecars of a shard's parts.
+    /// The hash of the model (spec and content) and the column, for the sidecars of a shard's parts.
     pub config_hash: String,
+    /// The model's content hash ([`Scorer::model_sha256`]), also in `predictions.model.json`.
+    pub model_sha256: Option<String>,
 }
 
 /// What identifies a model in a shard's config hash: a spec file's SHA-256 (the spec names the ONNX file),
@@ -60,16 +65,26 @@ pub fn model_key(source: &ModelSource) -> Result<String> {
     })
 }
 
-/// An image file as 8-bit grey, or why not (the reason goes to `rejects.csv`).
+/// Where `score` lists the images it could not read: `<out stem>.rejects.csv` beside `out`
+/// (`predictions.csv` → `predictions.rejects.csv`), so it never replaces the `rejects.csv` that preprocess
+/// wrote in the same folder, nor another score's.
+pub fn rejects_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!("{stem}.rejects.csv"))
+}
+
+/// An image file as 8-bit grey, or why not (the reason goes to the rejects table).
 fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?
-        .to_luma8();
-    Grey8::new(img.width(), img.height(), img.into_raw()).map_err(|e| e.to_string())
+    // Every reason names the file: an OS error alone ("No such device (os error 19)") says nothing of which.
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    cxr_core::png8::read_grey8(path).map_err(|e| match e {
+        cxr_core::CoreError::Image { message, .. } => named(&message),
+        cxr_core::CoreError::Io { source, .. } => named(&source),
+        other => other.to_string(),
+    })
 }
 
 /// Scores every row of the manifest at `manifest` (needs `id, source, label` and the image column; keeps
@@ -89,12 +104,10 @@ pub fn score_manifest(
         .filter(|r| cfg.shard.is_none_or(|s| s.owns_record(r)))
         .collect();
     let (out, rejects_path) = match cfg.shard {
-        Some(s) => (
-            s.part_path(&cfg.out),
-            s.part_path(&cfg.out.with_file_name("rejects.csv")),
-        ),
-        None => (cfg.out.clone(), cfg.out.with_file_name("rejects.csv")),
+        Some(s) => (s.part_path(&cfg.out), s.part_path(&rejects_path(&cfg.out))),
+        None => (cfg.out.clone(), rejects_path(&cfg.out)),
     };
+    cxr_core::fsutil::refuse_inputs(&[&out, &rejects_path], &[manifest])?;
     let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
     let mut preds = Vec::with_capacity(rows.len());
     let mut rejects = csv::Writer::from_writer(Vec::new());
@@ -103,16 +116,16 @@ pub fn score_manifest(
         .map_err(csv_err)?;
     let bar = Bar::new(progress, "score".into(), rows.len());
     for batch in rows.chunks(cfg.batch_size.max(1)) {
-        let loaded: Vec<(usize, PathBuf, std::result::Result<Grey8, String>)> = batch
+        // The cell as the manifest gives it: a rejects row names the file the way its user wrote it.
+        let loaded: Vec<(usize, String, std::result::Result<Grey8, String>)> = batch
             .par_iter()
             .enumerate()
             .map(
                 |(i, r)| match r.get(column).filter(|c| !c.trim().is_empty()) {
-                    None => (i, PathBuf::new(), Err(format!("no `{column}` value"))),
+                    None => (i, String::new(), Err(format!("no `{column}` value"))),
                     Some(cell) => {
                         let p = cxr_core::absolute_path(&m.base_dir.join(cell.trim()));
-                        let g = read_grey(&p);
-                        (i, p, g)
+                        (i, cell.trim().to_string(), read_grey(&p))
                     }
                 },
             )
@@ -127,15 +140,25 @@ pub fn score_manifest(
                 }
                 Err(reason) => {
                     tracing::warn!("score: {}: {reason}", batch[i].id);
-                    let cell =
-                        cxr_core::path_cell(rejects_path.parent().unwrap_or(Path::new(".")), &p);
                     rejects
-                        .write_record([batch[i].id.as_str(), cell.as_str(), reason.as_str()])
+                        .write_record([batch[i].id.as_str(), p.as_str(), reason.as_str()])
                         .map_err(csv_err)?;
                 }
             }
         }
         let scored = scorer.score(&images, false)?;
+        // A scorer returning fewer or more scores than images would pair scores with the wrong rows.
+        if scored.scores.len() != images.len() {
+            return Err(cxr_core::ScoreError::new(
+                scorer.name(),
+                format!(
+                    "{} scores for a batch of {} images",
+                    scored.scores.len(),
+                    images.len()
+                ),
+            )
+            .into());
+        }
         for (i, s) in owners.into_iter().zip(scored.scores) {
             let r = batch[i];
             preds.push(Prediction {
@@ -162,14 +185,77 @@ pub fn score_manifest(
         .map_err(|e| AuditError::input(&rejects_path, e.to_string()))?;
     cxr_core::fsutil::write_atomic(&rejects_path, &bytes)
         .step(format!("writing {}", rejects_path.display()))?;
+    // The model's content hash too: a spec's hash alone would not see the ONNX file behind it swapped.
+    let model_sha256 = scorer.model_sha256().map(str::to_string);
     let config_hash = cxr_core::fsutil::sha256_bytes(
-        format!("score model={} column={column}", cfg.model_key).as_bytes(),
+        format!(
+            "score model={} content={} column={column}",
+            cfg.model_key,
+            model_sha256.as_deref().unwrap_or("")
+        )
+        .as_bytes(),
     );
+    if cfg.shard.is_none() {
+        let model_json = model_json_path(&out);
+        let meta = serde_json::json!({
+            "model": scorer.name(),
+            "model_key": cfg.model_key,
+            "model_sha256": model_sha256,
+            "column": column,
+            "predictions": out.file_name().map(|n| n.to_string_lossy().into_owned()),
+        });
+        let bytes = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| AuditError::input(&model_json, e.to_string()))?;
+        cxr_core::fsutil::write_atomic(&model_json, &bytes)
+            .step(format!("writing {}", model_json.display()))?;
+    }
     Ok(ScoreOutcome {
         predictions: out,
         rejects: rejects_path,
         scored: preds.len(),
         rejected,
         config_hash,
+        model_sha256,
     })
+}
+
+/// The sidecar naming the model that wrote a predictions file: `predictions.csv` → `predictions.model.json`.
+pub fn model_json_path(predictions: &Path) -> PathBuf {
+    predictions.with_extension("model.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{Hashed, MeanGrey, tiny_manifest};
+
+    #[test]
+    fn predictions_record_the_model_hash_and_short_batches_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny_manifest(dir.path());
+        let cfg = |name: &str| ScoreConfig {
+            out: dir.path().join(name).join("predictions.csv"),
+            ..Default::default()
+        };
+        let a = score_manifest(&Hashed(false), &m, &cfg("a"), &|_| {}).unwrap();
+        assert_eq!(a.model_sha256.as_deref(), Some("ab12"));
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("a/predictions.model.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["model_sha256"], "ab12");
+        assert_eq!(meta["model"], "hashed");
+        // The content hash is part of the shard parts' config hash.
+        let b = score_manifest(&MeanGrey, &m, &cfg("b"), &|_| {}).unwrap();
+        assert_ne!(a.config_hash, b.config_hash);
+        assert_eq!(b.model_sha256, None);
+        let e = score_manifest(&Hashed(true), &m, &cfg("c"), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hashed") && e.contains("scores for a batch of"),
+            "{e}"
+        );
+        assert!(!dir.path().join("c/predictions.csv").exists());
+    }
 }

@@ -88,3 +88,28 @@ impl cxr_core::Scorer for MeanGrey {
         })
     }
 }
+
+/// A model whose content hash is known, and one that returns one score too few.
+pub(crate) struct Hashed(pub bool);
+
+impl cxr_core::Scorer for Hashed {
+    fn name(&self) -> &str {
+        "hashed"
+    }
+    fn input_size(&self) -> usize {
+        32
+    }
+    fn has_features(&self) -> bool {
+        false
+    }
+    fn model_sha256(&self) -> Option<&str> {
+        Some("ab12")
+    }
+    fn score(&self, images: &[Grey8], f: bool) -> Result<cxr_core::Scored, cxr_core::ScoreError> {
+        let mut s = cxr_core::Scorer::score(&MeanGrey, images, f)?;
+        if self.0 {
+            s.scores.pop();
+        }
+        Ok(s)
+    }
+}

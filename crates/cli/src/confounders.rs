@@ -104,10 +104,9 @@ fn print_table(results: &[KindResult]) {
 pub fn audit_confounders(args: AuditConfoundersArgs) -> Result<serde_json::Value> {
     let (loaded, column) = args.model.load().context("audit-confounders")?;
     let scorer = loaded.scorer.as_ref();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/audit-confounders").join(scorer.name()));
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/audit-confounders").join(cxr_core::outname::safe_stem(scorer.name()))
+    });
     let cfg = args.to_config(column, out.clone())?;
     let done = cxr_audit::run_confounder_test(scorer, &args.manifest, &cfg)
         .context("audit-confounders")?;

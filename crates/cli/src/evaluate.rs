@@ -48,7 +48,8 @@ pub fn input_help() -> String {
          source   the image's data source, kept as written (also: {})\n  \
          split    optional, default test: {}\n  \
          label    {} (column also: {})\n  \
-         score    the model's probability of Covid-19, in [0, 1] (also: {})\n  \
+         score    the model's score for Covid-19, any finite number (also: {}); AUC/AP take any\n           \
+                  ranking score, Brier/ECE only probabilities (skipped, saying why, for logits)\n  \
          patient  optional: groups the bootstrap resamples (also: {})\n  \
          model    optional: tells several models in one file apart\n\
          The operating threshold is chosen on the `val` rows (both classes needed; 0.5 otherwise).",
@@ -142,6 +143,13 @@ fn summary(report: &cxr_eval::EvalReport) -> String {
                     .unwrap_or_else(|| "n/a".into())
             ));
         }
+    }
+    for note in report
+        .models
+        .iter()
+        .filter_map(|m| m.probability_metrics_skipped.as_ref())
+    {
+        out.push_str(&format!("NOTE {note}\n"));
     }
     for a in &report.alarms {
         out.push_str(&format!("ALARM {}\n", a.message));

@@ -127,10 +127,9 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         );
     };
     let model = cxr_audit::load_classifier(run, &args.model.options()).context("explain")?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/explain").join(&model.name));
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/explain").join(cxr_core::outname::safe_stem(&model.name))
+    });
     let cfg = GradCamConfig {
         column: args.model.column.clone(),
         split: args.split,
@@ -274,11 +273,9 @@ pub fn audit(args: AuditArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| scorer.name().to_string());
-    cfg.out = Some(
-        args.out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("target/audit").join(&name)),
-    );
+    cfg.out = Some(args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/audit").join(cxr_core::outname::safe_stem(&name))
+    }));
     let bars = Bars::default();
     let outcome =
         cxr_audit::run_audit_with(scorer, manifest, &cfg, &|p| bars.update(p)).context("audit")?;

@@ -72,7 +72,7 @@ enum Command {
     #[command(after_help = evaluate::input_help())]
     Evaluate(evaluate::EvaluateArgs),
     /// Any classifier over a manifest (cxr-onnx spec or a trained run): predictions.csv for `evaluate`,
-    /// rejects.csv for unreadable images.
+    /// predictions.rejects.csv for unreadable images.
     Score(score::ScoreArgs),
     /// The whole study in one command: world or real data → … → results.json and report.html.
     Reproduce(reproduce::ReproduceArgs),

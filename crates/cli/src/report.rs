@@ -1,7 +1,4 @@
-//! The audit verdict in the words the report and stdout use (`cxr_audit::report`; the page itself is built
-//! by `cxr_report`).
+//! The audit verdict in the words the report and stdout use (`cxr_audit::report`; the study's page is built
+//! by `cxr_study::report`, an audit's by `cxr_audit::report`).
 
-pub use cxr_audit::report::{
-    data_risk_words, humanise_rule, test_label, verdict_headline, verdict_words,
-};
-pub use cxr_report::{Block, Report, Section};
+pub use cxr_audit::report::{data_risk_words, verdict_headline};

@@ -1,5 +1,5 @@
 //! `cxr score`: any classifier (an ONNX model described by a spec, or one of our trained runs) over
-//! a manifest → `predictions.csv` in the format `evaluate` reads, plus `rejects.csv` for unreadable images
+//! a manifest → `predictions.csv` in the format `evaluate` reads, plus `predictions.rejects.csv` for unreadable images
 //! (`cxr_audit::score_manifest`).
 
 use std::path::PathBuf;
@@ -23,7 +23,8 @@ pub struct ScoreArgs {
     /// Image column: `png8` or `crop` (default: the run's training column, else `png8`).
     #[arg(long)]
     column: Option<String>,
-    /// Output predictions CSV; `rejects.csv` is written beside it.
+    /// Output predictions CSV; unreadable images go to `<stem>.rejects.csv` beside it (preprocess's
+    /// `rejects.csv` in the same folder is left alone). Refused when it names an input.
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
@@ -35,6 +36,17 @@ pub struct ScoreArgs {
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let shard = args.shard.resolve("score")?;
+    let inputs: Vec<&std::path::Path> = [
+        Some(&args.manifest),
+        args.model.as_ref(),
+        args.model_spec.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.as_path())
+    .collect();
+    let rejects = cxr_audit::rejects_path(&args.out);
+    cxr_core::fsutil::refuse_inputs(&[&args.out, &rejects], &inputs).context("score")?;
     // The same loading (and default column) as the audits, so `score` and `audit` see one model the same way.
     let model_args = crate::explain::ModelArgs {
         model: args.model.clone(),

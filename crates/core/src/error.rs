@@ -47,6 +47,9 @@ pub enum CoreError {
     /// An 8-bit grey image that could not be decoded or encoded ([`crate::png8`]).
     #[error("{path}: {message}")]
     Image { path: PathBuf, message: String },
+    /// An output path naming one of the run's inputs ([`crate::fsutil::refuse_inputs`]).
+    #[error("{output}: this output would overwrite the input {input}; choose another --out")]
+    OutputIsInput { output: PathBuf, input: PathBuf },
     /// Sharding: a bad `--shard`, a half-set cluster environment, or parts that cannot be merged.
     #[error("shard: {0}")]
     Shard(String),

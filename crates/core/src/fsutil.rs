@@ -1,4 +1,5 @@
-//! File helpers every stage uses: atomic writes and content hashes.
+//! File helpers every stage uses: atomic writes, content hashes, and the guard on untrusted input files
+//! ([`open_regular`], [`read_bounded`]: special files refused by path before any read, sizes bounded).
 //!
 //! Every output of the pipeline (manifests, caches, checkpoints, reports) is written to a temporary file in
 //! the destination folder and renamed over the target, so a run killed at any instant leaves either the old
@@ -10,6 +11,22 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::CoreError;
+
+/// Refuses any of `outputs` that is (after resolving `..` and links) one of `inputs`: writing it would destroy
+/// the input (`cxr score --out M.csv --manifest M.csv`). Paths that do not exist yet are compared lexically.
+pub fn refuse_inputs(outputs: &[&Path], inputs: &[&Path]) -> Result<(), CoreError> {
+    let key = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| crate::absolute_path(p));
+    for o in outputs {
+        let ko = key(o);
+        if let Some(i) = inputs.iter().find(|i| key(i) == ko) {
+            return Err(CoreError::OutputIsInput {
+                output: o.to_path_buf(),
+                input: i.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Writes `bytes` to `path` atomically, creating parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
@@ -93,9 +110,99 @@ fn unique() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-/// SHA-256 of a file's bytes, lower-case hex, streamed (constant memory).
+/// Opens an input file for reading, refusing anything but a regular file (a directory, FIFO, socket or
+/// device) with its path named, *before* opening it: opening a FIFO blocks until a writer comes, and
+/// `/dev/zero` never ends. The type is checked again on the open handle, so a file swapped in between is
+/// caught too.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, CoreError> {
+    let special = |kind: &str| {
+        CoreError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("not a regular file ({kind})"),
+            ),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| CoreError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(special(file_kind(&meta)));
+    }
+    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| CoreError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(special(file_kind(&meta)));
+    }
+    Ok(file)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// Reads a whole input file of at most `max_bytes` bytes ([`open_regular`]'s guard first): a larger file is
+/// refused from its size before anything is allocated, and the read itself stops at the limit in case the
+/// file grows meanwhile.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CoreError> {
+    let file = open_regular(path)?;
+    let too_large = |n: u64| {
+        CoreError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{n} bytes is over the limit of {max_bytes} bytes for this kind of file"),
+            ),
+        )
+    };
+    let len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    if len > max_bytes {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CoreError::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Runs a third-party parser or decoder on untrusted input, turning a panic inside it into `Err` with the
+/// panic's message, for the caller to wrap in its error naming the file (an allocation failure still aborts:
+/// callers check sizes before).
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// SHA-256 of a file's bytes, lower-case hex, streamed (constant memory); special files are refused
+/// ([`open_regular`]).
 pub fn sha256_file(path: &Path) -> Result<String, CoreError> {
-    let mut file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -142,6 +249,37 @@ mod tests {
         assert!(err.to_string().contains("out.txt"), "{err}");
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn special_files_and_oversized_files_are_refused_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_bounded(dir.path(), 10).unwrap_err().to_string();
+        assert!(
+            e.contains("a directory") && e.contains(&*dir.path().to_string_lossy()),
+            "{e}"
+        );
+        #[cfg(unix)]
+        {
+            let e = read_bounded(Path::new("/dev/zero"), 10)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/dev/zero") && e.contains("a device"), "{e}");
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                // Would block forever if the guard opened it.
+                let e = sha256_file(&fifo).unwrap_err().to_string();
+                assert!(e.contains("fifo") && e.contains("a FIFO"), "{e}");
+            } else {
+                println!("skipped: no mkfifo for the FIFO case");
+            }
+        }
+        let p = dir.path().join("big");
+        std::fs::write(&p, [7u8; 11]).unwrap();
+        let e = read_bounded(&p, 10).unwrap_err().to_string();
+        assert!(e.contains("big") && e.contains("11 bytes"), "{e}");
+        assert_eq!(read_bounded(&p, 11).unwrap(), vec![7u8; 11]);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`RawImage`] / [`PixelMeta`]: a decoded grey image with the stored values and every piece of pixel
 //!   metadata preprocessing needs (ingest → preprocess); [`Grey8`]: an 8-bit grey image;
 //! - [`fsutil`]: atomic writes and content hashes (every output in the pipeline goes through them);
+//! - [`outname`]: the one way to name a per-image output after an untrusted id (never outside `--out`, never
+//!   two ids on one file);
 //! - [`shard`]: the stable row → shard rule, the Slurm/Kubernetes environment mapping, and the streaming
 //!   merge of `*.part-K-of-N.csv` parts;
 //! - [`privacy`]: keyed pseudonyms, so patient identifiers never reach an output;
@@ -34,6 +36,7 @@ pub mod image;
 pub mod label;
 pub mod manifest;
 pub mod model_input;
+pub mod outname;
 pub mod png8;
 pub mod prediction;
 pub mod privacy;

@@ -38,8 +38,9 @@ pub fn absolute_path(p: &Path) -> PathBuf {
     for c in joined.components() {
         match c {
             Component::CurDir => {}
+            // `..` at the root is the root (POSIX), never a `/../etc/passwd` component to carry along.
             Component::ParentDir => {
-                if !out.pop() {
+                if !out.pop() && !out.has_root() {
                     out.push(c);
                 }
             }
@@ -206,6 +207,19 @@ impl Manifest {
         let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
         let mut manifest = Self::parse(file, path, Some(needs))?;
         manifest.base_dir = absolute_path(path.parent().unwrap_or(Path::new("")));
+        Ok(manifest)
+    }
+
+    /// [`Manifest::read_lenient`] of CSV from any reader (a table built in memory: a DataFrame, rows):
+    /// `name` stands for the file in errors and relative cells resolve against `base_dir`.
+    pub fn read_lenient_from(
+        reader: impl std::io::Read,
+        name: &Path,
+        base_dir: &Path,
+        needs: &[&str],
+    ) -> Result<Self, CoreError> {
+        let mut manifest = Self::parse(reader, name, Some(needs))?;
+        manifest.base_dir = absolute_path(base_dir);
         Ok(manifest)
     }
 
@@ -532,6 +546,11 @@ mod tests {
         assert_eq!(
             absolute_path(Path::new("t/r/../s/x.png")),
             cwd.join("t/s/x.png")
+        );
+        // More `..` than folders: the root, as the OS resolves it.
+        assert_eq!(
+            absolute_path(Path::new("/tmp/x/../../../../etc/passwd")),
+            Path::new("/etc/passwd")
         );
         assert_eq!(
             path_cell(Path::new("t/r/exp"), Path::new("t/r/seg/c.png")),

@@ -61,13 +61,31 @@ fn test_split() -> Split {
     Split::Test
 }
 
-/// Reads predictions; errors name the file and line. Scores must be finite and within [0, 1]. Column names
+/// Largest score table [`read_predictions`] reads (4 GiB, some 40 million rows): a bound on a file given by
+/// a user, refused from its size before it is read. Special files (FIFO, device) are refused by path.
+pub const MAX_TABLE_BYTES: u64 = 4 << 30;
+
+/// Reads predictions; errors name the file and line. Scores must be finite (probabilities or any real
+/// ranking score). Column names
 /// in any case, with the [`COLUMN_ALIASES`]; labels and splits through [`Label`]'s and [`Split`]'s parsers
 /// (`1`/`0`, `Covid-19`, `non-covid`, `validation`, ...); no `split` column means every row is `test`;
 /// other columns are ignored.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, CoreError> {
-    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let mut rdr = csv::Reader::from_reader(file);
+    let file = fsutil::open_regular(path)?;
+    let len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
+    if len > MAX_TABLE_BYTES {
+        return Err(CoreError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{len} bytes is over the limit of {MAX_TABLE_BYTES} bytes for a score table"
+                ),
+            ),
+        ));
+    }
+    // `take`: a file that grows while it is read still stops at the limit.
+    let mut rdr = csv::Reader::from_reader(std::io::Read::take(file, MAX_TABLE_BYTES));
     let headers = rdr.headers().map_err(|e| CoreError::Csv {
         path: path.to_path_buf(),
         line: 1,
@@ -83,13 +101,15 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, CoreError> {
             line,
             message: e.to_string(),
         })?;
-        if !(p.score.is_finite() && (0.0..=1.0).contains(&p.score)) {
+        // Any real score ranks (logits, `decision_function` values); only metrics that need probabilities
+        // (Brier, ECE) look at the range, and say so (cxr_eval).
+        if !p.score.is_finite() {
             return Err(CoreError::InvalidValue {
                 path: path.to_path_buf(),
                 line,
                 column: "score".into(),
                 value: p.score.to_string(),
-                expected: "a probability in [0, 1]".into(),
+                expected: "a finite number (a probability, a logit or any ranking score)".into(),
             });
         }
         out.push(p);
@@ -137,11 +157,25 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("id,source,split,label,score"), "{text}");
 
-        std::fs::write(&path, "id,source,split,label,score\na,nih,test,covid,1.5\n").unwrap();
-        let msg = read_predictions(&path).unwrap_err().to_string();
-        assert!(msg.contains("line 2") && msg.contains("score"), "{msg}");
-        std::fs::write(&path, "id,source,split,label,score\na,nih,test,covid,NaN\n").unwrap();
-        assert!(read_predictions(&path).is_err());
+        // A logit is a score; NaN and infinities are not.
+        std::fs::write(
+            &path,
+            "id,source,split,label,score\na,nih,test,covid,-3.5\n",
+        )
+        .unwrap();
+        assert_eq!(read_predictions(&path).unwrap()[0].score, -3.5);
+        for bad in ["NaN", "inf", "-inf"] {
+            std::fs::write(
+                &path,
+                format!("id,source,split,label,score\na,nih,test,covid,{bad}\n"),
+            )
+            .unwrap();
+            let msg = read_predictions(&path).unwrap_err().to_string();
+            assert!(
+                msg.contains("line 2") && msg.contains("score"),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     /// A file as a scikit-learn user writes it: pandas' index column, other column names, 0/1 labels,
@@ -175,5 +209,35 @@ mod tests {
         std::fs::write(&path, "id,source,label,score\na,nih,flu,0.7\n").unwrap();
         let msg = read_predictions(&path).unwrap_err().to_string();
         assert!(msg.contains("line 2") && msg.contains("flu"), "{msg}");
+    }
+
+    /// A score table that is a device or a FIFO is refused by path, not read until memory runs out or forever.
+    #[cfg(unix)]
+    #[test]
+    fn special_files_as_score_tables_are_refused() {
+        let msg = read_predictions(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("/dev/zero") && msg.contains("a device"),
+            "{msg}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("scores.csv");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let msg = read_predictions(&fifo).unwrap_err().to_string();
+            assert!(
+                msg.contains("scores.csv") && msg.contains("a FIFO"),
+                "{msg}"
+            );
+        } else {
+            println!("skipped: no mkfifo for the FIFO case");
+        }
+        let msg = read_predictions(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("a directory"), "{msg}");
     }
 }

@@ -48,6 +48,11 @@ pub trait Scorer: Send + Sync {
     fn input_size(&self) -> usize;
     /// Whether `score(.., true)` returns feature vectors (needed by the source probe).
     fn has_features(&self) -> bool;
+    /// SHA-256 (hex) of the model's content where the scorer knows it (an ONNX file and its external data),
+    /// recorded beside what it scored so that two models' outputs are never mixed.
+    fn model_sha256(&self) -> Option<&str> {
+        None
+    }
     /// Scores one batch; with `features`, also returns the pooled feature vectors (if the model has them).
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError>;
     /// The model's raw Covid-19 logit per image, for what must still move where the probability is

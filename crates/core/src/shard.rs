@@ -356,12 +356,31 @@ pub fn merge_dir(dir: &Path, input: Option<&Path>) -> Result<Vec<MergedFile>, Co
             dir.display()
         )));
     }
-    let mut out = Vec::new();
+    // All or nothing: every group is merged into a hidden staging file first, and only when all succeeded are
+    // they renamed onto their names, so a failing group (a missing rejects part) leaves no new `manifest.csv`.
+    let mut out: Vec<MergedFile> = Vec::new();
     for (stem, mut parts) in groups {
         parts.sort();
-        out.push(merge_group(dir, &stem, &parts, input)?);
+        match merge_group(dir, &stem, &parts, input) {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                for m in &out {
+                    let _ = std::fs::remove_file(staging_path(&m.path));
+                }
+                return Err(e);
+            }
+        }
+    }
+    for m in &out {
+        let staged = staging_path(&m.path);
+        std::fs::rename(&staged, &m.path).map_err(|e| CoreError::io(&m.path, e))?;
     }
     Ok(out)
+}
+
+/// Where [`merge_group`] writes `target` before [`merge_dir`] commits every group at once.
+fn staging_path(target: &Path) -> PathBuf {
+    target.with_file_name(format!(".{}.merging", file_name(target)))
 }
 
 fn file_name(p: &Path) -> String {
@@ -530,12 +549,13 @@ fn merge_group(
     let in_aug = ih.iter().position(|c| c.trim() == "aug_of");
 
     let target = dir.join(format!("{stem}.csv"));
+    let staged = staging_path(&target);
     let mut pending: Vec<Option<csv::StringRecord>> = vec![None; parts.len()];
     let mut line = vec![1u64; parts.len()];
     let mut taken = vec![0u64; parts.len()];
     let mut total = 0u64;
     // Errors inside the streaming closure travel as io::Error; the message already names the file.
-    fsutil::write_atomic_with(&target, |w| {
+    fsutil::write_atomic_with(&staged, |w| {
         let io = |e: CoreError| std::io::Error::other(e.to_string());
         let mut wtr = csv::Writer::from_writer(w);
         wtr.write_record(&merged)?;
@@ -940,6 +960,44 @@ mod tests {
             };
             write_part_meta(&part, &meta).unwrap();
         }
+    }
+
+    /// A later group failing (a missing rejects part) leaves no merged file of an earlier group behind.
+    #[test]
+    fn merge_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = toy_manifest(40, false);
+        let input = dir.path().join("input.csv");
+        m.write(&input).unwrap();
+        let parts = dir.path().join("parts");
+        write_parts(&parts, &input, &m, 4, "c1");
+        for k in 0..3 {
+            for ext in ["csv", "json"] {
+                std::fs::copy(
+                    parts.join(format!("manifest.part-{k}-of-4.{ext}")),
+                    parts.join(format!("rejects.part-{k}-of-4.{ext}")),
+                )
+                .unwrap();
+            }
+        }
+        let msg = merge_dir(&parts, None).unwrap_err().to_string();
+        assert!(msg.contains("rejects.part-3-of-4.csv"), "{msg}");
+        let names: Vec<String> = std::fs::read_dir(&parts)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.contains(".part-"))
+            .collect();
+        assert!(names.is_empty(), "left behind: {names:?}");
+        // With the part back, both files appear.
+        for ext in ["csv", "json"] {
+            std::fs::copy(
+                parts.join(format!("manifest.part-3-of-4.{ext}")),
+                parts.join(format!("rejects.part-3-of-4.{ext}")),
+            )
+            .unwrap();
+        }
+        assert_eq!(merge_dir(&parts, None).unwrap().len(), 2);
+        assert!(parts.join("manifest.csv").is_file() && parts.join("rejects.csv").is_file());
     }
 
     #[test]

@@ -16,19 +16,10 @@ fn err(name: &str) -> impl Fn(&dyn std::fmt::Display) -> EvalError + '_ {
     }
 }
 
-/// A file-name-safe form of a model name.
+/// A file-name-safe form of a model name (the one rule of `cxr_core::outname`: model names come from the
+/// user's predictions files).
 pub fn slug(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if s.is_empty() { "model".into() } else { s }
+    cxr_core::outname::safe_stem(name)
 }
 
 /// Matplotlib's "tab10": distinct and readable on white.
@@ -306,10 +297,13 @@ pub fn render_plots(report: &EvalReport) -> Result<Vec<(String, String)>, EvalEr
             format!("roc-{name}.svg"),
             roc_svg(&format!("ROC, {}", m.model), &sets)?,
         ));
-        out.push((
-            format!("reliability-{name}.svg"),
-            reliability_svg(&format!("Reliability, {}", m.model), &sets)?,
-        ));
+        // Scores that are not probabilities have no reliability diagram (the report says why).
+        if m.probability_metrics_skipped.is_none() {
+            out.push((
+                format!("reliability-{name}.svg"),
+                reliability_svg(&format!("Reliability, {}", m.model), &sets)?,
+            ));
+        }
         let split = if m.sets.iter().any(|s| s.split == Split::Test) {
             Some(Split::Test)
         } else {

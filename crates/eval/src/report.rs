@@ -280,6 +280,11 @@ pub struct ModelReport {
     pub seen_from: Option<String>,
     pub sets: Vec<SetReport>,
     pub seen_vs_unseen: Vec<SeenUnseen>,
+    /// Why Brier, ECE and the reliability bins are missing: the model's scores are not probabilities (some
+    /// lie outside [0, 1]: logits, `decision_function` values). Rank metrics (AUC, AP, DeLong) take any
+    /// real score and are reported as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability_metrics_skipped: Option<String>,
 }
 
 /// The whole evaluation; serialised as `metrics.json`.
@@ -369,6 +374,20 @@ pub fn evaluate(
     let mut plans = Vec::new();
     let mut model_meta = Vec::new();
     for (model, rows) in &by_model {
+        let outside = rows
+            .iter()
+            .filter(|r| !(0.0..=1.0).contains(&r.score))
+            .count();
+        let skipped = (outside > 0).then(|| {
+            let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| {
+                (a.min(r.score), b.max(r.score))
+            });
+            format!(
+                "{model}: {outside} of {} scores lie outside [0, 1] (range {lo:.4} to {hi:.4}): not probabilities, \
+                 so Brier, ECE and the reliability diagram are skipped; AUC, AP and DeLong rank the scores as given",
+                rows.len()
+            )
+        });
         let val: Vec<&Row> = rows.iter().filter(|r| r.split == Split::Val).collect();
         let vs: Vec<f64> = val.iter().map(|r| r.score).collect();
         let vp: Vec<bool> = val.iter().map(|r| r.positive).collect();
@@ -428,7 +447,14 @@ pub fn evaluate(
             }
             for (group, rows) in groups {
                 if !rows.is_empty() {
-                    plans.push((model.clone(), split, group, rows, threshold.value));
+                    plans.push((
+                        model.clone(),
+                        split,
+                        group,
+                        rows,
+                        threshold.value,
+                        skipped.is_none(),
+                    ));
                 }
             }
         }
@@ -437,25 +463,37 @@ pub fn evaluate(
             threshold,
             seen.map(|s| s.into_iter().collect::<Vec<_>>()),
             seen_from,
+            skipped,
         ));
     }
     let sets: Vec<SetReport> = plans
         .par_iter()
-        .map(|(model, split, group, rows, threshold)| {
-            evaluate_set(model, *split, group, rows, *threshold, options)
+        .map(|(model, split, group, rows, threshold, probabilities)| {
+            evaluate_set(
+                model,
+                *split,
+                group,
+                rows,
+                *threshold,
+                *probabilities,
+                options,
+            )
         })
         .collect();
 
     let mut models: Vec<ModelReport> = model_meta
         .into_iter()
-        .map(|(model, threshold, seen_sources, seen_from)| ModelReport {
-            sets: sets.iter().filter(|s| s.model == model).cloned().collect(),
-            model,
-            threshold,
-            seen_sources,
-            seen_from,
-            seen_vs_unseen: Vec::new(),
-        })
+        .map(
+            |(model, threshold, seen_sources, seen_from, skipped)| ModelReport {
+                sets: sets.iter().filter(|s| s.model == model).cloned().collect(),
+                model,
+                threshold,
+                seen_sources,
+                seen_from,
+                seen_vs_unseen: Vec::new(),
+                probability_metrics_skipped: skipped,
+            },
+        )
         .collect();
     for m in &mut models {
         let splits: BTreeSet<Split> = m.sets.iter().map(|s| s.split).collect();
@@ -499,14 +537,20 @@ pub fn evaluate(
 /// The statistics computed on the full set and on every resample, in this order.
 const N_STATS: usize = 14;
 
-fn stats(scores: &[f64], pos: &[bool], threshold: f64, bins: usize) -> [Option<f64>; N_STATS] {
+/// `bins`: calibration bins, `None` when the scores are not probabilities (no Brier, no ECE).
+fn stats(
+    scores: &[f64],
+    pos: &[bool],
+    threshold: f64,
+    bins: Option<usize>,
+) -> [Option<f64>; N_STATS] {
     let at_t = Confusion::at(scores, pos, threshold);
     let at_h = Confusion::at(scores, pos, 0.5);
     [
         cxr_core::auc::roc_auc(scores, pos),
         average_precision(scores, pos),
-        brier(scores, pos),
-        ece(scores, pos, bins),
+        bins.and_then(|_| brier(scores, pos)),
+        bins.and_then(|b| ece(scores, pos, b)),
         at_t.accuracy(),
         at_t.sensitivity(),
         at_t.specificity(),
@@ -526,12 +570,14 @@ fn evaluate_set(
     group: &Group,
     rows: &[&Row],
     threshold: f64,
+    probabilities: bool,
     options: &EvalOptions,
 ) -> SetReport {
+    let bins = probabilities.then_some(options.calibration_bins);
     let key = format!("{model}/{split}/{}", group.label());
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
     let pos: Vec<bool> = rows.iter().map(|r| r.positive).collect();
-    let full = stats(&scores, &pos, threshold, options.calibration_bins);
+    let full = stats(&scores, &pos, threshold, bins);
     let grid: Vec<f64> = (0..ROC_GRID)
         .map(|i| i as f64 / (ROC_GRID - 1) as f64)
         .collect();
@@ -559,10 +605,7 @@ fn evaluate_set(
         p.clear();
         s.extend(idx.iter().map(|&i| scores[i]));
         p.extend(idx.iter().map(|&i| pos[i]));
-        for (k, v) in stats(&s, &p, threshold, options.calibration_bins)
-            .into_iter()
-            .enumerate()
-        {
+        for (k, v) in stats(&s, &p, threshold, bins).into_iter().enumerate() {
             if let Some(v) = v {
                 samples[k].push(v);
             }
@@ -669,7 +712,7 @@ fn evaluate_set(
             band_lo,
             band_hi,
         },
-        reliability: reliability(&scores, &pos, options.calibration_bins),
+        reliability: bins.map_or_else(Vec::new, |b| reliability(&scores, &pos, b)),
         histogram: score_histogram(&scores, &pos, HISTOGRAM_BINS),
         resamples: options.resamples,
         alarms,

@@ -533,7 +533,15 @@ fn summary_grid(report: &EvalReport) -> Grid {
 }
 
 pub fn summary_markdown(report: &EvalReport) -> String {
-    summary_grid(report).markdown()
+    let mut out = summary_grid(report).markdown();
+    for note in report
+        .models
+        .iter()
+        .filter_map(|m| m.probability_metrics_skipped.as_ref())
+    {
+        out.push_str(&format!("\nNote: {note}.\n"));
+    }
+    out
 }
 
 pub fn summary_html(report: &EvalReport) -> String {

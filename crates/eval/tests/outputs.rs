@@ -267,7 +267,7 @@ fn files_name_their_models_and_errors_name_their_files() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(
         &bad,
-        "id,source,split,label,score\na,nih,test,pneumonia,2\n",
+        "id,source,split,label,score\na,nih,test,pneumonia,inf\n",
     )
     .unwrap();
     let err = load_predictions(&[bad]).unwrap_err().to_string();
@@ -377,4 +377,67 @@ fn inverted_alarm_only_when_the_interval_excludes_chance() {
     assert!(noisy_row.contains("8 (4/4) †"), "{noisy_row}");
     let flipped_row = md.lines().find(|l| l.contains("flipped/test/all")).unwrap();
     assert!(!flipped_row.contains('†'), "{flipped_row}");
+}
+
+/// Logits (scikit-learn's `decision_function`) rank exactly as the probabilities they came from: same AUC,
+/// AP and DeLong; Brier, ECE and the reliability diagram are skipped with the reason in the report.
+#[test]
+fn logits_get_rank_metrics_and_a_reason_for_no_probability_metrics() {
+    let (probs, _) = scenario();
+    let mut preds: Vec<Prediction> = probs
+        .iter()
+        .filter(|p| p.model == "split1-resnet50-finetune1")
+        .cloned()
+        .collect();
+    let logits: Vec<Prediction> = preds
+        .iter()
+        .map(|p| {
+            let s = p.score.clamp(1e-9, 1.0 - 1e-9);
+            Prediction {
+                score: (s / (1.0 - s)).ln(),
+                model: "logits".into(),
+                ..p.clone()
+            }
+        })
+        .collect();
+    assert!(logits.iter().any(|p| p.score < 0.0) && logits.iter().any(|p| p.score > 1.0));
+    preds.extend(logits);
+    let opts = EvalOptions {
+        resamples: 50,
+        ..Default::default()
+    };
+    let report = evaluate(&preds, &opts).unwrap();
+    let prob = report
+        .set("split1-resnet50-finetune1", Split::Test, &Group::All)
+        .unwrap();
+    let logit = report.set("logits", Split::Test, &Group::All).unwrap();
+    assert_eq!(prob.auc.value, logit.auc.value);
+    assert_eq!(prob.average_precision.value, logit.average_precision.value);
+    assert_eq!(
+        prob.delong.as_ref().map(|d| d.auc),
+        logit.delong.as_ref().map(|d| d.auc)
+    );
+    assert!(prob.brier.value.is_some() && prob.ece.value.is_some());
+    assert!(logit.brier.value.is_none() && logit.ece.value.is_none());
+    assert!(logit.reliability.is_empty());
+    let m = |name: &str| report.models.iter().find(|m| m.model == name).unwrap();
+    assert!(
+        m("split1-resnet50-finetune1")
+            .probability_metrics_skipped
+            .is_none()
+    );
+    let why = m("logits").probability_metrics_skipped.clone().unwrap();
+    assert!(
+        why.contains("outside [0, 1]") && why.contains("Brier") && why.contains("ECE"),
+        "{why}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write_outputs(&report, dir.path()).unwrap();
+    let tables = std::fs::read_to_string(dir.path().join("tables.md")).unwrap();
+    assert!(tables.contains(&why), "{tables}");
+    assert!(dir.path().join("plots/roc-logits.svg").is_file());
+    assert!(!dir.path().join("plots/reliability-logits.svg").exists());
+    let json = std::fs::read_to_string(dir.path().join("metrics.json")).unwrap();
+    assert!(json.contains("probability_metrics_skipped"));
 }

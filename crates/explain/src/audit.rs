@@ -159,12 +159,19 @@ pub struct OcclusionEvidence {
     pub n_covid: Option<usize>,
     #[serde(default)]
     pub n_pneumonia: Option<usize>,
+    /// A class has fewer images than `cxr_eval::MIN_PER_CLASS`: set by the study for its report (absent
+    /// from a plain audit's `audit.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_sample: Option<bool>,
 }
 
 /// Everything known about one model. Missing pieces are simply not run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvidence {
     pub model: String,
+    /// SHA-256 of the model's content (ONNX file and external data) where known: which model this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     #[serde(default)]
     pub source_probe: Vec<SourceFigure>,
     /// Cramér's V of label x source in the model's training split (the data risk, not a test of the model).
@@ -1025,6 +1032,7 @@ mod tests {
     fn confounded() -> AuditEvidence {
         AuditEvidence {
             model: "paper-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
@@ -1052,6 +1060,7 @@ mod tests {
                 lungs_removed_p: Some(0.0001),
                 n_covid: Some(40),
                 n_pneumonia: Some(40),
+                small_sample: None,
             }],
             lung_energy: Some(Figure::point(0.31)),
             mean_mask_area: Some(0.35),
@@ -1062,6 +1071,7 @@ mod tests {
     fn clean() -> AuditEvidence {
         AuditEvidence {
             model: "clean-world".into(),
+            model_sha256: None,
             source_probe: vec![
                 SourceFigure {
                     source: "bimcv".into(),
@@ -1085,6 +1095,7 @@ mod tests {
                 lungs_removed_p: Some(0.6),
                 n_covid: Some(40),
                 n_pneumonia: Some(40),
+                small_sample: None,
             }],
             lung_energy: Some(Figure::point(0.78)),
             mean_mask_area: Some(0.35),
@@ -1347,6 +1358,7 @@ mod tests {
             lungs_removed_p: None,
             n_covid: None,
             n_pneumonia: None,
+            small_sample: None,
         });
         assert_eq!(verdict(&e, &th).verdict, Overall::Shortcut);
         // A perfect separation on 3 + 3 images: DeLong's CI collapses to [1, 1], the permutation p (0.1) says
@@ -1490,6 +1502,7 @@ mod tests {
                 lungs_removed_p: Some(p),
                 n_covid: Some(n.0),
                 n_pneumonia: Some(n.1),
+                small_sample: None,
             }]
         };
         let world = |v: f64, occlusion: Vec<OcclusionEvidence>, energy: f64| AuditEvidence {

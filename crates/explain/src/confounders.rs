@@ -488,6 +488,18 @@ pub fn confounder_test(
 
 /// `confounders.json`'s value. `input_path` describes how the world's images became model inputs;
 /// `extra` records the invocation (world, manifest, model).
+/// When a confounder group counts as followed by the model.
+pub const FLAG_RULE: &str = "label-associated in the training split, bootstrap 95% CI of the mean shift excludes 0, and |mean shift| >= threshold";
+
+/// The test's one-line verdict on `results`.
+pub fn verdict_of(results: &[KindResult]) -> &'static str {
+    if results.iter().any(|r| r.flagged) {
+        "follows planted confounders"
+    } else {
+        "no planted confounder followed"
+    }
+}
+
 pub fn report_json(
     plan: &ConfounderPlan,
     results: &[KindResult],
@@ -510,14 +522,14 @@ pub fn report_json(
         "pairs_per_direction": plan.pairs,
         "seed": plan.seed,
         "shift": "score(counterfactual) - score(base) in probability of Covid-19, signed positive towards the donor source's class (the source whose Covid share in the training split is higher counts as Covid)",
-        "flag_rule": "label-associated in the training split, bootstrap 95% CI of the mean shift excludes 0, and |mean shift| >= threshold",
+        "flag_rule": FLAG_RULE,
         "input_path": input_path,
         "training_sources": plan.train.iter().map(|(s, (c, p))| serde_json::json!({
             "source": s, "covid": c, "pneumonia": p, "in_world": plan.sources.contains(s),
         })).collect::<Vec<_>>(),
         "confounders": results,
         "flagged": flagged,
-        "verdict": if flagged.is_empty() { "no planted confounder followed" } else { "follows planted confounders" },
+        "verdict": verdict_of(results),
         "extra": extra,
     })
 }

@@ -108,31 +108,6 @@ pub fn read_grey8(path: &Path) -> Result<Grey8> {
     Ok(cxr_core::png8::read_grey8(path)?)
 }
 
-/// A file-name-safe form of `s`: ASCII letters, digits, `-`, `_`, `.`; anything else becomes `_`, and a short
-/// hash of the original is appended when something was replaced, so distinct ids never collide.
-pub fn safe_name(s: &str) -> String {
-    let mut clean: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // No hidden files, no `.`/`..` path components.
-    if clean.is_empty() || clean.starts_with('.') {
-        clean.insert(0, '_');
-    }
-    if clean == s {
-        clean
-    } else {
-        let hash = cxr_core::fsutil::sha256_bytes(s.as_bytes());
-        format!("{clean}-{}", &hash[..8])
-    }
-}
-
 /// Options of [`ExplainWriter`].
 #[derive(Debug, Clone)]
 pub struct ExplainConfig {
@@ -226,7 +201,7 @@ impl ExplainWriter {
         let path = self
             .out_dir
             .join("overlays")
-            .join(format!("{}.png", safe_name(&item.id)));
+            .join(format!("{}.png", cxr_core::outname::safe_stem(&item.id)));
         write_png_rgb(&path, &img)?;
         self.rows.push(row.clone());
         self.overlays.push(path);
@@ -255,7 +230,11 @@ impl ExplainWriter {
                 let key = |r: &EnergyRow| r.outside_share().unwrap_or(f64::NEG_INFINITY);
                 key(rb).total_cmp(&key(ra)).then_with(|| ra.id.cmp(&rb.id))
             });
-            let stem = format!("{}__{}", safe_name(&source), label.as_str());
+            let stem = format!(
+                "{}__{}",
+                cxr_core::outname::safe_stem(&source),
+                label.as_str()
+            );
             let listing: Vec<GalleryRow> = idx
                 .iter()
                 .enumerate()
@@ -439,16 +418,6 @@ mod tests {
     }
 
     #[test]
-    fn safe_names_never_collide() {
-        assert_eq!(safe_name("nih-000123.png"), "nih-000123.png");
-        let a = safe_name("cohen:a/b");
-        let b = safe_name("cohen_a_b");
-        assert!(a.starts_with("cohen_a_b-"));
-        assert_ne!(a, b);
-        assert!(!safe_name("..").starts_with(".."));
-    }
-
-    #[test]
     fn writer_sorts_galleries_by_heat_outside_the_lungs() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = ExplainWriter::new(dir.path(), ExplainConfig::default()).unwrap();
@@ -503,5 +472,54 @@ mod tests {
                 .unwrap()
                 .contains("nih,pneumonia,4,1,")
         );
+    }
+
+    /// Hostile ids and sources: every overlay and gallery stays under the writer's folder, one overlay per
+    /// item (case twins and long ids included).
+    #[test]
+    fn hostile_ids_never_write_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("deep/out");
+        let mut w = ExplainWriter::new(&out_dir, ExplainConfig::default()).unwrap();
+        let mask = Grey8::new(
+            8,
+            8,
+            (0..64).map(|i| if i % 8 < 4 { 255 } else { 0 }).collect(),
+        )
+        .unwrap();
+        let image = Grey8::new(8, 8, vec![90; 64]).unwrap();
+        let heat = Heatmap::new(8, 8, vec![0.5; 64]).unwrap();
+        let long = "W".repeat(2000);
+        let ids: Vec<&str> = cxr_core::outname::HOSTILE_IDS
+            .iter()
+            .copied()
+            .chain([long.as_str()])
+            .collect();
+        for (k, id) in ids.iter().enumerate() {
+            let source = if k % 2 == 0 { "../../evil" } else { "EVIL" };
+            let item = CamItem {
+                id: id.to_string(),
+                source: SourceId::new(source).unwrap(),
+                label: Label::Pneumonia,
+                image: image.clone(),
+                mask: mask.clone(),
+            };
+            w.add(&item, &heat, 0.1).unwrap();
+        }
+        w.finish().unwrap();
+        let mut stack = vec![dir.path().to_path_buf()];
+        let mut overlays = 0;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    assert!(p.starts_with(&out_dir), "{} escaped", p.display());
+                    overlays += usize::from(p.parent() == Some(&out_dir.join("overlays")));
+                }
+            }
+        }
+        assert_eq!(overlays, ids.len());
     }
 }

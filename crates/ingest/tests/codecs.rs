@@ -292,3 +292,80 @@ fn corrupt_never_panics(name: &str) {
     println!("{name}: {ok} corrupt streams decoded to some image, {errors} refused cleanly");
     assert!(errors > 0);
 }
+
+/// A JPEG-LS stream with 0xFF fill bytes before EOI (ITU-T T.81 B.1.1.2, kept by T.87; a real CR writes one)
+/// decodes to the same pixels as the stream without them: the committed fixture rewritten with fill bytes
+/// in its fragment. With `$CXR_PYTHON` + pydicom/pyjpegls, the rewritten file is also decoded by pydicom
+/// (libjpeg and CharLS) and must match; without them the comparison prints `skipped:`.
+#[test]
+fn jpegls_with_fill_bytes_before_eoi_decodes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/codec");
+    let bytes = std::fs::read(dir.join("jls_lossless8.dcm")).unwrap();
+    // The fragment item (FFFE,E000) whose data starts with SOI.
+    let item = bytes
+        .windows(10)
+        .position(|w| w[..4] == [0xFE, 0xFF, 0x00, 0xE0] && w[8..] == [0xFF, 0xD8])
+        .expect("a JPEG-LS fragment in the fixture");
+    let len = u32::from_le_bytes(bytes[item + 4..item + 8].try_into().unwrap()) as usize;
+    let data = item + 8;
+    let eoi = data
+        + bytes[data..data + len]
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xD9])
+            .expect("EOI in the fragment");
+    let fill = [0xFF, 0xFF];
+    let mut filled = bytes[..eoi].to_vec();
+    filled.extend_from_slice(&fill);
+    filled.extend_from_slice(&bytes[eoi..]);
+    filled[item + 4..item + 8].copy_from_slice(&((len + fill.len()) as u32).to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("jls_fill_before_eoi.dcm");
+    std::fs::write(&path, &filled).unwrap();
+
+    let img = read_image(&path).unwrap_or_else(|e| panic!("{e}"));
+    let expected = read_u16(&dir.join("jls_lossless8.expected.u16"));
+    assert_eq!(img.pixels.len(), expected.len());
+    assert_eq!(largest_difference(&img.pixels, &expected), 0.0);
+    let plain = read_image(&dir.join("jls_lossless8.dcm")).unwrap();
+    assert_eq!(img.pixels, plain.pixels);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codec_reference.py");
+    let out = tmp.path().join("ref");
+    std::fs::create_dir_all(&out).unwrap();
+    match Command::new(python())
+        .arg(&script)
+        .arg(&out)
+        .arg(&path)
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let index: Vec<serde_json::Value> =
+                serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap())
+                    .unwrap();
+            let e = &index[0];
+            let pixels = e["pixels"]
+                .as_str()
+                .unwrap_or_else(|| panic!("pydicom refuses the fill bytes: {}", e["error"]));
+            if let Some(same) = e["charls_identical"].as_bool() {
+                assert!(same, "libjpeg and CharLS disagree on the fill-byte stream");
+            }
+            assert_eq!(
+                largest_difference(&img.pixels, &read_f32(&out.join(pixels))),
+                0.0
+            );
+            println!("fill bytes before EOI: identical to pydicom (libjpeg, CharLS)");
+        }
+        Ok(o) => println!(
+            "skipped: {} could not run the pydicom reference: {}",
+            python().display(),
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => println!(
+            "skipped: no Python at {} ({e}); set CXR_PYTHON",
+            python().display()
+        ),
+    }
+}

@@ -11,6 +11,10 @@
 //! chunks run at once through optimised plans concretised to the chunk's batch size (built once per size
 //! and shared by all threads). docs/MODEL_SPEC.md documents the spec; docs/PERFORMANCE.md the figures.
 //!
+//! Untrusted files ([`guard`]): the spec and the ONNX file are read with size limits (special files refused
+//! by path), the graph's constants and constant shapes are bounded before tract materialises them, tract runs
+//! under a panic guard, and every output's batch axis is checked against the batch.
+//!
 //! Invariant: loading checks everything the spec claims against the graph (input rank and size, the
 //! `features` node, `output_index`), so a wrong spec fails at load with one line naming the file or node,
 //! never at the first batch.
@@ -19,11 +23,19 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use cxr_core::{Grey8, ScoreError, Scored, Scorer, model_input};
+use cxr_core::{Grey8, ScoreError, Scored, Scorer, fsutil, model_input};
 use rayon::prelude::*;
 use serde::Deserialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
+
+pub mod guard;
+pub use guard::Limits;
+/// tract's ONNX protobuf types, for building or inspecting model files (tests, the fuzz target).
+pub use tract_onnx::pb;
+
+/// Largest model spec read (a spec is a few hundred bytes; this refuses `/dev/zero` and the like).
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
 
 /// Everything that can go wrong loading a spec or a model; each message names the file or node.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +46,12 @@ pub enum OnnxError {
     SpecInvalid { path: PathBuf, message: String },
     #[error("{path}: ONNX file not found")]
     MissingModel { path: PathBuf },
+    /// A constant, a constant shape or a planned tensor above [`Limits`], found before it is allocated.
+    #[error("{path}: refused: {message}")]
+    Limit { path: PathBuf, message: String },
+    /// tract panicked on this file (a bug it has on hostile input), caught.
+    #[error("{path}: the ONNX parser panicked on this file: {message}")]
+    Panic { path: PathBuf, message: String },
     #[error("{path}: unreadable ONNX model: {message}")]
     Unreadable { path: PathBuf, message: String },
     #[error("{path}: input {message}")]
@@ -98,13 +116,30 @@ fn default_output() -> OutputKind {
     OutputKind::Logit
 }
 
+impl OutputKind {
+    /// The score (P(Covid-19)) of one finite output value: the sigmoid of a logit, a probability as it is.
+    /// Every scorer reading a raw model output (ONNX, a Python callable) converts through here.
+    pub fn score(self, v: f64) -> Result<f64, String> {
+        match self {
+            OutputKind::Logit => Ok(1.0 / (1.0 + (-v).exp())),
+            OutputKind::Probability if (0.0..=1.0).contains(&v) => Ok(v),
+            OutputKind::Probability => Err(format!(
+                "probability {v} outside [0, 1] (is the output a logit?)"
+            )),
+        }
+    }
+}
+
 impl ModelSpec {
     /// Reads and checks a spec file; `onnx` comes back absolute (or as given when already absolute).
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
-        let text = std::fs::read_to_string(path).map_err(|e| OnnxError::SpecRead {
+        let read_err = |message: String| OnnxError::SpecRead {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let bytes = cxr_core::fsutil::read_bounded(path, MAX_SPEC_BYTES)
+            .map_err(|e| read_err(guard::io_message(&e)))?;
+        let text = String::from_utf8(bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base).map_err(|message| OnnxError::SpecInvalid {
             path: path.to_path_buf(),
@@ -163,6 +198,9 @@ pub struct OnnxScorer {
     /// Optimised plans by batch size, built on first use and shared by every thread.
     plans: Mutex<HashMap<usize, Plan>>,
     threads: usize,
+    limits: Limits,
+    /// SHA-256 over the ONNX file and its external data ([`OnnxScorer::sha256`]).
+    sha256: String,
 }
 
 impl std::fmt::Debug for OnnxScorer {
@@ -180,19 +218,22 @@ impl OnnxScorer {
         Self::new(ModelSpec::load(path)?)
     }
 
-    /// Loads the model a spec names and checks the spec against its graph.
+    /// Loads the model a spec names and checks the spec against its graph, within [`Limits::from_env`].
     pub fn new(spec: ModelSpec) -> Result<Self, OnnxError> {
+        Self::with_limits(spec, Limits::from_env())
+    }
+
+    /// [`OnnxScorer::new`] within the given limits.
+    pub fn with_limits(spec: ModelSpec, limits: Limits) -> Result<Self, OnnxError> {
         let path = spec.onnx.clone();
-        if !path.is_file() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return Err(OnnxError::MissingModel { path });
         }
         let unreadable = |e: TractError| OnnxError::Unreadable {
             path: path.clone(),
             message: root_cause(&e),
         };
-        let mut model = tract_onnx::onnx()
-            .model_for_path(&path)
-            .map_err(unreadable)?;
+        let guard::Checked { mut model, sha256 } = guard::load(&path, &limits)?;
         if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
             return Err(OnnxError::InputShape {
                 path,
@@ -230,13 +271,16 @@ impl OnnxScorer {
             model,
             plans: Mutex::new(HashMap::new()),
             threads: rayon::current_num_threads().max(1),
+            limits,
+            sha256,
         };
         // Typing the graph at batch 1 finds size mismatches the declared input did not show, and tells us
         // how many columns the score output has.
-        let plan = scorer.plan(1).map_err(|message| OnnxError::InputShape {
-            path: path.clone(),
-            message,
-        })?;
+        let plan =
+            guard::guarded(&path, || scorer.plan(1))?.map_err(|message| OnnxError::InputShape {
+                path: path.clone(),
+                message,
+            })?;
         let fact = plan
             .model()
             .output_fact(0)
@@ -263,6 +307,12 @@ impl OnnxScorer {
         &self.spec
     }
 
+    /// SHA-256 (hex) of the model's content: the ONNX file and every external-data file it reads, so a
+    /// model swapped behind the same spec changes it.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
     /// How many images one chunk gets at most (default: a batch is split evenly over the rayon threads).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
@@ -280,7 +330,6 @@ impl OnnxScorer {
             .clone()
             .with_input_fact(0, fact.into())
             .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
             .map_err(|e| {
                 format!(
                     "does not accept [{batch}, {}, {s}, {s}] f32: {}",
@@ -288,6 +337,9 @@ impl OnnxScorer {
                     root_cause(&e)
                 )
             })?;
+        // Every tensor the plan will allocate, bounded before the first run.
+        guard::check_facts(&plan, &self.limits)?;
+        let plan = plan.into_runnable().map_err(|e| root_cause(&e))?;
         if let Ok(mut m) = self.plans.lock() {
             m.insert(batch, plan.clone());
         }
@@ -304,11 +356,14 @@ impl OnnxScorer {
                 })?;
         }
         let n = images.len();
-        let plan = self.plan(n)?;
         let input = Tensor::from_shape(&[n, c, s, s], &data).map_err(|e| e.to_string())?;
-        let out = plan.run(tvec!(input.into())).map_err(|e| root_cause(&e))?;
-        let raw = to_f32(&out[0])?;
-        let cols = raw.len() / n.max(1);
+        let out = fsutil::catch_panic(|| -> Result<_, String> {
+            let plan = self.plan(n)?;
+            plan.run(tvec!(input.into())).map_err(|e| root_cause(&e))
+        })
+        .map_err(|m| format!("the ONNX runtime panicked: {}", m.replace('\n', " ")))??;
+        let raw = batch_output(&out[0], n, "score output")?;
+        let cols = raw.len() / n;
         let mut scores = Vec::with_capacity(n);
         let mut outputs = Vec::with_capacity(n);
         for i in 0..n {
@@ -317,25 +372,38 @@ impl OnnxScorer {
             if !v.is_finite() {
                 return Err(format!("non-finite output {v} for image {i}"));
             }
-            scores.push(match self.spec.output {
-                OutputKind::Logit => 1.0 / (1.0 + (-v).exp()),
-                OutputKind::Probability if (0.0..=1.0).contains(&v) => v,
-                OutputKind::Probability => {
-                    return Err(format!(
-                        "probability {v} outside [0, 1] for image {i} (is the output a logit?)"
-                    ));
-                }
-            });
+            scores.push(
+                self.spec
+                    .output
+                    .score(v)
+                    .map_err(|e| format!("{e} for image {i}"))?,
+            );
         }
         let features = if features && out.len() > 1 {
-            let flat = to_f32(&out[1])?;
-            let d = flat.len() / n.max(1);
-            Some(flat.chunks(d.max(1)).map(|c| c.to_vec()).collect())
+            let what = format!(
+                "features output `{}`",
+                self.spec.features.as_deref().unwrap_or("")
+            );
+            let flat = batch_output(&out[1], n, &what)?;
+            let d = flat.len() / n;
+            Some(flat.chunks(d).map(|c| c.to_vec()).collect())
         } else {
             None
         };
         Ok((Scored { scores, features }, outputs))
     }
+}
+
+/// An output's values, after checking that its first axis is the batch (an output of `[1, 1]` for a batch of
+/// 2, or of `[2N, 1]`, would silently share or shift scores) and that each image gets at least one value.
+fn batch_output(t: &TValue, n: usize, what: &str) -> Result<Vec<f32>, String> {
+    let shape = t.shape();
+    if shape.first() != Some(&n) || t.len() < n {
+        return Err(format!(
+            "the {what} has shape {shape:?} for a batch of {n} images: its first axis must be the batch"
+        ));
+    }
+    to_f32(t)
 }
 
 fn to_f32(t: &TValue) -> Result<Vec<f32>, String> {
@@ -400,6 +468,9 @@ impl Scorer for OnnxScorer {
     }
     fn has_features(&self) -> bool {
         self.spec.features.is_some()
+    }
+    fn model_sha256(&self) -> Option<&str> {
+        Some(&self.sha256)
     }
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
         Ok(self.score_with_outputs(images, features)?.0)

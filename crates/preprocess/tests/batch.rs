@@ -289,3 +289,82 @@ fn config_toml_policies_and_errors() {
         .to_string();
     assert!(err.contains("pre.toml"), "{err}");
 }
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Hostile ids (`../../x/y`, absolute paths, `..`, case twins, a 3000-byte id): preprocess names its PNGs by
+/// content, so every file stays under `--out`, one PNG per image and augmentation, every row in the manifest.
+#[test]
+fn hostile_ids_never_write_outside_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let long = "Z".repeat(3000);
+    let ids: Vec<&str> = cxr_core::outname::HOSTILE_IDS
+        .iter()
+        .copied()
+        .filter(|id| !id.is_empty())
+        .chain([long.as_str()])
+        .collect();
+    let records: Vec<ManifestRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            write_toy(&data, &format!("{i}.toy"), 12, 10, i as u32);
+            record(id, "nih", &format!("data/{i}.toy"))
+        })
+        .collect();
+    let mut manifest = Manifest::new(records);
+    manifest.base_dir = dir.path().to_path_buf();
+    let out = dir.path().join("deep/out");
+    let calls = AtomicUsize::new(0);
+    let opts = BatchOptions {
+        augment: true,
+        ..BatchOptions::default()
+    };
+    let s = run_batch(
+        &manifest,
+        &out,
+        &config(8),
+        &opts,
+        &toy_reader(&calls),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!((s.rejected, s.rows), (0, ids.len() * 10));
+    for p in files_under(dir.path()) {
+        assert!(
+            p.starts_with(&out) || p.starts_with(&data),
+            "{} escaped",
+            p.display()
+        );
+    }
+    let pngs = files_under(&out)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .count();
+    assert_eq!(pngs, ids.len() * 10);
+    let back = Manifest::read(&out.join("manifest.csv")).unwrap();
+    for id in &ids {
+        let rows = back
+            .records
+            .iter()
+            .filter(|r| r.get("aug_of").as_deref() == Some(*id))
+            .count();
+        assert_eq!(rows, 10, "{id:?}");
+    }
+}

@@ -167,8 +167,8 @@ impl Default for SegmentOptions {
     }
 }
 
-/// What a batch run did.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+/// What a batch run did (read back from the study's stage cache, hence `Deserialize`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentSummary {
     pub images: usize,
     pub kept: usize,
@@ -182,7 +182,7 @@ pub struct SegmentSummary {
 }
 
 /// Images, kept and rejected (by reason) of one source.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounts {
     pub images: usize,
     pub kept: usize,
@@ -345,7 +345,9 @@ fn run_manifest(
                     let mask_rel = if mask_base.is_some() {
                         record.get("mask").unwrap_or_default()
                     } else {
-                        let file = out_abs.join(format!("masks/{}.png", record.id));
+                        let file = out_abs
+                            .join("masks")
+                            .join(format!("{}.png", cxr_core::outname::safe_stem(&record.id)));
                         cxr_core::png8::write_grey8(&file, &mask)?;
                         file.to_string_lossy().into_owned()
                     };
@@ -367,7 +369,9 @@ fn run_manifest(
                     record.set("crop_h", hs);
                     match (decision.reject, decision.crop) {
                         (None, Some(b)) => {
-                            let file = out_abs.join(format!("crops/{}.png", record.id));
+                            let file = out_abs
+                                .join("crops")
+                                .join(format!("{}.png", cxr_core::outname::safe_stem(&record.id)));
                             let c = imageio::crop(&img, b.x, b.y, b.w, b.h);
                             cxr_core::png8::write_grey8(&file, &c)?;
                             record.set("crop", file.to_string_lossy().into_owned());
@@ -480,7 +484,10 @@ pub fn predict_folder(
             }
         }
         for (name, mask) in names.iter().zip(seg.predict_masks(&ok)?) {
-            cxr_core::png8::write_grey8(&out_dir.join(format!("{name}.png")), &mask)?;
+            cxr_core::png8::write_grey8(
+                &out_dir.join(format!("{}.png", cxr_core::outname::safe_stem(name))),
+                &mask,
+            )?;
             match crop::lung_box(&mask).reject {
                 None => summary.kept += 1,
                 Some(r) => *summary.rejected.entry(r.as_str().into()).or_default() += 1,
@@ -519,6 +526,97 @@ mod tests {
             }
         }
         m
+    }
+
+    /// Every file under `root`, recursively.
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// `segment crop` (masks from the manifest) and `segment predict` (masks from the model, here a fixed
+    /// closure) with hostile ids: every mask and crop stays under `out/masks` / `out/crops`, one file per row.
+    #[test]
+    fn hostile_ids_never_write_outside_out() {
+        for predicted in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let input = dir.path().join("in");
+            let image = Grey8::new(20, 20, vec![128; 400]).unwrap();
+            let lungs = mask(Some((2, 2, 16, 16)));
+            cxr_core::png8::write_grey8(&input.join("img.png"), &image).unwrap();
+            cxr_core::png8::write_grey8(&input.join("mask.png"), &lungs).unwrap();
+            let long = "Y".repeat(400);
+            let ids: Vec<&str> = cxr_core::outname::HOSTILE_IDS
+                .iter()
+                .copied()
+                .filter(|id| !id.is_empty())
+                .chain([long.as_str()])
+                .collect();
+            let records: Vec<ManifestRecord> = ids
+                .iter()
+                .map(|id| {
+                    let mut r = ManifestRecord {
+                        id: id.to_string(),
+                        source: SourceId::new("nih").unwrap(),
+                        label: Label::Pneumonia,
+                        patient: "p".into(),
+                        view: "PA".into(),
+                        path: PathBuf::from("img.png"),
+                        format: ImageFormat::Png,
+                        sha256: "00".repeat(32),
+                        split: None,
+                        extra: Default::default(),
+                    };
+                    r.set("png8", "img.png");
+                    r.set("mask", "mask.png");
+                    r
+                })
+                .collect();
+            let out = dir.path().join("deep/out");
+            let mut manifest = Manifest::new(records);
+            manifest.base_dir = input.clone();
+            let s = run_manifest(
+                manifest,
+                &out,
+                &SegmentOptions::default(),
+                &mut |_, _| {},
+                |imgs| Ok(vec![lungs.clone(); imgs.len()]),
+                (!predicted).then(|| input.clone()),
+            )
+            .unwrap();
+            assert_eq!(s.kept, ids.len(), "predicted={predicted}");
+            let written: Vec<PathBuf> = files_under(dir.path())
+                .into_iter()
+                .filter(|p| !p.starts_with(&input))
+                .collect();
+            for p in &written {
+                assert!(
+                    p.starts_with(&out),
+                    "{} escaped {}",
+                    p.display(),
+                    out.display()
+                );
+            }
+            let count = |sub: &str| {
+                written
+                    .iter()
+                    .filter(|p| p.starts_with(out.join(sub)))
+                    .count()
+            };
+            assert_eq!(count("crops"), ids.len(), "predicted={predicted}");
+            assert_eq!(count("masks"), if predicted { ids.len() } else { 0 });
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Default for WorldConfig {
 }
 
 /// What one source folder holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSummary {
     pub id: String,
     pub dataset: String,
@@ -111,7 +111,8 @@ pub struct SourceSummary {
     pub distractors: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `generate` wrote (read back from the study's stage cache, hence `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldSummary {
     pub root: PathBuf,
     pub kind: WorldKind,

@@ -1,33 +1,17 @@
-//! `cxr reproduce`: the whole study in one command.
-//!
-//! Stages, in order, each cached by content and config (a `stage.json` holding the key beside its outputs):
-//! data (the synthetic world, or a real dataset root) → ingest (manifests) → preprocess (8-bit PNGs) →
-//! segment (UNet trained or loaded; masks and lung crops) → per experiment (`data-manifests/experiments`):
-//! split → train → evaluate → audit (source probe, occlusion, Grad-CAM) → `results.json` + `report.html`.
-//!
-//! Profiles: `quick` (CPU, small images, the `frozen` fast path instead of Finetune1/2, said plainly in the
-//! report) and `paper` (224 px, the published modes, epochs and early stopping; meant for a GPU and real data).
+//! `cxr reproduce`: the whole study in one command. The study itself is the `cxr-study` library; this
+//! module holds its flags, their conversion into a [`cxr_study::StudyConfig`], the progress bars, the log
+//! file and the printed summary.
 
-mod audit;
-mod data;
-mod experiment;
-mod rejections;
-mod report_build;
-mod sensitivity;
-mod stage;
-
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Mutex;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 
-pub(crate) use data::shared_data;
-pub use experiment::ExperimentSpec;
+pub(crate) use cxr_study::data::shared_data;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WorldArg {
     /// Each source holds one class, as in the paper (the confounded world).
     Paper,
@@ -35,8 +19,7 @@ pub enum WorldArg {
     Clean,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
     /// CPU, minutes: small images, frozen backbone + trained head.
     Quick,
@@ -75,7 +58,8 @@ pub struct ReproduceArgs {
     /// ImageNet VGG16 weights (torchvision safetensors); random initialisation otherwise.
     #[arg(long)]
     pub weights_vgg16: Option<PathBuf>,
-    /// Only these experiments (names of data-manifests/experiments/*.toml); default all.
+    /// Only these experiments (names of the experiment definitions, data-manifests/experiments/*.toml);
+    /// default all.
     #[arg(long = "experiment")]
     pub experiments: Vec<String>,
     /// Synthetic world: images per source (default: 60 quick, 200 paper).
@@ -116,220 +100,107 @@ pub struct ReproduceArgs {
     /// Bootstrap resamples per metric (≥ 2,000 for the published figures).
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,
-    /// Folder of experiment definitions.
-    #[arg(long, default_value = "data-manifests/experiments")]
-    pub experiments_dir: PathBuf,
-    /// Folder of split designs.
-    #[arg(long, default_value = "data-manifests/splits")]
-    pub splits_dir: PathBuf,
+    /// Folder of experiment definitions (default: the definitions of data-manifests/experiments, built into
+    /// the program).
+    #[arg(long)]
+    pub experiments_dir: Option<PathBuf>,
+    /// Folder of split designs (default: data-manifests/splits, built in).
+    #[arg(long)]
+    pub splits_dir: Option<PathBuf>,
 }
 
-/// Everything the profile fixes.
-#[derive(Debug, Clone, Serialize)]
-pub struct Profile {
-    pub name: &'static str,
-    pub per_source: usize,
-    pub world_size: u32,
-    pub preprocess_size: u32,
-    pub image_size: usize,
-    /// `Some(mode)` replaces every experiment's mode (the quick profile's frozen fast path).
-    pub mode_override: Option<&'static str>,
-    pub max_epochs: usize,
-    pub patience: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub segment_quick: bool,
-    /// Images per source and class explained with Grad-CAM.
-    pub gradcam_per_group: usize,
-    /// Test images per source and class in the occlusion tests.
-    pub occlusion_per_group: usize,
-    /// Occlusion fills (`mean`, `noise`).
-    pub occlusion_fills: &'static str,
-    /// Counterfactual pairs per confounder and direction in the confounder test (synthetic worlds; 0 = off).
-    pub confounder_pairs: usize,
-    pub notes: Vec<String>,
-}
-
-impl Profile {
-    pub fn of(args: &ReproduceArgs) -> Self {
-        let mut p = match args.profile {
-            ProfileArg::Quick => Profile {
-                name: "quick",
-                per_source: 60,
-                world_size: 256,
-                preprocess_size: 256,
-                image_size: 128,
-                mode_override: Some("frozen"),
-                max_epochs: 300,
-                patience: 40,
-                batch_size: 8,
-                learning_rate: 1e-3,
-                segment_quick: true,
-                gradcam_per_group: 4,
-                occlusion_per_group: 40,
-                occlusion_fills: "mean",
-                confounder_pairs: 16,
-                notes: vec![
-                    "Quick profile (CPU): the backbone runs in inference mode and only the paper's head is trained \
-                     (mode `frozen`) instead of Finetune1/Finetune2, so models named finetune1/finetune2 are \
-                     trained identically here; images are 128 px instead of 224; Adam at 1e-3 instead of 1e-4, \
-                     batch 8 and early-stopping patience 40, because a head on a few dozen cached feature vectors needs \
-                     many small steps; the head's input is standardised with the training images' feature \
-                     means and standard deviations (random-backbone features sit at arbitrary scales), and \
-                     equal validation accuracies are told apart by the validation loss; no 10x \
-                     augmentation (it would multiply the backbone passes by ten). Use `--profile paper` on a \
-                     GPU for the published setting."
-                        .into(),
-                ],
+impl ReproduceArgs {
+    /// The study's resolved settings; `command` is the command line the report shows.
+    pub fn to_config(&self, command: String) -> cxr_study::StudyConfig {
+        cxr_study::StudyConfig {
+            world: match self.world {
+                WorldArg::Paper => cxr_study::World::Paper,
+                WorldArg::Clean => cxr_study::World::Clean,
             },
-            ProfileArg::Paper => Profile {
-                name: "paper",
-                per_source: 200,
-                world_size: 512,
-                preprocess_size: 512,
-                image_size: 224,
-                mode_override: None,
-                max_epochs: 200,
-                patience: 5,
-                batch_size: 32,
-                learning_rate: 1e-4,
-                segment_quick: false,
-                gradcam_per_group: 8,
-                occlusion_per_group: 1000,
-                occlusion_fills: "mean,noise",
-                confounder_pairs: 48,
-                notes: vec![
-                    "Paper profile: 224 px, Finetune1/Finetune2 as published, Adam 1e-4, at most 200 epochs, \
-                     early stopping after 5 epochs without a better validation accuracy."
-                        .into(),
-                ],
+            data_root: self.data_root.clone(),
+            dataset: self.dataset.clone(),
+            profile: match self.profile {
+                ProfileArg::Quick => cxr_study::ProfileName::Quick,
+                ProfileArg::Paper => cxr_study::ProfileName::Paper,
             },
-        };
-        if let Some(n) = args.per_source {
-            p.per_source = n;
+            out: self.out.clone(),
+            resume: self.resume,
+            segmenter: self.segmenter.clone(),
+            weights_resnet50: self.weights_resnet50.clone(),
+            weights_vgg16: self.weights_vgg16.clone(),
+            experiments: self.experiments.clone(),
+            per_source: self.per_source,
+            world_size: self.world_size,
+            signal: self.signal,
+            image_size: self.image_size,
+            control: !self.no_control,
+            sensitivity: self.sensitivity,
+            sensitivity_groups: self.sensitivity_groups.clone(),
+            per_image_norm: !self.no_per_image_norm,
+            device: self.device.clone(),
+            seed: self.seed,
+            resamples: self.resamples,
+            experiments_dir: self.experiments_dir.clone(),
+            splits_dir: self.splits_dir.clone(),
+            command,
         }
-        if let Some(s) = args.world_size {
-            p.world_size = s;
-            p.preprocess_size = p.preprocess_size.max(s);
-        }
-        if let Some(s) = args.image_size {
-            p.image_size = s;
-        }
-        if !args.device.trim().eq_ignore_ascii_case("cpu") {
-            p.notes.push(format!(
-                "Classifiers trained on device `{}`; explanations and audits ran on the CPU.",
-                args.device.trim()
-            ));
-        }
-        p.notes.push(if args.no_per_image_norm {
-            "Inputs: each image as it is, ImageNet normalisation only (`--no-per-image-norm`).".into()
-        } else {
-            "Inputs: every image is standardised on its own pixels (mean 0, standard deviation 1) before the \
-             backbone, which removes each source's global brightness and contrast; texture, sharpness and the \
-             shape of the grey curve remain. `--no-per-image-norm` feeds the images as they are."
-                .into()
-        });
-        p
     }
 }
 
 /// Runs the whole study. Returns the path of `report.html`.
-pub fn run(mut args: ReproduceArgs) -> Result<PathBuf> {
-    let started = Instant::now();
-    // Relative definition folders are the repository's when the current folder has none (e.g. in tests).
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for dir in [&mut args.experiments_dir, &mut args.splits_dir] {
-        if dir.is_relative() && !dir.exists() && repo.join(&*dir).exists() {
-            *dir = repo.join(&*dir);
-        }
+pub fn run(args: ReproduceArgs) -> Result<PathBuf> {
+    let command = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = args.to_config(command);
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("creating {}", config.out.display()))?;
+    let _log = crate::logfile::copy_to(&config.out.join("reproduce.log"))?;
+    let outcome = cxr_study::run(&config, &Bars::default())?;
+    println!("report: {}", outcome.report_html.display());
+    println!("results: {}", outcome.results_json.display());
+    for line in cxr_study::report::summary::lines(&outcome.results) {
+        println!("{line}");
     }
-    let profile = Profile::of(&args);
-    let out = args.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let _log = crate::logfile::copy_to(&out.join("reproduce.log"))?;
-    // Frozen backbones embed the same images in every experiment and in the audit: compute each vector once.
-    cxr_model::feature_cache::set_cache_dir(Some(out.join("feature-cache")));
-    let specs = experiment::load_specs(&args.experiments_dir, &args.experiments)?;
-    if specs.is_empty() {
-        bail!(
-            "no experiment selected in {}",
-            args.experiments_dir.display()
+    Ok(outcome.report_html)
+}
+
+/// One progress bar per running stage (hidden when stderr is not a terminal).
+#[derive(Default)]
+struct Bars(Mutex<BTreeMap<String, indicatif::ProgressBar>>);
+
+impl Bars {
+    fn bar(name: &str) -> indicatif::ProgressBar {
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
+        pb.set_prefix(name.to_string());
+        pb
     }
-    let mut study = experiment::Study::new(&args, &profile)?;
-    // The main world (or the real data).
-    let main = data::prepare(&args, &profile, data::DataChoice::main(&args), &out, None)?;
-    // Count what will actually run: the designs that fit this data, and the clean-world control's.
-    let fitting = specs.iter().filter(|s| experiment::fits(s, &main)).count();
-    let runs_control =
-        args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control;
-    let control_n = if runs_control {
-        specs.iter().filter(|s| s.kind == "figure4").count()
-    } else {
-        0
-    };
-    study.planned = fitting + control_n;
-    tracing::info!(
-        profile = profile.name,
-        out = %out.display(),
-        "reproduce: {} experiments ({fitting} on {}{})",
-        study.planned,
-        main.tag,
-        if control_n > 0 {
-            format!(", {control_n} on the clean-world control")
-        } else {
-            String::new()
+}
+
+impl cxr_study::Progress for Bars {
+    fn update(&self, stage: &str, done: u64, total: u64) {
+        if let Ok(mut bars) = self.0.lock() {
+            let pb = bars
+                .entry(stage.to_string())
+                .or_insert_with(|| Self::bar(stage));
+            pb.set_length(total);
+            pb.set_position(done);
         }
-    );
-    let seg_weights = main.segmenter.clone();
-    let results_main = study.run_all(&main, &specs, &out.join("experiments"))?;
-    // The control: the same split, same pipeline, on the clean world (synthetic default only).
-    let control = if args.data_root.is_none() && args.world == WorldArg::Paper && !args.no_control {
-        let split1: Vec<ExperimentSpec> = specs
-            .iter()
-            .filter(|s| s.kind == "figure4")
-            .cloned()
-            .collect();
-        if split1.is_empty() {
-            None
-        } else {
-            let ctl = data::prepare(
-                &args,
-                &profile,
-                data::DataChoice::Synthetic(WorldArg::Clean),
-                &out,
-                Some(seg_weights.clone()),
-            )?;
-            Some(study.run_all(&ctl, &split1, &out.join("control-clean"))?)
+    }
+
+    fn finish(&self, stage: &str) {
+        if let Ok(mut bars) = self.0.lock()
+            && let Some(pb) = bars.remove(stage)
+        {
+            pb.finish_and_clear();
         }
-    } else {
-        None
-    };
-    let sensitivity = if args.sensitivity && args.data_root.is_none() {
-        Some(sensitivity::run(
-            &args,
-            &profile,
-            &args.sensitivity_groups,
-            seg_weights,
-            &out,
-        )?)
-    } else {
-        if args.sensitivity {
-            tracing::warn!("--sensitivity needs a synthetic world: skipped with --data-root");
-        }
-        None
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    report_build::write(
-        &args,
-        &profile,
-        &main,
-        report_build::Runs {
-            main: results_main,
-            control,
-            sensitivity,
-        },
-        elapsed,
-        &out,
-    )
+    }
 }

@@ -68,6 +68,66 @@ fn frame0_stream(fragments: &[Vec<u8>], offsets: &[u32], frames: i64) -> Vec<u8>
     fragments[..take.max(1).min(fragments.len())].concat()
 }
 
+/// `stream` without fill bytes: any marker may be preceded by any number of 0xFF (ITU-T T.81 B.1.1.2, kept by
+/// T.87), and real CRs put one before EOI, which pure_jpegls reads as a bad marker (`got 0xFFFF`). Header
+/// segments are walked by their lengths (an LSE payload may hold FF FF); in the scan, where every data 0xFF
+/// is followed by a byte below 0x80 (T.87 bit stuffing), a run of 0xFF is fill plus one marker prefix.
+/// Anything it does not recognise is returned as is, for the decoder to refuse.
+pub(crate) fn strip_fill_bytes(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if !s.windows(2).any(|w| w == [0xFF, 0xFF]) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    loop {
+        if s.get(i) != Some(&0xFF) {
+            return Cow::Borrowed(s);
+        }
+        while s.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = s.get(i + 1) else {
+            return Cow::Borrowed(s);
+        };
+        // SOI, EOI, RSTn and TEM have no length field.
+        if matches!(marker, 0xD8 | 0xD9 | 0xD0..=0xD7 | 0x01) {
+            out.extend_from_slice(&s[i..i + 2]);
+            i += 2;
+            if marker == 0xD9 {
+                out.extend_from_slice(&s[i..]);
+                return Cow::Owned(out);
+            }
+            continue;
+        }
+        let Some(len) = s
+            .get(i + 2..i + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Cow::Borrowed(s);
+        };
+        let Some(segment) = s.get(i..i + 2 + len) else {
+            return Cow::Borrowed(s);
+        };
+        out.extend_from_slice(segment);
+        i += 2 + len;
+        if marker == 0xDA {
+            break;
+        }
+    }
+    // Scan data and what follows it.
+    while i < s.len() {
+        out.push(s[i]);
+        if s[i] == 0xFF {
+            while s.get(i + 1) == Some(&0xFF) {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
 /// Decodes the syntaxes dicom-pixeldata cannot in the default build: JPEG-LS (pure_jpegls; CharLS with the
 /// `charls` feature for colour) and 12-bit JPEG Extended ([`super::jpeg12`]). `None`: leave it to
 /// dicom-pixeldata.
@@ -115,6 +175,7 @@ fn own_decode(
                 ),
             });
         }
+        let stream = strip_fill_bytes(&stream);
         let (s, w, h) = jpegls::decode(&stream, cols.max(0) as u32, rows.max(0) as u32)
             .map_err(|e| decode_err("JPEG-LS", e.to_string()))?;
         (w, h, s)
@@ -527,7 +588,33 @@ fn luts(obj: &DefaultDicomObject, seq: dicom_core::Tag, signed: bool) -> Vec<Lut
 
 #[cfg(test)]
 mod tests {
-    use super::frame0_stream;
+    use super::{frame0_stream, strip_fill_bytes};
+
+    /// A JPEG-LS stream with 0xFF fill bytes before EOI (as a real CR has it) and before SOF/SOS decodes to
+    /// the same pixels as the plain stream; the decoder alone refuses it, so the stripping is what fixes it.
+    #[test]
+    fn fill_bytes_before_markers_are_legal() {
+        let (w, h) = (23u32, 17u32);
+        let pixels: Vec<u16> = (0..w * h).map(|k| ((k * 37) % 4096) as u16).collect();
+        let mut plain = Vec::new();
+        jpegls::encode(&pixels, w, h, &mut plain).unwrap();
+        assert_eq!(&plain[plain.len() - 2..], &[0xFF, 0xD9]);
+        let mut filled = plain[..plain.len() - 2].to_vec();
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xD9]);
+        assert!(
+            jpegls::decode(&filled, w, h).is_err(),
+            "the decoder alone now takes fill bytes"
+        );
+        let (got, gw, gh) = jpegls::decode(&strip_fill_bytes(&filled), w, h).unwrap();
+        assert_eq!((got, gw, gh), (pixels.clone(), w, h));
+        // Fill before a header marker (after SOI) too.
+        let mut header_fill = vec![0xFF, 0xD8, 0xFF, 0xFF];
+        header_fill.extend_from_slice(&filled[2..]);
+        let (got, ..) = jpegls::decode(&strip_fill_bytes(&header_fill), w, h).unwrap();
+        assert_eq!(got, pixels);
+        // A stream without fill is left alone, byte for byte.
+        assert_eq!(&*strip_fill_bytes(&plain), &plain[..]);
+    }
 
     #[test]
     fn frame0_takes_the_fragments_of_the_first_frame_only() {

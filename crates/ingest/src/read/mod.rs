@@ -98,21 +98,13 @@ pub fn read_image_with(path: &Path, options: &ReadOptions) -> Result<RawImage> {
 
 /// Runs a decoder, turning a panic inside a dependency into an error naming the file.
 fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            tracing::warn!(file = %path.display(), "decoder panicked: {message}");
-            Err(IngestError::Panic {
-                path: path.to_path_buf(),
-                message,
-            })
-        }
-    }
+    cxr_core::fsutil::catch_panic(f).unwrap_or_else(|message| {
+        tracing::warn!(file = %path.display(), "decoder panicked: {message}");
+        Err(IngestError::Panic {
+            path: path.to_path_buf(),
+            message,
+        })
+    })
 }
 
 /// ITU-R BT.601 luma, computed in f64 so that grey stored as RGB comes back as its grey value.

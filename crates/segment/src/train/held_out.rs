@@ -112,7 +112,11 @@ pub(super) fn write_worst_gallery(
         let smp = &set[i];
         let image = smp.full_image.as_ref().unwrap_or(&smp.image);
         let truth = smp.full_mask.as_ref().unwrap_or(&smp.mask);
-        let file = format!("{:02}-{source}-{name}.png", rank + 1);
+        let file = format!(
+            "{:02}-{}.png",
+            rank + 1,
+            cxr_core::outname::safe_stem(&format!("{source}-{name}"))
+        );
         crate::gallery::write_overlay(&dir.join(&file), image, truth, pred)?;
         out.push(WorstCase {
             name: name.clone(),

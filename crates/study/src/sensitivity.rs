@@ -9,20 +9,21 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use cxr_synth::ConfounderKind;
 use serde::Serialize;
 
-use super::data::{self, DataChoice};
-use super::experiment::{self, ExperimentResult, Study};
-use super::{Profile, ReproduceArgs};
+use crate::audit::ConfounderRow;
+use crate::data::{self, DataChoice};
+use crate::error::{Context as _, Result, StudyError};
+use crate::experiment::{self, ExperimentResult, Study};
+use crate::{Env, Profile};
 
 /// The paper's pipeline (lung crops) and the whole-image one.
 const CROP: &str = "figure4-split1";
 const WHOLE: &str = "whole-image-split1";
 
-/// One group's world and what the study found in it.
-#[derive(Debug, Clone, Serialize)]
+/// One group's world and what the study found in it (`results.json` `sensitivity[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SensitivityRun {
     pub group: ConfounderKind,
     /// Split design of the training pair.
@@ -70,13 +71,13 @@ pub fn input_size_for(group: ConfounderKind, profile: &Profile) -> usize {
 
 /// Runs the study for `groups` (all eight when empty), reusing the main run's UNet.
 pub fn run(
-    args: &ReproduceArgs,
-    profile: &Profile,
+    env: Env<'_>,
     groups: &[ConfounderKind],
     segmenter: PathBuf,
     out: &Path,
 ) -> Result<Vec<SensitivityRun>> {
-    let bases = experiment::load_specs(&args.experiments_dir, &[CROP.into(), WHOLE.into()])?;
+    let defs = env.config.definitions();
+    let bases = experiment::load_specs(&defs, &[CROP.into(), WHOLE.into()])?;
     let groups: Vec<ConfounderKind> = if groups.is_empty() {
         ConfounderKind::ALL.to_vec()
     } else {
@@ -88,11 +89,11 @@ pub fn run(
         let mut spec = bases
             .iter()
             .find(|s| s.name == base)
-            .with_context(|| {
-                format!(
+            .ok_or_else(|| {
+                StudyError::Invalid(format!(
                     "sensitivity: experiment `{base}` not found in {}",
-                    args.experiments_dir.display()
-                )
+                    defs.experiments_origin()
+                ))
             })?
             .clone();
         spec.name = base.replace("split1", split);
@@ -105,22 +106,29 @@ pub fn run(
         spec.title = format!("Sensitivity: {group} planted alone, {input}, {split} training pair");
         tracing::info!(%group, split = spec.split, "sensitivity world");
         let data = data::prepare(
-            args,
-            profile,
+            env,
             DataChoice::Isolated(group),
             out,
             Some(segmenter.clone()),
         )
-        .with_context(|| format!("sensitivity world `{group}`"))?;
+        .ctx(|| format!("sensitivity world `{group}`"))?;
         let dir = out.join("sensitivity").join(group.as_str());
-        let mut group_profile = profile.clone();
-        group_profile.image_size = input_size_for(group, profile);
-        let result = Study::new(args, &group_profile)?
+        let mut group_profile = env.profile.clone();
+        group_profile.image_size = input_size_for(group, env.profile);
+        let group_env = Env {
+            profile: &group_profile,
+            ..env
+        };
+        let result = Study::new(group_env)
             .run_all(&data, std::slice::from_ref(&spec), &dir)
-            .with_context(|| format!("sensitivity world `{group}`"))?
+            .ctx(|| format!("sensitivity world `{group}`"))?
             .into_iter()
             .next()
-            .with_context(|| format!("sensitivity world `{group}`: the experiment did not run"))?;
+            .ok_or_else(|| {
+                StudyError::Invalid(format!(
+                    "sensitivity world `{group}`: the experiment did not run"
+                ))
+            })?;
         runs.push(SensitivityRun {
             group,
             split: spec.split.clone(),
@@ -132,10 +140,12 @@ pub fn run(
     Ok(runs)
 }
 
-/// The confounder test's row for the run's own group: (mean shift, CI low, CI high, status).
-pub fn own_group_row(run: &SensitivityRun) -> Option<&serde_json::Value> {
-    run.result.confounders.as_ref()?["confounders"]
-        .as_array()?
+/// The confounder test's row for the run's own group.
+pub fn own_group_row(run: &SensitivityRun) -> Option<&ConfounderRow> {
+    run.result
+        .confounders
+        .as_ref()?
+        .confounders
         .iter()
-        .find(|k| k["kind"].as_str() == Some(run.group.as_str()))
+        .find(|k| k.kind == run.group.as_str())
 }

@@ -1,18 +1,21 @@
-//! Experiments of `reproduce`: split → train → evaluate → audit, per `data-manifests/experiments/*.toml`.
+//! Experiments of the study: split → train → evaluate → audit, per experiment definition
+//! (`data-manifests/experiments/*.toml`, built in; see [`crate::designs`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use cxr_core::{Manifest, ManifestRecord, Prediction, Split};
 use serde::{Deserialize, Serialize};
 
-use super::data::Prepared;
-use super::stage::{cached, file_key, key_of};
-use super::{Profile, ReproduceArgs};
+use crate::Env;
+use crate::audit::{ConfounderReport, StudyAudit};
+use crate::data::Prepared;
+use crate::designs::Definitions;
+use crate::error::{Context as _, Result, StudyError};
+use crate::stage::{cached, file_key, key_of};
 
 /// One experiment definition (TOML).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentSpec {
     pub name: String,
@@ -47,27 +50,23 @@ fn default_data() -> String {
     "paper".into()
 }
 
-/// Reads every `*.toml` of `dir` (sorted by name, `table4` after its base), keeping `only` when given.
-pub fn load_specs(dir: &Path, only: &[String]) -> Result<Vec<ExperimentSpec>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading experiment folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+/// Reads every experiment definition (sorted by file name, `table4` after its base), keeping `only` when
+/// given.
+pub fn load_specs(defs: &Definitions, only: &[String]) -> Result<Vec<ExperimentSpec>> {
     let mut specs = Vec::new();
-    for p in paths {
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    for file in defs.experiment_texts()? {
         let spec: ExperimentSpec =
-            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            toml::from_str(&file.text).ctx(|| format!("parsing {}", file.origin.display()))?;
         if only.is_empty() || only.contains(&spec.name) {
             specs.push(spec);
         }
     }
     for name in only {
         if !specs.iter().any(|s| &s.name == name) {
-            bail!("no experiment named `{name}` in {}", dir.display());
+            return Err(StudyError::Invalid(format!(
+                "no experiment named `{name}` in {}",
+                defs.experiments_origin()
+            )));
         }
     }
     // Experiments that fine-tune another one run after it.
@@ -77,20 +76,24 @@ pub fn load_specs(dir: &Path, only: &[String]) -> Result<Vec<ExperimentSpec>> {
 
 /// A model name split into backbone and mode.
 fn parse_model(name: &str) -> Result<(cxr_model::Arch, cxr_model::Mode)> {
-    let (backbone, mode) = name
-        .split_once('-')
-        .with_context(|| format!("model `{name}`: expected <backbone>-<mode>"))?;
+    let (backbone, mode) = name.split_once('-').ok_or_else(|| {
+        StudyError::Invalid(format!("model `{name}`: expected <backbone>-<mode>"))
+    })?;
     let arch = match backbone {
         "resnet50" => cxr_model::Arch::resnet50(),
         "vgg16" => cxr_model::Arch::vgg16(),
-        other => bail!("model `{name}`: unknown backbone `{other}` (resnet50 or vgg16)"),
+        other => {
+            return Err(StudyError::Invalid(format!(
+                "model `{name}`: unknown backbone `{other}` (resnet50 or vgg16)"
+            )));
+        }
     };
-    let mode: cxr_model::Mode = mode.parse().with_context(|| format!("model `{name}`"))?;
+    let mode: cxr_model::Mode = mode.parse().ctx(|| format!("model `{name}`"))?;
     Ok((arch, mode))
 }
 
 /// What one trained model produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRun {
     pub name: String,
     pub backbone: String,
@@ -112,24 +115,24 @@ pub struct ModelRun {
     pub image_size: usize,
 }
 
-/// Everything one experiment produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Everything one experiment produced (`results.json` `experiments[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExperimentResult {
     pub spec: ExperimentSpec,
     pub dir: PathBuf,
     pub manifest: PathBuf,
     pub split_counts: BTreeMap<String, usize>,
-    pub lint: serde_json::Value,
+    /// The split linter's report of the experiment's split manifest.
+    pub lint: cxr_ingest::LintReport,
     pub train_cramers_v: Option<f64>,
     pub models: Vec<ModelRun>,
     /// cxr-eval's report (metrics.json).
-    pub eval: serde_json::Value,
+    pub eval: cxr_eval::EvalReport,
     pub eval_dir: PathBuf,
-    /// cxr-explain's audit report (evidence + verdicts), when the audit ran.
-    pub audit: Option<serde_json::Value>,
+    /// cxr-explain's audit report (evidence + verdicts, the probe's details), when the audit ran.
+    pub audit: Option<StudyAudit>,
     /// The counterfactual confounder test (`confounders.json`), on synthetic worlds.
-    #[serde(default)]
-    pub confounders: Option<serde_json::Value>,
+    pub confounders: Option<ConfounderReport>,
     pub gradcam_dir: Option<PathBuf>,
     pub galleries: Vec<PathBuf>,
     pub notes: Vec<String>,
@@ -142,21 +145,19 @@ pub fn fits(spec: &ExperimentSpec, data: &Prepared) -> bool {
 
 /// Runs experiments; holds what all of them share.
 pub struct Study<'a> {
-    args: &'a ReproduceArgs,
-    profile: &'a Profile,
+    env: Env<'a>,
     /// Experiments this run will train in all (main data and control), for `experiment k of N`.
     pub planned: usize,
     started: usize,
 }
 
 impl<'a> Study<'a> {
-    pub fn new(args: &'a ReproduceArgs, profile: &'a Profile) -> Result<Self> {
-        Ok(Self {
-            args,
-            profile,
+    pub fn new(env: Env<'a>) -> Self {
+        Self {
+            env,
             planned: 0,
             started: 0,
-        })
+        }
     }
 
     /// Runs every experiment that fits the data, in order.
@@ -183,11 +184,11 @@ impl<'a> Study<'a> {
                     results
                         .iter()
                         .find(|r| &r.spec.name == b)
-                        .with_context(|| {
-                            format!(
+                        .ok_or_else(|| {
+                            StudyError::Invalid(format!(
                                 "experiment `{}` fine-tunes `{b}`, which did not run",
                                 spec.name
-                            )
+                            ))
                         })?
                         .clone(),
                 ),
@@ -195,31 +196,32 @@ impl<'a> Study<'a> {
             };
             let r = self
                 .run_one(data, spec, base.as_ref(), &out.join(&spec.name))
-                .with_context(|| format!("experiment `{}`", spec.name))?;
+                .ctx(|| format!("experiment `{}`", spec.name))?;
             results.push(r);
         }
         Ok(results)
     }
 
-    fn run_one(
+    /// Runs one experiment on `data` into `dir`: split, train each model, evaluate, audit the first model
+    /// (and, on a synthetic world, its counterfactual confounder test). `base` is the experiment a `table4`
+    /// design fine-tunes.
+    pub fn run_one(
         &mut self,
         data: &Prepared,
         spec: &ExperimentSpec,
         base: Option<&ExperimentResult>,
         dir: &Path,
     ) -> Result<ExperimentResult> {
-        let args = self.args;
-        let profile = self.profile;
+        let env = self.env;
+        let (config, profile) = (env.config, env.profile);
         tracing::info!(experiment = spec.name, "{}", spec.title);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| StudyError::io(dir, e))?;
         let mut notes = Vec::new();
 
         // 1. Split, by patient, on the images the segment stage kept.
-        let design_path = args.splits_dir.join(format!("{}.toml", spec.split));
-        let design = cxr_ingest::SplitDesign::read(&design_path)
-            .with_context(|| format!("reading split design {}", design_path.display()))?;
+        let design = config.definitions().split_design(&spec.split)?;
         let segmented = Manifest::read(&data.manifest)
-            .with_context(|| format!("reading {}", data.manifest.display()))?;
+            .ctx(|| format!("reading {}", data.manifest.display()))?;
         let kept = kept_rows(&segmented);
         // The designs give the paper's image counts, made for thousands of images. Cap each step at half of
         // the images its sources hold (of its label, when it names one), so that every source keeps images for
@@ -254,7 +256,7 @@ impl<'a> Study<'a> {
         }
         let scale = 1.0;
         let (mut split_manifest, split_report) = cxr_ingest::apply_split(&kept, &design, scale)
-            .with_context(|| format!("applying split design {}", design_path.display()))?;
+            .ctx(|| format!("applying split design `{}`", spec.split))?;
         if !split_report.shortfalls.is_empty() {
             notes.push(format!(
                 "Split `{}`: some steps found fewer images than asked (step, wanted, got): {:?}.",
@@ -300,7 +302,9 @@ impl<'a> Study<'a> {
             );
         }
         let manifest_path = dir.join("manifest.csv");
-        split_manifest.write(&manifest_path)?;
+        split_manifest
+            .write(&manifest_path)
+            .ctx(|| format!("writing {}", manifest_path.display()))?;
         let mut split_counts = BTreeMap::new();
         for r in &split_manifest.records {
             *split_counts
@@ -309,38 +313,36 @@ impl<'a> Study<'a> {
         }
         let lint = cxr_ingest::lint(&split_manifest);
         let train_cramers_v = lint.train_cramers_v;
-        let lint_json = serde_json::to_value(&lint)?;
 
         // 2. Train each model (the quick profile collapses modes that train identically).
         let mut models: Vec<ModelRun> = Vec::new();
         for name in &spec.models {
             let (arch, mode_requested) = parse_model(name)?;
             let mode_run: cxr_model::Mode = match profile.mode_override {
-                Some(m) => m.parse()?,
+                Some(m) => m.parse().ctx(|| format!("profile `{}`", profile.name))?,
                 None => mode_requested,
             };
             let mut cfg = cxr_model::TrainConfig::new(&manifest_path);
             if !matches!(spec.image_column.as_str(), "crop" | "png8") {
-                bail!(
+                return Err(StudyError::Invalid(format!(
                     "experiment `{}`: image_column `{}` (expected crop or png8)",
-                    spec.name,
-                    spec.image_column
-                );
+                    spec.name, spec.image_column
+                )));
             }
             cfg.image_column = spec.image_column.clone();
-            cfg.per_image_norm = !args.no_per_image_norm;
-            cfg.device = args.device.clone();
+            cfg.per_image_norm = config.per_image_norm;
+            cfg.device = config.device.clone();
             cfg.image_size = profile.image_size;
             cfg.batch_size = profile.batch_size;
             cfg.max_epochs = profile.max_epochs;
             cfg.patience = profile.patience;
             cfg.learning_rate = profile.learning_rate;
-            cfg.seed = args.seed;
+            cfg.seed = config.seed;
             cfg.backbone = arch.clone();
             cfg.mode = mode_run;
             cfg.weights = match arch.to_string().as_str() {
-                "resnet50" => args.weights_resnet50.clone(),
-                "vgg16" => args.weights_vgg16.clone(),
+                "resnet50" => config.weights_resnet50.clone(),
+                "vgg16" => config.weights_vgg16.clone(),
                 _ => None,
             };
             cfg.name = if mode_run == mode_requested {
@@ -382,11 +384,11 @@ impl<'a> Study<'a> {
             ));
             let run: ModelRun = cached("train", &run_dir, &key, || {
                 let opts = cxr_model::TrainOptions {
-                    resume: args.resume,
+                    resume: config.resume,
                     ..Default::default()
                 };
                 let report = cxr_model::train(&cfg, &run_dir, &opts)
-                    .with_context(|| format!("training {}", cfg.name))?;
+                    .ctx(|| format!("training {}", cfg.name))?;
                 Ok(ModelRun {
                     name: cfg.name.clone(),
                     backbone: arch.to_string(),
@@ -415,15 +417,15 @@ impl<'a> Study<'a> {
                 .map(|m| m.predictions.clone())
                 .collect::<Vec<_>>(),
             &split_manifest,
-            args,
+            config,
             &eval_dir,
         )?;
 
         // 4. Audit the first model: source probe, occlusion, Grad-CAM, verdict.
         let (audit, gradcam_dir, galleries) = match models.first() {
             Some(m) if spec.kind != "table4" => {
-                let a = super::audit::run(profile, m, &manifest_path, &dir.join("audit"))
-                    .with_context(|| format!("auditing {}", m.name))?;
+                let a = crate::audit::run(env, m, &manifest_path, &dir.join("audit"))
+                    .ctx(|| format!("auditing {}", m.name))?;
                 (Some(a.report), Some(a.gradcam_dir), a.galleries)
             }
             _ => (None, None, Vec::new()),
@@ -432,14 +434,14 @@ impl<'a> Study<'a> {
         let confounders = match (models.first(), &data.world_root) {
             (Some(m), Some(world)) if spec.kind != "table4" && profile.confounder_pairs > 0 => {
                 Some(
-                    super::audit::confounders(
-                        profile,
+                    crate::audit::confounders(
+                        env,
                         m,
                         &manifest_path,
                         world,
                         &dir.join("confounders"),
                     )
-                    .with_context(|| format!("counterfactual confounder test of {}", m.name))?,
+                    .ctx(|| format!("counterfactual confounder test of {}", m.name))?,
                 )
             }
             _ => None,
@@ -447,7 +449,7 @@ impl<'a> Study<'a> {
         // 6. The counterfactual test is behavioural evidence too: the verdict takes it.
         let mut audit = audit;
         if let (Some(a), Some(c)) = (audit.as_mut(), &confounders) {
-            super::audit::fold_planted(a, c).context("adding the confounder test to the verdict")?;
+            crate::audit::fold_planted(a, c);
         }
 
         Ok(ExperimentResult {
@@ -455,7 +457,7 @@ impl<'a> Study<'a> {
             dir: dir.to_path_buf(),
             manifest: manifest_path,
             split_counts,
-            lint: lint_json,
+            lint,
             train_cramers_v,
             models,
             eval,
@@ -469,27 +471,27 @@ impl<'a> Study<'a> {
     }
 }
 
-/// Runs cxr-eval on prediction files; returns metrics.json's content.
+/// Runs cxr-eval on prediction files and writes its outputs (`metrics.json`, ...) into `out`.
 pub fn evaluate(
     predictions: &[PathBuf],
     train_manifest: &Manifest,
-    args: &ReproduceArgs,
+    config: &crate::StudyConfig,
     out: &Path,
-) -> Result<serde_json::Value> {
-    let preds = cxr_eval::load_predictions(predictions).context("reading predictions")?;
+) -> Result<cxr_eval::EvalReport> {
+    let preds = cxr_eval::load_predictions(predictions).ctx(|| "reading predictions".into())?;
     let opts = cxr_eval::EvalOptions {
-        resamples: args.resamples,
-        seed: args.seed,
+        resamples: config.resamples,
+        seed: config.seed,
         ..Default::default()
     }
     .with_train_manifest(train_manifest);
-    let report = cxr_eval::evaluate(&preds, &opts).context("evaluating predictions")?;
+    let report = cxr_eval::evaluate(&preds, &opts).ctx(|| "evaluating predictions".into())?;
     for a in &report.alarms {
         tracing::warn!("{}", a.message);
     }
     cxr_eval::write_outputs(&report, out)
-        .with_context(|| format!("writing metrics to {}", out.display()))?;
-    Ok(serde_json::to_value(&report)?)
+        .ctx(|| format!("writing metrics to {}", out.display()))?;
+    Ok(report)
 }
 
 /// Kept rows (no reject reason, a crop); path cells still relative to `m`'s folder, which `write`
@@ -512,17 +514,19 @@ fn kept_rows(m: &Manifest) -> Manifest {
 
 /// Copies predictions under another model name.
 fn relabel(from: &Path, model: &str, to: &Path) -> Result<PathBuf> {
-    let preds: Vec<Prediction> = cxr_core::read_predictions(from)?
+    let preds: Vec<Prediction> = cxr_core::read_predictions(from)
+        .ctx(|| format!("reading {}", from.display()))?
         .into_iter()
         .map(|p| Prediction {
             model: model.to_string(),
             ..p
         })
         .collect();
-    cxr_core::write_predictions(to, &preds)?;
+    cxr_core::write_predictions(to, &preds).ctx(|| format!("writing {}", to.display()))?;
     Ok(to.to_path_buf())
 }
 
+/// A model name as a folder name: lower-case ASCII letters, digits and `-`, anything else `_`.
 pub fn slug(s: &str) -> String {
     s.chars()
         .map(|c| {

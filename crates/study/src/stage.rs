@@ -4,14 +4,21 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::error::{Context as _, Result, StudyError};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stamp<T> {
     key: String,
     value: T,
+}
+
+/// Only the key, to tell "another key" from "this key, but a value this version cannot read".
+#[derive(serde::Deserialize)]
+struct KeyOnly {
+    key: String,
 }
 
 /// Hash of any serialisable key material.
@@ -22,7 +29,7 @@ pub fn key_of(parts: &impl Serialize) -> String {
 
 /// Hash of a file's bytes (for manifests that feed a stage).
 pub fn file_key(path: &Path) -> Result<String> {
-    cxr_core::fsutil::sha256_file(path).with_context(|| format!("hashing {}", path.display()))
+    cxr_core::fsutil::sha256_file(path).ctx(|| format!("hashing {}", path.display()))
 }
 
 /// Runs `work` unless `dir/stage.json` holds the same key; returns the (stored or new) value.
@@ -32,42 +39,42 @@ where
     F: FnOnce() -> Result<T>,
 {
     let stamp_path = dir.join("stage.json");
-    if let Ok(bytes) = std::fs::read(&stamp_path)
-        && let Ok(stamp) = serde_json::from_slice::<Stamp<T>>(&bytes)
-        && stamp.key == key
-    {
-        tracing::info!(stage = name, "up to date: {}", dir.display());
-        return Ok(stamp.value);
+    if let Ok(bytes) = std::fs::read(&stamp_path) {
+        match serde_json::from_slice::<Stamp<T>>(&bytes) {
+            Ok(stamp) if stamp.key == key => {
+                tracing::info!(stage = name, "up to date: {}", dir.display());
+                return Ok(stamp.value);
+            }
+            Ok(_) => {}
+            // Same inputs, but a result this version cannot read back (written by an older layout): say why
+            // the stage runs again.
+            Err(e) if serde_json::from_slice::<KeyOnly>(&bytes).is_ok_and(|k| k.key == key) => {
+                tracing::warn!(
+                    stage = name,
+                    "{} unreadable ({e}): running the stage again",
+                    stamp_path.display()
+                );
+            }
+            Err(_) => {}
+        }
     }
     let start = std::time::Instant::now();
     tracing::info!(stage = name, "running → {}", dir.display());
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let value = work().with_context(|| format!("stage `{name}`"))?;
+    std::fs::create_dir_all(dir).map_err(|e| StudyError::io(dir, e))?;
+    let value = work().ctx(|| format!("stage `{name}`"))?;
     let bytes = serde_json::to_vec_pretty(&Stamp {
         key: key.to_string(),
         value: &value,
-    })?;
-    cxr_core::fsutil::write_atomic(&stamp_path, &bytes)?;
+    })
+    .ctx(|| format!("stage `{name}`: serialising its result"))?;
+    cxr_core::fsutil::write_atomic(&stamp_path, &bytes)
+        .ctx(|| format!("writing {}", stamp_path.display()))?;
     tracing::info!(
         stage = name,
         seconds = format!("{:.1}", start.elapsed().as_secs_f64()),
         "done"
     );
     Ok(value)
-}
-
-/// A spinner-style progress bar for a stage (hidden when stderr is not a terminal).
-pub fn bar(name: &str, total: u64) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(name.to_string());
-    pb
 }
 
 #[cfg(test)]
@@ -93,7 +100,12 @@ mod tests {
         assert_eq!(c, 9);
         // A failing stage leaves no stamp, so it runs again.
         let d = dir.path().join("f");
-        assert!(cached::<u32, _>("t", &d, "k", || anyhow::bail!("boom")).is_err());
+        assert!(
+            cached::<u32, _>("t", &d, "k", || Err(StudyError::Invalid("boom".into()))).is_err()
+        );
         assert!(!d.join("stage.json").exists());
+        // A stamp with this key whose value no longer parses runs the stage again.
+        let s: String = cached("t", dir.path(), "k2", || Ok("new".into())).unwrap();
+        assert_eq!(s, "new");
     }
 }

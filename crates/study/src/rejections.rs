@@ -78,26 +78,14 @@ pub fn uneven(counts: &[(String, usize, usize)]) -> Vec<UnevenRejection> {
     out
 }
 
-/// `(source, images, rejected)` per source from the segment stage's summary (`cxr_segment::SegmentSummary`
-/// as JSON; `by_source`), sorted by source; empty for a summary written before it counted per source.
-pub fn from_summary(segment: &serde_json::Value) -> Vec<(String, usize, usize)> {
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as usize;
-    let mut out: Vec<(String, usize, usize)> = segment["by_source"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(source, c)| {
-            let rejected = c["rejected"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(_, v)| n(v))
-                .sum();
-            (source.clone(), n(&c["images"]), rejected)
-        })
-        .collect();
-    out.sort();
-    out
+/// `(source, images, rejected)` per source from the segment stage's summary (`by_source`), sorted by source;
+/// empty for a summary written before it counted per source.
+pub fn per_source(segment: &cxr_segment::SegmentSummary) -> Vec<(String, usize, usize)> {
+    segment
+        .by_source
+        .iter()
+        .map(|(source, c)| (source.clone(), c.images, c.rejected.values().sum()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -132,14 +120,26 @@ mod tests {
 
     #[test]
     fn counts_come_from_the_segment_summary() {
-        let summary = serde_json::json!({"images": 13, "kept": 8, "by_source": {
-            "nih": {"images": 10, "kept": 6, "rejected": {"empty_mask": 1, "small_crop": 3}},
-            "bimcv": {"images": 3, "kept": 2, "rejected": {"unreadable": 1}}}});
-        assert_eq!(
-            from_summary(&summary),
-            c(&[("bimcv", 3, 1), ("nih", 10, 4)])
-        );
-        assert!(from_summary(&serde_json::json!({"images": 3})).is_empty());
+        let counts = |images, kept, rejected: &[(&str, usize)]| cxr_segment::infer::SourceCounts {
+            images,
+            kept,
+            rejected: rejected.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+        };
+        let summary = cxr_segment::SegmentSummary {
+            images: 13,
+            kept: 8,
+            by_source: [
+                (
+                    "nih".to_string(),
+                    counts(10, 6, &[("empty_mask", 1), ("small_crop", 3)]),
+                ),
+                ("bimcv".to_string(), counts(3, 2, &[("unreadable", 1)])),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(per_source(&summary), c(&[("bimcv", 3, 1), ("nih", 10, 4)]));
+        assert!(per_source(&cxr_segment::SegmentSummary::default()).is_empty());
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! Data stages of `reproduce`: world (or real data) → ingest → preprocess → segment + crop.
+//! Data stages of the study: world (or real data) → ingest → preprocess → segment + crop.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use cxr_core::Manifest;
+use cxr_preprocess::batch::BatchSummary;
+use cxr_segment::{SegmentSummary, TrainReport};
+use cxr_synth::WorldSummary;
 use serde::{Deserialize, Serialize};
 
-use super::stage::{bar, cached, file_key, key_of};
-use super::{Profile, ReproduceArgs, WorldArg};
+use crate::Env;
+use crate::config::World;
+use crate::error::{Context as _, Result, StudyError};
+use crate::stage::{cached, file_key, key_of};
 
 /// Which data a run uses.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum DataChoice {
-    Synthetic(WorldArg),
+    Synthetic(World),
     /// The paper world with one confounder group planted alone (the audit's sensitivity study).
     Isolated(cxr_synth::ConfounderKind),
     /// Real datasets: root and dataset names (adapters).
@@ -23,12 +27,13 @@ pub enum DataChoice {
 }
 
 impl DataChoice {
-    pub fn main(args: &ReproduceArgs) -> Self {
-        match &args.data_root {
-            None => DataChoice::Synthetic(args.world),
+    /// The main run's data: the configured world, or the real datasets under `data_root`.
+    pub fn main(config: &crate::StudyConfig) -> Self {
+        match &config.data_root {
+            None => DataChoice::Synthetic(config.world),
             Some(root) => DataChoice::Real {
                 root: root.clone(),
-                datasets: match args.dataset.as_deref() {
+                datasets: match config.dataset.as_deref() {
                     Some(d) => d
                         .split(',')
                         .map(|s| s.trim().to_string())
@@ -45,10 +50,10 @@ impl DataChoice {
 
     pub fn describe(&self) -> String {
         match self {
-            DataChoice::Synthetic(WorldArg::Paper) => {
+            DataChoice::Synthetic(World::Paper) => {
                 "synthetic world `paper` (each source holds one class, as in the paper)".into()
             }
-            DataChoice::Synthetic(WorldArg::Clean) => {
+            DataChoice::Synthetic(World::Clean) => {
                 "synthetic world `clean` (every source holds both classes 50/50)".into()
             }
             DataChoice::Isolated(g) => format!(
@@ -61,10 +66,20 @@ impl DataChoice {
             ),
         }
     }
+
+    /// The name of the data's folder, `data-<tag>` (`world-paper`, `world-only-grid`, `real-cohen`).
+    pub fn tag(&self) -> String {
+        match self {
+            DataChoice::Synthetic(World::Paper) => "world-paper".to_string(),
+            DataChoice::Synthetic(World::Clean) => "world-clean".to_string(),
+            DataChoice::Isolated(g) => format!("world-only-{g}"),
+            DataChoice::Real { datasets, .. } => format!("real-{}", datasets.join("+")),
+        }
+    }
 }
 
-/// What the data stages produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the data stages produced (`results.json` `data`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prepared {
     pub choice_label: String,
     pub tag: String,
@@ -72,18 +87,19 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// Synthetic world root (None for real data).
     pub world_root: Option<PathBuf>,
-    pub world_summary: Option<serde_json::Value>,
+    pub world_summary: Option<WorldSummary>,
     pub ingest: IngestResult,
-    pub preprocess: serde_json::Value,
+    pub preprocess: BatchSummary,
     /// The manifest with `png8`, `mask`, `crop` and the crop columns (rejected rows included, with a reason).
     pub manifest: PathBuf,
-    pub segment: serde_json::Value,
+    pub segment: SegmentSummary,
     pub segmenter: PathBuf,
-    pub segmenter_report: Option<serde_json::Value>,
+    /// The UNet's training report: trained here, or `W.report.json` beside given weights.
+    pub segmenter_report: Option<TrainReport>,
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestResult {
     pub manifest: PathBuf,
     pub images: usize,
@@ -91,7 +107,7 @@ pub struct IngestResult {
 }
 
 /// Images of one dataset at ingest.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetCount {
     pub dataset: String,
     /// Selected by the dataset's rules.
@@ -104,30 +120,30 @@ pub struct DatasetCount {
 
 /// Runs the data stages into `out/data-<tag>/`. `segmenter` reuses UNet weights (e.g. the main run's).
 pub fn prepare(
-    args: &ReproduceArgs,
-    profile: &Profile,
+    env: Env<'_>,
     choice: DataChoice,
     out: &Path,
     segmenter: Option<PathBuf>,
 ) -> Result<Prepared> {
-    let tag = match &choice {
-        DataChoice::Synthetic(WorldArg::Paper) => "world-paper".to_string(),
-        DataChoice::Synthetic(WorldArg::Clean) => "world-clean".to_string(),
-        DataChoice::Isolated(g) => format!("world-only-{g}"),
-        DataChoice::Real { datasets, .. } => format!("real-{}", datasets.join("+")),
-    };
+    let Env {
+        config,
+        profile,
+        progress,
+        ..
+    } = env;
+    let tag = choice.tag();
     let dir = out.join(format!("data-{tag}"));
     let mut notes = Vec::new();
 
     // 1. The world (synthetic) or the dataset roots (real).
     let (world_root, world_summary, roots): (
         Option<PathBuf>,
-        Option<serde_json::Value>,
+        Option<WorldSummary>,
         Vec<(String, PathBuf)>,
     ) = match &choice {
         DataChoice::Synthetic(_) | DataChoice::Isolated(_) => {
             let (kind, only) = match &choice {
-                DataChoice::Synthetic(WorldArg::Clean) => (cxr_synth::WorldKind::Clean, None),
+                DataChoice::Synthetic(World::Clean) => (cxr_synth::WorldKind::Clean, None),
                 DataChoice::Isolated(g) => (cxr_synth::WorldKind::Paper, Some(*g)),
                 _ => (cxr_synth::WorldKind::Paper, None),
             };
@@ -136,39 +152,27 @@ pub fn prepare(
                 only,
                 per_source: profile.per_source,
                 size: profile.world_size,
-                seed: args.seed,
-                signal: args.signal.unwrap_or(1.0),
+                seed: config.seed,
+                signal: config.signal.unwrap_or(1.0),
                 gallery: true,
                 ..cxr_synth::WorldConfig::default()
             };
             let world_dir = dir.join("world");
             let key = key_of(&("synth-v1", &cfg));
-            let summary: serde_json::Value = cached("synth", &world_dir, &key, || {
-                let pb = bar("synth", 0);
+            let summary: WorldSummary = cached("synth", &world_dir, &key, || {
                 let summary =
                     cxr_synth::generate_with_progress(&cfg, &world_dir, &|done, total| {
-                        pb.set_length(total);
-                        pb.set_position(done);
+                        progress.update("synth", done, total)
                     })
-                    .with_context(|| {
-                        format!("generating the synthetic world in {}", world_dir.display())
-                    })?;
-                pb.finish_and_clear();
-                Ok(serde_json::to_value(&summary)?)
+                    .ctx(|| format!("generating the synthetic world in {}", world_dir.display()))?;
+                progress.finish("synth");
+                Ok(summary)
             })?;
-            let roots = summary["sources"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| {
-                            Some((
-                                s["id"].as_str()?.to_string(),
-                                PathBuf::from(s["root"].as_str()?),
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let roots = summary
+                .sources
+                .iter()
+                .map(|s| (s.id.clone(), s.root.clone()))
+                .collect();
             (Some(world_dir), Some(summary), roots)
         }
         DataChoice::Real { root, datasets } => {
@@ -189,16 +193,24 @@ pub fn prepare(
 
     // 2. Ingest: one adapter per dataset, merged into one manifest.
     let ingest_dir = dir.join("ingest");
-    let ingest_key = key_of(&("ingest-v1", &roots, &world_summary));
+    // The key hashes the world summary with sorted keys, as it was stored before the summary was typed, so
+    // that existing outputs stay valid.
+    let summary_key = world_summary
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .ctx(|| "hashing the world summary".to_string())?;
+    let ingest_key = key_of(&("ingest-v1", &roots, &summary_key));
     let ingest: IngestResult = cached("ingest", &ingest_dir, &ingest_key, || {
         let pseudo = cxr_core::privacy::Pseudonymizer::from_env();
         let mut merged = Manifest::default();
         let mut per_dataset = Vec::new();
         for (name, root) in &roots {
-            let adapter = cxr_ingest::adapters::by_name(name)
-                .with_context(|| format!("no ingest adapter for dataset `{name}`"))?;
+            let adapter = cxr_ingest::adapters::by_name(name).ok_or_else(|| {
+                StudyError::Invalid(format!("no ingest adapter for dataset `{name}`"))
+            })?;
             let scanned = cxr_ingest::scan(adapter.as_ref(), root, &pseudo)
-                .with_context(|| format!("ingesting {name} from {}", root.display()))?;
+                .ctx(|| format!("ingesting {name} from {}", root.display()))?;
             per_dataset.push(DatasetCount {
                 dataset: name.clone(),
                 selected: scanned.manifest.records.len(),
@@ -208,11 +220,12 @@ pub fn prepare(
             merged.records.extend(scanned.manifest.records);
         }
         if merged.records.is_empty() {
-            bail!("no images selected from {:?}", roots);
+            return Err(StudyError::Invalid(format!(
+                "no images selected from {roots:?}"
+            )));
         }
         let path = ingest_dir.join("manifest.csv");
-        cxr_ingest::write_manifest(&merged, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        cxr_ingest::write_manifest(&merged, &path).ctx(|| format!("writing {}", path.display()))?;
         Ok(IngestResult {
             manifest: path,
             images: merged.records.len(),
@@ -224,25 +237,26 @@ pub fn prepare(
     let pre_dir = dir.join("preprocess");
     let pre_cfg = preprocess_config(profile);
     let pre_key = key_of(&("preprocess-v1", file_key(&ingest.manifest)?, pre_cfg.hash()));
-    let preprocess: serde_json::Value = cached("preprocess", &pre_dir, &pre_key, || {
-        let manifest = Manifest::read(&ingest.manifest)?;
-        let pb = bar("preprocess", manifest.records.len() as u64);
+    let preprocess: BatchSummary = cached("preprocess", &pre_dir, &pre_key, || {
+        let manifest = Manifest::read(&ingest.manifest)
+            .ctx(|| format!("reading {}", ingest.manifest.display()))?;
+        let total = manifest.records.len() as u64;
         let summary = cxr_preprocess::batch::run_batch(
             &manifest,
             &pre_dir,
             &pre_cfg,
             &cxr_preprocess::batch::BatchOptions::default(),
             |p: &Path| cxr_ingest::read_image(p),
-            &|p| pb.set_position(p.done as u64),
+            &|p| progress.update("preprocess", p.done as u64, total),
         )
-        .with_context(|| format!("preprocessing into {}", pre_dir.display()))?;
-        pb.finish_and_clear();
-        Ok(serde_json::to_value(&summary)?)
+        .ctx(|| format!("preprocessing into {}", pre_dir.display()))?;
+        progress.finish("preprocess");
+        Ok(summary)
     })?;
     let pre_manifest = pre_dir.join("manifest.csv");
 
     // 4. Segment: the lung UNet (given, reused, or trained here), masks, crops and the paper's rejections.
-    let (segmenter, segmenter_report) = match segmenter.or_else(|| args.segmenter.clone()) {
+    let (segmenter, segmenter_report) = match segmenter.or_else(|| config.segmenter.clone()) {
         Some(w) => {
             let report = report_beside(&w);
             (w, report)
@@ -257,12 +271,12 @@ pub fn prepare(
                 None => {
                     let shared = shared_data();
                     let found = cxr_segment::data::discover(&shared).map_err(|e| {
-                        anyhow::anyhow!(
+                        StudyError::Invalid(format!(
                             "no lung UNet: pass --segmenter WEIGHTS, or make the default lung-mask sets ({}) \
                              available under {} (CXR_SHARED_DATA): {e}",
                             cxr_segment::data::DEFAULT_SETS.join(", "),
                             shared.display()
-                        )
+                        ))
                     })?;
                     (
                         found.found.clone(),
@@ -282,8 +296,8 @@ pub fn prepare(
                 cxr_segment::TrainConfig::cpu_default(&first, &weights)
             };
             cfg.data = data.clone();
-            cfg.resume = args.resume;
-            cfg.seed = args.seed;
+            cfg.resume = config.resume;
+            cfg.seed = config.seed;
             if quick {
                 // A fixed number of epochs, not the preset's time budget: on a loaded machine a time budget
                 // trains fewer epochs, and a weaker UNet rejects more images (`small_crop`), so results
@@ -305,8 +319,8 @@ pub fn prepare(
                 "Lung UNet trained on {what} (base {}, {} px).",
                 cfg.unet.base, cfg.unet.size
             ));
-            let report: serde_json::Value = cached("segment-train", &unet_dir, &key, || {
-                let report = cxr_segment::train(&cfg).with_context(|| {
+            let report: TrainReport = cached("segment-train", &unet_dir, &key, || {
+                cxr_segment::train(&cfg).ctx(|| {
                     format!(
                         "training the lung UNet on {}",
                         data.iter()
@@ -314,8 +328,7 @@ pub fn prepare(
                             .collect::<Vec<_>>()
                             .join(", ")
                     )
-                })?;
-                Ok(serde_json::to_value(&report)?)
+                })
             })?;
             (weights, Some(report))
         }
@@ -327,38 +340,31 @@ pub fn prepare(
         file_key(&pre_manifest)?,
         file_key(&segmenter)?,
     ));
-    let segment: serde_json::Value = cached("segment", &seg_dir, &seg_key, || {
+    let segment: SegmentSummary = cached("segment", &seg_dir, &seg_key, || {
         let seg = cxr_segment::Segmenter::load(&segmenter)
-            .with_context(|| format!("loading lung UNet {}", segmenter.display()))?;
-        let pb = bar("segment", 0);
+            .ctx(|| format!("loading lung UNet {}", segmenter.display()))?;
         let summary = cxr_segment::segment_manifest(
             &seg,
             &pre_manifest,
             &seg_dir,
             &cxr_segment::SegmentOptions::default(),
-            &mut |done, total| {
-                pb.set_length(total as u64);
-                pb.set_position(done as u64);
-            },
+            &mut |done, total| progress.update("segment", done as u64, total as u64),
         )
-        .with_context(|| format!("segmenting {}", pre_manifest.display()))?;
-        pb.finish_and_clear();
-        Ok(serde_json::to_value(&summary)?)
+        .ctx(|| format!("segmenting {}", pre_manifest.display()))?;
+        progress.finish("segment");
+        Ok(summary)
     })?;
 
-    for w in super::rejections::uneven(&super::rejections::from_summary(&segment)) {
+    for w in crate::rejections::uneven(&crate::rejections::per_source(&segment)) {
         tracing::warn!("segment ({tag}): {}", w.message);
     }
-    if segment.get("kept").and_then(|k| k.as_u64()) == Some(0) {
-        bail!(
+    if segment.kept == 0 {
+        return Err(StudyError::Invalid(format!(
             "the lung UNet {} rejected every image ({}): retrain it (delete {}) or pass --segmenter WEIGHTS",
             segmenter.display(),
-            segment
-                .get("rejected")
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
+            serde_json::to_string(&segment.rejected).unwrap_or_default(),
             segmenter.display()
-        );
+        )));
     }
     Ok(Prepared {
         choice_label: choice.describe(),
@@ -379,7 +385,7 @@ pub fn prepare(
 /// The training report beside given UNet weights (`W.report.json`, as `segment train` writes it), when there is
 /// one: the report's segmenter section shows its held-out Dice and worst cases. Weights without a report (or an
 /// unreadable one) simply leave that part out.
-fn report_beside(weights: &Path) -> Option<serde_json::Value> {
+fn report_beside(weights: &Path) -> Option<TrainReport> {
     let path = weights.with_extension("report.json");
     let bytes = std::fs::read(&path).ok()?;
     match serde_json::from_slice(&bytes) {
@@ -393,7 +399,7 @@ fn report_beside(weights: &Path) -> Option<serde_json::Value> {
 
 /// Preprocessing for the study: min-max for window-less sources (the authors' code), metadata windows where
 /// the dataset has them (PadChest, BIMCV), resized so the longest side is the profile's size.
-fn preprocess_config(profile: &Profile) -> cxr_preprocess::config::PreprocessConfig {
+fn preprocess_config(profile: &crate::Profile) -> cxr_preprocess::config::PreprocessConfig {
     cxr_preprocess::config::PreprocessConfig {
         size: profile.preprocess_size,
         ..Default::default()

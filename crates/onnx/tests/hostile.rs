@@ -1,0 +1,349 @@
+//! Hostile model files, built here as ONNX protobufs: each must give an error naming the file, never a panic,
+//! an abort on a huge allocation, or a hang (issue 31). Also: outputs whose first axis is not the batch, and
+//! the model content hash that keeps two models behind one spec apart.
+
+use std::path::{Path, PathBuf};
+
+use cxr_core::{Grey8, Scorer};
+use cxr_onnx::pb::attribute_proto::AttributeType;
+use cxr_onnx::pb::tensor_proto::DataType;
+use cxr_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+use cxr_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
+};
+use cxr_onnx::{ModelSpec, OnnxScorer};
+use prost::Message;
+
+const SIZE: i64 = 8;
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(v) => dimension::Value::DimValue(*v),
+                None => dimension::Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                // No dimensions given: no declared shape (the output's), not a scalar.
+                shape: (!dims.is_empty()).then_some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// x [N, 1, 8, 8] → GlobalAveragePool → Flatten → `y` [N, 1], then `extra` nodes (which may replace `y`).
+fn model(extra: Vec<NodeProto>, initializer: Vec<TensorProto>, output: &str) -> Vec<u8> {
+    let mut nodes = vec![
+        node("GlobalAveragePool", &["x"], "pooled", vec![]),
+        node("Flatten", &["pooled"], "y", vec![]),
+    ];
+    nodes.extend(extra);
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            name: "hostile".into(),
+            node: nodes,
+            initializer,
+            input: vec![value_info("x", &[None, Some(1), Some(SIZE), Some(SIZE)])],
+            output: vec![value_info(output, &[])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Writes `m.onnx` (the given bytes) and its spec into `dir`; returns the spec's path.
+fn write_model(dir: &Path, bytes: &[u8]) -> PathBuf {
+    std::fs::write(dir.join("m.onnx"), bytes).unwrap();
+    let spec = dir.join("m.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "onnx = \"m.onnx\"\ninput_size = {SIZE}\nchannels = 1\nmean = [0.0]\nstd = [1.0]\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn load_err(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_model(dir.path(), bytes);
+    let e = OnnxScorer::from_spec_file(&spec).unwrap_err().to_string();
+    assert!(e.contains("m.onnx"), "the error must name the file: {e}");
+    e
+}
+
+fn grey(v: u8) -> Grey8 {
+    Grey8::new(SIZE as u32, SIZE as u32, vec![v; (SIZE * SIZE) as usize]).unwrap()
+}
+
+#[test]
+fn the_plain_model_loads_and_scores_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_model(dir.path(), &model(vec![], vec![], "y"));
+    let s = OnnxScorer::from_spec_file(&spec).unwrap().with_threads(1);
+    let out = s.score(&[grey(0), grey(255)], false).unwrap();
+    // Mean of x / 255 (mean 0, std 1) through the sigmoid: 0.5 and sigmoid(1).
+    assert!((out.scores[0] - 0.5).abs() < 1e-6, "{:?}", out.scores);
+    assert!((out.scores[1] - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-6);
+}
+
+#[test]
+fn a_string_initializer_with_raw_data_is_refused() {
+    let bad = TensorProto {
+        name: "s".into(),
+        dims: vec![2],
+        data_type: DataType::String as i32,
+        raw_data: b"abcdefgh".to_vec(),
+        ..Default::default()
+    };
+    let e = load_err(&model(vec![], vec![bad], "y"));
+    assert!(e.contains("STRING") && e.contains("`s`"), "{e}");
+}
+
+#[test]
+fn absurd_constant_shapes_are_refused_before_allocation() {
+    let huge = [1, 200_000, 200_000, 8];
+    let cases: Vec<(&str, Vec<NodeProto>, Vec<TensorProto>)> = vec![
+        (
+            "ConstantOfShape",
+            vec![node("ConstantOfShape", &["shape"], "z", vec![])],
+            vec![int64s("shape", &huge)],
+        ),
+        (
+            "Expand",
+            vec![node("Expand", &["x", "shape"], "z", vec![])],
+            vec![int64s("shape", &huge)],
+        ),
+        (
+            "Tile",
+            vec![node("Tile", &["x", "reps"], "z", vec![])],
+            vec![int64s("reps", &huge)],
+        ),
+        (
+            "Resize",
+            vec![node("Resize", &["x", "", "", "sizes"], "z", vec![])],
+            vec![int64s("sizes", &huge)],
+        ),
+        // An overflowing shape, and a huge initializer declared with no data.
+        (
+            "ConstantOfShape",
+            vec![node("ConstantOfShape", &["shape"], "z", vec![])],
+            vec![int64s("shape", &[i64::MAX, i64::MAX])],
+        ),
+        (
+            "initializer",
+            vec![],
+            vec![TensorProto {
+                name: "w".into(),
+                dims: vec![1 << 20, 1 << 20],
+                data_type: DataType::Float as i32,
+                ..Default::default()
+            }],
+        ),
+    ];
+    for (op, nodes, init) in cases {
+        let e = load_err(&model(nodes, init, "z"));
+        assert!(e.contains("refused") && e.contains(op), "{op}: {e}");
+        assert!(e.contains("CXR_ONNX_MAX_ELEMENTS"), "{e}");
+    }
+}
+
+#[test]
+fn a_constant_shape_node_is_read_too_and_the_limit_is_overridable() {
+    // The shape comes from a Constant node, not an initializer.
+    let constant = NodeProto {
+        name: "c".into(),
+        op_type: "Constant".into(),
+        output: vec!["shape".into()],
+        attribute: vec![AttributeProto {
+            name: "value".into(),
+            r#type: AttributeType::Tensor as i32,
+            t: Some(int64s("", &[4, 1, SIZE, SIZE])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bytes = model(
+        vec![constant, node("Expand", &["x", "shape"], "z", vec![])],
+        vec![],
+        "y",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::load(&write_model(dir.path(), &bytes)).unwrap();
+    // 256 elements: fine by default, refused under a limit of 100.
+    assert!(OnnxScorer::new(spec.clone()).is_ok());
+    let tight = cxr_onnx::Limits {
+        max_tensor_elements: 100,
+        ..Default::default()
+    };
+    let e = OnnxScorer::with_limits(spec, tight)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Expand") && e.contains("100 elements"), "{e}");
+}
+
+#[test]
+fn garbage_and_oversized_files_give_errors_naming_the_file() {
+    let e = load_err(b"\xff\xff\xff\xff not a protobuf");
+    assert!(e.contains("unreadable ONNX"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::load(&write_model(dir.path(), &model(vec![], vec![], "y"))).unwrap();
+    let tight = cxr_onnx::Limits {
+        max_file_bytes: 10,
+        ..Default::default()
+    };
+    let e = OnnxScorer::with_limits(spec, tight)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("m.onnx") && e.contains("over the limit"), "{e}");
+}
+
+#[test]
+fn special_files_are_refused_by_path_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_with = |onnx: &Path| {
+        let p = dir.path().join("s.toml");
+        std::fs::write(
+            &p,
+            format!("onnx = {:?}\ninput_size = 8\n", onnx.display().to_string()),
+        )
+        .unwrap();
+        p
+    };
+    // A directory is not "not found".
+    let e = OnnxScorer::from_spec_file(&spec_with(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a directory") && !e.contains("not found"), "{e}");
+    let e = OnnxScorer::from_spec_file(&spec_with(Path::new("/dev/zero")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/dev/zero") && e.contains("a device"), "{e}");
+    // The spec itself: a device is refused, not read until memory runs out.
+    let e = ModelSpec::load(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/dev/zero") && e.contains("a device"), "{e}");
+    let fifo = dir.path().join("fifo");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let e = ModelSpec::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("fifo") && e.contains("a FIFO"), "{e}");
+        let e = OnnxScorer::from_spec_file(&spec_with(&fifo))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fifo") && e.contains("a FIFO"), "{e}");
+    } else {
+        println!("skipped: no mkfifo for the FIFO cases");
+    }
+}
+
+#[test]
+fn outputs_whose_first_axis_is_not_the_batch_are_errors() {
+    let keepdims = AttributeProto {
+        name: "keepdims".into(),
+        r#type: AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
+    let reduce_all = node(
+        "ReduceMean",
+        &["y"],
+        "z",
+        vec![ints_attr("axes", &[0, 1]), keepdims],
+    );
+    let concat = node(
+        "Concat",
+        &["y", "y"],
+        "z",
+        vec![AttributeProto {
+            name: "axis".into(),
+            r#type: AttributeType::Int as i32,
+            i: 0,
+            ..Default::default()
+        }],
+    );
+    for (what, extra, shape) in [
+        ("[1, 1]", reduce_all, "[1, 1]"),
+        ("[2N, 1]", concat, "[4, 1]"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write_model(dir.path(), &model(vec![extra], vec![], "z"));
+        let s = OnnxScorer::from_spec_file(&spec).unwrap().with_threads(1);
+        let e = s
+            .score(&[grey(0), grey(255)], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.onnx") && e.contains("score output") && e.contains(shape),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_content_hash_follows_the_onnx_file_not_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_model(dir.path(), &model(vec![], vec![], "y"));
+    let a = OnnxScorer::from_spec_file(&spec).unwrap();
+    let again = OnnxScorer::from_spec_file(&spec).unwrap();
+    assert_eq!(a.sha256(), again.sha256());
+    assert_eq!(a.model_sha256(), Some(a.sha256()));
+    // Same spec, another ONNX file behind it.
+    let neg = node("Neg", &["y"], "z", vec![]);
+    std::fs::write(dir.path().join("m.onnx"), model(vec![neg], vec![], "z")).unwrap();
+    let b = OnnxScorer::from_spec_file(&spec).unwrap();
+    assert_ne!(a.sha256(), b.sha256());
+    assert_eq!(b.sha256().len(), 64);
+}

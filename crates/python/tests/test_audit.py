@@ -1,0 +1,264 @@
+"""The cxr_confounders package end to end: run with `python -m unittest discover crates/python/tests` from the
+repository root (tests/tests/python_package.rs runs it with $CXR_PYTHON when the package is installed there).
+
+The world is the one `tests/tests/audit_model_spec.rs` builds for the ONNX cue readers: 48 chest-like 224 px
+images over two hospitals that each hold both classes; every Covid-19 image carries a bright square, in the
+top-left corner (outside the lungs) or inside the left lung. A model that reads the corner takes a shortcut.
+"""
+
+import json
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+
+import cxr_confounders as cxr
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "crates" / "onnx" / "tests" / "fixtures"
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+CORNER = (8, 8)  # cue_outside.onnx's rectangle
+LUNG = (96, 48)  # cue_inside.onnx's
+
+
+def in_lung(r, c):
+    def e(cc):
+        return ((r - 112.0) / 70.0) ** 2 + ((c - cc) / 40.0) ** 2 <= 1.0
+
+    return e(64.0) | e(160.0)
+
+
+def write_world(folder: Path, cue) -> list:
+    """The rows of the world's manifest (also written as manifest.csv), image paths relative to `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    r, c = np.mgrid[0:224, 0:224]
+    lung = in_lung(r, c)
+    Image.fromarray(np.where(lung, 255, 0).astype(np.uint8)).save(folder / "mask.png")
+    rows = []
+    for i in range(48):
+        covid = i % 2 == 0
+        px = np.where(lung, 70.0, 150.0) + rng.uniform(-25, 25, size=(224, 224))
+        px = np.round(px).astype(np.uint8)
+        if covid:
+            px[cue[0] : cue[0] + 32, cue[1] : cue[1] + 32] = 250
+        name = f"im{i}.png"
+        Image.fromarray(px).save(folder / name)
+        rows.append(
+            {
+                "id": f"im{i}",
+                "source": "hospital_a" if (i // 2) % 2 == 0 else "hospital_b",
+                "label": "covid" if covid else "pneumonia",
+                "patient": f"p{i}",
+                "split": "train" if i < 16 else "test",
+                "png8": name,
+                "mask": "mask.png",
+            }
+        )
+    with open(folder / "manifest.csv", "w") as f:
+        cols = list(rows[0])
+        f.write(",".join(cols) + "\n")
+        for row in rows:
+            f.write(",".join(str(row[k]) for k in cols) + "\n")
+    return rows
+
+
+def cue_reader(corner):
+    """The cue readers' function in NumPy: 4 x (mean of channel 0 over a 32 px square - mean over the image)."""
+    r0, c0 = corner
+
+    def model(x):
+        assert x.dtype == np.float32 and x.shape[1:] == (3, 224, 224), x.shape
+        return 4.0 * (x[:, 0, r0 : r0 + 32, c0 : c0 + 32].mean(axis=(1, 2)) - x[:, 0].mean(axis=(1, 2)))
+
+    return model
+
+
+FAST = dict(saliency_images=2, saliency_grid=8, batch_size=16)
+
+
+class AuditFromPython(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.root = Path(cls.tmp.name)
+        cls.corner_rows = write_world(cls.root / "corner", CORNER)
+        cls.lung_rows = write_world(cls.root / "lung", LUNG)
+        cls.cwd = os.getcwd()
+
+    @classmethod
+    def tearDownClass(cls):
+        os.chdir(cls.cwd)
+        cls.tmp.cleanup()
+
+    def test_a_callable_reading_the_corner_is_a_shortcut_and_matches_the_onnx_export(self):
+        manifest = self.root / "corner" / "manifest.csv"
+        out = self.root / "out-callable"
+        ours = cxr.audit(cue_reader(CORNER), manifest, input_size=224, name="corner", out=out, **FAST)
+        self.assertEqual(ours.verdict, "shortcut", ours.tests)
+        # The same function exported to ONNX, audited through the model spec: the same verdict and figures.
+        onnx = cxr.audit(FIXTURES / "cue_outside.toml", manifest, name="corner", **FAST)
+        self.assertEqual(onnx.verdict, ours.verdict)
+        for a, b in zip(ours.tests, onnx.tests):
+            self.assertEqual((a["test"], a["status"]), (b["test"], b["status"]))
+            if a["figure"] is not None:
+                self.assertAlmostEqual(a["figure"], b["figure"], places=4, msg=a["test"])
+        # What was written, and what a notebook shows.
+        self.assertTrue(ours.audit_json.is_file() and ours.report_html.is_file())
+        self.assertEqual(json.loads(ours.audit_json.read_text()), ours.to_dict())
+        self.assertIn("shortcut", ours._repr_html_())
+        self.assertIn("lungs_removed[mean]", ours.flagged)
+        self.assertEqual(ours.model, "corner")
+
+    def test_an_onnxruntime_callable_and_the_model_spec_give_the_same_audit(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            self.skipTest("onnxruntime is not installed")
+        session = ort.InferenceSession(str(FIXTURES / "cue_outside.onnx"), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def cue_outside(x):
+            return session.run(None, {input_name: x})[0]
+
+        manifest = self.root / "corner" / "manifest.csv"
+        ours = cxr.audit(cue_outside, manifest, input_size=224, name="corner", **FAST)
+        spec = cxr.audit(FIXTURES / "cue_outside.toml", manifest, name="corner", **FAST)
+        self.assertEqual(ours.verdict, spec.verdict)
+        for a, b in zip(ours.tests, spec.tests):
+            self.assertEqual((a["test"], a["status"]), (b["test"], b["status"]))
+            for k in ("figure", "ci_low", "ci_high"):
+                if a[k] is not None:
+                    self.assertAlmostEqual(a[k], b[k], delta=1e-6, msg=f"{a['test']} {k}")
+
+    def test_a_callable_reading_the_lung_is_not_flagged(self):
+        result = cxr.audit(cue_reader(LUNG), self.root / "lung" / "manifest.csv", input_size=224, **FAST)
+        self.assertNotEqual(result.verdict, "shortcut", result.tests)
+        self.assertEqual(result.flagged, [])
+        self.assertEqual(result.model, "model")  # a lambda-like closure named `model`
+
+    def test_rows_and_a_path_give_the_same_audit(self):
+        os.chdir(self.root / "corner")  # relative image paths in rows resolve against the working folder
+        try:
+            from_rows = cxr.audit(cue_reader(CORNER), self.corner_rows, input_size=224, **FAST)
+            from_file = cxr.audit(cue_reader(CORNER), "manifest.csv", input_size=224, **FAST)
+        finally:
+            os.chdir(self.cwd)
+        self.assertEqual(from_rows.to_dict()["verdicts"], from_file.to_dict()["verdicts"])
+
+    def test_a_dataframe_is_a_manifest(self):
+        try:
+            import pandas as pd
+        except ImportError:
+            self.skipTest("pandas is not installed")
+        os.chdir(self.root / "corner")
+        try:
+            result = cxr.audit(cue_reader(CORNER), pd.DataFrame(self.corner_rows), input_size=224, **FAST)
+        finally:
+            os.chdir(self.cwd)
+        self.assertEqual(result.verdict, "shortcut")
+
+    def test_features_from_the_callable_feed_the_source_probe(self):
+        base = cue_reader(CORNER)
+
+        def with_features(x):
+            # The image's mean brightness per quadrant: enough for a probe to try.
+            q = x[:, 0].reshape(len(x), 2, 112, 2, 112).mean(axis=(2, 4)).reshape(len(x), 4)
+            return base(x), q
+
+        result = cxr.audit(
+            with_features, self.root / "corner" / "manifest.csv", input_size=224, features="own", **FAST
+        )
+        probe = next(t for t in result.tests if t["test"] == "source_probe")
+        self.assertNotEqual(probe["status"], "not_run", probe)
+
+    def test_bad_models_and_manifests_get_clear_errors(self):
+        manifest = self.root / "corner" / "manifest.csv"
+        with self.assertRaisesRegex(ValueError, "input_size is required"):
+            cxr.audit(cue_reader(CORNER), manifest)
+        with self.assertRaisesRegex(RuntimeError, r"shape \[1, 1\] for a batch of"):
+            cxr.audit(lambda x: np.zeros((1, 1)), manifest, input_size=224, **FAST)
+        with self.assertRaisesRegex(RuntimeError, "the model raised"):
+            cxr.audit(lambda x: 1 / 0, manifest, input_size=224, **FAST)
+        with self.assertRaisesRegex(ValueError, "mean has 2 values"):
+            cxr.audit(cue_reader(CORNER), manifest, input_size=224, mean=[0.5, 0.5])
+        rows = [{k: v for k, v in r.items() if k not in ("split", "mask")} for r in self.corner_rows]
+        with self.assertRaisesRegex(RuntimeError, "split.*mask|mask.*split"):
+            cxr.audit(cue_reader(CORNER), rows, input_size=224)
+
+    def test_score_feeds_the_callable_the_documented_input(self):
+        from PIL import Image
+
+        folder = self.root / "corner"
+        table = cxr.score(cue_reader(CORNER), folder / "manifest.csv", input_size=224, batch_size=7)
+        records = table.to_dict("records") if hasattr(table, "to_dict") else table
+        self.assertEqual(len(records), 48)
+        for r in records[:6]:
+            # The images are already 224 px, so the input is (v / 255 - mean) / std, channel 0 for this model.
+            v = np.asarray(Image.open(folder / f"{r['id']}.png"), dtype=np.float64)
+            x = (v / 255.0 - MEAN[0]) / STD[0]
+            logit = 4.0 * (x[8:40, 8:40].mean() - x.mean())
+            self.assertAlmostEqual(r["score"], 1.0 / (1.0 + np.exp(-logit)), delta=1e-5, msg=r["id"])
+            self.assertEqual(r["model"], "model")
+
+    def test_lint_reports_the_training_splits_association(self):
+        balanced = cxr.lint(self.corner_rows)
+        self.assertLess(balanced.train_cramers_v, 0.2)
+        self.assertFalse(balanced.has_errors)
+        # The paper's design: each hospital holds one class in training.
+        confounded_rows = [
+            dict(r, source="hospital_a" if r["label"] == "covid" else "hospital_b") for r in self.corner_rows
+        ]
+        confounded = cxr.lint(confounded_rows)
+        self.assertAlmostEqual(confounded.train_cramers_v, 1.0, places=6)
+        self.assertTrue(confounded.has_errors, confounded.to_dict()["findings"])
+
+    def test_evaluate_gives_each_metric_with_its_interval(self):
+        rng = np.random.default_rng(3)
+        labels = np.array([i % 2 for i in range(80)])
+        scores = np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.2, 80), 0, 1)
+        rows = [
+            {"id": f"im{i}", "label": "covid" if labels[i] else "pneumonia", "source": "a" if i < 40 else "b",
+             "split": "test", "score": float(scores[i])}
+            for i in range(80)
+        ]
+        table = cxr.evaluate(rows, resamples=200)
+        records = table.to_dict("records") if hasattr(table, "to_dict") else table
+        auc = next(r for r in records if r["metric"] == "auc" and r["group"] == "all" and r["split"] == "test")
+        # The exact AUC by ranks (no ties among continuous scores).
+        pos, neg = scores[labels == 1], scores[labels == 0]
+        expected = (pos[:, None] > neg[None, :]).mean()
+        self.assertAlmostEqual(auc["value"], expected, places=9)
+        self.assertLessEqual(auc["lo"], auc["value"])
+        self.assertLessEqual(auc["value"], auc["hi"])
+
+    def test_a_torch_module_is_audited_in_eval_mode_without_gradients(self):
+        try:
+            import torch
+        except ImportError:
+            self.skipTest("torch is not installed")
+
+        class CornerReader(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.scale = torch.nn.Parameter(torch.tensor(4.0))
+                self.drop = torch.nn.Dropout(0.9)  # eval mode must switch it off
+
+            def forward(self, x):
+                assert not torch.is_grad_enabled()
+                corner = x[:, 0, 8:40, 8:40].mean(dim=(1, 2))
+                return self.drop(self.scale * (corner - x[:, 0].mean(dim=(1, 2))))
+
+        result = cxr.audit(CornerReader(), self.root / "corner" / "manifest.csv", input_size=224, **FAST)
+        self.assertEqual(result.verdict, "shortcut")
+        self.assertEqual(result.model, "CornerReader")
+
+
+if __name__ == "__main__":
+    unittest.main()
