@@ -138,7 +138,7 @@ mod tests {
             figure4.contains(&format!("ours {:.3} (95% CI", seen.value)),
             "{figure4}"
         );
-        assert!(figure4.ends_with("Audit: shortcut found (raised by the source probe and the split design and the lungs-removed occlusion (mean fill))."), "{figure4}");
+        assert!(figure4.ends_with("Audit: shortcut found (raised by the planted confounders (counterfactual swaps) and the lungs-removed occlusion (mean fill))."), "{figure4}");
         // Table 4: the paper's accuracies beside ours.
         assert!(f[2].contains("bimcv Covid-19 51% → 98%"), "{}", f[2]);
         // The control does not quote the paper.

@@ -112,7 +112,11 @@ mod tests {
         assert_eq!(r[3], "+0.210 [+0.160, +0.260]");
         assert_eq!(r[4], "followed");
         assert_eq!(r[5], "shortcut found");
-        assert!(r[6].starts_with("source probe, split design"), "{}", r[6]);
+        assert!(
+            r[6].starts_with("planted confounders (counterfactual swaps), lungs-removed"),
+            "{}",
+            r[6]
+        );
         // A group the confounder test did not run on.
         let mut other = run.clone();
         other.group = cxr_synth::ConfounderKind::Blur;
