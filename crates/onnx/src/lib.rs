@@ -128,6 +128,15 @@ impl OutputKind {
             )),
         }
     }
+
+    /// The logit behind a raw output already checked by [`OutputKind::score`]: itself for a logit output,
+    /// [`cxr_core::logit`] of a probability.
+    pub fn logit(self, v: f64) -> f64 {
+        match self {
+            OutputKind::Logit => v,
+            OutputKind::Probability => cxr_core::logit(v),
+        }
+    }
 }
 
 impl ModelSpec {
@@ -478,11 +487,8 @@ impl Scorer for OnnxScorer {
     /// The graph's own output where it is a logit (no round trip through the sigmoid, so a saturated
     /// model's logits still differ); the logit of the probability otherwise.
     fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
-        let (scored, raw) = self.score_with_outputs(images, false)?;
-        Ok(match self.spec.output {
-            OutputKind::Logit => raw,
-            OutputKind::Probability => scored.scores.into_iter().map(cxr_core::logit).collect(),
-        })
+        let (_, raw) = self.score_with_outputs(images, false)?;
+        Ok(raw.into_iter().map(|v| self.spec.output.logit(v)).collect())
     }
 }
 
@@ -528,6 +534,17 @@ impl OnnxScorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logit_output_keeps_its_logit_where_the_probability_saturates() {
+        // sigmoid(40) rounds to 1 in f64: only the raw logit still ranks two sure images.
+        let (a, b) = (40.0, 45.0);
+        assert_eq!(OutputKind::Logit.score(a), OutputKind::Logit.score(b));
+        assert_eq!(OutputKind::Logit.logit(a), a);
+        assert!(OutputKind::Logit.logit(b) > OutputKind::Logit.logit(a));
+        let p = OutputKind::Probability.score(0.9).unwrap();
+        assert!((OutputKind::Probability.logit(p) - 9f64.ln()).abs() < 1e-12);
+    }
 
     #[test]
     fn relative_onnx_paths_resolve_against_the_spec_folder_and_defaults_apply() {

@@ -52,6 +52,18 @@ impl Scorer for CallableScorer {
         self.features
     }
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
+        Ok(self.call(images, features)?.0)
+    }
+    /// The callable's own logit where its output is one: occlusion maps of a sure model stay informative.
+    fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
+        let (_, raw) = self.call(images, false)?;
+        Ok(raw.into_iter().map(|v| self.input.output.logit(v)).collect())
+    }
+}
+
+impl CallableScorer {
+    /// Calls the model on one batch: the scores (and features), with the raw output column they came from.
+    fn call(&self, images: &[Grey8], features: bool) -> Result<(Scored, Vec<f64>), ScoreError> {
         let (s, c, n) = (self.input.input_size, self.input.channels, images.len());
         let mut data = Vec::with_capacity(n * c * s * s);
         for (i, g) in images.iter().enumerate() {
@@ -103,8 +115,10 @@ impl Scorer for CallableScorer {
             .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
             .collect();
         let mut scores = Vec::with_capacity(n);
+        let mut raw_outputs = Vec::with_capacity(n);
         for i in 0..n {
             let v = values[i * cols + index];
+            raw_outputs.push(v);
             if !v.is_finite() {
                 return Err(self.fail(format!("non-finite output {v} for image {i}")));
             }
@@ -130,7 +144,7 @@ impl Scorer for CallableScorer {
             }
             None => None,
         };
-        Ok(Scored { scores, features })
+        Ok((Scored { scores, features }, raw_outputs))
     }
 }
 

@@ -114,6 +114,9 @@ class AuditFromPython(unittest.TestCase):
         self.assertEqual(json.loads(ours.audit_json.read_text()), ours.to_dict())
         self.assertIn("shortcut", ours._repr_html_())
         self.assertIn("lungs_removed[mean]", ours.flagged)
+        self.assertIn("lungs_removed[mean]", ours.decided_by)
+        self.assertIn(ours.data_risk["risk"], ("high", "low", "unknown"))
+        self.assertIn("Data risk", ours._repr_html_())
         self.assertEqual(ours.model, "corner")
 
     def test_an_onnxruntime_callable_and_the_model_spec_give_the_same_audit(self):

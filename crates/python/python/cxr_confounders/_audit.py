@@ -135,6 +135,11 @@ class Audit:
         self.model = verdict["model"]
         self.verdict = verdict["verdict"]
         self.tests = verdict["tests"]
+        # What the training data offered (the split's label x source association), apart from the verdict,
+        # which is about the model; and the behavioural (or supporting) tests that decided the verdict.
+        self.data_risk = verdict.get("data_risk")
+        self.decided_by = verdict.get("decided_by", [])
+        self.reason = verdict.get("reason", "")
         self.evidence = report["evidence"][0]
         self.notes = result.get("notes", [])
         files = result.get("files") or {}
@@ -152,7 +157,7 @@ class Audit:
         return json.loads(json.dumps(self.report))
 
     def __repr__(self) -> str:
-        return f"Audit(model={self.model!r}, verdict={self.verdict!r}, flagged={self.flagged!r})"
+        return f"Audit(model={self.model!r}, verdict={self.verdict!r}, decided_by={self.decided_by!r})"
 
     def _repr_html_(self) -> str:
         def cell(v):
@@ -172,8 +177,16 @@ class Audit:
         )
         link = f"<p>Full report: <code>{html.escape(str(self.report_html))}</code></p>" if self.report_html else ""
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        risk = ""
+        if self.data_risk:
+            risk = (
+                f"<p>Data risk ({html.escape(self.data_risk.get('test', ''))}): "
+                f"<b>{html.escape(self.data_risk.get('risk', ''))}</b>. "
+                f"{html.escape(self.data_risk.get('detail', ''))}</p>"
+            )
         return (
-            f"<div><h3>Shortcut audit of {html.escape(self.model)}: <b>{html.escape(self.verdict)}</b></h3>"
+            f"<div>{risk}<h3>Shortcut audit of {html.escape(self.model)}: <b>{html.escape(self.verdict)}</b></h3>"
+            f"<p>{html.escape(self.reason)}</p>"
             "<table><thead><tr><th>test</th><th>status</th><th>figure</th><th>CI low</th><th>CI high</th>"
             f"<th>threshold</th><th>rule</th></tr></thead><tbody>{rows}</tbody></table>"
             f"{'<ul>' + notes + '</ul>' if notes else ''}{link}</div>"
