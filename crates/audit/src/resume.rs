@@ -409,7 +409,7 @@ mod tests {
             for e in std::fs::read_dir(&d).unwrap() {
                 let p = e.unwrap().path();
                 let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                if rel.starts_with(".resume") {
+                if rel.starts_with(".resume") || rel.starts_with(".predictions.csv.resume") {
                     continue;
                 }
                 if p.is_dir() {
@@ -428,6 +428,14 @@ mod tests {
             }
         }
         out
+    }
+
+    fn differing(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<PathBuf> {
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
     }
 
     /// `... forward passes and 0.3 s per map` → `... forward passes and _ s per map`.
@@ -468,7 +476,12 @@ mod tests {
             let again = Counted::new("aa", usize::MAX, false);
             run_audit(&again, &m, &audit_cfg(&out)).unwrap();
             assert_eq!(again.calls(), total - k, "k = {k} of {total}");
-            assert_eq!(outputs(&out), expected, "after an interruption at call {k}");
+            let got = outputs(&out);
+            assert!(
+                got == expected,
+                "call {k}: {:?} differ",
+                differing(&got, &expected)
+            );
         }
         // A second model in the first one's folder, interrupted: the first model's verdict is gone at once.
         let out = d.join(format!("resumed-{}", total - 1));
@@ -482,8 +495,109 @@ mod tests {
         assert_eq!(other.calls(), total - 2);
         let alone = Counted::new("bb", usize::MAX, true);
         run_audit(&alone, &m, &audit_cfg(&d.join("other-alone"))).unwrap();
-        assert_eq!(outputs(&out), outputs(&d.join("other-alone")));
+        let (a, b) = (outputs(&out), outputs(&d.join("other-alone")));
+        assert!(a == b, "{:?} differ", differing(&a, &b));
         assert_eq!(done.report.evidence[0].model_sha256.as_deref(), Some("bb"));
+    }
+
+    const CHILD_ENV: &str = "CXR_RESUME_KILL_CHILD";
+
+    /// After `k` answered calls, says so in `marker` and waits to be killed (in the middle of call k + 1).
+    struct WaitsAfter {
+        inner: Counted,
+        k: usize,
+        marker: PathBuf,
+    }
+
+    impl Scorer for WaitsAfter {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn input_size(&self) -> usize {
+            self.inner.input_size()
+        }
+        fn has_features(&self) -> bool {
+            false
+        }
+        fn model_sha256(&self) -> Option<&str> {
+            self.inner.model_sha256()
+        }
+        fn score(&self, images: &[Grey8], f: bool) -> std::result::Result<Scored, ScoreError> {
+            if self.inner.calls() == self.k {
+                std::fs::write(&self.marker, b"waiting").unwrap();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+            self.inner.score(images, f)
+        }
+    }
+
+    /// What the child process runs: `score` or `audit` of the tiny manifest in `dir` into `dir/<out>`.
+    fn run_child(what: &str, dir: &Path, out: &str, scorer: &dyn Scorer) {
+        let m = dir.join("manifest.csv");
+        if what == "score" {
+            score_manifest(scorer, &m, &score_cfg(dir, out), &|_| {}).unwrap();
+        } else {
+            run_audit(scorer, &m, &audit_cfg(&dir.join(out))).unwrap();
+        }
+    }
+
+    /// A real process (this test binary again) SIGKILLed in the middle of its (k+1)-th scorer call, the run
+    /// resumed in this process: the outputs of an uninterrupted run and only the k calls it had not made.
+    #[test]
+    fn a_killed_process_resumes() {
+        if let Some(v) = std::env::var_os(CHILD_ENV) {
+            let v = v.to_string_lossy().into_owned();
+            let mut it = v.splitn(3, '|');
+            let (what, k, dir) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            let dir = Path::new(dir);
+            let scorer = WaitsAfter {
+                inner: Counted::new("aa", usize::MAX, false),
+                k: k.parse().unwrap(),
+                marker: dir.join(format!("{what}.waiting")),
+            };
+            run_child(what, dir, what, &scorer);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        tiny_manifest(d);
+        for (what, k) in [("score", 3), ("audit", 7)] {
+            let whole = Counted::new("aa", usize::MAX, false);
+            let whole_out = format!("{what}-whole");
+            run_child(what, d, &whole_out, &whole);
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "resume::tests::a_killed_process_resumes"])
+                .env(CHILD_ENV, format!("{what}|{k}|{}", d.display()))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let marker = d.join(format!("{what}.waiting"));
+            // Not a timing: the child signals that it is inside call k + 1; the bound only stops a hang.
+            for _ in 0..60_000 {
+                if marker.exists() {
+                    break;
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("the {what} child ended ({status}) before call {k}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(marker.exists(), "the {what} child never reached call {k}");
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let again = Counted::new("aa", usize::MAX, false);
+            run_child(what, d, what, &again);
+            assert_eq!(again.calls(), whole.calls() - k, "{what}");
+            let (a, b) = (outputs(&d.join(whole_out)), outputs(&d.join(what)));
+            assert!(!a.is_empty());
+            assert!(
+                a == b,
+                "{what} after a SIGKILL at call {k}: {:?} differ",
+                differing(&a, &b)
+            );
+        }
     }
 
     #[test]

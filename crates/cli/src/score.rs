@@ -24,7 +24,9 @@ pub struct ScoreArgs {
     #[arg(long)]
     column: Option<String>,
     /// Output predictions CSV; unreadable images go to `<stem>.rejects.csv` beside it (preprocess's
-    /// `rejects.csv` in the same folder is left alone). Refused when it names an input.
+    /// `rejects.csv` in the same folder is left alone). Refused when it names an input. A killed score rerun
+    /// with the same model (content hash), options and manifest resumes from `.<name>.resume/` beside it;
+    /// another run's files under these names are removed first (docs/RELIABILITY.md).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
