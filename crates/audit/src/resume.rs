@@ -213,18 +213,7 @@ pub struct Journaled<'a> {
 }
 
 impl Scorer for Journaled<'_> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    fn has_features(&self) -> bool {
-        self.inner.has_features()
-    }
-    fn model_sha256(&self) -> Option<&str> {
-        self.inner.model_sha256()
-    }
+    crate::load::delegate_scorer!();
     fn score(&self, images: &[Grey8], features: bool) -> std::result::Result<Scored, ScoreError> {
         if !self.journal.active {
             return self.inner.score(images, features);
@@ -338,6 +327,13 @@ mod tests {
         "predictions.model.json",
     ];
 
+    /// A folder with the tiny manifest, and the manifest.
+    fn fixture() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = tiny_manifest(dir.path());
+        (dir, m)
+    }
+
     fn score_cfg(dir: &Path, name: &str) -> ScoreConfig {
         ScoreConfig {
             out: dir.join(name).join("predictions.csv"),
@@ -350,9 +346,8 @@ mod tests {
     /// then another model in the same folder, interrupted: nothing of the first model's is left beside it.
     #[test]
     fn an_interrupted_score_resumes_and_another_model_starts_afresh() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, m) = fixture();
         let d = dir.path();
-        let m = tiny_manifest(d);
         let whole = Counted::new("aa", usize::MAX, false);
         score_manifest(&whole, &m, &score_cfg(d, "whole"), &|_| {}).unwrap();
         let total = whole.calls();
@@ -459,9 +454,8 @@ mod tests {
     /// the missing scorer calls made; a second model's interrupted audit leaves no verdict of the first.
     #[test]
     fn an_interrupted_audit_resumes_and_another_model_starts_afresh() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, m) = fixture();
         let d = dir.path();
-        let m = tiny_manifest(d);
         let whole = Counted::new("aa", usize::MAX, false);
         run_audit(&whole, &m, &audit_cfg(&d.join("whole"))).unwrap();
         let total = whole.calls();
@@ -510,18 +504,7 @@ mod tests {
     }
 
     impl Scorer for WaitsAfter {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn input_size(&self) -> usize {
-            self.inner.input_size()
-        }
-        fn has_features(&self) -> bool {
-            false
-        }
-        fn model_sha256(&self) -> Option<&str> {
-            self.inner.model_sha256()
-        }
+        crate::load::delegate_scorer!();
         fn score(&self, images: &[Grey8], f: bool) -> std::result::Result<Scored, ScoreError> {
             if self.inner.calls() == self.k {
                 std::fs::write(&self.marker, b"waiting").unwrap();
@@ -560,9 +543,8 @@ mod tests {
             run_child(what, dir, what, &scorer);
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _) = fixture();
         let d = dir.path();
-        tiny_manifest(d);
         for (what, k) in [("score", 3), ("audit", 7)] {
             let whole = Counted::new("aa", usize::MAX, false);
             let whole_out = format!("{what}-whole");

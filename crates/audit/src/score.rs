@@ -242,11 +242,10 @@ pub fn score_manifest(
 
 /// The journal of a predictions file (crate::resume): `.predictions.csv.resume/` beside it.
 pub fn journal_dir(predictions: &Path) -> PathBuf {
-    let name = predictions
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    predictions.with_file_name(format!(".{name}.resume"))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(predictions.file_name().unwrap_or_default());
+    name.push(".resume");
+    predictions.with_file_name(name)
 }
 
 /// The sidecar naming the model that wrote a predictions file: `predictions.csv` → `predictions.model.json`.
