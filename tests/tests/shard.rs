@@ -139,6 +139,23 @@ fn assert_same_outputs(whole: &Path, merged: &Path, at_least: usize, what: &str)
 
 /// A manifest of a synthetic world (four of its datasets, through their ingest adapters) plus one truncated
 /// file, so that rejects are part of the comparison, and one file listed twice.
+/// Copies `manifest.part-1-of-3.{csv,json}` from `from` into `to`.
+fn take_part_1(from: &Path, to: &Path) {
+    for ext in ["csv", "json"] {
+        let name = format!("manifest.part-1-of-3.{ext}");
+        std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
+/// `manifest merge dir` fails naming `manifest.part-1-of-3.csv`, with `why` in the message.
+fn merge_refuses_part_1(dir: &Path, why: &str) {
+    let msg = xtask_err(&["manifest", "merge", dir.to_str().unwrap()]);
+    assert!(
+        msg.contains("manifest.part-1-of-3.csv") && msg.contains(why),
+        "{msg}"
+    );
+}
+
 /// Shard 1 of 3 of an augmented preprocess run of `manifest` into `out` at `size` px.
 fn preprocess_shard_1(manifest: &Path, out: &Path, size: &str) {
     let (m, o) = (manifest.to_str().unwrap(), out.to_str().unwrap());
@@ -279,41 +296,20 @@ fn three_concurrent_shards_merge_to_the_unsharded_outputs() {
     other.write(&other_path).unwrap();
     let other_out = d.join("pre-other");
     preprocess_shard_1(&other_path, &other_out, "64");
-    for ext in ["csv", "json"] {
-        let name = format!("manifest.part-1-of-3.{ext}");
-        std::fs::copy(other_out.join(&name), broken.join(&name)).unwrap();
-    }
-    let msg = xtask_err(&["manifest", "merge", &s(&broken)]);
-    assert!(
-        msg.contains("manifest.part-1-of-3.csv") && msg.contains("another input manifest"),
-        "{msg}"
-    );
+    take_part_1(&other_out, &broken);
+    merge_refuses_part_1(&broken, "another input manifest");
     // A part of the same input from a run with another --size: its sidecar's config hash differs.
     let size_out = d.join("pre-size48");
     preprocess_shard_1(&input, &size_out, "48");
-    for ext in ["csv", "json"] {
-        let name = format!("manifest.part-1-of-3.{ext}");
-        std::fs::copy(size_out.join(&name), broken.join(&name)).unwrap();
-    }
-    let msg = xtask_err(&["manifest", "merge", &s(&broken)]);
-    assert!(
-        msg.contains("manifest.part-1-of-3.csv") && msg.contains("another config"),
-        "{msg}"
-    );
+    take_part_1(&size_out, &broken);
+    merge_refuses_part_1(&broken, "another config");
     // The right part back, then one cut inside its last field and one with a flipped label: same row
     // counts, refused by the content hash in their sidecars.
-    for ext in ["csv", "json"] {
-        let name = format!("manifest.part-1-of-3.{ext}");
-        std::fs::copy(pre_shards.join(&name), broken.join(&name)).unwrap();
-    }
+    take_part_1(&pre_shards, &broken);
     let part = broken.join("manifest.part-1-of-3.csv");
     let good = std::fs::read(&part).unwrap();
     std::fs::write(&part, &good[..good.len() - 2]).unwrap();
-    let msg = xtask_err(&["manifest", "merge", &s(&broken)]);
-    assert!(
-        msg.contains("manifest.part-1-of-3.csv") && msg.contains("differ from the sha256"),
-        "{msg}"
-    );
+    merge_refuses_part_1(&broken, "differ from the sha256");
     let text = String::from_utf8(good.clone()).unwrap();
     let flipped = if text.contains(",covid,") {
         text.replacen(",covid,", ",pneumonia,", 1)
@@ -322,11 +318,7 @@ fn three_concurrent_shards_merge_to_the_unsharded_outputs() {
     };
     assert_ne!(flipped, text);
     std::fs::write(&part, flipped).unwrap();
-    let msg = xtask_err(&["manifest", "merge", &s(&broken)]);
-    assert!(
-        msg.contains("manifest.part-1-of-3.csv") && msg.contains("differ from the sha256"),
-        "{msg}"
-    );
+    merge_refuses_part_1(&broken, "differ from the sha256");
     assert!(!broken.join("manifest.csv").exists());
 
     // Segment predict on the (identical) preprocessed manifest, into sibling folders so relative paths match.
