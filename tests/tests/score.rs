@@ -215,3 +215,57 @@ fn a_bad_spec_path_fails_with_one_line_naming_it() {
     );
     assert!(!dir.path().join("p.csv").exists());
 }
+
+/// Sharded `cxr score`: each part's sidecar records the part's own hash and the model's content (the ONNX
+/// file, the spec); the parts merge; a part scored by another model in their place is refused by name.
+#[test]
+fn score_parts_carry_the_model_hash_and_merge_refuses_another_models_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let run = |model: &str, out: &Path, k: u32| {
+        let spec = fixtures().join(format!("{model}.toml"));
+        let shard = format!("{k}/2");
+        xtask(&[
+            "score",
+            "--model-spec",
+            spec.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.join("predictions.csv").to_str().unwrap(),
+            "--shard",
+            &shard,
+        ])
+        .unwrap();
+    };
+    let parts = dir.path().join("parts");
+    for k in 0..2 {
+        run("small_cnn", &parts, k);
+    }
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(parts.join("predictions.part-1-of-2.json")).unwrap())
+            .unwrap();
+    let direct = cxr_onnx::OnnxScorer::from_spec_file(&fixtures().join("small_cnn.toml")).unwrap();
+    assert_eq!(side["inputs"]["model"], direct.sha256(), "{side}");
+    assert!(side["inputs"]["model_spec"].is_string(), "{side}");
+    assert_eq!(side["part_sha256"].as_str().map(str::len), Some(64));
+    xtask(&["manifest", "merge", parts.to_str().unwrap()]).unwrap();
+    assert!(parts.join("predictions.csv").is_file());
+
+    let other = dir.path().join("other");
+    run("cue_outside", &other, 1);
+    std::fs::remove_file(parts.join("predictions.csv")).unwrap();
+    for name in [
+        "predictions.part-1-of-2.csv",
+        "predictions.part-1-of-2.json",
+    ] {
+        std::fs::copy(other.join(name), parts.join(name)).unwrap();
+    }
+    let e = xtask(&["manifest", "merge", parts.to_str().unwrap()]).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("predictions.part-1-of-2.csv") && msg.contains("another config"),
+        "{msg}"
+    );
+    assert!(!parts.join("predictions.csv").exists());
+}

@@ -2,7 +2,8 @@
 //! processes into one folder, then `cargo xtask manifest merge`, equal the unsharded run byte for byte
 //! (manifest, rejects, features and every output image). One shard takes its index from the `--shard` flag,
 //! one from a Slurm array's environment, one from a Kubernetes Indexed Job's. Then merge must refuse a
-//! missing part and a part made from another input manifest.
+//! missing part, a part made from another input manifest, a part of a run with another `--size`, a part cut
+//! inside its last field and one with a flipped label.
 //!
 //! The children are this test binary re-executed (`CHILD_ENV` holds the xtask arguments), so the xtask
 //! binary need not be built.
@@ -138,6 +139,32 @@ fn assert_same_outputs(whole: &Path, merged: &Path, at_least: usize, what: &str)
 
 /// A manifest of a synthetic world (four of its datasets, through their ingest adapters) plus one truncated
 /// file, so that rejects are part of the comparison, and one file listed twice.
+/// Copies `manifest.part-1-of-3.{csv,json}` from `from` into `to`.
+fn take_part_1(from: &Path, to: &Path) {
+    for ext in ["csv", "json"] {
+        let name = format!("manifest.part-1-of-3.{ext}");
+        std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
+/// `manifest merge dir` fails naming `manifest.part-1-of-3.csv`, with `why` in the message.
+fn merge_refuses_part_1(dir: &Path, why: &str) {
+    let msg = xtask_err(&["manifest", "merge", dir.to_str().unwrap()]);
+    assert!(
+        msg.contains("manifest.part-1-of-3.csv") && msg.contains(why),
+        "{msg}"
+    );
+}
+
+/// Shard 1 of 3 of an augmented preprocess run of `manifest` into `out` at `size` px.
+fn preprocess_shard_1(manifest: &Path, out: &Path, size: &str) {
+    let (m, o) = (manifest.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["preprocess", "--manifest", m, "--out", o, "--size", size];
+    let mut v = args.to_vec();
+    v.extend(["--augment", "--shard", "1/3"]);
+    xtask(&v);
+}
+
 fn world_manifest(dir: &Path) -> PathBuf {
     let world = dir.join("world");
     let w = world.to_str().unwrap();
@@ -268,27 +295,31 @@ fn three_concurrent_shards_merge_to_the_unsharded_outputs() {
     let other_path = d.join("other.csv");
     other.write(&other_path).unwrap();
     let other_out = d.join("pre-other");
-    xtask(&[
-        "preprocess",
-        "--manifest",
-        &s(&other_path),
-        "--out",
-        &s(&other_out),
-        "--size",
-        "64",
-        "--augment",
-        "--shard",
-        "1/3",
-    ]);
-    for ext in ["csv", "json"] {
-        let name = format!("manifest.part-1-of-3.{ext}");
-        std::fs::copy(other_out.join(&name), broken.join(&name)).unwrap();
-    }
-    let msg = xtask_err(&["manifest", "merge", &s(&broken)]);
-    assert!(
-        msg.contains("manifest.part-1-of-3.csv") && msg.contains("another input manifest"),
-        "{msg}"
-    );
+    preprocess_shard_1(&other_path, &other_out, "64");
+    take_part_1(&other_out, &broken);
+    merge_refuses_part_1(&broken, "another input manifest");
+    // A part of the same input from a run with another --size: its sidecar's config hash differs.
+    let size_out = d.join("pre-size48");
+    preprocess_shard_1(&input, &size_out, "48");
+    take_part_1(&size_out, &broken);
+    merge_refuses_part_1(&broken, "another config");
+    // The right part back, then one cut inside its last field and one with a flipped label: same row
+    // counts, refused by the content hash in their sidecars.
+    take_part_1(&pre_shards, &broken);
+    let part = broken.join("manifest.part-1-of-3.csv");
+    let good = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &good[..good.len() - 2]).unwrap();
+    merge_refuses_part_1(&broken, "differ from the sha256");
+    let text = String::from_utf8(good.clone()).unwrap();
+    let flipped = if text.contains(",covid,") {
+        text.replacen(",covid,", ",pneumonia,", 1)
+    } else {
+        text.replacen(",pneumonia,", ",covid,", 1)
+    };
+    assert_ne!(flipped, text);
+    std::fs::write(&part, flipped).unwrap();
+    merge_refuses_part_1(&broken, "differ from the sha256");
+    assert!(!broken.join("manifest.csv").exists());
 
     // Segment predict on the (identical) preprocessed manifest, into sibling folders so relative paths match.
     let weights = d.join("unet.safetensors");

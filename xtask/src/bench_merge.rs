@@ -111,6 +111,8 @@ fn merge_case(dir: &Path, rows: usize, parts: u32) -> Result<(f64, u64)> {
                 input_sha256: sha.clone(),
                 config_hash: "bench".into(),
                 rows: sub.records.len() as u64,
+                part_sha256: String::new(),
+                inputs: Default::default(),
             },
         )?;
     }

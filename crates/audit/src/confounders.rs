@@ -431,18 +431,7 @@ struct Keeping<'a> {
 }
 
 impl Scorer for Keeping<'_> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    fn has_features(&self) -> bool {
-        self.inner.has_features()
-    }
-    fn model_sha256(&self) -> Option<&str> {
-        self.inner.model_sha256()
-    }
+    crate::load::delegate_scorer!();
     fn score(
         &self,
         images: &[Grey8],

@@ -41,6 +41,7 @@ pub mod load;
 pub mod progress;
 pub mod protocol;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod score;
 #[cfg(test)]

@@ -119,19 +119,34 @@ pub(crate) struct Named<'a> {
     pub name: &'a str,
 }
 
+/// The `Scorer` methods of a wrapper (a struct with an `inner: &dyn Scorer`) that only pass through to the
+/// wrapped scorer: `name` too unless the wrapper gives its own (`delegate_scorer!(except name)`).
+macro_rules! delegate_scorer {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        $crate::load::delegate_scorer!(except name);
+    };
+    (except name) => {
+        fn input_size(&self) -> usize {
+            self.inner.input_size()
+        }
+        fn has_features(&self) -> bool {
+            self.inner.has_features()
+        }
+        fn model_sha256(&self) -> Option<&str> {
+            self.inner.model_sha256()
+        }
+    };
+}
+pub(crate) use delegate_scorer;
+
 impl Scorer for Named<'_> {
     fn name(&self) -> &str {
         self.name
     }
-    fn input_size(&self) -> usize {
-        self.inner.input_size()
-    }
-    fn has_features(&self) -> bool {
-        self.inner.has_features()
-    }
-    fn model_sha256(&self) -> Option<&str> {
-        self.inner.model_sha256()
-    }
+    delegate_scorer!(except name);
     fn score(
         &self,
         images: &[cxr_core::Grey8],

@@ -20,6 +20,7 @@ use crate::error::{AuditError, Result, StepExt};
 use crate::input::{Sample, cam_item, check_manifest, image_and_mask, read_manifest, samples};
 use crate::load::Named;
 use crate::progress::{Bar, Progress};
+use crate::resume::{Journal, RunKey};
 
 /// Label shuffles of the lungs-removed test's permutation p-value (resolution 1e-4, milliseconds on the
 /// audit's few hundred images).
@@ -97,9 +98,17 @@ pub fn run_audit_on(
         manifest_path,
         crate::input::required_columns(column),
     )?;
-    if let Some(out) = &cfg.out {
-        std::fs::create_dir_all(out).map_err(AuditError::io(out))?;
-    }
+    // Resumable: the scorer calls of a killed audit with the same model, configuration and manifest are
+    // reused; another run's outputs in the folder are removed before anything is written (crate::resume).
+    let journal = match &cfg.out {
+        Some(out) => Some(open_journal(scorer, manifest, manifest_path, cfg, out)?),
+        None => None,
+    };
+    let journaled = journal.as_ref().map(|j| j.scorer(scorer));
+    let scorer: &dyn Scorer = match &journaled {
+        Some(j) => j,
+        None => scorer,
+    };
     let batch_size = cfg.batch_size;
     let mut notes = Vec::new();
     let mut note = |n: String| {
@@ -404,7 +413,46 @@ pub fn run_audit_on(
         crate::report::write_report_html(&outcome, &files, None).step("writing report.html")?;
         outcome.files = Some(files);
     }
+    if let Some(j) = journal {
+        j.finish()?;
+    }
     Ok(outcome)
+}
+
+/// The outputs an audit writes into its folder: what starting afresh removes.
+const AUDIT_OUTPUTS: [&str; 5] = [
+    "audit.json",
+    "report.html",
+    "probe.json",
+    "occlusion",
+    "saliency",
+];
+
+/// The journal of an audit's output folder (`out/.resume/`), opened or reset (crate::resume).
+fn open_journal(
+    scorer: &dyn Scorer,
+    manifest: &Manifest,
+    manifest_path: &Path,
+    cfg: &AuditConfig,
+    out: &Path,
+) -> Result<Journal> {
+    let mut inputs = manifest.to_csv()?;
+    inputs.extend_from_slice(manifest.base_dir.display().to_string().as_bytes());
+    let key_cfg = AuditConfig {
+        out: None,
+        ..cfg.clone()
+    };
+    let key = RunKey::new("audit", scorer, &key_cfg, &inputs)?;
+    let owned: Vec<PathBuf> = AUDIT_OUTPUTS.iter().map(|n| out.join(n)).collect();
+    let read: Vec<&Path> = [
+        Some(manifest_path),
+        cfg.features.as_deref(),
+        cfg.lung_energy.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Journal::open(&out.join(".resume"), &key, &owned, &read)
 }
 
 /// The PNGs of a gallery folder, sorted (none when it does not exist).

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelSource;
 use crate::error::{AuditError, Result, StepExt};
 use crate::progress::{Bar, Progress};
+use crate::resume::{Journal, RunKey};
 
 /// Options of [`score_manifest`]; `Default` gives `cxr score`'s (set `out`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +109,25 @@ pub fn score_manifest(
         None => (cfg.out.clone(), rejects_path(&cfg.out)),
     };
     cxr_core::fsutil::refuse_inputs(&[&out, &rejects_path], &[manifest])?;
+    // Resumable: the batches of a killed run with the same model, configuration and manifest are reused; any
+    // other run's outputs under these names are removed first (crate::resume).
+    let mut owned = vec![out.clone(), rejects_path.clone(), model_json_path(&out)];
+    if cfg.shard.is_some() {
+        owned.extend([
+            out.with_extension("json"),
+            rejects_path.with_extension("json"),
+        ]);
+    }
+    let inputs = cxr_core::fsutil::sha256_file(manifest)?;
+    let key = RunKey::new(
+        "score",
+        scorer,
+        &(cfg, column),
+        format!("{inputs} {}", m.base_dir.display()).as_bytes(),
+    )?;
+    let journal = Journal::open(&journal_dir(&out), &key, &owned, &[manifest])?;
+    let journaled = journal.scorer(scorer);
+    let scorer: &dyn Scorer = &journaled;
     let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
     let mut preds = Vec::with_capacity(rows.len());
     let mut rejects = csv::Writer::from_writer(Vec::new());
@@ -209,6 +229,7 @@ pub fn score_manifest(
         cxr_core::fsutil::write_atomic(&model_json, &bytes)
             .step(format!("writing {}", model_json.display()))?;
     }
+    journal.finish()?;
     Ok(ScoreOutcome {
         predictions: out,
         rejects: rejects_path,
@@ -217,6 +238,14 @@ pub fn score_manifest(
         config_hash,
         model_sha256,
     })
+}
+
+/// The journal of a predictions file (crate::resume): `.predictions.csv.resume/` beside it.
+pub fn journal_dir(predictions: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(predictions.file_name().unwrap_or_default());
+    name.push(".resume");
+    predictions.with_file_name(name)
 }
 
 /// The sidecar naming the model that wrote a predictions file: `predictions.csv` → `predictions.model.json`.

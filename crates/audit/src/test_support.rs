@@ -113,3 +113,54 @@ impl cxr_core::Scorer for Hashed {
         Ok(s)
     }
 }
+
+/// A model with a content hash that counts its calls and fails every call after the first `fail_after`
+/// (an interrupted run); `invert` makes it another model (1 - mean grey).
+pub(crate) struct Counted {
+    pub hash: &'static str,
+    pub fail_after: usize,
+    pub invert: bool,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Counted {
+    pub(crate) fn new(hash: &'static str, fail_after: usize, invert: bool) -> Self {
+        Self {
+            hash,
+            fail_after,
+            invert,
+            calls: Default::default(),
+        }
+    }
+
+    /// Calls made so far (the failing ones included).
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl cxr_core::Scorer for Counted {
+    fn name(&self) -> &str {
+        "counted"
+    }
+    fn input_size(&self) -> usize {
+        32
+    }
+    fn has_features(&self) -> bool {
+        false
+    }
+    fn model_sha256(&self) -> Option<&str> {
+        Some(self.hash)
+    }
+    fn score(&self, images: &[Grey8], f: bool) -> Result<cxr_core::Scored, cxr_core::ScoreError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.fail_after {
+            return Err(cxr_core::ScoreError::new("counted", "interrupted"));
+        }
+        let mut s = cxr_core::Scorer::score(&MeanGrey, images, f)?;
+        if self.invert {
+            s.scores.iter_mut().for_each(|v| *v = 1.0 - *v);
+        }
+        Ok(s)
+    }
+}

@@ -252,7 +252,8 @@ pub struct AuditArgs {
     #[command(flatten)]
     options: AuditOptions,
     /// Output folder (default `target/audit/<model name>`): `audit.json`, `report.html`, `probe.json`,
-    /// occlusion images, saliency maps.
+    /// occlusion images, saliency maps. A killed audit rerun with the same model (content hash), options and
+    /// manifest resumes from `.resume/`; any other run there first removes those outputs (docs/RELIABILITY.md).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Exit with status 3 when the verdict is at least this bad (`shortcut`, or `suspicious`: either).

@@ -147,6 +147,7 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
             s,
             &args.input,
             &config_hash,
+            &[("weights", weights_sha)],
             std::slice::from_ref(&out),
         )?;
     }

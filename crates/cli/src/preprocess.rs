@@ -91,6 +91,7 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
             s,
             &args.manifest,
             &config_hash,
+            &[],
             &[summary.manifest.clone(), summary.rejects.clone()],
         )?;
     }

@@ -24,7 +24,9 @@ pub struct ScoreArgs {
     #[arg(long)]
     column: Option<String>,
     /// Output predictions CSV; unreadable images go to `<stem>.rejects.csv` beside it (preprocess's
-    /// `rejects.csv` in the same folder is left alone). Refused when it names an input.
+    /// `rejects.csv` in the same folder is left alone). Refused when it names an input. A killed score rerun
+    /// with the same model (content hash), options and manifest resumes from `.<name>.resume/` beside it;
+    /// another run's files under these names are removed first (docs/RELIABILITY.md).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
@@ -70,11 +72,32 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     let done = cxr_audit::score_manifest(scorer, &args.manifest, &cfg, &|p| bars.update(p))
         .context("score")?;
     if let Some(s) = shard {
+        // The model's content: the ONNX file (and external data) behind a spec, the spec itself, or the
+        // weights of one of our runs.
+        let mut inputs = Vec::new();
+        if let Some(sha) = &done.model_sha256 {
+            inputs.push(("model", sha.clone()));
+        }
+        match (&args.model_spec, &args.model) {
+            (Some(_), _) => inputs.push(("model_spec", cfg.model_key.clone())),
+            (None, Some(run)) => {
+                let weights = if run.is_dir() {
+                    run.join("model.safetensors")
+                } else {
+                    run.clone()
+                };
+                let sha = cxr_core::fsutil::sha256_file(&weights)
+                    .with_context(|| format!("score: hashing {}", weights.display()))?;
+                inputs.push(("weights", sha));
+            }
+            (None, None) => {}
+        }
         crate::shard::write_sidecars(
             "score",
             s,
             &args.manifest,
             &done.config_hash,
+            &inputs,
             &[done.predictions.clone(), done.rejects.clone()],
         )?;
     }

@@ -427,7 +427,8 @@ fn predict(a: PredictArgs) -> Result<()> {
             s.part_path(&a.out.join("manifest.csv")),
             s.part_path(&a.out.join("rejects.csv")),
         ];
-        crate::shard::write_sidecars("segment", s, &a.input, &config_hash, &parts)?;
+        let inputs = [("weights", weights)];
+        crate::shard::write_sidecars("segment", s, &a.input, &config_hash, &inputs, &parts)?;
     }
     println!(
         "segment predict: {} images, {} kept, rejected {:?}; outputs in {}",

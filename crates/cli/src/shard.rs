@@ -36,12 +36,14 @@ impl ShardArgs {
     }
 }
 
-/// Writes the sidecar (`<part>.json`: N, input manifest and its hash, config hash, rows) of each part.
+/// Writes the sidecar (`<part>.json`: N, input manifest and its hash, config hash, rows, the part's content
+/// hash, and `inputs`: the content hash of every other input file that shaped it, by role) of each part.
 pub fn write_sidecars(
     stage: &str,
     shard: Shard,
     input_manifest: &Path,
     config_hash: &str,
+    inputs: &[(&str, String)],
     parts: &[PathBuf],
 ) -> Result<()> {
     let input_sha256 = cxr_core::fsutil::sha256_file(input_manifest)
@@ -59,6 +61,12 @@ pub fn write_sidecars(
             input_sha256: input_sha256.clone(),
             config_hash: config_hash.to_string(),
             rows: cxr_core::shard::count_csv_rows(part)?,
+            part_sha256: String::new(),
+            inputs: inputs
+                .iter()
+                .filter(|(_, sha)| !sha.is_empty())
+                .map(|(role, sha)| (role.to_string(), sha.clone()))
+                .collect(),
         };
         cxr_core::shard::write_part_meta(part, &meta)
             .with_context(|| format!("{stage}: sidecar of {}", part.display()))?;

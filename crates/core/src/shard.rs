@@ -274,12 +274,26 @@ pub struct PartMeta {
     pub config_hash: String,
     /// Data rows in the part.
     pub rows: u64,
+    /// SHA-256 of the part's bytes as written ([`write_part_meta`] computes it): a part cut inside a field or
+    /// edited afterwards (a flipped label) is refused by [`merge_dir`]. Empty in sidecars of older versions,
+    /// which merge refuses.
+    #[serde(default)]
+    pub part_sha256: String,
+    /// SHA-256 of every other input file that shaped the part, by role (`model`: the model file's content,
+    /// `weights`, `model_spec`); all parts must agree.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
 }
 
-/// Writes the sidecar beside `part` (same name, `.json`), atomically.
+/// Writes the sidecar beside `part` (same name, `.json`), atomically, with the part's content hash
+/// (`meta.part_sha256` is replaced by the hash of the part's bytes now).
 pub fn write_part_meta(part: &Path, meta: &PartMeta) -> Result<PathBuf, CoreError> {
     let path = part.with_extension("json");
-    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| CoreError::Json {
+    let meta = PartMeta {
+        part_sha256: fsutil::sha256_file(part)?,
+        ..meta.clone()
+    };
+    let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| CoreError::Json {
         path: path.clone(),
         message: e.to_string(),
     })?;
@@ -476,6 +490,18 @@ fn merge_group(
                 short(&m0.config_hash)
             )));
         }
+        if let Some((role, sha)) = meta
+            .inputs
+            .iter()
+            .chain(&m0.inputs)
+            .find(|(r, _)| meta.inputs.get(*r) != m0.inputs.get(*r))
+        {
+            return Err(shard_err(format!(
+                "mismatched parts: {name} was made from another {role} than {first} (sha256 {} vs {})",
+                short(meta.inputs.get(role).unwrap_or(sha)),
+                m0.inputs.get(role).map_or("none", |h| short(h))
+            )));
+        }
     }
     let input = match input_override {
         Some(p) => p.to_path_buf(),
@@ -491,6 +517,24 @@ fn merge_group(
             short(&input_sha),
             short(&m0.input_sha256)
         )));
+    }
+    // Each part is the bytes its shard wrote: a cut inside a field or an edited cell keeps the row count.
+    for (meta, p) in metas.iter().zip(&parts) {
+        let name = file_name(p);
+        if meta.part_sha256.is_empty() {
+            return Err(shard_err(format!(
+                "{name}: its sidecar holds no content hash (written by an older version): rerun that shard"
+            )));
+        }
+        let sha = fsutil::sha256_file(p)?;
+        if sha != meta.part_sha256 {
+            return Err(shard_err(format!(
+                "{name}: its bytes differ from the sha256 its sidecar recorded ({} vs {}): the part was cut \
+                     or edited after it was written; rerun that shard",
+                short(&sha),
+                short(&meta.part_sha256)
+            )));
+        }
     }
 
     // Readers, headers and the merged header.
@@ -957,6 +1001,8 @@ mod tests {
                 input_sha256: sha.clone(),
                 config_hash: config.into(),
                 rows: sub.records.len() as u64,
+                part_sha256: String::new(),
+                inputs: BTreeMap::from([("model".to_string(), "m1".to_string())]),
             };
             write_part_meta(&part, &meta).unwrap();
         }
@@ -998,6 +1044,70 @@ mod tests {
         }
         assert_eq!(merge_dir(&parts, None).unwrap().len(), 2);
         assert!(parts.join("manifest.csv").is_file() && parts.join("rejects.csv").is_file());
+    }
+
+    /// A part cut inside its last field or with a flipped label keeps its row count: its content hash tells.
+    /// A part made with another model (an input of the sidecar) is refused too. Each message names the part.
+    #[test]
+    fn merge_refuses_parts_whose_bytes_or_inputs_differ_from_their_sidecars() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = toy_manifest(30, false);
+        let input = dir.path().join("input.csv");
+        m.write(&input).unwrap();
+        let fresh = |name: &str| {
+            let p = dir.path().join(name);
+            write_parts(&p, &input, &m, 3, "c1");
+            assert!(merge_dir(&p, None).is_ok());
+            std::fs::remove_file(p.join("manifest.csv")).unwrap();
+            p
+        };
+        let refused = |p: &Path, part: &str, words: &[&str]| {
+            let before = count_csv_rows(&p.join(part)).unwrap();
+            let meta: PartMeta = serde_json::from_slice(
+                &std::fs::read(p.join(part).with_extension("json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(before, meta.rows, "the row count alone would not tell");
+            let msg = merge_dir(p, None).unwrap_err().to_string();
+            assert!(msg.contains(part), "{msg}");
+            for w in words {
+                assert!(msg.contains(w), "{w}: {msg}");
+            }
+            assert!(!p.join("manifest.csv").exists());
+        };
+
+        let p = fresh("cut");
+        let part = p.join("manifest.part-2-of-3.csv");
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() - 3]).unwrap();
+        refused(
+            &p,
+            "manifest.part-2-of-3.csv",
+            &["differ from the sha256", "rerun"],
+        );
+
+        let p = fresh("flip");
+        let part = p.join("manifest.part-1-of-3.csv");
+        let text = std::fs::read_to_string(&part).unwrap();
+        let flipped = text.replacen(",covid,", ",pneumonia,", 1);
+        assert_ne!(flipped, text);
+        std::fs::write(&part, flipped).unwrap();
+        refused(&p, "manifest.part-1-of-3.csv", &["differ from the sha256"]);
+
+        let p = fresh("model");
+        let side = p.join("manifest.part-1-of-3.json");
+        let text = std::fs::read_to_string(&side).unwrap();
+        std::fs::write(&side, text.replace("\"m1\"", "\"m2\"")).unwrap();
+        refused(&p, "manifest.part-1-of-3.csv", &["another model"]);
+
+        // A sidecar of an older version (no content hash) is refused, not trusted.
+        let p = fresh("old");
+        let side = p.join("manifest.part-0-of-3.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&side).unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("part_sha256");
+        std::fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
+        refused(&p, "manifest.part-0-of-3.csv", &["no content hash"]);
     }
 
     #[test]

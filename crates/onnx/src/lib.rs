@@ -87,11 +87,12 @@ pub struct ModelSpec {
     /// 1 (grey) or 3 (the grey plane replicated).
     #[serde(default = "default_channels")]
     pub channels: usize,
-    /// Per-channel mean, applied to x / 255.
-    #[serde(default = "default_mean")]
+    /// Per-channel mean, applied to x / 255. Not given: ImageNet's for 3 channels; a 1-channel model must
+    /// give its own (there is no standard grey statistic).
+    #[serde(default)]
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation.
-    #[serde(default = "default_std")]
+    /// Per-channel standard deviation, each at least [`MIN_STD`].
+    #[serde(default)]
     pub std: Vec<f32>,
     #[serde(default = "default_output")]
     pub output: OutputKind,
@@ -106,12 +107,9 @@ pub struct ModelSpec {
 fn default_channels() -> usize {
     3
 }
-fn default_mean() -> Vec<f32> {
-    model_input::IMAGENET_MEAN.to_vec()
-}
-fn default_std() -> Vec<f32> {
-    model_input::IMAGENET_STD.to_vec()
-}
+/// The smallest `std` a spec may give: below it `(x / 255 - mean) / std` leaves f32's useful range (1e-45
+/// turns every pixel into an infinity, and every batch would fail as if the model returned NaN).
+pub const MIN_STD: f32 = 1e-6;
 fn default_output() -> OutputKind {
     OutputKind::Logit
 }
@@ -174,24 +172,45 @@ impl ModelSpec {
         if self.channels != 1 && self.channels != 3 {
             return Err(format!("channels must be 1 or 3, not {}", self.channels));
         }
-        // One value for all channels is the usual way to write a grey model's statistics.
-        for (name, v) in [("mean", &mut self.mean), ("std", &mut self.std)] {
+        let imagenet = [
+            ("mean", model_input::IMAGENET_MEAN),
+            ("std", model_input::IMAGENET_STD),
+        ];
+        for ((name, default), v) in imagenet.into_iter().zip([&mut self.mean, &mut self.std]) {
+            if v.is_empty() {
+                if self.channels != 3 {
+                    return Err(format!(
+                        "channels = {} needs `{name}`: one value, the grey {name} the model was trained with \
+                         on x / 255 (e.g. mean = [0.5], std = [0.25]); the default is ImageNet's, for 3 channels",
+                        self.channels
+                    ));
+                }
+                *v = default.to_vec();
+            }
+            // One value for all channels is the usual way to write a grey model's statistics.
             if v.len() == 1 && self.channels == 3 {
                 *v = vec![v[0]; 3];
             }
             if v.len() != self.channels {
                 return Err(format!(
-                    "{name} has {} values for {} channel(s)",
+                    "{name} has {} values; channels = {} takes {}",
                     v.len(),
-                    self.channels
+                    self.channels,
+                    if self.channels == 1 {
+                        "one value".to_string()
+                    } else {
+                        format!("{} values (or one for all)", self.channels)
+                    }
                 ));
             }
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(format!("{name} has a non-finite value"));
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(format!("{name} has a non-finite value ({x})"));
             }
         }
-        if self.std.iter().any(|&s| s <= 0.0) {
-            return Err("std values must be > 0".into());
+        if let Some(s) = self.std.iter().find(|&&s| s < MIN_STD) {
+            return Err(format!(
+                "std {s:e} is below the floor of {MIN_STD:e} (MIN_STD): the normalised input would overflow"
+            ));
         }
         Ok(())
     }
@@ -594,6 +613,54 @@ mod tests {
             assert!(e.contains(word), "{text:?} -> {e}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    /// A grey model without its statistics is told what one channel needs; a tiny or non-finite `std` is
+    /// refused at load, naming the spec file (not later, per batch, as if the model returned NaN).
+    #[test]
+    fn grey_specs_and_tiny_stds_get_their_own_messages_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "channels = 1",
+                &["channels = 1 needs `mean`", "one value"][..],
+            ),
+            (
+                "channels = 1\nmean = [0.5]",
+                &["channels = 1 needs `std`", "one value"],
+            ),
+            (
+                "channels = 1\nmean = [0.5, 0.4, 0.3]\nstd = [0.2]",
+                &["mean has 3 values; channels = 1 takes one value"],
+            ),
+            ("std = [1e-45]", &["std 1e-45 is below the floor of 1e-6"]),
+            (
+                "channels = 1\nmean = [0.5]\nstd = [0.0]",
+                &["below the floor"],
+            ),
+            ("std = [0.2, -0.1, 0.2]", &["below the floor"]),
+            ("std = [nan]", &["std has a non-finite value (NaN)"]),
+            ("mean = [inf]", &["mean has a non-finite value (inf)"]),
+        ];
+        for (i, (extra, words)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("spec{i}.toml"));
+            std::fs::write(&p, format!("onnx = \"m.onnx\"\ninput_size = 8\n{extra}\n")).unwrap();
+            let e = ModelSpec::load(&p).unwrap_err();
+            assert!(matches!(e, OnnxError::SpecInvalid { .. }), "{extra}: {e}");
+            let e = e.to_string();
+            assert!(e.contains(&format!("spec{i}.toml")), "{e}");
+            for w in *words {
+                assert!(e.contains(w), "{extra:?}: `{w}` not in: {e}");
+            }
+            assert!(!e.contains("mean has 3 values for"), "{e}");
+        }
+        // At the floor, and a grey model with its statistics, load.
+        let ok = ModelSpec::parse(
+            "onnx = \"m\"\ninput_size = 8\nchannels = 1\nmean = [0.5]\nstd = [1e-6]",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!((ok.mean, ok.std), (vec![0.5], vec![MIN_STD]));
     }
 
     #[test]

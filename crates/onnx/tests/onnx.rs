@@ -253,11 +253,22 @@ fn bad_outputs_fail_the_batch_naming_the_model() {
         e.contains("cue_outside.onnx") && e.contains("outside [0, 1]"),
         "{e}"
     );
-    // Statistics that overflow f32 turn the input into infinities, so the model outputs NaN.
+    // A std below the floor is refused when the spec is loaded, naming the spec file.
     let spec = spec_with(
         dir.path(),
         "cue_outside",
         "mean = [3e38, 3e38, 3e38]\nstd = [1e-38, 1e-38, 1e-38]\n",
+    );
+    let e = OnnxScorer::from_spec_file(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains(&spec.display().to_string()) && e.contains("MIN_STD"),
+        "{e}"
+    );
+    // Statistics that still overflow f32 turn the input into infinities, so the model outputs NaN.
+    let spec = spec_with(
+        dir.path(),
+        "cue_outside",
+        "mean = [3e38, 3e38, 3e38]\nstd = [1e-6, 1e-6, 1e-6]\n",
     );
     let scorer = OnnxScorer::from_spec_file(&spec).unwrap();
     let e = scorer.score(&[img], false).unwrap_err().to_string();

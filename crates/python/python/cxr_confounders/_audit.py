@@ -246,7 +246,8 @@ def audit(
     """Audits `model` on `manifest` (columns as `cxr audit`'s: docs/AUDIT.md) and returns an `Audit`.
 
     A callable or torch module gets batches already resized and normalised as an ONNX model would
-    (`input_size` is required; `channels`, `mean`, `std` default to 3 and ImageNet's statistics) and returns
+    (`input_size` is required; `channels`, `mean`, `std` default to 3 and ImageNet's statistics; with
+    `channels=1`, give the model's own one-value `mean` and `std`) and returns
     scores `[N]`/`[N, K]` (a logit by default, `output="probability"` otherwise; column `output_index`).
     A callable returning `(scores, features)`, or a torch module with `features="<submodule>"`, feeds the
     source probe. `out` writes `audit.json`, `report.html` and the maps there. The interpreter is released
