@@ -128,6 +128,25 @@ fn trains_resumes_exactly_and_segments_a_manifest() {
     }
     assert_eq!(r2.history.len(), 6);
     assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&straight).unwrap());
+    // Same command, same bytes: a second fresh run, this one under a clock guard it never reaches (a guard
+    // decides only where to stop, never what an epoch does), gives the same weights bit for bit.
+    let again = dir.path().join("c/w.safetensors");
+    let mut guarded = tiny_config(dir.path(), &again, 6);
+    guarded.time_budget_s = Some(1e9);
+    let r3 = train(&guarded).unwrap();
+    assert_eq!(r3.epochs_run, 6);
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&straight).unwrap());
+    // A guard that runs out stops the run early, on the same rates as the full run's first epochs.
+    let mut stopped = tiny_config(dir.path(), &dir.path().join("d/w.safetensors"), 6);
+    stopped.time_budget_s = Some(1e-9);
+    let r4 = train(&stopped).unwrap();
+    assert_eq!(r4.epochs_run, 1);
+    assert!(
+        r4.stopped_because.contains("time budget"),
+        "{}",
+        r4.stopped_because
+    );
+    assert_eq!(r4.history[0].lr, report.history[0].lr);
     // The default cosine schedule decayed the rate epoch by epoch (3e-3 at the start).
     let lrs: Vec<f64> = report.history.iter().map(|h| h.lr).collect();
     assert!(
