@@ -24,9 +24,9 @@ pub enum SegmentCommand {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// UNet weights.
+    /// UNet weights (default: the shipped lung UNet).
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// Lung-mask folders (default: every set under $CXR_SHARED_DATA, as `segment train`).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
@@ -127,9 +127,10 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// UNet weights written by `segment train`.
+    /// UNet weights written by `segment train` (default: the shipped lung UNet, embedded in `cxr`;
+    /// crates/segment/weights/README.md).
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// A folder of images (PNG/JPEG by content) or a manifest CSV with a `png8` column.
     #[arg(long)]
     input: PathBuf,
@@ -181,8 +182,12 @@ fn data_or_default(data: &[PathBuf], what: &str) -> Result<Vec<PathBuf>> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     let data = data_or_default(&a.data, "eval")?;
-    let mut seg = Segmenter::load(&a.weights)
-        .with_context(|| format!("segment eval: weights {}", a.weights.display()))?;
+    let mut seg = Segmenter::load_or_default(a.weights.as_deref()).with_context(|| {
+        format!(
+            "segment eval: weights {}",
+            weights_name(a.weights.as_deref())
+        )
+    })?;
     seg.flip_tta = !a.no_flip;
     let stats =
         cxr_segment::train::evaluate_held_out(&seg, &data, a.seed, a.val_fraction, a.test_fraction)
@@ -386,8 +391,19 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let mut seg = Segmenter::load(&a.weights)
-        .with_context(|| format!("segment predict: weights {}", a.weights.display()))?;
+    let mut seg = Segmenter::load_or_default(a.weights.as_deref()).with_context(|| {
+        format!(
+            "segment predict: weights {}",
+            weights_name(a.weights.as_deref())
+        )
+    })?;
+    if a.weights.is_none() {
+        println!(
+            "segment predict: no --weights: the shipped default lung UNet (base {}, {} px)",
+            seg.unet().config().base,
+            seg.unet().config().size
+        );
+    }
     seg.flip_tta = !a.no_flip;
     let pb = bar(0, "segment");
     let mut progress = |done: usize, total: usize| {
@@ -420,8 +436,11 @@ fn predict(a: PredictArgs) -> Result<()> {
     })?;
     pb.finish_and_clear();
     if let Some(s) = shard {
-        let weights = cxr_core::fsutil::sha256_file(&a.weights)
-            .with_context(|| format!("segment predict: weights {}", a.weights.display()))?;
+        let weights = match &a.weights {
+            Some(w) => cxr_core::fsutil::sha256_file(w)
+                .with_context(|| format!("segment predict: weights {}", w.display()))?,
+            None => cxr_core::fsutil::sha256_bytes(cxr_segment::DEFAULT_LUNG_UNET),
+        };
         let config_hash = cxr_core::fsutil::sha256_bytes(
             format!("weights={weights} column={}", a.image_column).as_bytes(),
         );
@@ -439,6 +458,14 @@ fn predict(a: PredictArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// The weights file, or the shipped default's name.
+fn weights_name(weights: Option<&std::path::Path>) -> String {
+    weights.map_or_else(
+        || cxr_segment::DEFAULT_LUNG_UNET_NAME.to_string(),
+        |w| w.display().to_string(),
+    )
 }
 
 fn crop(a: CropArgs) -> Result<()> {
