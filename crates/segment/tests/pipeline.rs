@@ -251,9 +251,7 @@ fn record(id: &str, png8: &str) -> ManifestRecord {
 /// The real Shenzhen/Montgomery layout is listed with patient keys and loads at the model side.
 #[test]
 fn real_lung_mask_pairs_load() {
-    let root = std::env::var_os("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let root = shared_data();
     let dir = root.join("shenzhen-montgomery-lung-masks");
     if !dir.join("manifest.csv").is_file() {
         println!("skipped: {} absent", dir.display());
@@ -291,9 +289,7 @@ fn real_lung_mask_pairs_load() {
 /// `imlab-lung-masks-demo` (a set it never trained on; 512 px JPEGs): Dice 0.946-0.968 when committed.
 #[test]
 fn the_shipped_unet_finds_the_lungs_of_radiographs_it_never_saw() {
-    let root = std::env::var_os("CXR_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let root = shared_data();
     let dir = root.join("imlab-lung-masks-demo");
     if !dir.is_dir() {
         println!("skipped: {} absent", dir.display());
@@ -313,4 +309,11 @@ fn the_shipped_unet_finds_the_lungs_of_radiographs_it_never_saw() {
         let d = cxr_segment::infer::dice(&mask.data, &truth);
         assert!(d > 0.9, "image {k}: Dice {d}");
     }
+}
+
+/// `$CXR_SHARED_DATA`, else `../shared/data` beside the repository.
+fn shared_data() -> PathBuf {
+    std::env::var_os("CXR_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
