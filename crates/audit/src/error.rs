@@ -42,6 +42,8 @@ pub enum AuditError {
     Onnx(#[from] cxr_onnx::OnnxError),
     #[error(transparent)]
     Synth(#[from] cxr_synth::SynthError),
+    #[error(transparent)]
+    Segment(#[from] cxr_segment::SegmentError),
 }
 
 fn describe_missing(columns: &[(String, String)]) -> String {

@@ -12,7 +12,9 @@ use cxr_model::{Classifier, ImageRow};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StepExt};
-use crate::input::{cam_item, check_manifest, read_columns, required_columns, samples};
+use crate::input::{
+    cam_item, check_manifest, mask_column, read_columns, required_columns, samples,
+};
 use crate::load::OurModel;
 use crate::progress::{Bar, Progress};
 
@@ -66,10 +68,15 @@ fn snapshot(model: &Classifier) -> cxr_explain::Result<ModelSnapshot> {
 
 /// The audit's columns, but `split` only when one split is chosen: Grad-CAM explains every row otherwise.
 fn needs(column: &str, cfg: &GradCamConfig) -> Vec<(String, String)> {
-    required_columns(column)
+    let mut cols: Vec<(String, String)> = required_columns(column)
         .into_iter()
         .filter(|(c, _)| c != "split" || cfg.split.is_some())
-        .collect()
+        .collect();
+    // Grad-CAM's lung energy reads the manifest's own masks.
+    if !cols.iter().any(|(c, _)| c == "mask") {
+        cols.push(mask_column());
+    }
+    cols
 }
 
 /// Grad-CAM of the Covid-19 logit on every row (of one split) with an image and a mask, under the

@@ -1,11 +1,12 @@
 //! The audit's input contract: which manifest columns it reads, and the images and masks behind them.
 //!
-//! Required: `id, source, label, split`, the image column (`png8`, `crop`, ...), `mask`, and with the `crop`
-//! column its geometry (`crop_x, crop_y, crop_w, crop_h`): [`required_columns`]. Optional: `patient` (the
-//! probe's folds keep a patient's images together; without it each image is its own patient) and `aug`
-//! (augmented copies are left out). Every other column is ignored. The table for users, with who writes each
-//! column, is `docs/AUDIT.md`; a manifest that lacks required columns is refused with all of them named in
-//! one error ([`crate::AuditError::MissingColumns`]).
+//! Required: `id, source, label, split`, the image column (`png8`, `crop`, ...), and with the `crop` column
+//! `mask` and the crop's geometry (`crop_x, crop_y, crop_w, crop_h`): [`required_columns`]. Optional: `mask`
+//! for any other column (without it the audit computes lung masks with the shipped default lung UNet,
+//! [`with_lung_masks`]), `patient` (the probe's folds keep a patient's images together; without it each
+//! image is its own patient) and `aug` (augmented copies are left out). Every other column is ignored. The
+//! table for users, with who writes each column, is `docs/AUDIT.md`; a manifest that lacks required columns
+//! is refused with all of them named in one error ([`crate::AuditError::MissingColumns`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +16,7 @@ use cxr_explain::CamItem;
 use cxr_explain::occlusion;
 use cxr_model::ImageRow;
 
-use crate::error::{AuditError, Result};
+use crate::error::{AuditError, Result, StepExt};
 
 /// The columns the audit needs for images in `column`, each with what writes it.
 pub fn required_columns(column: &str) -> Vec<(String, String)> {
@@ -35,11 +36,9 @@ pub fn required_columns(column: &str) -> Vec<(String, String)> {
         column.to_string(),
         "the images the model reads; choose another with --column".into(),
     ));
-    cols.push((
-        "mask".into(),
-        "lung masks on the full image: run `cxr segment predict` first".into(),
-    ));
     if column == "crop" {
+        // A crop's mask is the full image's mask cut the same way: the UNet must see the full image.
+        cols.push(mask_column());
         for c in ["crop_x", "crop_y", "crop_w", "crop_h"] {
             cols.push((
                 c.into(),
@@ -48,6 +47,90 @@ pub fn required_columns(column: &str) -> Vec<(String, String)> {
         }
     }
     cols
+}
+
+/// The `mask` column and what writes it.
+pub(crate) fn mask_column() -> (String, String) {
+    (
+        "mask".into(),
+        "lung masks on the full image: run `cxr segment predict` first".into(),
+    )
+}
+
+/// Whether the manifest has a `mask` column (the audit then uses its masks, as given).
+pub fn has_masks(manifest: &Manifest) -> bool {
+    manifest.columns().iter().any(|c| c == "mask")
+}
+
+/// Lung masks computed for an audit, and where they are.
+pub(crate) struct ShippedMasks {
+    /// The folder of the segment stage's outputs.
+    pub dir: std::path::PathBuf,
+    /// Images that got no mask (unreadable).
+    pub unreadable: usize,
+    /// The temporary folder holding them when the audit writes nothing (removed when dropped).
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// The manifest with lung masks: as given when it has a `mask` column; else a copy whose `mask` cells are
+/// the shipped default lung UNet's masks ([`cxr_segment::Segmenter::default_lung`]) of the images in
+/// `column`, made by the segment stage itself ([`cxr_segment::segment_records`], the code of `cxr segment
+/// predict`) into `out/lung-masks/` (a temporary folder without `out`): `masks/`, `crops/`, `manifest.csv`
+/// (reusable as the next audit's manifest) and `rejects.csv`. Rows whose image cannot be read get no mask,
+/// and the audit leaves them out as it leaves out a row without a mask.
+pub(crate) fn with_lung_masks<'a>(
+    manifest: &'a Manifest,
+    manifest_path: &Path,
+    column: &str,
+    out: Option<&Path>,
+    progress: &(dyn Fn(crate::Progress<'_>) + Sync),
+) -> Result<(std::borrow::Cow<'a, Manifest>, Option<ShippedMasks>)> {
+    if has_masks(manifest) {
+        return Ok((std::borrow::Cow::Borrowed(manifest), None));
+    }
+    let (dir, scratch) = match out {
+        Some(o) => (o.join("lung-masks"), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("cxr-audit-masks")
+                .tempdir()
+                .map_err(AuditError::io(std::env::temp_dir()))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    tracing::info!(
+        "audit: {} has no `mask` column: lung masks from the shipped default lung UNet ({}) into {}",
+        manifest_path.display(),
+        cxr_segment::DEFAULT_LUNG_UNET_NAME,
+        dir.display()
+    );
+    let seg = cxr_segment::Segmenter::default_lung().step("loading the shipped lung UNet")?;
+    let opts = cxr_segment::SegmentOptions {
+        image_column: column.to_string(),
+        ..Default::default()
+    };
+    let step = "lung masks (shipped UNet)";
+    let (summary, segmented) =
+        cxr_segment::segment_records(&seg, manifest.clone(), &dir, &opts, &mut |done, total| {
+            progress(crate::Progress { step, done, total })
+        })
+        .step("computing lung masks with the shipped UNet")?;
+    // Only the `mask` cells are taken: the crop columns the stage also wrote are for a later run.
+    let mut with = manifest.clone();
+    for (r, s) in with.records.iter_mut().zip(&segmented.records) {
+        r.set("mask", s.get("mask").unwrap_or_default());
+    }
+    with.extra_columns.push("mask".into());
+    let masks = ShippedMasks {
+        dir,
+        unreadable: summary
+            .rejected
+            .get(cxr_segment::infer::UNREADABLE)
+            .copied()
+            .unwrap_or(0),
+        _scratch: scratch,
+    };
+    Ok((std::borrow::Cow::Owned(with), Some(masks)))
 }
 
 /// Reads a manifest for the audit of a model reading `column`: refuses one that lacks required columns

@@ -154,4 +154,10 @@ impl Scorer for Named<'_> {
     ) -> std::result::Result<cxr_core::Scored, cxr_core::ScoreError> {
         self.inner.score(images, features)
     }
+    fn logits(
+        &self,
+        images: &[cxr_core::Grey8],
+    ) -> std::result::Result<Vec<f64>, cxr_core::ScoreError> {
+        self.inner.logits(images)
+    }
 }

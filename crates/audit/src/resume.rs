@@ -182,9 +182,10 @@ impl Journal {
         remove_path(&self.dir.join("calls"))
     }
 
-    fn call_path(&self, images: &[Grey8], features: bool) -> PathBuf {
+    /// The file of one call, named by what was asked (`kind`: [`CallKind`]) and the batch's content.
+    fn call_path(&self, images: &[Grey8], kind: CallKind) -> PathBuf {
         let mut h = Sha256::new();
-        h.update([u8::from(features)]);
+        h.update([kind as u8]);
         h.update((images.len() as u64).to_le_bytes());
         for g in images {
             h.update(g.width.to_le_bytes());
@@ -206,6 +207,15 @@ fn remove_path(p: &Path) -> Result<()> {
     r.map_err(AuditError::io(p))
 }
 
+/// What a journaled call asked for: scores, scores with features, or the raw logits of
+/// [`Scorer::logits`] (kept as scores).
+#[derive(Clone, Copy)]
+enum CallKind {
+    Scores = 0,
+    ScoresAndFeatures = 1,
+    Logits = 2,
+}
+
 /// A scorer behind a [`Journal`].
 pub struct Journaled<'a> {
     journal: &'a Journal,
@@ -215,10 +225,36 @@ pub struct Journaled<'a> {
 impl Scorer for Journaled<'_> {
     crate::load::delegate_scorer!();
     fn score(&self, images: &[Grey8], features: bool) -> std::result::Result<Scored, ScoreError> {
+        let kind = if features {
+            CallKind::ScoresAndFeatures
+        } else {
+            CallKind::Scores
+        };
+        self.journaled(images, kind, || self.inner.score(images, features))
+    }
+    fn logits(&self, images: &[Grey8]) -> std::result::Result<Vec<f64>, ScoreError> {
+        let s = self.journaled(images, CallKind::Logits, || {
+            Ok(Scored {
+                scores: self.inner.logits(images)?,
+                features: None,
+            })
+        })?;
+        Ok(s.scores)
+    }
+}
+
+impl Journaled<'_> {
+    /// The journal's answer to this call when it holds one; else `call`'s, recorded.
+    fn journaled(
+        &self,
+        images: &[Grey8],
+        kind: CallKind,
+        call: impl FnOnce() -> std::result::Result<Scored, ScoreError>,
+    ) -> std::result::Result<Scored, ScoreError> {
         if !self.journal.active {
-            return self.inner.score(images, features);
+            return call();
         }
-        let path = self.journal.call_path(images, features);
+        let path = self.journal.call_path(images, kind);
         if let Some(s) = std::fs::read(&path)
             .ok()
             .and_then(|b| decode(&b, images.len()))
@@ -226,7 +262,7 @@ impl Scorer for Journaled<'_> {
             self.journal.replayed.fetch_add(1, Ordering::Relaxed);
             return Ok(s);
         }
-        let s = self.inner.score(images, features)?;
+        let s = call()?;
         // A short answer is the caller's error to report; it is not kept.
         if s.scores.len() == images.len() {
             cxr_core::fsutil::write_replace(&path, &encode(&s))

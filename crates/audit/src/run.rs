@@ -17,7 +17,9 @@ use cxr_model::ImageRow;
 
 use crate::config::{AuditConfig, FillKind};
 use crate::error::{AuditError, Result, StepExt};
-use crate::input::{Sample, cam_item, check_manifest, image_and_mask, read_manifest, samples};
+use crate::input::{
+    Sample, cam_item, check_manifest, image_and_mask, read_manifest, samples, with_lung_masks,
+};
 use crate::load::Named;
 use crate::progress::{Bar, Progress};
 use crate::resume::{Journal, RunKey};
@@ -98,6 +100,9 @@ pub fn run_audit_on(
         manifest_path,
         crate::input::required_columns(column),
     )?;
+    if let Some(out) = &cfg.out {
+        std::fs::create_dir_all(out).map_err(AuditError::io(out))?;
+    }
     // Resumable: the scorer calls of a killed audit with the same model, configuration and manifest are
     // reused; another run's outputs in the folder are removed before anything is written (crate::resume).
     let journal = match &cfg.out {
@@ -109,8 +114,31 @@ pub fn run_audit_on(
         Some(j) => j,
         None => scorer,
     };
+    let (manifest, shipped) = with_lung_masks(
+        manifest,
+        manifest_path,
+        column,
+        cfg.out.as_deref(),
+        progress,
+    )?;
+    let manifest: &Manifest = &manifest;
     let batch_size = cfg.batch_size;
     let mut notes = Vec::new();
+    if let Some(m) = &shipped {
+        let kept = if cfg.out.is_some() {
+            format!(" (in {}; its manifest.csv has them)", m.dir.display())
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "lung masks: the manifest has no `mask` column, so they were computed with the shipped default lung UNet{kept}{}",
+            if m.unreadable > 0 {
+                format!("; {} unreadable image(s) left out", m.unreadable)
+            } else {
+                String::new()
+            }
+        ));
+    }
     let mut note = |n: String| {
         tracing::warn!("audit: {n}");
         notes.push(n);
@@ -222,7 +250,7 @@ pub fn run_audit_on(
         return Err(AuditError::input(
             manifest_path,
             format!(
-                "no `{}` rows with a `{column}` image and a `mask`: pick the split to audit with --split",
+                "no `{}` rows with a readable `{column}` image and a `mask`: pick the split to audit with --split",
                 cfg.split.as_str()
             ),
         ));
@@ -648,7 +676,8 @@ mod tests {
             saliency_images: 0,
             ..Default::default()
         };
-        // No split, no mask: both named, in one error, with what to do.
+        // No split, no mask: the split is named, with what to do; the mask is not asked for (the shipped
+        // lung UNet makes it, below).
         let p = d.join("no_split_no_mask.csv");
         hand_written(&m, &["id", "source", "label", "png8"], &p);
         let e = run_audit(&MeanGrey, &p, &cfg).unwrap_err();
@@ -656,12 +685,12 @@ mod tests {
             panic!("{e}");
         };
         let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(names, ["split", "mask"]);
+        assert_eq!(names, ["split"]);
         let msg = e.to_string();
         assert!(msg.contains("no_split_no_mask.csv"), "{msg}");
-        assert!(msg.contains("`cxr segment predict`"), "{msg}");
+        assert!(msg.contains("`cxr manifest split`"), "{msg}");
         assert_eq!(msg.lines().count(), 1, "{msg}");
-        // The crop column needs its geometry too.
+        // The crop column needs its mask and its geometry: every one named at once.
         let e = run_audit(
             &MeanGrey,
             &p,
@@ -675,6 +704,7 @@ mod tests {
         for c in ["`split`", "`crop`", "`mask`", "`crop_x`", "`crop_h`"] {
             assert!(e.contains(c), "{c}: {e}");
         }
+        assert!(e.contains("`cxr segment predict`"), "{e}");
         // A split column with no value is no split.
         let mut no_split = Manifest::read(&m).unwrap();
         no_split.records.iter_mut().for_each(|r| r.split = None);
@@ -697,6 +727,62 @@ mod tests {
             "{:?}",
             done.notes
         );
+    }
+
+    #[test]
+    fn without_a_mask_column_the_shipped_unet_makes_the_masks_segment_predict_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = tiny_manifest(d);
+        let p = d.join("no_mask.csv");
+        hand_written(&m, &["id", "source", "label", "split", "png8"], &p);
+        let out = d.join("out");
+        let cfg = AuditConfig {
+            saliency_images: 0,
+            out: Some(out.clone()),
+            ..Default::default()
+        };
+        let shipped = run_audit(&MeanGrey, &p, &cfg).unwrap();
+        assert!(
+            shipped.notes[0].contains("shipped default lung UNet")
+                && shipped.notes[0].contains("lung-masks"),
+            "{:?}",
+            shipped.notes
+        );
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(html.contains("shipped default lung UNet"));
+        // The masks are those of `cxr segment predict` with no --weights: the same stage, the same UNet.
+        let seg = cxr_segment::Segmenter::default_lung().unwrap();
+        let direct = d.join("direct");
+        cxr_segment::segment_records(
+            &seg,
+            read_manifest(&p, "png8").unwrap(),
+            &direct,
+            &cxr_segment::SegmentOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        for i in 0..16 {
+            let name = format!("masks/r{i}.png");
+            let a = std::fs::read(out.join("lung-masks").join(&name)).unwrap();
+            assert_eq!(a, std::fs::read(direct.join(&name)).unwrap(), "{name}");
+        }
+        // The audit of a manifest that carries those masks finds exactly the same, and so does the audit
+        // that writes nothing (its masks in a temporary folder).
+        let given = run_audit(
+            &MeanGrey,
+            &direct.join("manifest.csv"),
+            &AuditConfig {
+                out: None,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(given.report, shipped.report);
+        assert!(!given.notes.iter().any(|n| n.contains("shipped")));
+        let in_memory = run_audit(&MeanGrey, &p, &AuditConfig { out: None, ..cfg }).unwrap();
+        assert_eq!(in_memory.report, shipped.report);
+        assert!(in_memory.files.is_none() && !d.join("lung-masks").exists());
     }
 
     fn files_under(root: &Path) -> Vec<PathBuf> {

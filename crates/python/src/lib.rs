@@ -362,6 +362,53 @@ fn evaluate(
     .map_err(PyRuntimeError::new_err)
 }
 
+/// One image for [`lung_masks`]: a file (read by the segment stage's own reader, format by content) or a grey
+/// buffer `(pixels, width, height)` the Python layer made from an array.
+#[derive(FromPyObject)]
+enum ImageIn {
+    Path(PathBuf),
+    Pixels(Vec<u8>, u32, u32),
+}
+
+/// Lung masks ({0, 255}, each image's own size) from the shipped default lung UNet, or from `weights`:
+/// `cxr_segment::Segmenter::predict_masks`, what `cxr segment predict` and the audit run. Returns
+/// `(pixels, width, height)` per image, in order.
+#[pyfunction]
+#[pyo3(signature = (images, weights, flip))]
+fn lung_masks(
+    py: Python<'_>,
+    images: Vec<ImageIn>,
+    weights: Option<PathBuf>,
+    flip: bool,
+) -> PyResult<Vec<(Py<PyBytes>, u32, u32)>> {
+    let masks = py.detach(|| {
+        let mut seg = cxr_segment::Segmenter::load_or_default(weights.as_deref())
+            .map_err(|e| e.to_string())?;
+        seg.flip_tta = flip;
+        let mut out = Vec::with_capacity(images.len());
+        // A chunk at a time, so that memory does not grow with the number of images.
+        for chunk in images.chunks(32) {
+            let first = out.len();
+            let grey: Vec<Grey8> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, im)| match im {
+                    ImageIn::Path(p) => cxr_core::png8::read_grey8(p).map_err(|e| e.to_string()),
+                    ImageIn::Pixels(data, w, h) => Grey8::new(*w, *h, data.clone())
+                        .map_err(|e| format!("image {}: {e}", first + i)),
+                })
+                .collect::<Result<_, String>>()?;
+            out.extend(seg.predict_masks(&grey).map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(out)
+    });
+    let masks = masks.map_err(value_error)?;
+    Ok(masks
+        .into_iter()
+        .map(|m| (PyBytes::new(py, &m.data).unbind(), m.width, m.height))
+        .collect())
+}
+
 /// The package version (the workspace's).
 #[pyfunction]
 fn version() -> &'static str {
@@ -374,6 +421,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lint, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(lung_masks, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())
 }

@@ -29,6 +29,14 @@ pub const COLUMNS: [&str; 8] = [
     "reject_reason",
 ];
 
+/// The shipped default lung UNet: the weights `segment train` writes with its default command on the
+/// default lung-mask sets (`crates/segment/weights/README.md`: the command, the data and their terms, the
+/// held-out Dice per source), embedded so that the `cxr` binary and the Python wheel carry them.
+pub const DEFAULT_LUNG_UNET: &[u8] = include_bytes!("../weights/lung-unet-default.safetensors");
+
+/// How the shipped default names itself in logs and errors.
+pub const DEFAULT_LUNG_UNET_NAME: &str = "<shipped lung-unet-default.safetensors>";
+
 /// Reason recorded when an image cannot be read or decoded.
 pub const UNREADABLE: &str = "unreadable";
 
@@ -55,6 +63,24 @@ impl Segmenter {
     /// Loads weights written by training (config read from the file) on [`crate::default_device`].
     pub fn load(path: &Path) -> Result<Self, SegmentError> {
         Ok(Self::new(UNet::load(path, &crate::default_device())?))
+    }
+
+    /// The shipped default lung UNet ([`DEFAULT_LUNG_UNET`]), embedded in the library: no file to find.
+    pub fn default_lung() -> Result<Self, SegmentError> {
+        let name = Path::new(DEFAULT_LUNG_UNET_NAME);
+        Ok(Self::new(UNet::from_bytes(
+            DEFAULT_LUNG_UNET,
+            name,
+            &crate::default_device(),
+        )?))
+    }
+
+    /// [`Segmenter::load`] of `weights`, or [`Segmenter::default_lung`] when none is given.
+    pub fn load_or_default(weights: Option<&Path>) -> Result<Self, SegmentError> {
+        match weights {
+            Some(p) => Self::load(p),
+            None => Self::default_lung(),
+        }
     }
 
     pub fn unet(&self) -> &UNet {
@@ -221,6 +247,18 @@ pub fn segment_manifest(
     progress: Progress<'_>,
 ) -> Result<SegmentSummary, SegmentError> {
     let manifest = Manifest::read(manifest_path)?;
+    Ok(segment_records(seg, manifest, out_dir, opts, progress)?.0)
+}
+
+/// [`segment_manifest`] of a manifest already in memory (relative cells resolved against its
+/// `base_dir`): the same files under `out_dir`, and the manifest with the new columns (new cells absolute).
+pub fn segment_records(
+    seg: &Segmenter,
+    manifest: Manifest,
+    out_dir: &Path,
+    opts: &SegmentOptions,
+    progress: Progress<'_>,
+) -> Result<(SegmentSummary, Manifest), SegmentError> {
     run_manifest(
         manifest,
         out_dir,
@@ -247,14 +285,15 @@ pub fn crop_manifest(
         ));
     }
     let base = manifest.base_dir.clone();
-    run_manifest(
+    Ok(run_manifest(
         manifest,
         out_dir,
         opts,
         progress,
         |_| Ok(Vec::new()),
         Some(base),
-    )
+    )?
+    .0)
 }
 
 /// Shared loop. `predict` maps decoded images to masks; when `mask_base` is set, masks are read from the
@@ -266,7 +305,7 @@ fn run_manifest(
     progress: Progress<'_>,
     predict: impl Fn(&[Grey8]) -> Result<Vec<Grey8>, SegmentError>,
     mask_base: Option<PathBuf>,
-) -> Result<SegmentSummary, SegmentError> {
+) -> Result<(SegmentSummary, Manifest), SegmentError> {
     if let Some(s) = &opts.shard {
         manifest = s.filter(&manifest);
     }
@@ -407,7 +446,7 @@ fn run_manifest(
     manifest.write(&out_manifest)?;
     write_rejects(&name("rejects.csv"), &rejects)?;
     summary.manifest = Some(out_manifest);
-    Ok(summary)
+    Ok((summary, manifest))
 }
 
 fn set_reject_columns(record: &mut ManifestRecord, reason: &str) {
@@ -594,7 +633,8 @@ mod tests {
                 |imgs| Ok(vec![lungs.clone(); imgs.len()]),
                 (!predicted).then(|| input.clone()),
             )
-            .unwrap();
+            .unwrap()
+            .0;
             assert_eq!(s.kept, ids.len(), "predicted={predicted}");
             let written: Vec<PathBuf> = files_under(dir.path())
                 .into_iter()

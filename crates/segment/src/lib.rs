@@ -2,10 +2,12 @@
 //!
 //! Role: stage 3 of the pipeline (PAPER.md, pre-processing steps 3-4). No pretrained lung UNet can be had
 //! here, so this crate trains its own (Rajaraman et al.'s architecture, [`unet`]) on real lung masks (the
-//! Shenzhen/Montgomery pairs) or on the synthetic world's masks, and applies it.
+//! Shenzhen/Montgomery pairs and the Cohen masks) or on the synthetic world's masks, and applies it. One
+//! such UNet ships with the crate, embedded ([`Segmenter::default_lung`], `weights/README.md`): masks for an
+//! audit need no training step.
 //!
 //! Inputs: a training folder (`cxr_256/` + `masks_256/` + `manifest.csv`, or `lung-masks/{images,masks}`);
-//! UNet weights (`.safetensors`, config in the metadata); a manifest with a `png8` column or a folder of
+//! UNet weights (`.safetensors`, config in the metadata; the shipped default embedded); a manifest with a `png8` column or a folder of
 //! images. Outputs: weights + a resumable checkpoint + a JSON training report; masks (PNG {0,255}, input
 //! size); crops (8-bit PNG); the manifest with `mask, crop, crop_x, crop_y, crop_w, crop_h, mask_area,
 //! reject_reason`; `rejects.csv` (`id, file, reason`).
@@ -29,8 +31,8 @@ pub mod unet;
 pub use crop::{CropBox, CropDecision, RejectReason, lung_box};
 pub use error::SegmentError;
 pub use infer::{
-    COLUMNS, SegmentOptions, SegmentSummary, Segmenter, crop_manifest, predict_folder,
-    segment_manifest,
+    COLUMNS, DEFAULT_LUNG_UNET, DEFAULT_LUNG_UNET_NAME, SegmentOptions, SegmentSummary, Segmenter,
+    crop_manifest, predict_folder, segment_manifest, segment_records,
 };
 pub use train::{LrSchedule, TrainConfig, TrainEvent, TrainReport, train, train_with_progress};
 pub use unet::{UNet, UNetConfig, default_device};

@@ -267,9 +267,16 @@ impl UNet {
 
     /// Loads weights written by [`UNet::save`] (or the best weights of a training run).
     pub fn load(path: &Path, device: &Device) -> Result<Self, SegmentError> {
-        let (config, tensors, _) = read_weights(path, device)?;
+        let bytes = std::fs::read(path).map_err(|e| SegmentError::io(path, e))?;
+        Self::from_bytes(&bytes, path, device)
+    }
+
+    /// [`UNet::load`] of a weights file held in memory (the embedded default); `name` stands for the file
+    /// in errors.
+    pub fn from_bytes(bytes: &[u8], name: &Path, device: &Device) -> Result<Self, SegmentError> {
+        let (config, tensors, _) = parse_weights(bytes, name, device)?;
         Self::from_tensors(config, tensors, device)
-            .map_err(|e| SegmentError::weights(path, e.to_string()))
+            .map_err(|e| SegmentError::weights(name, e.to_string()))
     }
 }
 
@@ -328,20 +335,26 @@ pub(crate) fn serialize(
         .map_err(|e| SegmentError::Config(format!("serialising weights: {e}")))
 }
 
+/// A weights or checkpoint file's content: config, tensors, training state (checkpoints).
+type ParsedWeights = (
+    UNetConfig,
+    HashMap<String, Tensor>,
+    Option<serde_json::Value>,
+);
+
 /// Reads a weights or checkpoint file: config, tensors, training state (checkpoints).
-pub(crate) fn read_weights(
+pub(crate) fn read_weights(path: &Path, device: &Device) -> Result<ParsedWeights, SegmentError> {
+    let bytes = std::fs::read(path).map_err(|e| SegmentError::io(path, e))?;
+    parse_weights(&bytes, path, device)
+}
+
+/// [`read_weights`] of bytes already read; `path` names them in errors.
+fn parse_weights(
+    bytes: &[u8],
     path: &Path,
     device: &Device,
-) -> Result<
-    (
-        UNetConfig,
-        HashMap<String, Tensor>,
-        Option<serde_json::Value>,
-    ),
-    SegmentError,
-> {
-    let bytes = std::fs::read(path).map_err(|e| SegmentError::io(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+) -> Result<ParsedWeights, SegmentError> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| SegmentError::weights(path, format!("not a safetensors file: {e}")))?;
     let meta: Meta = header
         .metadata()
@@ -359,7 +372,7 @@ pub(crate) fn read_weights(
         base: meta.base,
         size: meta.size,
     };
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| SegmentError::weights(path, e.to_string()))?;
     Ok((config, tensors, meta.train_state))
 }

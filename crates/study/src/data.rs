@@ -287,8 +287,9 @@ pub fn prepare(
             };
             let weights = unet_dir.join("unet.safetensors");
             let first = data.first().cloned().unwrap_or_default();
-            // Real images get the CPU default (128 px, 27 minutes) whatever the profile: the quick preset's
-            // 64-px UNet finds synthetic lungs but not those of real Covid-19 films.
+            // Real images get the CPU default (128 px, 36 epochs) whatever the profile: the quick preset's
+            // 64-px UNet finds synthetic lungs but not those of real Covid-19 films. Both are a fixed number
+            // of epochs (no clock), so the UNet does not depend on the machine's load.
             let quick = profile.segment_quick && world_root.is_some();
             let mut cfg = if quick {
                 cxr_segment::TrainConfig::quick(&first, &weights)
@@ -298,16 +299,6 @@ pub fn prepare(
             cfg.data = data.clone();
             cfg.resume = config.resume;
             cfg.seed = config.seed;
-            if quick {
-                // A fixed number of epochs, not the preset's time budget: on a loaded machine a time budget
-                // trains fewer epochs, and a weaker UNet rejects more images (`small_crop`), so results
-                // would depend on the load. A narrow UNet can sit at an empty mask for several epochs before
-                // it finds the lungs, hence no early stopping either. ~20 epochs reach Dice ~0.96 on the
-                // synthetic masks (~4 s each on 2 idle cores).
-                cfg.time_budget_s = None;
-                cfg.epochs = 20;
-                cfg.patience = cfg.epochs;
-            }
             // v2: the real-data UNet trains on every default set with the CPU default.
             let version = if world_root.is_some() {
                 "unet-v1"

@@ -413,3 +413,40 @@ def score(
     for r in rows:
         r["score"] = float(r["score"])
     return _table(rows)
+
+
+def _grey_pixels(i: int, a) -> tuple:
+    """(bytes, width, height) of a 2-D grey array: uint8 as it is, float in [0, 1] scaled to 0-255."""
+    a = np.asarray(a)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"image {i}: an array of shape {list(a.shape)}: expected a 2-D grey image [H, W]")
+    if a.dtype == np.uint8:
+        g = a
+    elif a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0:
+            raise ValueError(f"image {i}: a float array must hold values in [0, 1] (or pass uint8 0-255)")
+        g = np.rint(a * 255.0).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        g = a.astype(np.uint8) * 255
+    else:
+        raise ValueError(f"image {i}: dtype {a.dtype}: expected uint8 (0-255) or float (0-1)")
+    g = np.ascontiguousarray(g)
+    return (g.tobytes(), int(g.shape[1]), int(g.shape[0]))
+
+
+def lung_masks(images, *, weights: Union[str, os.PathLike, None] = None, flip: bool = True) -> list:
+    """Lung masks from the lung UNet shipped with the package (or `weights=`, a UNet of `cxr segment train`),
+    the masks `audit()` computes for a manifest without a `mask` column and `cxr segment predict` writes.
+
+    `images`: one image or a list, each a file path (PNG or JPEG, format by content) or a 2-D grey NumPy array
+    (uint8 0-255, or float 0-1). Returns one uint8 array per image, at the image's own size, 255 inside the
+    lungs and 0 elsewhere (a single array for a single image). `flip=False` skips the test-time mirror
+    (half the cost). The interpreter is released while the UNet runs."""
+    single = isinstance(images, (str, os.PathLike, np.ndarray))
+    items = [images] if single else list(images)
+    native = [
+        os.fspath(im) if isinstance(im, (str, os.PathLike)) else _grey_pixels(i, im) for i, im in enumerate(items)
+    ]
+    out = _native.lung_masks(native, os.fspath(weights) if weights is not None else None, flip)
+    masks = [np.frombuffer(data, dtype=np.uint8).reshape(h, w) for data, w, h in out]
+    return masks[0] if single else masks
