@@ -13,18 +13,13 @@
 //! 3. The corner reader (`cue_outside`) on balanced hospitals: still `shortcut`, from the lungs-removed
 //!    occlusion.
 
+#[path = "support/chest.rs"]
+mod chest;
+use chest::in_lung;
+
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
-
-/// The lungs the readers' geometry assumes: ellipses centred at row 112, columns 64 and 160, radii 70 x 40.
-fn in_lung(r: u32, c: u32) -> bool {
-    let e = |cc: f64| {
-        let (dy, dx) = ((r as f64 - 112.0) / 70.0, (c as f64 - cc) / 40.0);
-        dy * dy + dx * dx <= 1.0
-    };
-    e(64.0) || e(160.0)
-}
 
 /// How a world's two hospitals differ and how its split is drawn.
 struct World {
@@ -46,13 +41,7 @@ fn write_world(dir: &Path, w: &World) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut csv = String::from("id,source,label,patient,split,png8,mask\n");
-    let mask: Vec<u8> = (0..224 * 224u32)
-        .map(|k| if in_lung(k / 224, k % 224) { 255 } else { 0 })
-        .collect();
-    image::GrayImage::from_raw(224, 224, mask)
-        .unwrap()
-        .save(dir.join("mask.png"))
-        .unwrap();
+    chest::write_lung_mask(dir);
     let mut rows = Vec::new();
     for k in 0..16usize {
         let covid = k % 2 == 0;
@@ -77,7 +66,9 @@ fn write_world(dir: &Path, w: &World) -> PathBuf {
                 } else {
                     150.0
                 };
-                (base + rng.random_range(-amp..amp)).round().clamp(0.0, 255.0) as u8
+                (base + rng.random_range(-amp..amp))
+                    .round()
+                    .clamp(0.0, 255.0) as u8
             })
             .collect();
         let mut square = |(r0, c0): (u32, u32), v: u8| {
@@ -157,11 +148,17 @@ fn a_lung_reader_trained_on_a_confounded_split_is_not_a_shortcut() {
     // Within each class, hospital a against hospital b: two comparisons, both near chance.
     let sf = r.evidence[0].score_follows_source.as_ref().unwrap();
     assert_eq!(sf.comparisons.len(), 2, "{sf:#?}");
-    assert!(sf.comparisons.iter().all(|c| c.separation() < 0.8), "{sf:#?}");
+    assert!(
+        sf.comparisons.iter().all(|c| c.separation() < 0.8),
+        "{sf:#?}"
+    );
     assert_eq!(test(&r, "lungs_removed[mean]").status, Status::Pass);
     // The saliency maps rest on every map, and the heat is on the lung square.
     let e = &r.evidence[0];
-    assert_eq!((e.saliency_maps, e.saliency_maps_usable), (Some(4), Some(4)));
+    assert_eq!(
+        (e.saliency_maps, e.saliency_maps_usable),
+        (Some(4), Some(4))
+    );
     assert_eq!(test(&r, "lung_energy").status, Status::Pass);
 }
 
@@ -189,9 +186,9 @@ fn a_model_that_reads_the_noise_level_follows_the_source_on_a_balanced_test_set(
     // quiet hospital held pneumonia only, and scores lower).
     let sf = r.evidence[0].score_follows_source.as_ref().unwrap();
     assert!(
-        sf.comparisons
-            .iter()
-            .all(|c| c.separation() == 1.0 && c.p_holm < 0.01 && c.follows_training_association(0.25)),
+        sf.comparisons.iter().all(|c| c.separation() == 1.0
+            && c.p_holm < 0.01
+            && c.follows_training_association(0.25)),
         "{sf:#?}"
     );
     // The occlusion tests cannot see it: without the lungs the noise stays, but in this test set the label
@@ -222,5 +219,9 @@ fn the_corner_reader_on_balanced_sources_is_still_a_shortcut() {
     assert_eq!(test(&r, "lungs_removed[mean]").status, Status::Flag);
     // Its score follows the cue, which both hospitals' Covid-19 images carry alike, not the hospital.
     assert_eq!(test(&r, "score_follows_source").status, Status::Pass);
-    assert!(v.decided_by.iter().all(|t| t.starts_with("lungs_removed")), "{:?}", v.decided_by);
+    assert!(
+        v.decided_by.iter().all(|t| t.starts_with("lungs_removed")),
+        "{:?}",
+        v.decided_by
+    );
 }

@@ -4,18 +4,13 @@
 //! saliency maps can tell the two models apart: the one that reads a square in the top-left corner (outside
 //! the lungs) must get `shortcut`; the one that reads a square inside the left lung must not be flagged.
 
+#[path = "support/chest.rs"]
+mod chest;
+use chest::in_lung;
+
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
-
-/// The lungs the cue readers' geometry assumes: ellipses centred at row 112, columns 64 and 160, radii 70 x 40.
-fn in_lung(r: u32, c: u32) -> bool {
-    let e = |cc: f64| {
-        let (dy, dx) = ((r as f64 - 112.0) / 70.0, (c as f64 - cc) / 40.0);
-        dy * dy + dx * dx <= 1.0
-    };
-    e(64.0) || e(160.0)
-}
 
 /// 48 chest-like 224 px images over two sources, each holding both classes (train 16, test 32); every Covid-19
 /// image carries a bright 32 px square at `cue` (top-left row/column).
@@ -23,13 +18,7 @@ fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut csv = String::from("id,source,label,patient,view,path,format,sha256,split,png8,mask\n");
-    let mask: Vec<u8> = (0..224 * 224u32)
-        .map(|k| if in_lung(k / 224, k % 224) { 255 } else { 0 })
-        .collect();
-    image::GrayImage::from_raw(224, 224, mask)
-        .unwrap()
-        .save(dir.join("mask.png"))
-        .unwrap();
+    chest::write_lung_mask(dir);
     for i in 0..48u32 {
         let covid = i % 2 == 0;
         let source = if (i / 2) % 2 == 0 {

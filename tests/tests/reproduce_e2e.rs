@@ -121,7 +121,10 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
     let audit = &results["experiments"][0]["audit"];
     let paper_verdict = &audit["verdicts"][0];
     assert_eq!(paper_verdict["verdict"], "shortcut", "{audit}");
-    assert_eq!(paper_verdict["data_risk"]["risk"], "high", "{paper_verdict}");
+    assert_eq!(
+        paper_verdict["data_risk"]["risk"], "high",
+        "{paper_verdict}"
+    );
     let decided: Vec<&serde_json::Value> = paper_verdict["decided_by"]
         .as_array()
         .unwrap()
@@ -137,7 +140,11 @@ fn reproduce_shows_the_collapse_on_unseen_sources_and_resumes_for_free() {
         .collect();
     assert!(!decided.is_empty(), "{paper_verdict}");
     for t in decided {
-        assert_eq!((&t["role"], &t["status"]), (&"behaviour".into(), &"flag".into()), "{t}");
+        assert_eq!(
+            (&t["role"], &t["status"]),
+            (&"behaviour".into(), &"flag".into()),
+            "{t}"
+        );
     }
 
     // The clean-world control: same split, same pipeline, but every source holds both classes. The sources are

@@ -382,9 +382,10 @@ pub fn audit_sections(
             }
             if let Some(sp) = ev.auc_spread.as_ref().filter(|s| s.not_run.is_none()) {
                 blocks.push(Block::Table {
-                    caption: "Per-source AUC spread: the model's AUC within each source that holds both \
+                    caption:
+                        "Per-source AUC spread: the model's AUC within each source that holds both \
                               classes, against the pooled AUC over those sources"
-                        .into(),
+                            .into(),
                     header: ["source", "AUC", "images (Covid-19 + pneumonia)"]
                         .map(String::from)
                         .to_vec(),

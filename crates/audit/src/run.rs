@@ -261,11 +261,22 @@ pub fn run_audit_on(
         .map(|s| s.row.label.target() == Some(1))
         .collect();
     let full_rows: Vec<&ImageRow> = todo.iter().map(|s| &s.row).collect();
-    let (full, _) = score_rows(scorer, &full_rows, batch_size, false, "full images", progress)
-        .step("scoring full images")?;
+    let (full, _) = score_rows(
+        scorer,
+        &full_rows,
+        batch_size,
+        false,
+        "full images",
+        progress,
+    )
+    .step("scoring full images")?;
     // The training split's mix: which sources the model saw, and with which classes.
     let mut training = cxr_explain::behaviour::TrainingMix::new();
-    for r in manifest.records.iter().filter(|r| r.split == Some(Split::Train)) {
+    for r in manifest
+        .records
+        .iter()
+        .filter(|r| r.split == Some(Split::Train))
+    {
         let e = training.entry(r.source.to_string()).or_default();
         match r.label.target() {
             Some(1) => e.0 += 1,
@@ -404,7 +415,8 @@ pub fn run_audit_on(
             evidence.lung_cells = Some(cells.iter().sum::<f64>() / cells.len() as f64);
         }
         evidence.saliency_maps = Some(rows.len());
-        evidence.saliency_maps_usable = Some(rows.iter().filter(|r| r.lung_energy.is_some()).count());
+        evidence.saliency_maps_usable =
+            Some(rows.iter().filter(|r| r.lung_energy.is_some()).count());
         // `cxr explain` writes its galleries beside `lung_energy.csv`.
         galleries = galleries_in(&p.parent().unwrap_or(Path::new("")).join("gallery"));
     }

@@ -86,7 +86,10 @@ mod tests {
         for l in [-30.0, -12.0, -1.0, 0.0, 0.5, 7.0, 20.0, 30.0] {
             let p = 1.0 / (1.0 + (-l as f64).exp());
             let back = logit(p);
-            assert!((back - l).abs() < 1e-4 * (1.0 + l.abs()), "{l} -> {p} -> {back}");
+            assert!(
+                (back - l).abs() < 1e-4 * (1.0 + l.abs()),
+                "{l} -> {p} -> {back}"
+            );
         }
         assert!(logit(1.0).is_finite() && logit(1.0) > 36.0);
         assert!(logit(0.0).is_finite() && logit(0.0) < -700.0);

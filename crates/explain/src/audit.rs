@@ -635,7 +635,10 @@ fn planted_confounders_test(p: &PlantedConfounders) -> TestResult {
     } else if !p.tested.is_empty() {
         (
             Status::Pass,
-            format!("no planted confounder followed ({} tested)", p.tested.join(", ")),
+            format!(
+                "no planted confounder followed ({} tested)",
+                p.tested.join(", ")
+            ),
         )
     } else {
         (
@@ -679,10 +682,7 @@ fn auc_spread_test(evidence: &AuditEvidence, th: &Thresholds) -> TestResult {
     );
     (t.status, t.detail) = if d.value.abs() >= th.auc_spread && p < th.source_p {
         t.triggered_by = s.per_source.iter().map(|a| a.source.clone()).collect();
-        (
-            Status::Flag,
-            format!("the model ranks by source: {what}"),
-        )
+        (Status::Flag, format!("the model ranks by source: {what}"))
     } else {
         (Status::Pass, what)
     };
@@ -1124,8 +1124,14 @@ mod tests {
         assert_eq!(probe.triggered_by, vec!["bimcv", "nih"]);
         assert_eq!((probe.figure, probe.threshold), (Some(0.99), Some(0.90)));
         let follows = by(&v, "score_follows_source");
-        assert_eq!((follows.status, follows.role), (Status::Flag, Role::Behaviour));
-        assert_eq!((follows.figure, follows.threshold), (Some(0.97), Some(0.85)));
+        assert_eq!(
+            (follows.status, follows.role),
+            (Status::Flag, Role::Behaviour)
+        );
+        assert_eq!(
+            (follows.figure, follows.threshold),
+            (Some(0.97), Some(0.85))
+        );
         assert_eq!(follows.triggered_by.len(), 1);
         assert!(follows.detail.contains("severity"), "{}", follows.detail);
         let removed = by(&v, "lungs_removed[mean]");
@@ -1139,7 +1145,12 @@ mod tests {
             vec!["score_follows_source", "lungs_removed[mean]"]
         );
         assert!(v.reason.starts_with("shortcut: "), "{}", v.reason);
-        assert!(v.tests.iter().filter(|t| t.status == Status::Flag).all(|t| t.role == Role::Behaviour));
+        assert!(
+            v.tests
+                .iter()
+                .filter(|t| t.status == Status::Flag)
+                .all(|t| t.role == Role::Behaviour)
+        );
         // JSON round trip keeps everything; the data risk comes before the verdict.
         let report = AuditReport {
             evidence: vec![confounded()],
@@ -1199,7 +1210,8 @@ mod tests {
     }
 
     #[test]
-    fn the_score_follows_source_rule_needs_a_large_effect_a_small_holm_p_and_the_taught_direction() {
+    fn the_score_follows_source_rule_needs_a_large_effect_a_small_holm_p_and_the_taught_direction()
+    {
         let th = Thresholds::default();
         let with = |rows: &[(&str, &str, f64, f64, Option<f64>)]| {
             let e = AuditEvidence {
@@ -1211,8 +1223,14 @@ mod tests {
         };
         // Large, significant, the way the training data associated the group: up for a Covid-19-associated
         // group, down for a pneumonia-associated one.
-        assert_eq!(with(&[("covid", "a", 0.9, 0.001, Some(0.5))]).verdict, Overall::Shortcut);
-        assert_eq!(with(&[("covid", "a", 0.1, 0.001, Some(-0.5))]).verdict, Overall::Shortcut);
+        assert_eq!(
+            with(&[("covid", "a", 0.9, 0.001, Some(0.5))]).verdict,
+            Overall::Shortcut
+        );
+        assert_eq!(
+            with(&[("covid", "a", 0.1, 0.001, Some(-0.5))]).verdict,
+            Overall::Shortcut
+        );
         // Against the training association, or without one (an unseen source: a domain shift of the score),
         // however large: not a shortcut the data taught.
         assert_eq!(
@@ -1222,7 +1240,10 @@ mod tests {
         let v = with(&[("pneumonia", "padchest", 0.95, 0.001, None)]);
         assert_eq!(v.verdict, Overall::NoShortcutFound, "{:#?}", v.tests);
         let d = &by(&v, "score_follows_source").detail;
-        assert!(d.contains("no comparison has a training association"), "{d}");
+        assert!(
+            d.contains("no comparison has a training association"),
+            "{d}"
+        );
         // Sources that held both classes alike in training (association 0.1 < 0.25) give no direction either.
         assert_eq!(
             with(&[("covid", "a", 0.97, 0.001, Some(0.1))]).verdict,
@@ -1272,7 +1293,13 @@ mod tests {
         let e = AuditEvidence {
             model: "table3".into(),
             cramers_v: Some(1.0),
-            score_follows_source: Some(following(&[("pneumonia", "chexpert", 0.73, 0.03, Some(0.0))])),
+            score_follows_source: Some(following(&[(
+                "pneumonia",
+                "chexpert",
+                0.73,
+                0.03,
+                Some(0.0),
+            )])),
             ..Default::default()
         };
         let report = AuditReport {
@@ -1289,7 +1316,10 @@ mod tests {
         assert_eq!(v.verdict, Overall::Shortcut);
         assert_eq!(v.decided_by, vec!["planted_confounders"]);
         assert_eq!(by(v, "planted_confounders").triggered_by, vec!["grid"]);
-        assert_eq!(report.evidence[0].planted_confounders.as_ref(), Some(&planted));
+        assert_eq!(
+            report.evidence[0].planted_confounders.as_ref(),
+            Some(&planted)
+        );
         // None followed: a pass; the test is listed only where it ran.
         let clean = report.with_planted_confounders(&PlantedConfounders {
             tested: vec!["grid".into()],
@@ -1337,9 +1367,18 @@ mod tests {
         assert_eq!(v.verdict, Overall::Shortcut);
         assert_eq!(v.decided_by, vec!["auc_spread"]);
         assert!(by(&v, "auc_spread").detail.contains("a 0.550, b 0.500"));
-        assert_eq!(verdict(&spread(-0.2, 0.001), &th).verdict, Overall::Shortcut);
-        assert_eq!(verdict(&spread(0.05, 0.001), &th).verdict, Overall::NoShortcutFound);
-        assert_eq!(verdict(&spread(0.3, 0.2), &th).verdict, Overall::NoShortcutFound);
+        assert_eq!(
+            verdict(&spread(-0.2, 0.001), &th).verdict,
+            Overall::Shortcut
+        );
+        assert_eq!(
+            verdict(&spread(0.05, 0.001), &th).verdict,
+            Overall::NoShortcutFound
+        );
+        assert_eq!(
+            verdict(&spread(0.3, 0.2), &th).verdict,
+            Overall::NoShortcutFound
+        );
     }
 
     #[test]
@@ -1370,7 +1409,9 @@ mod tests {
         assert_eq!(v.verdict, Overall::NoShortcutFound, "{v:?}");
         let removed = by(&v, "lungs_removed[noise]");
         assert!(
-            removed.detail.contains("p = 0.100, 3 Covid-19 + 3 pneumonia"),
+            removed
+                .detail
+                .contains("p = 0.100, 3 Covid-19 + 3 pneumonia"),
             "{}",
             removed.detail
         );
@@ -1447,7 +1488,11 @@ mod tests {
         let v = verdict(&e, &th);
         let t = by(&v, "lung_energy");
         assert_eq!(t.status, Status::Pass);
-        assert!(t.detail.contains("rests on 4 of 8 maps (4 empty"), "{}", t.detail);
+        assert!(
+            t.detail.contains("rests on 4 of 8 maps (4 empty"),
+            "{}",
+            t.detail
+        );
         // No usable map: the rule does not run.
         e.saliency_maps_usable = Some(0);
         e.lung_energy = None;

@@ -303,7 +303,10 @@ fn holm(p: &[f64]) -> Vec<f64> {
 pub type TrainingMix = BTreeMap<String, (usize, usize)>;
 
 /// Covid-19 share of the training images of `sources` (`None` without any).
-fn covid_share<'a>(mix: &TrainingMix, sources: impl IntoIterator<Item = &'a String>) -> Option<f64> {
+fn covid_share<'a>(
+    mix: &TrainingMix,
+    sources: impl IntoIterator<Item = &'a String>,
+) -> Option<f64> {
     let (c, n) = sources
         .into_iter()
         .filter_map(|s| mix.get(s))
@@ -800,7 +803,8 @@ mod tests {
         }
         w = v;
         // Trained on v2 (Covid-19 only) and nih (pneumonia only).
-        let training = TrainingMix::from([("v2".to_string(), (40, 0)), ("nih".to_string(), (0, 40))]);
+        let training =
+            TrainingMix::from([("v2".to_string(), (40, 0)), ("nih".to_string(), (0, 40))]);
         let r = score_follows_source(&w.table(), Some(&training), &cfg());
         // Covid-19: seen (v2) vs unseen (bimcv) only: v2 vs rest and bimcv vs rest split the class the same way.
         assert_eq!(r.comparisons.len(), 1, "{r:#?}");

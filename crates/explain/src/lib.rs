@@ -43,8 +43,8 @@ pub mod render;
 pub mod saliency;
 
 pub use audit::{
-    AuditEvidence, AuditReport, DataRisk, Figure, OcclusionEvidence, Overall, PlantedConfounders, Risk,
-    Role, SaliencyCost, SourceFigure, Status, TestResult, Thresholds, Verdict, verdict,
+    AuditEvidence, AuditReport, DataRisk, Figure, OcclusionEvidence, Overall, PlantedConfounders,
+    Risk, Role, SaliencyCost, SourceFigure, Status, TestResult, Thresholds, Verdict, verdict,
     write_audit_json,
 };
 pub use behaviour::{

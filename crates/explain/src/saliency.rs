@@ -143,6 +143,18 @@ mod tests {
     use super::*;
     use cxr_core::{ScoreError, Scored};
 
+    /// The mean brightness (0..1) of the 12x12 square at (40, 8) of a 64 px image: the region the test
+    /// models read.
+    fn region_mean(g: &Grey8) -> f64 {
+        let mut s = 0.0;
+        for y in 8..20 {
+            for x in 40..52 {
+                s += g.data[y * 64 + x] as f64;
+            }
+        }
+        s / 144.0 / 255.0
+    }
+
     /// A "model" that reads one region only: the mean brightness of a 12x12 square at (40, 8) of a 64 px image.
     struct RegionReader;
     impl Scorer for RegionReader {
@@ -159,16 +171,7 @@ mod tests {
             Ok(Scored {
                 scores: images
                     .iter()
-                    .map(|g| {
-                        let mut s = 0.0;
-                        for y in 8..20 {
-                            for x in 40..52 {
-                                s += g.data[y * 64 + x] as f64;
-                            }
-                        }
-                        let m = s / 144.0 / 255.0;
-                        1.0 / (1.0 + (-8.0 * (m - 0.5)).exp())
-                    })
+                    .map(|g| 1.0 / (1.0 + (-8.0 * (region_mean(g) - 0.5)).exp()))
                     .collect(),
                 features: None,
             })
@@ -182,13 +185,7 @@ mod tests {
     }
     impl Saturated {
         fn logit(g: &Grey8) -> f64 {
-            let mut s = 0.0;
-            for y in 8..20 {
-                for x in 40..52 {
-                    s += g.data[y * 64 + x] as f64;
-                }
-            }
-            40.0 + 10.0 * s / 144.0 / 255.0
+            40.0 + 10.0 * region_mean(g)
         }
     }
     impl Scorer for Saturated {
@@ -214,7 +211,12 @@ mod tests {
             if self.own_logits {
                 Ok(images.iter().map(Self::logit).collect())
             } else {
-                Ok(self.score(images, false)?.scores.into_iter().map(cxr_core::logit).collect())
+                Ok(self
+                    .score(images, false)?
+                    .scores
+                    .into_iter()
+                    .map(cxr_core::logit)
+                    .collect())
             }
         }
     }

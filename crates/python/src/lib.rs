@@ -57,7 +57,10 @@ impl Scorer for CallableScorer {
     /// The callable's own logit where its output is one: occlusion maps of a sure model stay informative.
     fn logits(&self, images: &[Grey8]) -> Result<Vec<f64>, ScoreError> {
         let (_, raw) = self.call(images, false)?;
-        Ok(raw.into_iter().map(|v| self.input.output.logit(v)).collect())
+        Ok(raw
+            .into_iter()
+            .map(|v| self.input.output.logit(v))
+            .collect())
     }
 }
 
