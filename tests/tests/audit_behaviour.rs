@@ -84,11 +84,7 @@ fn write_world(dir: &Path, w: &World) -> PathBuf {
         if w.mark_on_b && h == 1 {
             square((8, 8), 255);
         }
-        let name = format!("im{i}.png");
-        image::GrayImage::from_raw(224, 224, px)
-            .unwrap()
-            .save(dir.join(&name))
-            .unwrap();
+        let name = chest::save_image(dir, i, px);
         let label = if covid { "covid" } else { "pneumonia" };
         csv.push_str(&format!(
             "im{i},{},{label},p{i},{split},{name},mask.png\n",

@@ -44,11 +44,7 @@ fn write_world(dir: &Path, cue: (u32, u32)) -> PathBuf {
                 }
             }
         }
-        let name = format!("im{i}.png");
-        image::GrayImage::from_raw(224, 224, px)
-            .unwrap()
-            .save(dir.join(&name))
-            .unwrap();
+        let name = chest::save_image(dir, i, px);
         let label = if covid { "covid" } else { "pneumonia" };
         csv.push_str(&format!(
             "im{i},{source},{label},p{i},PA,{name},png,,{split},{name},mask.png\n"

@@ -22,3 +22,13 @@ pub fn write_lung_mask(dir: &Path) {
         .save(dir.join("mask.png"))
         .unwrap();
 }
+
+/// Writes a 224 px grey image as `dir/im{i}.png` and returns its file name.
+pub fn save_image(dir: &Path, i: impl std::fmt::Display, px: Vec<u8>) -> String {
+    let name = format!("im{i}.png");
+    image::GrayImage::from_raw(224, 224, px)
+        .unwrap()
+        .save(dir.join(&name))
+        .unwrap();
+    name
+}
