@@ -798,19 +798,7 @@ mod tests {
     }
 
     fn files_under(root: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        cxr_core::fsutil::files_under(root).unwrap()
     }
 
     /// Hostile manifest ids on the audited rows: every occlusion PNG and saliency map stays under `out`,

@@ -28,6 +28,26 @@ pub fn refuse_inputs(outputs: &[&Path], inputs: &[&Path]) -> Result<(), CoreErro
     Ok(())
 }
 
+/// Every regular file under `root` (recursively, links not followed), sorted: what a run wrote, for checks
+/// that every output stays inside its folder and for comparing two runs' folders.
+pub fn files_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Writes `bytes` to `path` atomically, creating parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     write_atomic_with(path, |w| w.write_all(bytes))

@@ -291,19 +291,7 @@ fn config_toml_policies_and_errors() {
 }
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    cxr_core::fsutil::files_under(root).unwrap()
 }
 
 /// Hostile ids (`../../x/y`, absolute paths, `..`, case twins, a 3000-byte id): preprocess names its PNGs by

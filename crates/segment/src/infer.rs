@@ -569,19 +569,7 @@ mod tests {
 
     /// Every file under `root`, recursively.
     fn files_under(root: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        cxr_core::fsutil::files_under(root).unwrap()
     }
 
     /// `segment crop` (masks from the manifest) and `segment predict` (masks from the model, here a fixed
