@@ -122,7 +122,8 @@ fn data_risk_block(v: &Verdict) -> Block {
     }
 }
 
-fn status_words(s: Status) -> &'static str {
+/// A test's status as the report and the console print it.
+pub fn status_words(s: Status) -> &'static str {
     match s {
         Status::Pass => "pass",
         Status::Warn => "warning",

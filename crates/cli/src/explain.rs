@@ -352,7 +352,7 @@ pub(crate) fn print_outcome(outcome: &AuditOutcome) {
             println!(
                 "  {:<22} {:<8} {fig:>6} {ci:<16} {}",
                 t.test,
-                format!("{:?}", t.status),
+                crate::report::status_words(t.status),
                 t.detail
             );
         }
