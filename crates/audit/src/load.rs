@@ -18,6 +18,8 @@ pub struct OurModel {
     pub size: usize,
     /// The manifest column it was trained on (`run.json`'s `config.image_column`, else `crop`).
     pub column: String,
+    /// Content hash of what decides its outputs: the weights file's SHA-256, the backbone and the input size.
+    pub sha256: String,
 }
 
 /// A scorer and the manifest column its model reads by default.
@@ -86,11 +88,16 @@ pub fn load_classifier(model: &Path, opts: &ModelOptions) -> Result<OurModel> {
     let name = run.model.unwrap_or_else(|| format!("{arch}"));
     let model = cxr_model::load_classifier(&arch, &weights)
         .step(format!("loading model {}", weights.display()))?;
+    let weights_sha256 = cxr_core::fsutil::sha256_file(&weights)
+        .step(format!("hashing model {}", weights.display()))?;
+    let sha256 =
+        cxr_core::fsutil::sha256_bytes(format!("{weights_sha256} {arch} {size}").as_bytes());
     Ok(OurModel {
         model,
         name,
         size,
         column,
+        sha256,
     })
 }
 
@@ -104,9 +111,10 @@ pub fn load_scorer(source: &ModelSource, opts: &ModelOptions) -> Result<LoadedSc
         ModelSource::Run(run) => {
             let ours = load_classifier(run, opts)?;
             Ok(LoadedScorer {
-                scorer: Box::new(cxr_model::ClassifierScorer::new(
-                    ours.model, ours.name, ours.size,
-                )),
+                scorer: Box::new(
+                    cxr_model::ClassifierScorer::new(ours.model, ours.name, ours.size)
+                        .with_sha256(ours.sha256),
+                ),
                 column: ours.column,
             })
         }
@@ -159,5 +167,58 @@ impl Scorer for Named<'_> {
         images: &[cxr_core::Grey8],
     ) -> std::result::Result<Vec<f64>, cxr_core::ScoreError> {
         self.inner.logits(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our runs have a content hash (so a killed audit or score of one resumes): the same weights give the
+    /// same hash, other weights or another input size another one.
+    #[test]
+    fn our_runs_are_hashed_by_weights_backbone_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch: Arch = "resnet:1,1,1,1:8".parse().unwrap();
+        let save = |name: &str| {
+            let run = dir.path().join(name);
+            std::fs::create_dir_all(&run).unwrap();
+            let model = cxr_model::Classifier::new(
+                &arch,
+                cxr_model::Mode::Frozen,
+                3,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            model.save(&run.join("model.safetensors")).unwrap();
+            run
+        };
+        let a = save("a");
+        std::fs::copy(
+            a.join("model.safetensors"),
+            dir.path().join("a-copy.safetensors"),
+        )
+        .unwrap();
+        // Other weights: the same file with its last tensor byte changed (still a valid file).
+        let mut other = std::fs::read(a.join("model.safetensors")).unwrap();
+        *other.last_mut().unwrap() ^= 1;
+        std::fs::write(dir.path().join("b.safetensors"), &other).unwrap();
+        let opts = |size| ModelOptions {
+            backbone: Some(arch.to_string()),
+            image_size: Some(size),
+        };
+        let hash = |p: &Path, size| {
+            let loaded = load_scorer(&ModelSource::Run(p.to_path_buf()), &opts(size)).unwrap();
+            loaded.scorer.model_sha256().unwrap().to_string()
+        };
+        let ha = hash(&a, 32);
+        assert_eq!(ha.len(), 64);
+        assert_eq!(ha, hash(&dir.path().join("a-copy.safetensors"), 32));
+        assert_ne!(ha, hash(&a, 40), "another input size is another model");
+        assert_ne!(
+            ha,
+            hash(&dir.path().join("b.safetensors"), 32),
+            "other weights are another model"
+        );
     }
 }

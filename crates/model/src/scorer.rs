@@ -12,6 +12,7 @@ pub struct ClassifierScorer {
     model: Classifier,
     name: String,
     size: usize,
+    sha256: Option<String>,
 }
 
 impl ClassifierScorer {
@@ -20,7 +21,14 @@ impl ClassifierScorer {
             model,
             name: name.into(),
             size,
+            sha256: None,
         }
+    }
+
+    /// The model's content hash ([`Scorer::model_sha256`]): what a killed `score` or audit needs to resume.
+    pub fn with_sha256(mut self, sha256: String) -> Self {
+        self.sha256 = Some(sha256);
+        self
     }
 
     pub fn classifier(&self) -> &Classifier {
@@ -67,6 +75,9 @@ impl Scorer for ClassifierScorer {
     }
     fn has_features(&self) -> bool {
         true
+    }
+    fn model_sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
     }
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
         if images.is_empty() {
