@@ -54,36 +54,36 @@ impl std::fmt::Display for Engine {
 pub const TRACT: &str = "tract 0.23.9";
 
 /// The onnxruntime library this process loaded.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Onnxruntime {
     /// The shared library's path.
     pub library: PathBuf,
     /// Its version string (`1.32.0`).
     pub version: String,
+}
+
+/// The library and the `ort` environment every session is made in.
+struct Loaded {
+    info: Onnxruntime,
     env: ort::environment::Environment,
 }
 
-impl std::fmt::Debug for Onnxruntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Onnxruntime")
-            .field("library", &self.library)
-            .field("version", &self.version)
-            .finish()
-    }
-}
+static RUNTIME: OnceLock<Result<Loaded, String>> = OnceLock::new();
 
-static RUNTIME: OnceLock<Result<Onnxruntime, String>> = OnceLock::new();
-
-/// The onnxruntime library, found and loaded on first use (then the same answer for the whole process), or
-/// one line saying why there is none.
-pub fn onnxruntime() -> Result<&'static Onnxruntime, String> {
+fn loaded() -> Result<&'static Loaded, String> {
     RUNTIME
         .get_or_init(|| cxr_core::fsutil::catch_panic(load).unwrap_or_else(Err))
         .as_ref()
         .map_err(Clone::clone)
 }
 
-fn load() -> Result<Onnxruntime, String> {
+/// The onnxruntime library, found and loaded on first use (then the same answer for the whole process), or
+/// one line saying why there is none.
+pub fn onnxruntime() -> Result<&'static Onnxruntime, String> {
+    loaded().map(|l| &l.info)
+}
+
+fn load() -> Result<Loaded, String> {
     let library = locate()?;
     let version = version_of(&library)?;
     new_enough(&version, &library)?;
@@ -92,9 +92,8 @@ fn load() -> Result<Onnxruntime, String> {
         .with_name("cxr-onnx")
         .build()
         .map_err(|e| format!("onnxruntime {version} at {}: {e}", library.display()))?;
-    Ok(Onnxruntime {
-        library,
-        version,
+    Ok(Loaded {
+        info: Onnxruntime { library, version },
         env,
     })
 }
@@ -196,15 +195,16 @@ pub(crate) struct Output {
 
 impl OrtSession {
     /// A session over `proto` (the checked model) reading `outputs` (graph outputs or any tensor names:
-    /// those that are not graph outputs are added as such, in memory), external data from `dir`.
+    /// those that are not graph outputs are added as such, in memory), external data from `dir`; with the
+    /// library it runs on.
     pub(crate) fn new(
-        rt: &Onnxruntime,
         mut proto: tract_onnx::pb::ModelProto,
         outputs: Vec<String>,
         dir: &Path,
         threads: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<(Self, &'static Onnxruntime), String> {
         use prost::Message;
+        let rt = loaded()?;
         if let Some(g) = proto.graph.as_mut() {
             for name in &outputs {
                 if !g.output.iter().any(|o| &o.name == name) {
@@ -234,10 +234,13 @@ impl OrtSession {
             .map_err(ort_err)?
             .commit_from_memory(&bytes)
             .map_err(|e| e.to_string())?;
-        Ok(Self {
-            session: Mutex::new(session),
-            outputs,
-        })
+        Ok((
+            Self {
+                session: Mutex::new(session),
+                outputs,
+            },
+            &rt.info,
+        ))
     }
 
     /// Runs one batch `[shape]` of `input`; the outputs in the order given at creation.

@@ -237,22 +237,13 @@ impl ModelSpec {
 type Plan = Arc<TypedRunnableModel>;
 
 /// How to load a model: the engine, the threads, the limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub engine: Engine,
     /// onnxruntime's intra-op threads, tract's batch split; `None`: rayon's thread count.
     pub threads: Option<usize>,
-    pub limits: Limits,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            engine: Engine::Auto,
-            threads: None,
-            limits: Limits::from_env(),
-        }
-    }
+    /// `None`: [`Limits::from_env`].
+    pub limits: Option<Limits>,
 }
 
 impl LoadOptions {
@@ -313,7 +304,7 @@ impl OnnxScorer {
         Self::load(
             spec,
             &LoadOptions {
-                limits,
+                limits: Some(limits),
                 ..LoadOptions::default()
             },
         )
@@ -325,6 +316,7 @@ impl OnnxScorer {
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(OnnxError::MissingModel { path });
         }
+        let limits = opts.limits.unwrap_or_else(Limits::from_env);
         let unreadable = |e: TractError| OnnxError::Unreadable {
             path: path.clone(),
             message: root_cause(&e),
@@ -333,7 +325,7 @@ impl OnnxScorer {
             mut model,
             proto,
             sha256,
-        } = guard::load(&path, &opts.limits)?;
+        } = guard::load(&path, &limits)?;
         if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
             return Err(OnnxError::InputShape {
                 path,
@@ -387,7 +379,7 @@ impl OnnxScorer {
             message,
         };
         let typed =
-            guard::guarded(&path, || typed(&model, &spec, 1, &opts.limits))?.map_err(input_err)?;
+            guard::guarded(&path, || typed(&model, &spec, 1, &limits))?.map_err(input_err)?;
         let fact = typed
             .output_fact(0)
             .map_err(unreadable)?
@@ -410,13 +402,12 @@ impl OnnxScorer {
             Engine::Tract => None,
             asked => {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                let made = engine::onnxruntime().and_then(|rt| {
-                    let session = guard::guarded(&path, || {
-                        engine::OrtSession::new(rt, proto, names, dir, threads)
-                    })
-                    .map_err(|e| e.to_string())??;
-                    Ok((session, format!("onnxruntime {}", rt.version)))
-                });
+                let made = guard::guarded(&path, || {
+                    engine::OrtSession::new(proto, names, dir, threads)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map(|(session, rt)| (session, format!("onnxruntime {}", rt.version)));
                 match (made, asked) {
                     (Ok(made), _) => Some(made),
                     (Err(message), Engine::Onnxruntime) => {
@@ -437,7 +428,7 @@ impl OnnxScorer {
             Some((session, engine)) => (Runner::Ort(session), engine),
             None => {
                 let plan =
-                    guard::guarded(&path, || optimise(typed, &opts.limits))?.map_err(input_err)?;
+                    guard::guarded(&path, || optimise(typed, &limits))?.map_err(input_err)?;
                 let plans = Mutex::new(HashMap::from([(1, plan)]));
                 (Runner::Tract { model, plans }, engine::TRACT.to_string())
             }
@@ -449,7 +440,7 @@ impl OnnxScorer {
             runner,
             engine,
             threads,
-            limits: opts.limits,
+            limits,
             sha256,
         })
     }

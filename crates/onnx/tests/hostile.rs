@@ -263,10 +263,10 @@ fn a_typed_tensor_over_the_limit_is_refused_at_load_on_both_engines() {
     let spec = ModelSpec::load(&write_model(dir.path(), &model(vec![], vec![], "y"))).unwrap();
     for engine in engines() {
         let opts = LoadOptions {
-            limits: cxr_onnx::Limits {
+            limits: Some(cxr_onnx::Limits {
                 max_tensor_elements: 32,
                 ..Default::default()
-            },
+            }),
             ..LoadOptions::engine(engine)
         };
         let e = OnnxScorer::load(spec.clone(), &opts)
