@@ -28,7 +28,12 @@ fuzz_target!(|data: &[u8]| {
         max_file_bytes: 1 << 20,
         max_tensor_elements: 1 << 20,
     };
-    match cxr_onnx::OnnxScorer::with_limits(spec, limits) {
+    // tract: the fuzzer exercises our loader and the Rust engine, not onnxruntime's C++ (found or not).
+    let opts = cxr_onnx::LoadOptions {
+        limits: Some(limits),
+        ..cxr_onnx::LoadOptions::engine(cxr_onnx::Engine::Tract)
+    };
+    match cxr_onnx::OnnxScorer::load(spec, &opts) {
         Ok(s) => {
             let img = cxr_core::Grey8::new(8, 8, vec![128; 64]).unwrap();
             if let Err(e) = cxr_core::Scorer::score(&s, &[img.clone(), img], false) {

@@ -97,13 +97,23 @@ fn write_world(dir: &Path, w: &World) -> PathBuf {
 }
 
 fn audit(model: &str, world: &World, dir: &Path) -> cxr_explain::AuditReport {
+    audit_on(model, world, dir, cxr_onnx::Engine::Auto)
+}
+
+fn audit_on(
+    model: &str,
+    world: &World,
+    dir: &Path,
+    engine: cxr_onnx::Engine,
+) -> cxr_explain::AuditReport {
     let manifest = write_world(&dir.join(format!("{model}-world")), world);
     let spec = cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"));
-    let scorer = cxr_onnx::OnnxScorer::from_spec_file(&spec).unwrap();
+    let spec = cxr_onnx::ModelSpec::load(&spec).unwrap();
+    let scorer = cxr_onnx::OnnxScorer::load(spec, &cxr_onnx::LoadOptions::engine(engine)).unwrap();
     let cfg = cxr_audit::AuditConfig {
         column: Some("png8".into()),
         saliency_images: 4,
-        out: Some(dir.join(format!("{model}-audit"))),
+        out: Some(dir.join(format!("{model}-audit-{engine}"))),
         ..Default::default()
     };
     cxr_audit::run_audit(&scorer, &manifest, &cfg)
@@ -219,5 +229,44 @@ fn the_corner_reader_on_balanced_sources_is_still_a_shortcut() {
         v.decided_by.iter().all(|t| t.starts_with("lungs_removed")),
         "{:?}",
         v.decided_by
+    );
+}
+
+/// One control through both engines: the same verdict, the same status for every test, and `audit.json`
+/// names the engine each ran on (onnxruntime only where it is found: `skipped: ...` otherwise).
+#[test]
+fn the_noise_reader_gets_one_verdict_on_both_engines() {
+    use cxr_onnx::Engine;
+    if let Err(e) = cxr_onnx::engine::onnxruntime() {
+        println!("skipped: the audit on onnxruntime ({e})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let world = World {
+        confounded_train: Some("hospital_b"),
+        noise: [10.0, 30.0],
+        mark_on_b: false,
+        cue: (96, 48),
+    };
+    let tract = audit_on("noise_reader", &world, dir.path(), Engine::Tract);
+    let ort = audit_on("noise_reader", &world, dir.path(), Engine::Onnxruntime);
+    let (a, b) = (&tract.verdicts[0], &ort.verdicts[0]);
+    assert_eq!(a.verdict, cxr_explain::Overall::Shortcut, "{:#?}", a.tests);
+    assert_eq!(a.verdict, b.verdict);
+    assert_eq!(a.decided_by, b.decided_by);
+    let status = |v: &cxr_explain::Verdict| -> Vec<(String, cxr_explain::Status)> {
+        v.tests.iter().map(|t| (t.test.clone(), t.status)).collect()
+    };
+    assert_eq!(status(a), status(b));
+    assert_eq!(tract.evidence[0].engine.as_deref(), Some("tract 0.23.9"));
+    let recorded = ort.evidence[0].engine.as_deref().unwrap_or_default();
+    assert!(recorded.starts_with("onnxruntime 1."), "{recorded}");
+    // audit.json carries it.
+    let json =
+        std::fs::read_to_string(dir.path().join("noise_reader-audit-onnxruntime/audit.json"))
+            .unwrap();
+    assert!(
+        json.contains(&format!("\"engine\": \"{recorded}\"")),
+        "{json}"
     );
 }

@@ -17,6 +17,21 @@ fn xtask(args: &[&str]) -> anyhow::Result<()> {
     xtask::run(v)
 }
 
+/// `score --model-spec SPEC --manifest M --out OUT` and the extra flags.
+fn score(spec: &Path, manifest: &Path, out: &Path, extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec![
+        "score",
+        "--model-spec",
+        spec.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
 /// Five images of varied sizes (the scorers resize), a bright square in the top-left corner of two.
 fn write_manifest(dir: &Path) -> (PathBuf, Vec<Grey8>) {
     let mut csv = String::from("id,source,label,patient,view,path,format,sha256,split,png8\n");
@@ -71,18 +86,7 @@ fn score_writes_evaluable_predictions_equal_to_the_scorer_and_records_rejects() 
         let theirs = out.with_file_name("rejects.csv");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         std::fs::write(&theirs, "id,file,reason\npre,x.dcm,unreadable\n").unwrap();
-        xtask(&[
-            "score",
-            "--model-spec",
-            spec.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--batch-size",
-            "2",
-        ])
-        .unwrap();
+        score(&spec, &manifest, &out, &["--batch-size", "2"]).unwrap();
         let preds = cxr_eval::load_predictions(std::slice::from_ref(&out)).unwrap();
         let direct = cxr_onnx::OnnxScorer::from_spec_file(&spec).unwrap();
         let want = direct.score(&images, false).unwrap().scores;
@@ -174,16 +178,7 @@ fn an_output_naming_the_manifest_is_refused() {
     let before = std::fs::read(&manifest).unwrap();
     let spec = fixtures().join("small_cnn.toml");
     let same = dir.path().join(".").join("manifest.csv");
-    let e = xtask(&[
-        "score",
-        "--model-spec",
-        spec.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        same.to_str().unwrap(),
-    ])
-    .unwrap_err();
+    let e = score(&spec, &manifest, &same, &[]).unwrap_err();
     let msg = format!("{e:#}");
     assert!(
         msg.contains("overwrite the input") && msg.contains("manifest.csv"),
@@ -198,16 +193,7 @@ fn a_bad_spec_path_fails_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let (manifest, _) = write_manifest(dir.path());
     let spec = dir.path().join("no_such_spec.toml");
-    let e = xtask(&[
-        "score",
-        "--model-spec",
-        spec.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        dir.path().join("p.csv").to_str().unwrap(),
-    ])
-    .unwrap_err();
+    let e = score(&spec, &manifest, &dir.path().join("p.csv"), &[]).unwrap_err();
     let msg = format!("{e:#}");
     assert!(
         msg.contains("no_such_spec.toml") && !msg.contains('\n'),
@@ -225,17 +211,12 @@ fn score_parts_carry_the_model_hash_and_merge_refuses_another_models_part() {
     let run = |model: &str, out: &Path, k: u32| {
         let spec = fixtures().join(format!("{model}.toml"));
         let shard = format!("{k}/2");
-        xtask(&[
-            "score",
-            "--model-spec",
-            spec.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.join("predictions.csv").to_str().unwrap(),
-            "--shard",
-            &shard,
-        ])
+        score(
+            &spec,
+            &manifest,
+            &out.join("predictions.csv"),
+            &["--shard", &shard],
+        )
         .unwrap();
     };
     let parts = dir.path().join("parts");
@@ -268,4 +249,43 @@ fn score_parts_carry_the_model_hash_and_merge_refuses_another_models_part() {
         "{msg}"
     );
     assert!(!parts.join("predictions.csv").exists());
+}
+
+/// `--engine` picks the engine, `predictions.model.json` names it and its version, and the two engines'
+/// predictions agree (onnxruntime only where it is found: `skipped: ...` otherwise).
+#[test]
+fn score_records_the_engine_and_both_engines_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = write_manifest(dir.path());
+    let spec = fixtures().join("small_cnn.toml");
+    let mut engines = vec!["tract"];
+    match cxr_onnx::engine::onnxruntime() {
+        Ok(_) => engines.push("onnxruntime"),
+        Err(e) => println!("skipped: score --engine onnxruntime ({e})"),
+    }
+    let mut runs = Vec::new();
+    for engine in engines {
+        let out = dir.path().join(format!("{engine}/predictions.csv"));
+        score(&spec, &manifest, &out, &["--engine", engine]).unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.with_file_name("predictions.model.json")).unwrap(),
+        )
+        .unwrap();
+        let recorded = meta["engine"].as_str().unwrap_or_default().to_string();
+        assert!(recorded.starts_with(&format!("{engine} ")), "{meta}");
+        runs.push(cxr_eval::load_predictions(std::slice::from_ref(&out)).unwrap());
+    }
+    if let [tract, ort] = &runs[..] {
+        assert_eq!(tract.len(), ort.len());
+        for (a, b) in tract.iter().zip(ort) {
+            let what = format!("{}: {} vs {}", a.id, a.score, b.score);
+            assert!(a.id == b.id && (a.score - b.score).abs() < 1e-5, "{what}");
+        }
+    }
+    let out = dir.path().join("x/predictions.csv");
+    let e = score(&spec, &manifest, &out, &["--engine", "cuda"]).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("auto, onnxruntime or tract"),
+        "{e:#}"
+    );
 }

@@ -46,8 +46,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         large_side: usize,
     },
-    /// ONNX scoring images/s (default: a torchvision ResNet50 export), cxr-onnx against onnxruntime in the
-    /// same run.
+    /// ONNX scoring images/s (default: torchvision ResNet18 and ResNet50 default exports, batches 8 and 32),
+    /// cxr-onnx on onnxruntime and on tract against onnxruntime from Python in the same run.
     Onnx(crate::bench_onnx::BenchOnnxArgs),
     /// Lung UNet inference (images/s) at 256 px for each width (cxr-segment).
     Segment {

@@ -1,5 +1,6 @@
-//! `cargo xtask bench onnx`: ONNX scoring images/s, cxr-onnx (tract) against onnxruntime on the same export,
-//! the same batch and the same pixels, in the same run (`$CXR_PYTHON`, default /work/pyvenv/bin/python).
+//! `cargo xtask bench onnx`: ONNX scoring images/s of cxr-onnx on both its engines (onnxruntime through `ort`,
+//! tract) against onnxruntime from Python on the same export, the same batch, the same pixels and the same
+//! thread count, in the same run (`$CXR_PYTHON`, default /work/pyvenv/bin/python).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,18 +12,20 @@ use cxr_core::{Grey8, Scorer};
 
 #[derive(Debug, Args)]
 pub struct BenchOnnxArgs {
-    /// Model spec to time; default `target/onnx-fixtures/resnet50.toml`, exported by
-    /// `crates/onnx/scripts/make_fixtures.py --large target/onnx-fixtures` (run here when missing, needs torch).
-    #[arg(long)]
-    spec: Option<PathBuf>,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    /// Model specs to time; default `target/onnx-fixtures/resnet18_default.toml` and `resnet50_default.toml`,
+    /// torchvision exports through PyTorch's default exporter written by `crates/onnx/scripts/make_fixtures.py
+    /// --default-export target/onnx-fixtures --arch resnet18,resnet50` (run here when missing, needs torch).
+    #[arg(long, value_delimiter = ',')]
+    spec: Vec<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "8,32")]
+    batch: Vec<usize>,
     /// Timed batches per engine (after one warm-up batch).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Rayon threads for cxr-onnx's batch split (each figure is one row).
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    threads: Vec<usize>,
+    /// Threads on every side: onnxruntime's intra-op threads (ours and Python's, inter-op 1), tract's
+    /// batch split. Default: rayon's thread count (the cores, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// The same pixels on both sides: image `i`, pixel `k` is `(k * (i + 7)) % 251`.
@@ -46,43 +49,55 @@ fn repo_root() -> PathBuf {
     up.canonicalize().unwrap_or(up)
 }
 
-fn default_spec() -> Result<PathBuf> {
+fn default_specs() -> Result<Vec<PathBuf>> {
     let dir = repo_root().join("target/onnx-fixtures");
-    let spec = dir.join("resnet50.toml");
-    if !spec.is_file() {
-        let script = repo_root().join("crates/onnx/scripts/make_fixtures.py");
-        println!("exporting torchvision ResNet50 to {} ...", dir.display());
-        let ok = Command::new(crate::bench_ops::python())
-            .arg(&script)
-            .arg("--large")
-            .arg(&dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok || !spec.is_file() {
-            bail!(
-                "no {} and could not export it ({} {} --large {} needs torch + torchvision; set CXR_PYTHON)",
-                spec.display(),
-                crate::bench_ops::python().display(),
-                script.display(),
-                dir.display()
-            );
-        }
+    let specs: Vec<PathBuf> = ["resnet18", "resnet50"]
+        .iter()
+        .map(|m| dir.join(format!("{m}_default.toml")))
+        .collect();
+    if specs.iter().all(|s| s.is_file()) {
+        return Ok(specs);
     }
-    Ok(spec)
+    let script = repo_root().join("crates/onnx/scripts/make_fixtures.py");
+    println!(
+        "exporting torchvision ResNet18 and ResNet50 (default exporter) to {} ...",
+        dir.display()
+    );
+    let ok = Command::new(crate::bench_ops::python())
+        .arg(&script)
+        .arg("--default-export")
+        .arg(&dir)
+        .args(["--arch", "resnet18,resnet50"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok || !specs.iter().all(|s| s.is_file()) {
+        bail!(
+            "no exports in {} and could not write them ({} {} --default-export {} needs torch, torchvision, \
+             onnxscript; set CXR_PYTHON)",
+            dir.display(),
+            crate::bench_ops::python().display(),
+            script.display(),
+            dir.display()
+        );
+    }
+    Ok(specs)
 }
 
 const ORT_SCRIPT: &str = r#"
 import sys, time, json
 import numpy as np, onnxruntime as ort
-path, side, n, reps, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path, side, n, reps, c, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[8])
 mean = np.array(json.loads(sys.argv[6]), np.float32).reshape(1, -1, 1, 1)
 std = np.array(json.loads(sys.argv[7]), np.float32).reshape(1, -1, 1, 1)
 k = np.arange(side * side, dtype=np.int64)
 imgs = np.stack([((k * (i + 7)) % 251).reshape(side, side) for i in range(n)]).astype(np.float32) / 255.0
 x = np.repeat(imgs[:, None], c, axis=1)
 x = ((x - mean) / std).astype(np.float32)
-sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+so = ort.SessionOptions()
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 name = sess.get_inputs()[0].name
 sess.run(None, {name: x})
 t = time.perf_counter()
@@ -91,7 +106,12 @@ for _ in range(reps):
 print(json.dumps({"images_per_s": reps * n / (time.perf_counter() - t), "version": ort.__version__}))
 "#;
 
-fn onnxruntime(spec: &cxr_onnx::ModelSpec, n: usize, reps: usize) -> Option<(f64, String)> {
+fn onnxruntime(
+    spec: &cxr_onnx::ModelSpec,
+    n: usize,
+    reps: usize,
+    threads: usize,
+) -> Option<(f64, String)> {
     let py = crate::bench_ops::python();
     let out = Command::new(&py)
         .args(["-c", ORT_SCRIPT])
@@ -102,6 +122,7 @@ fn onnxruntime(spec: &cxr_onnx::ModelSpec, n: usize, reps: usize) -> Option<(f64
         .arg(spec.channels.to_string())
         .arg(serde_json::to_string(&spec.mean).ok()?)
         .arg(serde_json::to_string(&spec.std).ok()?)
+        .arg(threads.to_string())
         .output();
     match out {
         Ok(o) if o.status.success() => {
@@ -114,7 +135,7 @@ fn onnxruntime(spec: &cxr_onnx::ModelSpec, n: usize, reps: usize) -> Option<(f64
         Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
             println!(
-                "onnxruntime: skipped ({}: {})",
+                "onnxruntime (Python): skipped ({}: {})",
                 py.display(),
                 err.lines().last().unwrap_or("")
             );
@@ -122,7 +143,7 @@ fn onnxruntime(spec: &cxr_onnx::ModelSpec, n: usize, reps: usize) -> Option<(f64
         }
         Err(e) => {
             println!(
-                "onnxruntime: skipped (no python at {}: {e}; set CXR_PYTHON)",
+                "onnxruntime (Python): skipped (no python at {}: {e}; set CXR_PYTHON)",
                 py.display()
             );
             None
@@ -130,44 +151,82 @@ fn onnxruntime(spec: &cxr_onnx::ModelSpec, n: usize, reps: usize) -> Option<(f64
     }
 }
 
-fn ours(spec_path: &Path, threads: usize, images: &[Grey8], reps: usize) -> Result<f64> {
-    let scorer = cxr_onnx::OnnxScorer::from_spec_file(spec_path)?.with_threads(threads);
+/// Images/s of one engine of ours, the session or plan built (and warmed) before the clock starts.
+fn ours(
+    spec: &cxr_onnx::ModelSpec,
+    engine: cxr_onnx::Engine,
+    threads: usize,
+    images: &[Grey8],
+    reps: usize,
+) -> Result<(f64, String)> {
+    let opts = cxr_onnx::LoadOptions {
+        threads: Some(threads),
+        ..cxr_onnx::LoadOptions::engine(engine)
+    };
+    let scorer = cxr_onnx::OnnxScorer::load(spec.clone(), &opts)?;
     scorer.score(images, false)?; // builds the plan for this batch size
     let t = Instant::now();
     for _ in 0..reps {
         scorer.score(images, false)?;
     }
-    Ok((reps * images.len()) as f64 / t.elapsed().as_secs_f64())
+    Ok((
+        (reps * images.len()) as f64 / t.elapsed().as_secs_f64(),
+        scorer.engine().to_string(),
+    ))
 }
 
 pub fn run(args: BenchOnnxArgs) -> Result<()> {
-    let spec_path = match &args.spec {
-        Some(p) => p.clone(),
-        None => default_spec()?,
+    let specs = if args.spec.is_empty() {
+        default_specs()?
+    } else {
+        args.spec.clone()
     };
-    let spec = cxr_onnx::ModelSpec::load(&spec_path)
-        .with_context(|| format!("bench onnx: {}", spec_path.display()))?;
-    let (n, reps) = (args.batch.max(1), args.reps.max(1));
-    let images = batch_images(n, spec.input_size as u32)?;
+    let reps = args.reps.max(1);
+    let threads = args
+        .threads
+        .unwrap_or_else(rayon::current_num_threads)
+        .max(1);
     println!(
-        "ONNX scoring, {} ({} px), batch {n}, {reps} timed batches after one warm-up; {} cores",
-        spec.onnx.display(),
-        spec.input_size,
-        std::thread::available_parallelism().map_or(1, |p| p.get())
+        "ONNX scoring images/s, {reps} timed batches after one warm-up, {threads} thread(s) on every side; \
+         {} cores, load average {}",
+        std::thread::available_parallelism().map_or(1, |p| p.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into())
     );
-    let ort = onnxruntime(&spec, n, reps);
-    if let Some((v, version)) = &ort {
-        println!(
-            "  onnxruntime {version} (CPUExecutionProvider, default threads): {v:.2} images/s"
-        );
-    }
-    for &t in &args.threads {
-        let v = ours(&spec_path, t, &images, reps)?;
-        let ratio = ort
-            .as_ref()
-            .map(|(o, _)| format!("  ({:.2}x onnxruntime)", v / o))
+    println!("| model | batch | engine | images/s | ours / onnxruntime (Python) |");
+    println!("|---|---|---|---|---|");
+    for spec_path in &specs {
+        let spec = cxr_onnx::ModelSpec::load(spec_path)
+            .with_context(|| format!("bench onnx: {}", spec_path.display()))?;
+        let model = spec_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        println!("  cxr-onnx (tract), batch split over {t} thread(s): {v:.2} images/s{ratio}");
+        for &n in &args.batch {
+            let n = n.max(1);
+            let images = batch_images(n, spec.input_size as u32)?;
+            let py = onnxruntime(&spec, n, reps, threads);
+            if let Some((v, version)) = &py {
+                println!("| {model} | {n} | onnxruntime {version} (Python) | {v:.2} | 1 |");
+            }
+            for engine in [cxr_onnx::Engine::Onnxruntime, cxr_onnx::Engine::Tract] {
+                match ours(&spec, engine, threads, &images, reps) {
+                    Ok((v, name)) => {
+                        let ratio = py
+                            .as_ref()
+                            .map(|(o, _)| format!("**{:.2}x**", v / o))
+                            .unwrap_or_else(|| "-".into());
+                        println!("| {model} | {n} | cxr-onnx, {name} | {v:.2} | {ratio} |");
+                    }
+                    Err(e) if engine == cxr_onnx::Engine::Onnxruntime => {
+                        println!("| {model} | {n} | cxr-onnx, onnxruntime | skipped: {e:#} | - |");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -155,7 +155,7 @@ impl ModelSource {
     }
 }
 
-/// How a model of ours is read, beyond what its run folder says.
+/// How a model is read: ours beyond what its run folder says, a spec's on which engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelOptions {
@@ -163,6 +163,8 @@ pub struct ModelOptions {
     pub backbone: Option<String>,
     /// Input size; `None`: the run's (else 224).
     pub image_size: Option<usize>,
+    /// The engine of a model spec (docs/MODEL_SPEC.md, "Engines"); ours always run on candle.
+    pub engine: cxr_onnx::Engine,
 }
 
 /// The verdict from which a pipeline's check fails (`cxr audit --fail-on`).

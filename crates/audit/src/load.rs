@@ -105,7 +105,10 @@ pub fn load_classifier(model: &Path, opts: &ModelOptions) -> Result<OurModel> {
 pub fn load_scorer(source: &ModelSource, opts: &ModelOptions) -> Result<LoadedScorer> {
     match source {
         ModelSource::Spec(spec) => Ok(LoadedScorer {
-            scorer: Box::new(cxr_onnx::OnnxScorer::from_spec_file(spec)?),
+            scorer: Box::new(cxr_onnx::OnnxScorer::load(
+                cxr_onnx::ModelSpec::load(spec)?,
+                &cxr_onnx::LoadOptions::engine(opts.engine),
+            )?),
             column: "png8".into(),
         }),
         ModelSource::Run(run) => {
@@ -145,6 +148,9 @@ macro_rules! delegate_scorer {
         }
         fn model_sha256(&self) -> Option<&str> {
             self.inner.model_sha256()
+        }
+        fn engine(&self) -> Option<&str> {
+            self.inner.engine()
         }
     };
 }

@@ -146,6 +146,7 @@ pub fn run_audit_on(
     let mut evidence = AuditEvidence {
         model: scorer.name().to_string(),
         model_sha256: scorer.model_sha256().map(str::to_string),
+        engine: scorer.engine().map(str::to_string),
         ..Default::default()
     };
 

@@ -221,6 +221,7 @@ pub fn score_manifest(
             "model": scorer.name(),
             "model_key": cfg.model_key,
             "model_sha256": model_sha256,
+            "engine": scorer.engine(),
             "column": column,
             "predictions": out.file_name().map(|n| n.to_string_lossy().into_owned()),
         });

@@ -39,6 +39,10 @@ pub struct ModelArgs {
     pub(crate) column: Option<String>,
     #[arg(long, default_value_t = 8)]
     pub(crate) batch_size: usize,
+    /// Engine of a `--model-spec`: `auto` (onnxruntime where found, else tract), `onnxruntime`, `tract`
+    /// (docs/MODEL_SPEC.md, "Engines").
+    #[arg(long, default_value = "auto")]
+    pub(crate) engine: cxr_onnx::Engine,
 }
 
 impl ModelArgs {
@@ -55,6 +59,7 @@ impl ModelArgs {
         ModelOptions {
             backbone: self.backbone.clone(),
             image_size: self.image_size,
+            engine: self.engine,
         }
     }
 

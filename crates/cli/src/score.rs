@@ -31,6 +31,10 @@ pub struct ScoreArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Engine of a `--model-spec`: `auto` (onnxruntime where found, else tract), `onnxruntime`, `tract`
+    /// (docs/MODEL_SPEC.md, "Engines").
+    #[arg(long, default_value = "auto")]
+    engine: cxr_onnx::Engine,
     /// With a shard, `--out DIR/predictions.csv` becomes `DIR/predictions.part-K-of-N.csv` (+ sidecar).
     #[command(flatten)]
     shard: crate::shard::ShardArgs,
@@ -57,6 +61,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         image_size: None,
         column: args.column.clone(),
         batch_size: args.batch_size,
+        engine: args.engine,
     };
     let (loaded, column) = model_args.load().context("score")?;
     let scorer = loaded.scorer.as_ref();

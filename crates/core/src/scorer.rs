@@ -53,6 +53,11 @@ pub trait Scorer: Send + Sync {
     fn model_sha256(&self) -> Option<&str> {
         None
     }
+    /// The engine that runs the model and its version where there is a choice (`onnxruntime 1.32.0`,
+    /// `tract 0.23.9`), recorded beside what it scored so that runs on different engines are told apart.
+    fn engine(&self) -> Option<&str> {
+        None
+    }
     /// Scores one batch; with `features`, also returns the pooled feature vectors (if the model has them).
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError>;
     /// The model's raw Covid-19 logit per image, for what must still move where the probability is

@@ -172,6 +172,9 @@ pub struct AuditEvidence {
     /// SHA-256 of the model's content (ONNX file and external data) where known: which model this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// The engine that ran the model and its version (`Scorer::engine`), where there was a choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     #[serde(default)]
     pub source_probe: Vec<SourceFigure>,
     /// Cramér's V of label x source in the model's training split (the data risk, not a test of the model).

@@ -4,6 +4,10 @@
   make_fixtures.py                 committed fixtures -> crates/onnx/tests/fixtures/
   make_fixtures.py --no-torch      only the graphs built with onnx.helper (cue, lung and noise readers)
   make_fixtures.py --large DIR     ResNet50 + DenseNet121 (random weights, opset 17) -> DIR (not committed)
+  make_fixtures.py --default-export DIR [--arch resnet18,resnet50]
+                                   torchvision models (random weights) through torch.onnx.export's *default*
+                                   exporter (dynamo from torch 2.9, opset 18), a dynamic batch axis, and a spec
+                                   whose `features` is the tensor feeding the classifier (not a graph output)
 
 Committed: small_cnn.onnx (conv+bn+relu+pool+linear, random weights, a `features` node) with four test images
 and onnxruntime's outputs on them (small_cnn_reference.csv); the cue readers cue_outside.onnx / cue_inside.onnx,
@@ -293,13 +297,38 @@ def large(out_dir):
         print(f"wrote {path}")
 
 
+def default_export(out_dir, archs):
+    """What a user exporting today gets: `torch.onnx.export` with no exporter options but the batch axis."""
+    import torch
+    import torchvision
+
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(20)
+    for name in archs:
+        net = getattr(torchvision.models, name)(weights=None).eval()
+        path = os.path.join(out_dir, f"{name}_default.onnx")
+        torch.onnx.export(
+            net, (torch.zeros(1, 3, 224, 224),), path, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+        m = onnx.load(path)
+        gemm = [n for n in m.graph.node if n.op_type == "Gemm"][-1]
+        spec(os.path.join(out_dir, f"{name}_default.toml"), f"{name}_default.onnx", 224, "logit", gemm.input[0])
+        print(f"wrote {path} (opset {m.opset_import[0].version}, features `{gemm.input[0]}`)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", metavar="DIR", help="write ResNet50 and DenseNet121 exports into DIR instead")
+    ap.add_argument("--default-export", metavar="DIR", help="write default-exporter torchvision exports into DIR")
+    ap.add_argument("--arch", default="resnet18", help="with --default-export: comma-separated torchvision models")
     ap.add_argument("--no-torch", action="store_true", help="only the graphs built with onnx.helper")
     args = ap.parse_args()
     if args.large:
         large(args.large)
+        return
+    if args.default_export:
+        default_export(args.default_export, args.arch.split(","))
         return
     os.makedirs(FIXTURES, exist_ok=True)
     if args.no_torch:

@@ -52,9 +52,11 @@ impl Limits {
     }
 }
 
-/// A model file read and checked: tract's model and the content hash of the file and its external data.
+/// A model file read and checked: tract's model, the checked protobuf (what onnxruntime is given: never a
+/// second read of the file) and the content hash of the file and its external data.
 pub struct Checked {
     pub model: InferenceModel,
+    pub proto: ModelProto,
     pub sha256: String,
 }
 
@@ -66,7 +68,7 @@ pub fn load(path: &Path, limits: &Limits) -> Result<Checked, OnnxError> {
             message: io_message(&e),
         })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let (model, external) = parse_bytes(&bytes, path, dir, limits)?;
+    let (proto, model, external) = parse_checked(&bytes, path, dir, limits)?;
     let mut key = format!("onnx={}", fsutil::sha256_bytes(&bytes));
     for file in external {
         let h = fsutil::sha256_file(&file).map_err(|e| OnnxError::Unreadable {
@@ -77,6 +79,7 @@ pub fn load(path: &Path, limits: &Limits) -> Result<Checked, OnnxError> {
     }
     Ok(Checked {
         model,
+        proto,
         sha256: fsutil::sha256_bytes(key.as_bytes()),
     })
 }
@@ -89,6 +92,16 @@ pub fn parse_bytes(
     dir: &Path,
     limits: &Limits,
 ) -> Result<(InferenceModel, Vec<PathBuf>), OnnxError> {
+    parse_checked(bytes, path, dir, limits).map(|(_, model, external)| (model, external))
+}
+
+/// [`parse_bytes`], with the checked protobuf.
+fn parse_checked(
+    bytes: &[u8],
+    path: &Path,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<(ModelProto, InferenceModel, Vec<PathBuf>), OnnxError> {
     let unreadable = |message: String| OnnxError::Unreadable {
         path: path.to_path_buf(),
         message,
@@ -104,8 +117,12 @@ pub fn parse_bytes(
         message,
     })?;
     let dir_str = dir.to_str();
+    // The graph is typed per batch size from the input we set; the exporter's `value_info` shapes (PyTorch's
+    // dynamo exporter writes one for every tensor, with a symbolic batch) would fight the concrete batch
+    // ("Impossible to unify Sym(batch) with Val(1)"), so they are left out and tract infers them.
     let parsed = guarded(path, || {
         tract_onnx::onnx()
+            .with_ignore_value_info(true)
             .parse(&proto, dir_str)
             .map_err(|e| crate::root_cause(&e))
     })?
@@ -116,7 +133,7 @@ pub fn parse_bytes(
             parsed.unresolved_inputs
         )));
     }
-    Ok((parsed.model, external))
+    Ok((proto, parsed.model, external))
 }
 
 /// Runs tract on an untrusted model, turning a panic into an error naming the file.

@@ -2,18 +2,27 @@
 //! `cxr_core::Scorer`, so the audit and `cargo xtask score` take a PyTorch/TensorFlow/JAX export exactly as
 //! they take our own models.
 //!
-//! Inference is [tract](https://github.com/sonos/tract) (pure Rust, no native runtime to install). Inputs:
-//! 8-bit grey images, converted with `cxr_core::model_input` (the same resize our own models use) and the
-//! spec's normalisation. Outputs: P(Covid-19) per image (sigmoid of a logit, or a probability output taken
-//! as is) and, when the spec names a `features` node, that node's output per image (the source probe).
+//! Two engines ([`Engine`]): onnxruntime, a native library found at run time ([`engine`]: `ORT_DYLIB_PATH`,
+//! else the `onnxruntime` Python package) and never linked at build time, and
+//! [tract](https://github.com/sonos/tract), pure Rust, always there. [`Engine::Auto`] takes onnxruntime
+//! where it loads and tract otherwise, and logs which ran; [`OnnxScorer::engine`] names it and its version
+//! for what is written beside the scores. Inputs: 8-bit grey images, converted with `cxr_core::model_input`
+//! (the same resize our own models use) and the spec's normalisation. Outputs: P(Covid-19) per image
+//! (sigmoid of a logit, or a probability output taken as is) and, when the spec names a `features` node,
+//! that node's output per image (the source probe; onnxruntime returns graph outputs only, so the node is
+//! made one in the model bytes handed to it, in memory).
 //!
-//! Speed: tract runs one plan on one thread, so a batch is cut into one chunk per rayon thread and the
-//! chunks run at once through optimised plans concretised to the chunk's batch size (built once per size
-//! and shared by all threads). docs/MODEL_SPEC.md documents the spec; docs/PERFORMANCE.md the figures.
+//! Speed: onnxruntime runs a whole batch in one call of one session with rayon's thread count as its
+//! intra-op threads (inter-op 1), never from inside a rayon loop. tract runs one plan on one thread, so a
+//! batch is cut into one chunk per rayon thread and the chunks run at once through optimised plans
+//! concretised to the chunk's batch size (built once per size and shared by all threads).
+//! docs/MODEL_SPEC.md documents the spec and the engines; docs/PERFORMANCE.md the figures.
 //!
 //! Untrusted files ([`guard`]): the spec and the ONNX file are read with size limits (special files refused
-//! by path), the graph's constants and constant shapes are bounded before tract materialises them, tract runs
-//! under a panic guard, and every output's batch axis is checked against the batch.
+//! by path), the graph's constants and constant shapes are bounded before either engine sees the file, the
+//! graph is typed by tract at batch 1 and every tensor of known shape bounded (for both engines), both
+//! engines run under a panic guard, and every output's batch axis and values are checked by one function
+//! whichever engine produced them.
 //!
 //! Invariant: loading checks everything the spec claims against the graph (input rank and size, the
 //! `features` node, `output_index`), so a wrong spec fails at load with one line naming the file or node,
@@ -29,7 +38,9 @@ use serde::Deserialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+pub mod engine;
 pub mod guard;
+pub use engine::{Engine, Onnxruntime};
 pub use guard::Limits;
 /// tract's ONNX protobuf types, for building or inspecting model files (tests, the fuzz target).
 pub use tract_onnx::pb;
@@ -58,6 +69,13 @@ pub enum OnnxError {
     InputShape { path: PathBuf, message: String },
     #[error("{path}: no node or output named `{node}` (the spec's `features`)")]
     UnknownNode { path: PathBuf, node: String },
+    /// The engine asked for cannot run (onnxruntime not found, too old, or refusing the model).
+    #[error("{path}: engine {engine}: {message}")]
+    Engine {
+        path: PathBuf,
+        engine: Engine,
+        message: String,
+    },
     #[error("{path}: output_index {index} is out of range: the output has {columns} column(s)")]
     OutputIndex {
         path: PathBuf,
@@ -218,13 +236,43 @@ impl ModelSpec {
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// How to load a model: the engine, the threads, the limits.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub engine: Engine,
+    /// onnxruntime's intra-op threads, tract's batch split; `None`: rayon's thread count.
+    pub threads: Option<usize>,
+    /// `None`: [`Limits::from_env`].
+    pub limits: Option<Limits>,
+}
+
+impl LoadOptions {
+    /// The defaults with this engine.
+    pub fn engine(engine: Engine) -> Self {
+        Self {
+            engine,
+            ..Self::default()
+        }
+    }
+}
+
+/// The engine that runs the checked graph.
+enum Runner {
+    /// tract's model, and its optimised plans by batch size, built on first use and shared by every thread.
+    Tract {
+        model: InferenceModel,
+        plans: Mutex<HashMap<usize, Plan>>,
+    },
+    Ort(engine::OrtSession),
+}
+
 /// An ONNX classifier behind `cxr_core::Scorer`.
 pub struct OnnxScorer {
     spec: ModelSpec,
     name: String,
-    model: InferenceModel,
-    /// Optimised plans by batch size, built on first use and shared by every thread.
-    plans: Mutex<HashMap<usize, Plan>>,
+    runner: Runner,
+    /// The engine and its version (`onnxruntime 1.32.0`, `tract 0.23.9`).
+    engine: String,
     threads: usize,
     limits: Limits,
     /// SHA-256 over the ONNX file and its external data ([`OnnxScorer::sha256`]).
@@ -241,27 +289,43 @@ impl std::fmt::Debug for OnnxScorer {
 }
 
 impl OnnxScorer {
-    /// Loads the spec at `path` and its model.
+    /// Loads the spec at `path` and its model ([`LoadOptions::default`]: [`Engine::Auto`]).
     pub fn from_spec_file(path: &Path) -> Result<Self, OnnxError> {
-        Self::new(ModelSpec::load(path)?)
+        Self::load(ModelSpec::load(path)?, &LoadOptions::default())
     }
 
-    /// Loads the model a spec names and checks the spec against its graph, within [`Limits::from_env`].
+    /// Loads the model a spec names and checks the spec against its graph ([`LoadOptions::default`]).
     pub fn new(spec: ModelSpec) -> Result<Self, OnnxError> {
-        Self::with_limits(spec, Limits::from_env())
+        Self::load(spec, &LoadOptions::default())
     }
 
     /// [`OnnxScorer::new`] within the given limits.
     pub fn with_limits(spec: ModelSpec, limits: Limits) -> Result<Self, OnnxError> {
+        Self::load(
+            spec,
+            &LoadOptions {
+                limits: Some(limits),
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// Loads the model a spec names on the engine asked for, and checks the spec against its graph.
+    pub fn load(spec: ModelSpec, opts: &LoadOptions) -> Result<Self, OnnxError> {
         let path = spec.onnx.clone();
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(OnnxError::MissingModel { path });
         }
+        let limits = opts.limits.unwrap_or_else(Limits::from_env);
         let unreadable = |e: TractError| OnnxError::Unreadable {
             path: path.clone(),
             message: root_cause(&e),
         };
-        let guard::Checked { mut model, sha256 } = guard::load(&path, &limits)?;
+        let guard::Checked {
+            mut model,
+            proto,
+            sha256,
+        } = guard::load(&path, &limits)?;
         if model.input_outlets().map(|i| i.len()).unwrap_or(0) != 1 {
             return Err(OnnxError::InputShape {
                 path,
@@ -289,28 +353,34 @@ impl OnnxScorer {
             outputs.push(probe.output_outlets().map_err(unreadable)?[0]);
         }
         model.select_output_outlets(&outputs).map_err(unreadable)?;
+        // The tensor names onnxruntime reads: tract labels each outlet with its ONNX tensor name.
+        let names: Vec<String> = outputs
+            .iter()
+            .map(|&o| {
+                model
+                    .outlet_label(o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "onnx".into());
-        let scorer = Self {
-            spec,
-            name,
-            model,
-            plans: Mutex::new(HashMap::new()),
-            threads: rayon::current_num_threads().max(1),
-            limits,
-            sha256,
+        let threads = opts
+            .threads
+            .unwrap_or_else(rayon::current_num_threads)
+            .max(1);
+        // Typing the graph at batch 1 finds size mismatches the declared input did not show, bounds every
+        // tensor of known shape (for both engines: onnxruntime allocates what the graph asks), and tells
+        // us how many columns the score output has.
+        let input_err = |message| OnnxError::InputShape {
+            path: path.clone(),
+            message,
         };
-        // Typing the graph at batch 1 finds size mismatches the declared input did not show, and tells us
-        // how many columns the score output has.
-        let plan =
-            guard::guarded(&path, || scorer.plan(1))?.map_err(|message| OnnxError::InputShape {
-                path: path.clone(),
-                message,
-            })?;
-        let fact = plan
-            .model()
+        let typed =
+            guard::guarded(&path, || typed(&model, &spec, 1, &limits))?.map_err(input_err)?;
+        let fact = typed
             .output_fact(0)
             .map_err(unreadable)?
             .shape
@@ -321,18 +391,67 @@ impl OnnxScorer {
             Some([1, rest @ ..]) => rest.iter().product(),
             _ => 1,
         };
-        if scorer.spec.output_index >= columns {
+        if spec.output_index >= columns {
             return Err(OnnxError::OutputIndex {
                 path,
-                index: scorer.spec.output_index,
+                index: spec.output_index,
                 columns,
             });
         }
-        Ok(scorer)
+        let ort = match opts.engine {
+            Engine::Tract => None,
+            asked => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let made = guard::guarded(&path, || {
+                    engine::OrtSession::new(proto, names, dir, threads)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map(|(session, rt)| (session, format!("onnxruntime {}", rt.version)));
+                match (made, asked) {
+                    (Ok(made), _) => Some(made),
+                    (Err(message), Engine::Onnxruntime) => {
+                        return Err(OnnxError::Engine {
+                            path,
+                            engine: asked,
+                            message,
+                        });
+                    }
+                    (Err(message), _) => {
+                        tracing::warn!("{}: onnxruntime not used: {message}", path.display());
+                        None
+                    }
+                }
+            }
+        };
+        let (runner, engine) = match ort {
+            Some((session, engine)) => (Runner::Ort(session), engine),
+            None => {
+                let plan =
+                    guard::guarded(&path, || optimise(typed, &limits))?.map_err(input_err)?;
+                let plans = Mutex::new(HashMap::from([(1, plan)]));
+                (Runner::Tract { model, plans }, engine::TRACT.to_string())
+            }
+        };
+        tracing::info!("{}: engine {engine}", path.display());
+        Ok(Self {
+            spec,
+            name,
+            runner,
+            engine,
+            threads,
+            limits,
+            sha256,
+        })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// The engine that runs the model and its version: `onnxruntime 1.32.0` or `tract 0.23.9`.
+    pub fn engine(&self) -> &str {
+        &self.engine
     }
 
     /// SHA-256 (hex) of the model's content: the ONNX file and every external-data file it reads, so a
@@ -341,40 +460,31 @@ impl OnnxScorer {
         &self.sha256
     }
 
-    /// How many images one chunk gets at most (default: a batch is split evenly over the rayon threads).
+    /// How many chunks tract splits a batch into (default: [`LoadOptions::threads`]). onnxruntime's
+    /// intra-op threads are fixed when its session is made, by [`LoadOptions::threads`].
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
     }
 
-    fn plan(&self, batch: usize) -> Result<Plan, String> {
-        if let Some(p) = self.plans.lock().ok().and_then(|m| m.get(&batch).cloned()) {
+    fn plan(
+        &self,
+        model: &InferenceModel,
+        plans: &Mutex<HashMap<usize, Plan>>,
+        batch: usize,
+    ) -> Result<Plan, String> {
+        if let Some(p) = plans.lock().ok().and_then(|m| m.get(&batch).cloned()) {
             return Ok(p);
         }
-        let s = self.spec.input_size;
-        let fact = f32::fact([batch, self.spec.channels, s, s]);
-        let plan = self
-            .model
-            .clone()
-            .with_input_fact(0, fact.into())
-            .and_then(|m| m.into_optimized())
-            .map_err(|e| {
-                format!(
-                    "does not accept [{batch}, {}, {s}, {s}] f32: {}",
-                    self.spec.channels,
-                    root_cause(&e)
-                )
-            })?;
-        // Every tensor the plan will allocate, bounded before the first run.
-        guard::check_facts(&plan, &self.limits)?;
-        let plan = plan.into_runnable().map_err(|e| root_cause(&e))?;
-        if let Ok(mut m) = self.plans.lock() {
+        let plan = optimise(typed(model, &self.spec, batch, &self.limits)?, &self.limits)?;
+        if let Ok(mut m) = plans.lock() {
             m.insert(batch, plan.clone());
         }
         Ok(plan)
     }
 
-    fn run_chunk(&self, images: &[Grey8], features: bool) -> Result<(Scored, Vec<f64>), String> {
+    /// The batch as the model's input, `[n, channels, size, size]`, normalised.
+    fn input(&self, images: &[Grey8]) -> Result<(Vec<f32>, [usize; 4]), String> {
         let (s, c) = (self.spec.input_size, self.spec.channels);
         let mut data = Vec::with_capacity(images.len() * c * s * s);
         for (i, g) in images.iter().enumerate() {
@@ -383,14 +493,56 @@ impl OnnxScorer {
                     format!("image {i}: a {}x{} buffer is malformed", g.width, g.height)
                 })?;
         }
-        let n = images.len();
-        let input = Tensor::from_shape(&[n, c, s, s], &data).map_err(|e| e.to_string())?;
+        Ok((data, [images.len(), c, s, s]))
+    }
+
+    /// The engine's raw outputs for a batch: [score, features?], each checked by [`OnnxScorer::read`].
+    fn run_tract(
+        &self,
+        model: &InferenceModel,
+        plans: &Mutex<HashMap<usize, Plan>>,
+        images: &[Grey8],
+    ) -> Result<Vec<engine::Output>, String> {
+        let (data, shape) = self.input(images)?;
+        let input = Tensor::from_shape(&shape, &data).map_err(|e| e.to_string())?;
         let out = fsutil::catch_panic(|| -> Result<_, String> {
-            let plan = self.plan(n)?;
+            let plan = self.plan(model, plans, shape[0])?;
             plan.run(tvec!(input.into())).map_err(|e| root_cause(&e))
         })
         .map_err(|m| format!("the ONNX runtime panicked: {}", m.replace('\n', " ")))??;
-        let raw = batch_output(&out[0], n, "score output")?;
+        out.iter()
+            .map(|t| {
+                Ok(engine::Output {
+                    shape: t.shape().to_vec(),
+                    values: to_f32(t)?,
+                })
+            })
+            .collect()
+    }
+
+    fn run_ort(
+        &self,
+        session: &engine::OrtSession,
+        images: &[Grey8],
+    ) -> Result<Vec<engine::Output>, String> {
+        let (data, shape) = self.input(images)?;
+        fsutil::catch_panic(|| session.run(&data, shape))
+            .map_err(|m| format!("onnxruntime panicked: {}", m.replace('\n', " ")))?
+    }
+
+    /// Scores, features and raw outputs of one batch from the engine's outputs, whichever engine: the
+    /// batch axis, finiteness, `output_index` and the probability range are checked here only.
+    fn read(
+        &self,
+        out: Vec<engine::Output>,
+        n: usize,
+        features: bool,
+    ) -> Result<(Scored, Vec<f64>), String> {
+        let mut out = out.into_iter();
+        let score = out
+            .next()
+            .ok_or_else(|| "the model returned no output".to_string())?;
+        let raw = batch_output(score, n, "score output")?;
         let cols = raw.len() / n;
         let mut scores = Vec::with_capacity(n);
         let mut outputs = Vec::with_capacity(n);
@@ -407,31 +559,63 @@ impl OnnxScorer {
                     .map_err(|e| format!("{e} for image {i}"))?,
             );
         }
-        let features = if features && out.len() > 1 {
-            let what = format!(
-                "features output `{}`",
-                self.spec.features.as_deref().unwrap_or("")
-            );
-            let flat = batch_output(&out[1], n, &what)?;
-            let d = flat.len() / n;
-            Some(flat.chunks(d).map(|c| c.to_vec()).collect())
-        } else {
-            None
+        let features = match out.next() {
+            Some(f) if features => {
+                let what = format!(
+                    "features output `{}`",
+                    self.spec.features.as_deref().unwrap_or("")
+                );
+                let flat = batch_output(f, n, &what)?;
+                let d = flat.len() / n;
+                Some(flat.chunks(d).map(|c| c.to_vec()).collect())
+            }
+            _ => None,
         };
         Ok((Scored { scores, features }, outputs))
     }
 }
 
+/// The graph typed at `batch`, every tensor of known shape checked against the limits before anything runs.
+fn typed(
+    model: &InferenceModel,
+    spec: &ModelSpec,
+    batch: usize,
+    limits: &Limits,
+) -> Result<TypedModel, String> {
+    let s = spec.input_size;
+    let fact = f32::fact([batch, spec.channels, s, s]);
+    let typed = model
+        .clone()
+        .with_input_fact(0, fact.into())
+        .and_then(|m| m.into_typed())
+        .map_err(|e| {
+            format!(
+                "does not accept [{batch}, {}, {s}, {s}] f32: {}",
+                spec.channels,
+                root_cause(&e)
+            )
+        })?;
+    guard::check_facts(&typed, limits)?;
+    Ok(typed)
+}
+
+/// tract's runnable plan of a typed graph; the optimised graph's tensors are bounded too.
+fn optimise(typed: TypedModel, limits: &Limits) -> Result<Plan, String> {
+    let plan = typed.into_optimized().map_err(|e| root_cause(&e))?;
+    guard::check_facts(&plan, limits)?;
+    plan.into_runnable().map_err(|e| root_cause(&e))
+}
+
 /// An output's values, after checking that its first axis is the batch (an output of `[1, 1]` for a batch of
 /// 2, or of `[2N, 1]`, would silently share or shift scores) and that each image gets at least one value.
-fn batch_output(t: &TValue, n: usize, what: &str) -> Result<Vec<f32>, String> {
-    let shape = t.shape();
-    if shape.first() != Some(&n) || t.len() < n {
+fn batch_output(t: engine::Output, n: usize, what: &str) -> Result<Vec<f32>, String> {
+    if t.shape.first() != Some(&n) || t.values.len() < n {
         return Err(format!(
-            "the {what} has shape {shape:?} for a batch of {n} images: its first axis must be the batch"
+            "the {what} has shape {:?} for a batch of {n} images: its first axis must be the batch",
+            t.shape
         ));
     }
-    to_f32(t)
+    Ok(t.values)
 }
 
 fn to_f32(t: &TValue) -> Result<Vec<f32>, String> {
@@ -500,6 +684,9 @@ impl Scorer for OnnxScorer {
     fn model_sha256(&self) -> Option<&str> {
         Some(&self.sha256)
     }
+    fn engine(&self) -> Option<&str> {
+        Some(&self.engine)
+    }
     fn score(&self, images: &[Grey8], features: bool) -> Result<Scored, ScoreError> {
         Ok(self.score_with_outputs(images, features)?.0)
     }
@@ -528,12 +715,22 @@ impl OnnxScorer {
                 Vec::new(),
             ));
         }
-        let chunk = images.len().div_ceil(self.threads);
-        let parts: Vec<(Scored, Vec<f64>)> = images
-            .par_chunks(chunk)
-            .map(|c| self.run_chunk(c, features))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        let parts: Vec<(Scored, Vec<f64>)> = match &self.runner {
+            // One call: onnxruntime spreads the batch over its own threads.
+            Runner::Ort(session) => vec![
+                self.run_ort(session, images)
+                    .and_then(|out| self.read(out, images.len(), features))
+                    .map_err(err)?,
+            ],
+            Runner::Tract { model, plans } => images
+                .par_chunks(images.len().div_ceil(self.threads))
+                .map(|c| {
+                    self.run_tract(model, plans, c)
+                        .and_then(|out| self.read(out, c.len(), features))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(err)?,
+        };
         let mut out = Scored {
             scores: Vec::with_capacity(images.len()),
             features: None,

@@ -12,8 +12,27 @@ use cxr_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
 };
-use cxr_onnx::{ModelSpec, OnnxScorer};
+use cxr_onnx::{Engine, LoadOptions, ModelSpec, OnnxScorer};
 use prost::Message;
+
+/// tract, and onnxruntime where it is found (`skipped: ...` otherwise): the run-time checks are the same
+/// code for both.
+fn engines() -> Vec<Engine> {
+    let mut v = vec![Engine::Tract];
+    match cxr_onnx::engine::onnxruntime() {
+        Ok(_) => v.push(Engine::Onnxruntime),
+        Err(e) => println!("skipped: the onnxruntime engine ({e})"),
+    }
+    v
+}
+
+fn on(spec: &Path, engine: Engine) -> OnnxScorer {
+    let opts = LoadOptions {
+        threads: Some(1),
+        ..LoadOptions::engine(engine)
+    };
+    OnnxScorer::load(ModelSpec::load(spec).unwrap(), &opts).unwrap()
+}
 
 const SIZE: i64 = 8;
 
@@ -128,11 +147,17 @@ fn grey(v: u8) -> Grey8 {
 fn the_plain_model_loads_and_scores_each_image() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_model(dir.path(), &model(vec![], vec![], "y"));
-    let s = OnnxScorer::from_spec_file(&spec).unwrap().with_threads(1);
-    let out = s.score(&[grey(0), grey(255)], false).unwrap();
-    // Mean of x / 255 (mean 0, std 1) through the sigmoid: 0.5 and sigmoid(1).
-    assert!((out.scores[0] - 0.5).abs() < 1e-6, "{:?}", out.scores);
-    assert!((out.scores[1] - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-6);
+    for engine in engines() {
+        let s = on(&spec, engine);
+        let out = s.score(&[grey(0), grey(255)], false).unwrap();
+        // Mean of x / 255 (mean 0, std 1) through the sigmoid: 0.5 and sigmoid(1).
+        assert!(
+            (out.scores[0] - 0.5).abs() < 1e-6,
+            "{engine}: {:?}",
+            out.scores
+        );
+        assert!((out.scores[1] - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-6);
+    }
 }
 
 #[test]
@@ -230,6 +255,32 @@ fn a_constant_shape_node_is_read_too_and_the_limit_is_overridable() {
     assert!(e.contains("Expand") && e.contains("100 elements"), "{e}");
 }
 
+/// The bound on the typed graph's tensors holds whichever engine runs the model: onnxruntime allocates what
+/// the graph asks for, so tract types it first for both.
+#[test]
+fn a_typed_tensor_over_the_limit_is_refused_at_load_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::load(&write_model(dir.path(), &model(vec![], vec![], "y"))).unwrap();
+    for engine in engines() {
+        let opts = LoadOptions {
+            limits: Some(cxr_onnx::Limits {
+                max_tensor_elements: 32,
+                ..Default::default()
+            }),
+            ..LoadOptions::engine(engine)
+        };
+        let e = OnnxScorer::load(spec.clone(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.onnx")
+                && e.contains("[1, 1, 8, 8]")
+                && e.contains("over the limit of 32"),
+            "{engine}: {e}"
+        );
+    }
+}
+
 #[test]
 fn garbage_and_oversized_files_give_errors_naming_the_file() {
     let e = load_err(b"\xff\xff\xff\xff not a protobuf");
@@ -320,15 +371,17 @@ fn outputs_whose_first_axis_is_not_the_batch_are_errors() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let spec = write_model(dir.path(), &model(vec![extra], vec![], "z"));
-        let s = OnnxScorer::from_spec_file(&spec).unwrap().with_threads(1);
-        let e = s
-            .score(&[grey(0), grey(255)], false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("m.onnx") && e.contains("score output") && e.contains(shape),
-            "{what}: {e}"
-        );
+        for engine in engines() {
+            let s = on(&spec, engine);
+            let e = s
+                .score(&[grey(0), grey(255)], false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("m.onnx") && e.contains("score output") && e.contains(shape),
+                "{engine} {what}: {e}"
+            );
+        }
     }
 }
 

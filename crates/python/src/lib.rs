@@ -158,14 +158,29 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 /// The model's input description from the keyword options (a spec without its `onnx`), checked by the
 /// same rules as a spec file.
 fn input_spec(onnx: &Path, input: &str) -> PyResult<ModelSpec> {
-    let mut table: toml::Table = serde_json::from_str(input)
-        .map_err(|e| value_error(format!("model input options: {e}")))?;
+    let mut table = input_table(input)?;
+    table.remove("engine");
     table.insert(
         "onnx".into(),
         toml::Value::String(onnx.to_string_lossy().into_owned()),
     );
     ModelSpec::parse(&table.to_string(), Path::new("."))
         .map_err(|e| value_error(format!("model input options: {e}")))
+}
+
+fn input_table(input: &str) -> PyResult<toml::Table> {
+    serde_json::from_str(input).map_err(|e| value_error(format!("model input options: {e}")))
+}
+
+/// The `engine` of the input options (`auto` when absent), for an ONNX file or a spec.
+fn engine_of(input: &str) -> PyResult<cxr_onnx::Engine> {
+    match input_table(input)?.get("engine") {
+        None => Ok(cxr_onnx::Engine::Auto),
+        Some(toml::Value::String(s)) => s.parse().map_err(value_error),
+        Some(other) => Err(value_error(format!(
+            "engine must be \"auto\", \"onnxruntime\" or \"tract\", not {other}"
+        ))),
+    }
 }
 
 /// The model as a scorer, and the image column it reads: `kind` is `callable`, `onnx`, `spec` or `run`;
@@ -194,8 +209,9 @@ fn scorer_of(
         "onnx" => {
             let path: PathBuf = model.extract()?;
             let spec = input_spec(&path, input)?;
+            let opts = cxr_onnx::LoadOptions::engine(engine_of(input)?);
             let scorer = py
-                .detach(|| cxr_onnx::OnnxScorer::new(spec))
+                .detach(|| cxr_onnx::OnnxScorer::load(spec, &opts))
                 .map_err(value_error)?;
             (Box::new(scorer), "png8".into())
         }
@@ -206,8 +222,12 @@ fn scorer_of(
             } else {
                 ModelSource::Run(path)
             };
+            let opts = ModelOptions {
+                engine: engine_of(input)?,
+                ..ModelOptions::default()
+            };
             let loaded = py
-                .detach(|| cxr_audit::load_scorer(&source, &ModelOptions::default()))
+                .detach(|| cxr_audit::load_scorer(&source, &opts))
                 .map_err(value_error)?;
             (loaded.scorer, loaded.column)
         }

@@ -199,6 +199,25 @@ class AuditFromPython(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "missing column `split`"):
             cxr.audit(cue_reader(CORNER), rows, input_size=224)
 
+    def test_an_onnx_file_scores_alike_on_both_engines_and_engine_is_checked(self):
+        manifest = self.root / "corner" / "manifest.csv"
+        engines = ["tract"]
+        try:
+            import onnxruntime  # noqa: F401
+
+            engines.append("onnxruntime")
+        except ImportError:
+            print("skipped: engine='onnxruntime' (onnxruntime is not installed)")
+        tables = []
+        for engine in engines:
+            t = cxr.score(FIXTURES / "cue_outside.onnx", manifest, input_size=224, engine=engine)
+            tables.append(t.to_dict("records") if hasattr(t, "to_dict") else t)
+        for a, b in zip(tables[0], tables[-1]):
+            self.assertEqual(a["id"], b["id"])
+            self.assertAlmostEqual(a["score"], b["score"], delta=1e-5, msg=a["id"])
+        with self.assertRaisesRegex(ValueError, "engine must be"):
+            cxr.score(FIXTURES / "cue_outside.toml", manifest, engine="cuda")
+
     def test_score_feeds_the_callable_the_documented_input(self):
         from PIL import Image
 

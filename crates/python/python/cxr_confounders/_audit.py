@@ -193,9 +193,11 @@ class Audit:
         )
 
 
-def _prepare_model(model, name, input_size, channels, mean, std, output, output_index, features):
+def _prepare_model(model, name, input_size, channels, mean, std, output, output_index, features, engine="auto"):
     """(kind, the model as the native layer takes it, its name, the input options as JSON, has features)."""
     kind = _model_kind(model)
+    if engine not in ("auto", "onnxruntime", "tract"):
+        raise ValueError(f'engine must be "auto", "onnxruntime" or "tract", not {engine!r}')
     has_features = False
     if kind == "callable":
         if input_size is None:
@@ -207,7 +209,7 @@ def _prepare_model(model, name, input_size, channels, mean, std, output, output_
             has_features = features is not None
         else:
             has_features = features is not None or bool(getattr(model, "has_features", False))
-    input_options = {"channels": channels, "output": output, "output_index": output_index}
+    input_options = {"channels": channels, "output": output, "output_index": output_index, "engine": engine}
     if input_size is not None:
         input_options["input_size"] = input_size
     elif kind == "onnx":
@@ -242,6 +244,7 @@ def audit(
     saliency_grid: int = 24,
     lung_energy: Union[str, os.PathLike, None] = None,
     features_csv: Union[str, os.PathLike, None] = None,
+    engine: str = "auto",
 ) -> Audit:
     """Audits `model` on `manifest` (columns as `cxr audit`'s: docs/AUDIT.md) and returns an `Audit`.
 
@@ -251,10 +254,11 @@ def audit(
     scores `[N]`/`[N, K]` (a logit by default, `output="probability"` otherwise; column `output_index`).
     A callable returning `(scores, features)`, or a torch module with `features="<submodule>"`, feeds the
     source probe. `out` writes `audit.json`, `report.html` and the maps there. The interpreter is released
-    while the audit works; the model is called one batch (`batch_size` images) at a time.
+    while the audit works; the model is called one batch (`batch_size` images) at a time. An ONNX file or
+    model spec runs on `engine`: "auto" (onnxruntime where found, else tract), "onnxruntime" or "tract".
     """
     kind, model_arg, name, input_options, has_features = _prepare_model(
-        model, name, input_size, channels, mean, std, output, output_index, features
+        model, name, input_size, channels, mean, std, output, output_index, features, engine
     )
     config = {
         "split": split,
@@ -382,14 +386,16 @@ def score(
     output_index: int = 0,
     batch_size: int = 16,
     column: str = "png8",
+    engine: str = "auto",
 ):
     """`cxr score`: the model over every image of the manifest (a CSV path, a DataFrame or rows with `id,
     source, label` and the image column), as a predictions table (`id, source, split, label, score, patient,
-    model`); `out` keeps `predictions.csv` (and `rejects.csv` beside it, the images that could not be read)."""
+    model`); `out` keeps `predictions.csv` (and `rejects.csv` beside it, the images that could not be read).
+    An ONNX file or model spec runs on `engine` ("auto", "onnxruntime" or "tract"), as in `audit`."""
     import tempfile
 
     kind, model_arg, name, input_options, _ = _prepare_model(
-        model, name, input_size, channels, mean, std, output, output_index, None
+        model, name, input_size, channels, mean, std, output, output_index, None, engine
     )
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(manifest, (str, os.PathLike)):
