@@ -97,28 +97,59 @@ fn write_world(dir: &Path, w: &World) -> PathBuf {
 }
 
 fn audit(model: &str, world: &World, dir: &Path) -> cxr_explain::AuditReport {
-    audit_on(model, world, dir, cxr_onnx::Engine::Auto)
+    audit_with(
+        model,
+        world,
+        dir,
+        cxr_onnx::Engine::Auto,
+        &cxr_audit::AuditConfig::default(),
+    )
+    .report
 }
 
+/// [`audit`] on one engine.
 fn audit_on(
     model: &str,
     world: &World,
     dir: &Path,
     engine: cxr_onnx::Engine,
 ) -> cxr_explain::AuditReport {
-    let manifest = write_world(&dir.join(format!("{model}-world")), world);
+    audit_with(
+        model,
+        world,
+        dir,
+        engine,
+        &cxr_audit::AuditConfig::default(),
+    )
+    .report
+}
+
+/// The audit of fixture `model` on `world` on `engine`, with `base`'s saliency settings.
+fn audit_with(
+    model: &str,
+    world: &World,
+    dir: &Path,
+    engine: cxr_onnx::Engine,
+    base: &cxr_audit::AuditConfig,
+) -> cxr_audit::AuditOutcome {
+    let manifest = dir.join(format!("{model}-world/manifest.csv"));
+    if !manifest.is_file() {
+        write_world(&dir.join(format!("{model}-world")), world);
+    }
     let spec = cxr_tests::repo_root().join(format!("crates/onnx/tests/fixtures/{model}.toml"));
     let spec = cxr_onnx::ModelSpec::load(&spec).unwrap();
     let scorer = cxr_onnx::OnnxScorer::load(spec, &cxr_onnx::LoadOptions::engine(engine)).unwrap();
     let cfg = cxr_audit::AuditConfig {
         column: Some("png8".into()),
         saliency_images: 4,
-        out: Some(dir.join(format!("{model}-audit-{engine}"))),
-        ..Default::default()
+        out: Some(dir.join(format!(
+            "{model}-audit-{engine}-{}",
+            base.saliency_tolerance
+        ))),
+        ..base.clone()
     };
     cxr_audit::run_audit(&scorer, &manifest, &cfg)
         .unwrap_or_else(|e| panic!("audit of {model}: {e}"))
-        .report
 }
 
 fn test<'a>(r: &'a cxr_explain::AuditReport, name: &str) -> &'a cxr_explain::TestResult {
@@ -262,11 +293,88 @@ fn the_noise_reader_gets_one_verdict_on_both_engines() {
     let recorded = ort.evidence[0].engine.as_deref().unwrap_or_default();
     assert!(recorded.starts_with("onnxruntime 1."), "{recorded}");
     // audit.json carries it.
-    let json =
-        std::fs::read_to_string(dir.path().join("noise_reader-audit-onnxruntime/audit.json"))
-            .unwrap();
+    let json = std::fs::read_to_string(dir.path().join(format!(
+        "noise_reader-audit-onnxruntime-{}/audit.json",
+        cxr_audit::AuditConfig::default().saliency_tolerance
+    )))
+    .unwrap();
     assert!(
         json.contains(&format!("\"engine\": \"{recorded}\"")),
         "{json}"
     );
+}
+
+/// The refined occlusion maps (the default) against the exhaustive reference on the four fixture models:
+/// the mean lung energy moves by less than 0.05, every test keeps its status, for fewer forward passes.
+#[test]
+fn refined_saliency_maps_keep_the_exhaustive_lung_energy_and_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let worlds = [
+        (
+            "lung_reader",
+            Some("hospital_a"),
+            [20.0, 20.0],
+            true,
+            (96, 48),
+        ),
+        ("cue_inside", None, [25.0, 25.0], false, (96, 48)),
+        ("cue_outside", None, [25.0, 25.0], false, (8, 8)),
+        (
+            "noise_reader",
+            Some("hospital_b"),
+            [10.0, 30.0],
+            false,
+            (96, 48),
+        ),
+    ];
+    for (model, confounded_train, noise, mark_on_b, cue) in worlds {
+        let world = World {
+            confounded_train,
+            noise,
+            mark_on_b,
+            cue,
+        };
+        let run = |tolerance: f64| {
+            let cfg = cxr_audit::AuditConfig {
+                saliency_tolerance: tolerance,
+                ..Default::default()
+            };
+            audit_with(model, &world, dir.path(), cxr_onnx::Engine::Auto, &cfg)
+        };
+        let (full, cheap) = (run(0.0), run(cxr_explain::SaliencyPlan::DEFAULT_TOLERANCE));
+        let (ef, ec) = (&full.report.evidence[0], &cheap.report.evidence[0]);
+        let (a, b) = (ef.lung_energy.unwrap().value, ec.lung_energy.unwrap().value);
+        let (sf, sc) = (ef.saliency.as_ref().unwrap(), ec.saliency.as_ref().unwrap());
+        eprintln!(
+            "{model}: lung energy exhaustive {a:.4}, refined {b:.4}; passes per map {} -> {}",
+            sf.passes_per_map, sc.passes_per_map
+        );
+        assert!((a - b).abs() < 0.05, "{model}: {a} vs {b}");
+        // And map by map (saliency/lung_energy.csv).
+        let rows = |o: &cxr_audit::AuditOutcome| {
+            let dir = &o.files.as_ref().unwrap().dir;
+            cxr_explain::read_energy_csv(&dir.join("saliency/lung_energy.csv")).unwrap()
+        };
+        let (rf, rc) = (rows(&full), rows(&cheap));
+        assert_eq!(rf.len(), 4, "{model}");
+        for (x, y) in rf.iter().zip(&rc) {
+            assert_eq!(x.id, y.id);
+            let (x, y) = (x.lung_energy.unwrap(), y.lung_energy.unwrap());
+            assert!((x - y).abs() < 0.05, "{model}: {x} vs {y}");
+        }
+        assert_eq!(sf.passes_per_map, 530, "{model}");
+        assert!(sc.passes_per_map < sf.passes_per_map, "{model}: {sc:?}");
+        let (vf, vc) = (&full.report.verdicts[0], &cheap.report.verdicts[0]);
+        assert_eq!(vf.verdict, vc.verdict, "{model}");
+        for (t, u) in vf.tests.iter().zip(&vc.tests) {
+            assert_eq!((&t.test, t.status), (&u.test, u.status), "{model}");
+        }
+        // Everything but the saliency evidence is the same audit.
+        let strip = |e: &cxr_explain::AuditEvidence| cxr_explain::AuditEvidence {
+            lung_energy: None,
+            saliency: None,
+            ..e.clone()
+        };
+        assert_eq!(strip(ef), strip(ec), "{model}");
+    }
 }

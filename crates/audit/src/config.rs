@@ -70,6 +70,10 @@ pub struct AuditConfig {
     pub saliency_images: usize,
     /// Occlusion map positions per side: at most `grid² + 1` forward passes per map.
     pub saliency_grid: usize,
+    /// Occlusion maps score every other position per side, then the rest only where neighbouring tiles'
+    /// changes differ by at least this share of the map's largest change (`cxr_explain::SaliencyPlan`);
+    /// 0: every position (the exhaustive reference map).
+    pub saliency_tolerance: f64,
     /// Images per scorer call.
     pub batch_size: usize,
     /// The model's name in `audit.json` and the report; `None`: the scorer's (a spec's file stem).
@@ -86,6 +90,10 @@ pub struct AuditConfig {
     pub occlusion_seen_only: bool,
     /// Sample sizes and resampling of the score-follows-source and AUC spread tests.
     pub behaviour: BehaviourConfig,
+    /// The scorer records or replays scores computed elsewhere (`audit prepare` / `audit finish`): the time
+    /// a map takes here says nothing of the model's, so none is reported. Set by `crate::protocol`.
+    #[serde(skip)]
+    pub scored_outside: bool,
 }
 
 impl Default for AuditConfig {
@@ -99,12 +107,14 @@ impl Default for AuditConfig {
             lung_energy: None,
             saliency_images: 8,
             saliency_grid: 24,
+            saliency_tolerance: cxr_explain::SaliencyPlan::DEFAULT_TOLERANCE,
             batch_size: 8,
             name: None,
             out: None,
             thresholds: Thresholds::default(),
             occlusion_seen_only: false,
             behaviour: BehaviourConfig::default(),
+            scored_outside: false,
         }
     }
 }
@@ -130,6 +140,15 @@ impl AuditConfig {
             return Err(crate::AuditError::config(
                 "--batch-size",
                 "0: at least 1 image per call",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.saliency_tolerance) {
+            return Err(crate::AuditError::config(
+                "--saliency-tolerance",
+                format!(
+                    "{}: a share of the map's largest change, from 0 (every position) to 1",
+                    self.saliency_tolerance
+                ),
             ));
         }
         Ok(())

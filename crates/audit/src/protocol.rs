@@ -253,6 +253,7 @@ fn run_all(
 ) -> Result<(AuditOutcome, Option<ConfounderOutcome>)> {
     let audit_cfg = AuditConfig {
         out: out.map(Path::to_path_buf),
+        scored_outside: true,
         ..prepared.audit.clone()
     };
     let audit = run_audit(scorer, &prepared.manifest, &audit_cfg)?;

@@ -167,12 +167,15 @@ pub fn describe_test(t: &TestResult) -> String {
 /// What the saliency maps cost, in a sentence (occlusion maps are a batch of forward passes each).
 pub fn saliency_cost(e: &AuditEvidence) -> Option<String> {
     let c = e.saliency.as_ref()?;
+    let time = match c.seconds_per_map {
+        Some(s) => format!("{s:.1} s per map"),
+        None => "no time per map (scored outside the audit)".into(),
+    };
     Some(format!(
-        "Saliency cost: {} maps of {} images, {} forward passes and {:.1} s per map{}.",
+        "Saliency cost: {} maps of {} images, {} forward passes and {time}{}.",
         c.method,
         c.images,
         c.passes_per_map,
-        c.seconds_per_map,
         match (c.patch, c.stride) {
             (Some(p), Some(s)) => format!(" (patch {p} px, stride {s} px)"),
             _ => String::new(),

@@ -3,8 +3,11 @@
 //! file, or occlusion sensitivity maps), the verdict; `audit.json` and `report.html` when asked.
 //!
 //! What the audit asks the scorer never depends on the scores (the order and the images are fixed by the
-//! manifest and the configuration), so a recording scorer and a replaying one see the same requests
-//! (`crate::protocol`).
+//! manifest and the configuration), with one exception that keeps the two-step audit working: a refined
+//! occlusion map scores part of its positions where its coarse pass says the map changes, always among the
+//! exhaustive map's positions, and every position when the coarse pass is empty, as it is for the
+//! recording scorer's constant answers. So the replaying scorer of `crate::protocol` is asked a subset of
+//! what the recording one was.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +45,10 @@ pub struct AuditOutcome {
     /// The manifest and the configuration the audit ran with (the report says what was run).
     pub manifest: PathBuf,
     pub config: AuditConfig,
+    /// Wall time of each step (`lung masks`, `source probe`, `full images and behaviour tests`,
+    /// `occlusion (mean)`, ..., `saliency maps`, `verdict and report`), in seconds: for the log and the
+    /// command's summary, never in `audit.json`.
+    pub timings: Vec<(String, f64)>,
 }
 
 /// The files an audit wrote into its output folder.
@@ -109,6 +116,7 @@ pub fn run_audit_on(
         Some(out) => Some(open_journal(scorer, manifest, manifest_path, cfg, out)?),
         None => None,
     };
+    let mut laps = crate::progress::Laps::start();
     let journaled = journal.as_ref().map(|j| j.scorer(scorer));
     let scorer: &dyn Scorer = match &journaled {
         Some(j) => j,
@@ -122,6 +130,7 @@ pub fn run_audit_on(
         progress,
     )?;
     let manifest: &Manifest = &manifest;
+    laps.lap("lung masks");
     let batch_size = cfg.batch_size;
     let mut notes = Vec::new();
     if let Some(m) = &shipped {
@@ -242,6 +251,7 @@ pub fn run_audit_on(
             Err(e) => note(format!("source probe not run: {e}")),
         }
     }
+    laps.lap("source probe");
 
     // 2. Behaviour: the model's scores of the test images. Does the score follow the source within a class
     // (each source against the rest, the training split's seen sources against the unseen), the way the
@@ -306,6 +316,7 @@ pub fn run_audit_on(
         evidence.score_follows_source = Some(follows);
         evidence.auc_spread = Some(cxr_explain::auc_spread(&table, &cfg.behaviour));
     }
+    laps.lap("full images and behaviour tests");
 
     // 3. Occlusion: the model's AUC on full images, lungs removed, lungs only (with
     // `occlusion_seen_only`, on the seen sources' test images when there are any).
@@ -400,6 +411,7 @@ pub fn run_audit_on(
                 "occlusion ({fill_name}) not run: both classes are needed"
             )),
         }
+        laps.lap(&format!("occlusion ({fill_name})"));
     }
 
     // 4. Saliency: Grad-CAM lung energy, when explain ran (an empty map has no lung energy fraction).
@@ -427,6 +439,7 @@ pub fn run_audit_on(
         galleries = occlusion_saliency(cfg, scorer, manifest, &todo, &mut evidence, progress)
             .step("occlusion saliency")?;
     }
+    laps.lap("saliency maps");
 
     let verdict = cxr_explain::verdict(&evidence, &cfg.thresholds);
     let report = AuditReport {
@@ -440,6 +453,7 @@ pub fn run_audit_on(
         files: None,
         manifest: manifest_path.to_path_buf(),
         config: cfg.clone(),
+        timings: Vec::new(),
     };
     if let Some(out) = &cfg.out {
         let audit_json = out.join("audit.json");
@@ -457,6 +471,8 @@ pub fn run_audit_on(
     if let Some(j) = journal {
         j.finish()?;
     }
+    laps.lap("verdict and report");
+    outcome.timings = laps.into_vec();
     Ok(outcome)
 }
 
@@ -599,6 +615,7 @@ fn occlusion_saliency(
     let map_cfg = cxr_explain::OcclusionConfig {
         grid: cfg.saliency_grid,
         batch_size: cfg.batch_size,
+        plan: cxr_explain::SaliencyPlan::with_tolerance(cfg.saliency_tolerance),
     };
     let dir = cfg.out.as_ref().map(|o| o.join("saliency"));
     let mut writer = match &dir {
@@ -609,11 +626,13 @@ fn occlusion_saliency(
     let bar = Bar::new(progress, "occlusion maps".into(), chosen.len());
     let t = std::time::Instant::now();
     let (mut passes, mut geometry, mut usable) = (0, None, 0);
-    for s in &chosen {
+    // A log line per map (a count, never a timer: the same lines on every run), with the estimate of the
+    // time left, for logs where no bar is drawn.
+    for (k, s) in chosen.iter().enumerate() {
         let item = cam_item(manifest, s, column)?;
         let m = cxr_explain::occlusion_map(scorer, &item.image, &map_cfg)
             .step(format!("row {}", s.row.id))?;
-        passes = m.passes;
+        passes += m.passes;
         geometry = Some((m.patch, m.stride));
         let logit = m.logit;
         usable += usize::from(m.usable);
@@ -623,8 +642,15 @@ fn occlusion_saliency(
         };
         rows.push(row);
         bar.inc(1);
+        tracing::info!(
+            "audit: occlusion maps: {} ({} forward passes for {})",
+            crate::progress::eta_line("maps", k + 1, chosen.len(), t.elapsed().as_secs_f64()),
+            m.passes,
+            s.row.id
+        );
     }
-    let seconds = t.elapsed().as_secs_f64() / chosen.len() as f64;
+    let passes = (passes as f64 / chosen.len() as f64).round() as usize;
+    let seconds = (!cfg.scored_outside).then(|| t.elapsed().as_secs_f64() / chosen.len() as f64);
     let galleries = match writer {
         Some(w) => w.finish()?.galleries,
         None => Vec::new(),
@@ -647,8 +673,9 @@ fn occlusion_saliency(
         stride: geometry.map(|g| g.1),
     });
     tracing::info!(
-        "audit: occlusion maps: {} images ({usable} usable), {passes} forward passes and {seconds:.1} s per map",
-        rows.len()
+        "audit: occlusion maps: {} images ({usable} usable), {passes} forward passes and {} per map",
+        rows.len(),
+        seconds.map_or("no time (scored outside)".into(), |s| format!("{s:.1} s"))
     );
     Ok(galleries)
 }
@@ -926,7 +953,7 @@ mod tests {
         .unwrap();
         let strip = |r: &AuditReport| {
             let mut r = r.clone();
-            r.evidence[0].saliency.as_mut().unwrap().seconds_per_map = 0.0;
+            r.evidence[0].saliency.as_mut().unwrap().seconds_per_map = None;
             r
         };
         assert_eq!(strip(&quiet.report), strip(&back));

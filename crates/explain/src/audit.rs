@@ -231,8 +231,10 @@ pub struct SaliencyCost {
     pub images: usize,
     /// Forward passes per map (1 for Grad-CAM: one forward and one backward).
     pub passes_per_map: usize,
-    /// Wall-clock seconds per map.
-    pub seconds_per_map: f64,
+    /// Wall-clock seconds per map, as measured in the command that made the maps; `None` when the scores
+    /// were computed elsewhere (`audit prepare` / `audit finish`).
+    #[serde(default)]
+    pub seconds_per_map: Option<f64>,
     /// Occlusion patch and stride in pixels of the model's input image (absent for Grad-CAM).
     #[serde(default)]
     pub patch: Option<usize>,

@@ -66,4 +66,4 @@ pub use gradcam::{
 pub use occlusion::{Fill, lungs_only, remove_lungs};
 pub use probe::{ProbeConfig, ProbeResult, read_features, source_probe};
 pub use render::{CamItem, ExplainConfig, ExplainOutputs, ExplainWriter, energy_row, read_grey8};
-pub use saliency::{OcclusionConfig, OcclusionMap, occlusion_map};
+pub use saliency::{OcclusionConfig, OcclusionMap, SaliencyPlan, occlusion_map};

@@ -14,9 +14,18 @@
 //! Grad-CAM ([`crate::ExplainWriter::add_with_map`], with the grid's width as the map's native cells, which
 //! the audit's abstain rule reads).
 //!
-//! Cost: one forward pass per position plus one for the unoccluded image, at most `grid² + 1` per map; the
-//! grid sets the resolution (`stride = ceil(side / grid)`, patch = 2 x stride so neighbouring patches overlap
-//! by half; positions every stride from 0, so a side that is not a multiple of the grid gets fewer).
+//! Cost ([`SaliencyPlan`]): the exhaustive map scores every position plus the unoccluded image, at most
+//! `grid² + 1` passes; the grid sets the resolution (`stride = ceil(side / grid)`, patch = 2 x stride so
+//! neighbouring patches overlap by half; positions every stride from 0, so a side that is not a multiple
+//! of the grid gets fewer). The refined map (the default) first scores every other position per side: those
+//! patches tile the image, so whatever the model reads lies under one of them. A remaining position is then
+//! scored only where the map changes: when the coarse changes around it (the two or four tiles it
+//! overlaps) differ by at least `tolerance` x the largest coarse change; elsewhere it takes their mean. About
+//! a quarter of the positions plus the refined ones; the lung energy fraction moves by less than 0.05
+//! (tests/tests/saliency_plan.rs, docs/AUDIT.md). Which positions are scored depends on the scores, but
+//! always within the exhaustive set, and a map whose coarse pass is empty (no tile moved the score, as for
+//! `audit prepare`'s recorder, which answers a constant) scores every position: a recorded run asks a
+//! superset of what its replay asks.
 
 use cxr_core::{Grey8, Scorer};
 
@@ -31,6 +40,32 @@ pub struct OcclusionConfig {
     pub grid: usize,
     /// Images per scorer call.
     pub batch_size: usize,
+    /// Which positions are scored.
+    pub plan: SaliencyPlan,
+}
+
+/// Which occlusion positions a map scores (module documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SaliencyPlan {
+    /// Every position: the reference map.
+    Exhaustive,
+    /// Every other position per side, then the rest only where the coarse changes around them differ by
+    /// at least `tolerance` x the largest coarse change (0: every position, as exhaustive).
+    Refine { tolerance: f64 },
+}
+
+impl SaliencyPlan {
+    /// The audit's default: refine where neighbouring tiles differ by a tenth of the map's range.
+    pub const DEFAULT_TOLERANCE: f64 = 0.1;
+
+    /// `Refine` with `tolerance`, `Exhaustive` for 0 (what `--saliency-tolerance 0` asks).
+    pub fn with_tolerance(tolerance: f64) -> Self {
+        if tolerance > 0.0 {
+            SaliencyPlan::Refine { tolerance }
+        } else {
+            SaliencyPlan::Exhaustive
+        }
+    }
 }
 
 impl Default for OcclusionConfig {
@@ -41,6 +76,7 @@ impl Default for OcclusionConfig {
         Self {
             grid: 24,
             batch_size: 16,
+            plan: SaliencyPlan::with_tolerance(SaliencyPlan::DEFAULT_TOLERANCE),
         }
     }
 }
@@ -60,7 +96,7 @@ pub struct OcclusionMap {
     pub cells: (usize, usize),
     pub patch: usize,
     pub stride: usize,
-    /// Forward passes this map took.
+    /// Forward passes this map took (the unoccluded image included).
     pub passes: usize,
 }
 
@@ -90,28 +126,84 @@ pub fn occlusion_map(
     let (xs, ys) = (origins(w, stride, cfg.grid), origins(h, stride, cfg.grid));
     let mean =
         (image.data.iter().map(|&v| v as u64).sum::<u64>() as f64 / (w * h) as f64).round() as u8;
-    let mut images = Vec::with_capacity(xs.len() * ys.len() + 1);
-    images.push(image.clone());
-    for &y0 in &ys {
-        for &x0 in &xs {
-            let mut occ = image.clone();
-            for y in y0..(y0 + patch).min(h) {
-                occ.data[y * w + x0..y * w + (x0 + patch).min(w)].fill(mean);
-            }
-            images.push(occ);
+    let occluded = |i: usize, j: usize| {
+        let (x0, y0) = (xs[i], ys[j]);
+        let mut occ = image.clone();
+        for y in y0..(y0 + patch).min(h) {
+            occ.data[y * w + x0..y * w + (x0 + patch).min(w)].fill(mean);
         }
-    }
+        occ
+    };
+    let (nx, ny) = (xs.len(), ys.len());
+    // |logit change| per position (row-major, j * nx + i); None until scored or estimated.
+    let mut change: Vec<Option<f64>> = vec![None; nx * ny];
+    let coarse = |i: usize, j: usize| match cfg.plan {
+        SaliencyPlan::Exhaustive => true,
+        SaliencyPlan::Refine { .. } => i % 2 == 0 && j % 2 == 0,
+    };
+    let first: Vec<(usize, usize)> = (0..ny)
+        .flat_map(|j| (0..nx).map(move |i| (i, j)))
+        .filter(|&(i, j)| coarse(i, j))
+        .collect();
+    let mut images = Vec::with_capacity(first.len() + 1);
+    images.push(image.clone());
+    images.extend(first.iter().map(|&(i, j)| occluded(i, j)));
     let logits = logit_all(scorer, &images, cfg.batch_size)?;
     let base = logits[0];
+    for (&(i, j), l) in first.iter().zip(&logits[1..]) {
+        change[j * nx + i] = Some((l - base).abs());
+    }
+    let mut passes = images.len();
+    if let SaliencyPlan::Refine { tolerance } = cfg.plan {
+        let top = change.iter().flatten().copied().fold(0f64, f64::max);
+        // The coarse tiles a position overlaps, per axis: itself on an even index, both neighbours on an odd
+        // one (none past the far border: such a position is scored).
+        let around = |k: usize, n: usize| -> Option<Vec<usize>> {
+            if k % 2 == 0 {
+                Some(vec![k])
+            } else {
+                (k + 1 < n).then(|| vec![k - 1, k + 1])
+            }
+        };
+        let mut rest = Vec::new();
+        for j in 0..ny {
+            for i in 0..nx {
+                if change[j * nx + i].is_some() {
+                    continue;
+                }
+                let ch = &change;
+                let near: Option<Vec<f64>> = around(i, nx).zip(around(j, ny)).map(|(is, js)| {
+                    js.iter()
+                        .flat_map(|&jj| is.iter().filter_map(move |&ii| ch[jj * nx + ii]))
+                        .collect()
+                });
+                let flat = near.as_ref().and_then(|v| {
+                    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().copied().fold(0f64, f64::max);
+                    // An empty coarse map says nothing of where the map changes: score everything.
+                    (top > 0.0 && hi - lo < tolerance * top)
+                        .then(|| v.iter().sum::<f64>() / v.len() as f64)
+                });
+                match flat {
+                    Some(estimate) => change[j * nx + i] = Some(estimate),
+                    None => rest.push((i, j)),
+                }
+            }
+        }
+        let images: Vec<Grey8> = rest.iter().map(|&(i, j)| occluded(i, j)).collect();
+        let logits = logit_all(scorer, &images, cfg.batch_size)?;
+        for (&(i, j), l) in rest.iter().zip(&logits) {
+            change[j * nx + i] = Some((l - base).abs());
+        }
+        passes += images.len();
+    }
     let (mut sum, mut count) = (vec![0f64; w * h], vec![0u32; w * h]);
-    let mut k = 1;
-    for &y0 in &ys {
-        for &x0 in &xs {
-            let change = (logits[k] - base).abs();
-            k += 1;
+    for (j, &y0) in ys.iter().enumerate() {
+        for (i, &x0) in xs.iter().enumerate() {
+            let c = change[j * nx + i].unwrap_or(0.0);
             for y in y0..(y0 + patch).min(h) {
                 for x in x0..(x0 + patch).min(w) {
-                    sum[y * w + x] += change;
+                    sum[y * w + x] += c;
                     count[y * w + x] += 1;
                 }
             }
@@ -134,7 +226,7 @@ pub fn occlusion_map(
         cells: (xs.len(), ys.len()),
         patch,
         stride,
-        passes: images.len(),
+        passes,
     })
 }
 
@@ -178,14 +270,19 @@ mod tests {
         }
     }
 
-    /// A model sure of itself: the region's brightness moves a logit around 45, whose probability is 1.0 in
-    /// f64. With its own logits the map is peaked on the region; from its probabilities alone it is empty.
+    /// A model given by its logit. [`Saturated::new`]: sure of itself, the region's brightness moves a logit
+    /// around 45, whose probability is 1.0 in f64. With its own logits the map is peaked on the region; from
+    /// its probabilities alone it is empty.
     struct Saturated {
         own_logits: bool,
+        logit: fn(&Grey8) -> f64,
     }
     impl Saturated {
-        fn logit(g: &Grey8) -> f64 {
-            40.0 + 10.0 * region_mean(g)
+        fn new(own_logits: bool) -> Self {
+            Self {
+                own_logits,
+                logit: |g| 40.0 + 10.0 * region_mean(g),
+            }
         }
     }
     impl Scorer for Saturated {
@@ -202,14 +299,14 @@ mod tests {
             Ok(Scored {
                 scores: images
                     .iter()
-                    .map(|g| 1.0 / (1.0 + (-Self::logit(g)).exp()))
+                    .map(|g| 1.0 / (1.0 + (-(self.logit)(g)).exp()))
                     .collect(),
                 features: None,
             })
         }
         fn logits(&self, images: &[Grey8]) -> std::result::Result<Vec<f64>, ScoreError> {
             if self.own_logits {
-                Ok(images.iter().map(Self::logit).collect())
+                Ok(images.iter().map(|g| (self.logit)(g)).collect())
             } else {
                 Ok(self
                     .score(images, false)?
@@ -233,14 +330,15 @@ mod tests {
         let cfg = OcclusionConfig {
             grid: 16,
             batch_size: 64,
+            plan: SaliencyPlan::Exhaustive,
         };
-        let m = occlusion_map(&Saturated { own_logits: true }, &img, &cfg).unwrap();
+        let m = occlusion_map(&Saturated::new(true), &img, &cfg).unwrap();
         assert!(m.usable);
         assert_eq!(m.score, 1.0);
         assert!(m.logit > 49.0, "{}", m.logit);
         assert_eq!(m.heat.get(45, 13), 1.0);
         assert_eq!(m.heat.get(5, 50), 0.0);
-        let m = occlusion_map(&Saturated { own_logits: false }, &img, &cfg).unwrap();
+        let m = occlusion_map(&Saturated::new(false), &img, &cfg).unwrap();
         assert!(!m.usable);
         assert!(m.heat.data.iter().all(|&v| v == 0.0));
     }
@@ -258,6 +356,7 @@ mod tests {
         let cfg = OcclusionConfig {
             grid: 16,
             batch_size: 7,
+            plan: SaliencyPlan::Exhaustive,
         };
         let m = occlusion_map(&RegionReader, &img, &cfg).unwrap();
         assert_eq!(
@@ -284,5 +383,85 @@ mod tests {
         // Too small an image for the grid is an error, not a panic.
         let tiny = Grey8::new(8, 8, vec![0; 64]).unwrap();
         assert!(occlusion_map(&RegionReader, &tiny, &cfg).is_err());
+    }
+
+    /// A model reading two regions with different weights: a square in the left "lung" and a mark outside.
+    fn two_regions(g: &Grey8) -> f64 {
+        let mean = |(x0, y0): (usize, usize), side: usize| {
+            let mut s = 0.0;
+            for y in y0..y0 + side {
+                for x in x0..x0 + side {
+                    s += g.data[y * 64 + x] as f64;
+                }
+            }
+            s / (side * side) as f64 / 255.0
+        };
+        6.0 * mean((12, 24), 14) + 3.0 * mean((48, 4), 8)
+    }
+
+    #[test]
+    fn a_refined_map_costs_fewer_passes_for_the_same_lung_energy() {
+        let data: Vec<u8> = (0..64 * 64).map(|i| (60 + (i % 64) * 2) as u8).collect();
+        let img = Grey8::new(64, 64, data).unwrap();
+        // Two "lungs": x 6..28 and 36..58, y 14..54.
+        let mask = Grey8::new(
+            64,
+            64,
+            (0..64 * 64)
+                .map(|i| {
+                    let (x, y) = (i % 64, i / 64);
+                    let lung =
+                        (14..54).contains(&y) && ((6..28).contains(&x) || (36..58).contains(&x));
+                    if lung { 255 } else { 0 }
+                })
+                .collect(),
+        )
+        .unwrap();
+        let cfg = |plan| OcclusionConfig {
+            grid: 16,
+            batch_size: 5,
+            plan,
+        };
+        // Its own logits, not saturated: the map sees both regions.
+        let reader = Saturated {
+            own_logits: true,
+            logit: two_regions,
+        };
+        let full = occlusion_map(&reader, &img, &cfg(SaliencyPlan::Exhaustive)).unwrap();
+        let refined = occlusion_map(
+            &reader,
+            &img,
+            &cfg(SaliencyPlan::with_tolerance(
+                SaliencyPlan::DEFAULT_TOLERANCE,
+            )),
+        )
+        .unwrap();
+        assert_eq!(full.passes, 257);
+        // 64 coarse tiles and the unoccluded image, then only the positions around the two regions (half of
+        // the passes here: the regions' edges cover much of so small an image).
+        assert!(
+            refined.passes > 65 && refined.passes < 150,
+            "{} passes",
+            refined.passes
+        );
+        assert_eq!((refined.logit, refined.cells), (full.logit, full.cells));
+        let energy = |m: &OcclusionMap| {
+            crate::lung_energy_fraction(&m.heat, &mask)
+                .unwrap()
+                .unwrap()
+        };
+        let (a, b) = (energy(&full), energy(&refined));
+        assert!(a > 0.5 && a < 0.95, "{a}");
+        assert!((a - b).abs() < 0.05, "exhaustive {a}, refined {b}");
+        // Tolerance 0 is the exhaustive map, and a model no patch moves gets every position scored (what
+        // `audit prepare`'s constant recorder relies on).
+        assert_eq!(SaliencyPlan::with_tolerance(0.0), SaliencyPlan::Exhaustive);
+        let blind = occlusion_map(
+            &Saturated::new(false),
+            &img,
+            &cfg(SaliencyPlan::with_tolerance(0.5)),
+        )
+        .unwrap();
+        assert_eq!((blind.passes, blind.usable), (257, false));
     }
 }

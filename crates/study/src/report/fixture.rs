@@ -125,7 +125,7 @@ fn audit() -> StudyAudit {
             method: "grad_cam".into(),
             images: 16,
             passes_per_map: 1,
-            seconds_per_map: 0.2,
+            seconds_per_map: Some(0.2),
             patch: Some(16),
             stride: Some(8),
         }),
