@@ -43,6 +43,10 @@ pub struct RunKey {
     pub model: String,
     /// The model's content hash; `None`: the model cannot be told from another, nothing is resumed.
     pub model_sha256: Option<String>,
+    /// The engine that ran it (`Scorer::engine`): tract and onnxruntime agree to ~1e-6, not to the bit, so a
+    /// run resumed on the other engine would not give an uninterrupted run's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// SHA-256 of the configuration (serialised) and of the inputs (manifest bytes and base folder).
     pub config_sha256: String,
     pub inputs_sha256: String,
@@ -62,6 +66,7 @@ impl RunKey {
             command: command.to_string(),
             model: scorer.name().to_string(),
             model_sha256: scorer.model_sha256().map(str::to_string),
+            engine: scorer.engine().map(str::to_string),
             config_sha256: cxr_core::fsutil::sha256_bytes(&config),
             inputs_sha256: cxr_core::fsutil::sha256_bytes(inputs),
         })
@@ -75,6 +80,9 @@ impl RunKey {
         }
         if old.model != self.model || old.model_sha256 != self.model_sha256 {
             d.push("another model");
+        }
+        if old.engine != self.engine {
+            d.push("another engine");
         }
         if old.config_sha256 != self.config_sha256 {
             d.push("another configuration");
@@ -356,6 +364,32 @@ mod tests {
     use crate::run::run_audit;
     use crate::score::{ScoreConfig, journal_dir, score_manifest};
     use crate::test_support::{Counted, tiny_manifest};
+
+    /// The same ONNX model on tract and on onnxruntime: two keys, so a run is never resumed on the other
+    /// engine (their scores agree to ~1e-6, not to the bit).
+    #[test]
+    fn the_engine_is_part_of_the_key() {
+        use cxr_onnx::{Engine, LoadOptions, ModelSpec, OnnxScorer};
+        if let Err(e) = cxr_onnx::engine::onnxruntime() {
+            println!("skipped: onnxruntime not found ({e})");
+            return;
+        }
+        let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../onnx/tests/fixtures/cue_outside.toml");
+        let key = |engine| {
+            let scorer = OnnxScorer::load(
+                ModelSpec::load(&spec).unwrap(),
+                &LoadOptions::engine(engine),
+            )
+            .unwrap();
+            RunKey::new("score", &scorer, &1u32, b"manifest").unwrap()
+        };
+        let (tract, ort) = (key(Engine::Tract), key(Engine::Onnxruntime));
+        assert_eq!(tract.model_sha256, ort.model_sha256);
+        assert_ne!(tract, ort);
+        assert_eq!(ort.differences(&tract), "another engine");
+        assert_eq!(tract, key(Engine::Tract));
+    }
 
     const SCORE_FILES: [&str; 3] = [
         "predictions.csv",
