@@ -49,6 +49,9 @@ pub enum BenchCommand {
     /// ONNX scoring images/s (default: torchvision ResNet18 and ResNet50 default exports, batches 8 and 32),
     /// cxr-onnx on onnxruntime and on tract against onnxruntime from Python in the same run.
     Onnx(crate::bench_onnx::BenchOnnxArgs),
+    /// A whole default audit (every test, masks included) of torchvision ResNet18/ResNet50 exports on real
+    /// radiographs, per engine, with the audit's own time per step.
+    Audit(crate::bench_audit::BenchAuditArgs),
     /// Lung UNet inference (images/s) at 256 px for each width (cxr-segment).
     Segment {
         /// Width multipliers to measure (the CPU default 16, the paper's 64).
@@ -70,6 +73,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Manifest { rows } => bench_manifest(rows),
         BenchCommand::Merge(args) => crate::bench_merge::run(args),
         BenchCommand::Onnx(args) => crate::bench_onnx::run(args),
+        BenchCommand::Audit(args) => crate::bench_audit::run(args),
         BenchCommand::Synth { per_source, size } => crate::bench_stages::synth(per_source, size),
         BenchCommand::Codecs { reps, large_side } => bench_codecs(reps.max(1), large_side),
         BenchCommand::Segment {
@@ -151,10 +155,7 @@ fn transfer_syntax(bytes: &[u8]) -> Option<String> {
 /// `bench codecs`: median read time (parse + decode frame 0) per file, summed per transfer syntax, for
 /// `cxr_ingest::read_image` and for pydicom's `dcmread(...).pixel_array` (crates/ingest/tests/codec_reference.py).
 fn bench_codecs(reps: usize, large_side: usize) -> Result<()> {
-    let shared = std::env::var_os("CXR_SHARED_DATA")
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "../shared/data".into());
+    let shared = crate::shared_data();
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let py = std::env::var_os("CXR_PYTHON")
         .map(std::path::PathBuf::from)

@@ -2,7 +2,7 @@
 //! tract) against onnxruntime from Python on the same export, the same batch, the same pixels and the same
 //! thread count, in the same run (`$CXR_PYTHON`, default /work/pyvenv/bin/python).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -44,30 +44,28 @@ fn batch_images(n: usize, side: u32) -> Result<Vec<Grey8>> {
         .map_err(Into::into)
 }
 
-fn repo_root() -> PathBuf {
-    let up = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    up.canonicalize().unwrap_or(up)
-}
-
-fn default_specs() -> Result<Vec<PathBuf>> {
-    let dir = repo_root().join("target/onnx-fixtures");
-    let specs: Vec<PathBuf> = ["resnet18", "resnet50"]
+/// The default PyTorch exports of `models` (torchvision names, random weights): `target/onnx-fixtures/
+/// NAME_default.toml`, written by `make_fixtures.py --default-export` when missing.
+pub(crate) fn default_exports(models: &[String]) -> Result<Vec<PathBuf>> {
+    let dir = crate::repo_root().join("target/onnx-fixtures");
+    let specs: Vec<PathBuf> = models
         .iter()
         .map(|m| dir.join(format!("{m}_default.toml")))
         .collect();
     if specs.iter().all(|s| s.is_file()) {
         return Ok(specs);
     }
-    let script = repo_root().join("crates/onnx/scripts/make_fixtures.py");
+    let script = crate::repo_root().join("crates/onnx/scripts/make_fixtures.py");
     println!(
-        "exporting torchvision ResNet18 and ResNet50 (default exporter) to {} ...",
+        "exporting torchvision {} (default exporter) to {} ...",
+        models.join(", "),
         dir.display()
     );
     let ok = Command::new(crate::bench_ops::python())
         .arg(&script)
         .arg("--default-export")
         .arg(&dir)
-        .args(["--arch", "resnet18,resnet50"])
+        .args(["--arch", &models.join(",")])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -177,7 +175,7 @@ fn ours(
 
 pub fn run(args: BenchOnnxArgs) -> Result<()> {
     let specs = if args.spec.is_empty() {
-        default_specs()?
+        default_exports(&["resnet18".into(), "resnet50".into()])?
     } else {
         args.spec.clone()
     };

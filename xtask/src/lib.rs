@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_audit;
 mod bench_merge;
 mod bench_model;
 mod bench_onnx;
@@ -20,6 +21,21 @@ mod bench_stages;
 mod fuzz;
 
 pub use cxr_cli::error_chain;
+
+/// The repository root (xtask's parent folder).
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    let up = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    up.canonicalize().unwrap_or(up)
+}
+
+/// The real data folder: `$CXR_SHARED_DATA`, else `../shared/data` (relative to where the bench runs: `cargo
+/// xtask` runs from the repository root).
+pub(crate) fn shared_data() -> std::path::PathBuf {
+    std::env::var_os("CXR_SHARED_DATA")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "../shared/data".into())
+}
 
 /// cxr-confounders developer tasks; every other command is the `cxr` command's (`cargo xtask reproduce`
 /// = `cxr reproduce`).
