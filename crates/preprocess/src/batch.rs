@@ -1,7 +1,9 @@
 //! Batch mode: a manifest in, 8-bit PNGs plus an extended manifest out.
 //!
-//! - Parallel over images with rayon; each worker holds one image at a time, so memory is flat in the number of
-//!   images (only the manifest rows are kept).
+//! - Streamed ([`run_batch_rows`]): rows are taken from the input 1024 at a time and processed in parallel
+//!   with rayon, each worker holding one image at a time; output rows go to a spool file
+//!   ([`cxr_core::ManifestWriter`]), so memory is flat in the number of images (`cxr preprocess` reads the
+//!   manifest with `Manifest::stream`; docs/PERFORMANCE.md).
 //! - Content-keyed cache: `<out>/png8/<k[..2]>/<k>.png` with `k = sha256(input sha256, the image's display
 //!   options, geometry, metadata override, PIPELINE_VERSION)`, plus `<k>.json` recording what was applied,
 //!   written last as the commit marker. A rerun or a resumed run decodes nothing that is already there.
@@ -167,8 +169,7 @@ pub fn metadata_override(record: &ManifestRecord) -> Result<MetadataOverride, St
     })
 }
 
-/// Runs the stage over a manifest. `read` decodes one file (xtask passes cxr-ingest's reader); its errors
-/// become rejects. Returns an error only when an output cannot be written.
+/// Runs the stage over a manifest held in memory: [`run_batch_rows`] over its records.
 pub fn run_batch<F, E>(
     manifest: &Manifest,
     out_dir: &Path,
@@ -181,16 +182,42 @@ where
     F: Fn(&Path) -> Result<RawImage, E> + Sync,
     E: Display,
 {
+    let total = manifest
+        .records
+        .iter()
+        .filter(|r| options.shard.is_none_or(|s| s.owns_record(r)))
+        .count();
+    let rows = manifest.records.iter().cloned().map(Ok);
+    run_batch_rows(
+        manifest, rows, total, out_dir, config, options, read, progress,
+    )
+}
+
+/// Rows taken from the input at a time: enough to keep every core busy, few enough to hold.
+const CHUNK_ROWS: usize = 1024;
+
+/// Runs the stage over the rows of a manifest read one at a time (`Manifest::stream`): `header` gives their
+/// base folder and columns, `total` the number the shard owns (for the progress). Rows are processed
+/// [`CHUNK_ROWS`] at a time and their output rows streamed to the output manifest
+/// ([`cxr_core::ManifestWriter`]) and `rejects.csv`, so memory does not grow with the row count. `read`
+/// decodes one file (xtask passes cxr-ingest's reader); its errors become rejects. Returns an error when a row
+/// cannot be read or an output cannot be written.
+#[allow(clippy::too_many_arguments)]
+pub fn run_batch_rows<F, E>(
+    header: &Manifest,
+    rows: impl Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>,
+    total: usize,
+    out_dir: &Path,
+    config: &PreprocessConfig,
+    options: &BatchOptions,
+    read: F,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BatchSummary, PreprocessError>
+where
+    F: Fn(&Path) -> Result<RawImage, E> + Sync,
+    E: Display,
+{
     let start = Instant::now();
-    let owned;
-    let manifest = match &options.shard {
-        Some(s) => {
-            owned = s.filter(manifest);
-            &owned
-        }
-        None => manifest,
-    };
-    let total = manifest.records.len();
     let geometry = Geometry {
         size: config.size,
         resize: config.resize,
@@ -203,65 +230,78 @@ where
     );
     let cache_dir = out_dir.join("png8");
     std::fs::create_dir_all(&cache_dir).map_err(|e| cxr_core::CoreError::io(&cache_dir, e))?;
-
-    let outcomes: Vec<Result<Outcome, PreprocessError>> = manifest
-        .records
-        .par_iter()
-        .map(|record| {
-            let file = manifest.resolve(record);
-            let outcome = process_one(record, &file, out_dir, config, &geometry, options, &read);
-            match &outcome {
-                Ok(Outcome::Rows(_, true)) => {
-                    cached.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Outcome::Rejected(r)) => {
-                    tracing::debug!(id = %r.id, "rejected: {}", r.reason);
-                    rejected.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            progress(Progress {
-                done: d,
-                total,
-                cached: cached.load(Ordering::Relaxed),
-                rejected: rejected.load(Ordering::Relaxed),
-            });
-            outcome
-        })
-        .collect();
-
-    let mut rows = Vec::new();
-    let mut rejects = Vec::new();
-    let mut n_cached = 0;
-    for o in outcomes {
-        match o? {
-            Outcome::Rows(r, hit) => {
-                n_cached += usize::from(hit);
-                rows.extend(r);
-            }
-            Outcome::Rejected(r) => rejects.push(r),
-        }
-    }
-    // `path` cells stay relative to the input manifest's folder, `png8` cells are absolute: `write`
-    // re-expresses both for the output folder.
-    let mut out = Manifest::new(rows);
-    out.base_dir = manifest.base_dir.clone();
-    out.extra_columns = manifest.extra_columns.clone();
     let name = |n: &str| match &options.shard {
         Some(s) => s.part_path(&out_dir.join(n)),
         None => out_dir.join(n),
     };
     let manifest_path = name("manifest.csv");
-    out.write(&manifest_path)?;
     let rejects_path = name("rejects.csv");
-    write_rejects(&rejects, &rejects_path)?;
+    // `path` cells stay relative to the input manifest's folder, `png8` cells are absolute: the writer
+    // re-expresses both for the output folder.
+    let mut out = cxr_core::ManifestWriter::create(&manifest_path, header)?;
+    let mut rejects = RejectWriter::create(&rejects_path)?;
+    let (mut n_cached, mut n_rejected) = (0, 0);
+    // Errors pass, to be returned; rows of other shards do not.
+    let mut rows =
+        rows.filter(|r| !matches!(r, Ok(r) if options.shard.is_some_and(|s| !s.owns_record(r))));
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    loop {
+        chunk.clear();
+        for r in rows.by_ref().take(CHUNK_ROWS) {
+            chunk.push(r?);
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let outcomes: Vec<Result<Outcome, PreprocessError>> = chunk
+            .par_iter()
+            .map(|record| {
+                let file = header.resolve(record);
+                let outcome =
+                    process_one(record, &file, out_dir, config, &geometry, options, &read);
+                match &outcome {
+                    Ok(Outcome::Rows(_, true)) => {
+                        cached.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Outcome::Rejected(r)) => {
+                        tracing::debug!(id = %r.id, "rejected: {}", r.reason);
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(Progress {
+                    done: d,
+                    total,
+                    cached: cached.load(Ordering::Relaxed),
+                    rejected: rejected.load(Ordering::Relaxed),
+                });
+                outcome
+            })
+            .collect();
+        for o in outcomes {
+            match o? {
+                Outcome::Rows(rs, hit) => {
+                    n_cached += usize::from(hit);
+                    for r in &rs {
+                        out.write(r)?;
+                    }
+                }
+                Outcome::Rejected(r) => {
+                    rejects.write(&r)?;
+                    n_rejected += 1;
+                }
+            }
+        }
+    }
+    let n_rows = out.finish()?;
+    rejects.finish()?;
     let summary = BatchSummary {
         total,
-        processed: total - n_cached - rejects.len(),
+        processed: total - n_cached - n_rejected,
         cached: n_cached,
-        rejected: rejects.len(),
-        rows: out.records.len(),
+        rejected: n_rejected,
+        rows: n_rows,
         augment: options.augment,
         config_hash: config.hash(),
         elapsed_s: start.elapsed().as_secs_f64(),
@@ -435,18 +475,47 @@ fn read_entry(path: &Path) -> Option<CacheEntry> {
 
 /// Writes `rejects.csv` (`id, file, reason`) atomically; a header only when nothing was rejected.
 pub fn write_rejects(rejects: &[Reject], path: &Path) -> Result<(), PreprocessError> {
-    let err = |e: &dyn Display| PreprocessError::Cache {
+    let mut w = RejectWriter::create(path)?;
+    for r in rejects {
+        w.write(r)?;
+    }
+    w.finish()
+}
+
+/// `rejects.csv` written one row at a time, committed by [`RejectWriter::finish`].
+struct RejectWriter {
+    w: csv::Writer<fsutil::AtomicFile>,
+    path: PathBuf,
+}
+
+impl RejectWriter {
+    fn create(path: &Path) -> Result<Self, PreprocessError> {
+        let mut w = Self {
+            w: csv::Writer::from_writer(fsutil::AtomicFile::create_partial(path)?),
+            path: path.to_path_buf(),
+        };
+        w.row(["id", "file", "reason"])?;
+        Ok(w)
+    }
+
+    fn write(&mut self, r: &Reject) -> Result<(), PreprocessError> {
+        self.row([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
+    }
+
+    fn row<'a>(&mut self, cells: [&'a str; 3]) -> Result<(), PreprocessError> {
+        let path = &self.path;
+        self.w.write_record(cells).map_err(|e| cache_err(path, &e))
+    }
+
+    fn finish(self) -> Result<(), PreprocessError> {
+        let file = self.w.into_inner().map_err(|e| cache_err(&self.path, &e))?;
+        Ok(file.commit()?)
+    }
+}
+
+fn cache_err(path: &Path, e: &dyn Display) -> PreprocessError {
+    PreprocessError::Cache {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["id", "file", "reason"])
-        .map_err(|e| err(&e))?;
-    for r in rejects {
-        w.write_record([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
-            .map_err(|e| err(&e))?;
     }
-    let bytes = w.into_inner().map_err(|e| err(&e))?;
-    fsutil::write_atomic(path, &bytes)?;
-    Ok(())
 }
