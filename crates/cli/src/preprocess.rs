@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use cxr_core::Manifest;
 use cxr_preprocess::{
-    BatchOptions, DisplayOptions, Filter, Geometry, PreprocessConfig, ResizeMode, WindowMode,
-    convert_file, run_batch_rows,
+    BatchOptions, DisplayOptions, Filter, Geometry, PreprocessConfig, ResizeMode, Streamed,
+    WindowMode, convert_file, run_batch,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -73,12 +73,13 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
         total += usize::from(shard.is_none_or(|s| s.owns_record(&r)));
     }
     let rows = Manifest::stream(&args.manifest, None).with_context(context)?;
-    let header = rows.header.clone();
     let bar = progress_bar(total, "preprocess");
-    let summary = run_batch_rows(
-        &header,
-        rows,
-        total,
+    let summary = run_batch(
+        Streamed {
+            header: rows.header.clone(),
+            rows,
+            total,
+        },
         &args.out,
         &config,
         &options,

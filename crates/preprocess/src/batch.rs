@@ -1,6 +1,6 @@
 //! Batch mode: a manifest in, 8-bit PNGs plus an extended manifest out.
 //!
-//! - Streamed ([`run_batch_rows`]): rows are taken from the input 1024 at a time and processed in parallel
+//! - Streamed ([`run_batch`] of [`Streamed`] rows): rows are taken from the input 1024 at a time and processed in parallel
 //!   with rayon, each worker holding one image at a time; output rows go to a spool file
 //!   ([`cxr_core::ManifestWriter`]), so memory is flat in the number of images (`cxr preprocess` reads the
 //!   manifest with `Manifest::stream`; docs/PERFORMANCE.md).
@@ -169,44 +169,58 @@ pub fn metadata_override(record: &ManifestRecord) -> Result<MetadataOverride, St
     })
 }
 
-/// Runs the stage over a manifest held in memory: [`run_batch_rows`] over its records.
-pub fn run_batch<F, E>(
-    manifest: &Manifest,
-    out_dir: &Path,
-    config: &PreprocessConfig,
-    options: &BatchOptions,
-    read: F,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<BatchSummary, PreprocessError>
-where
-    F: Fn(&Path) -> Result<RawImage, E> + Sync,
-    E: Display,
-{
-    let total = manifest
-        .records
-        .iter()
-        .filter(|r| options.shard.is_none_or(|s| s.owns_record(r)))
-        .count();
-    let rows = manifest.records.iter().cloned().map(Ok);
-    run_batch_rows(
-        manifest, rows, total, out_dir, config, options, read, progress,
-    )
+/// What [`run_batch`] reads: a manifest held in memory (`&Manifest`), or one streamed ([`Streamed`]).
+pub trait BatchInput {
+    type Rows: Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>;
+    /// The columns and base folder (no records), the rows, and how many of them `shard` owns.
+    fn into_rows(self, shard: Option<cxr_core::Shard>) -> (Manifest, Self::Rows, usize);
+}
+
+type Owned = fn(ManifestRecord) -> Result<ManifestRecord, cxr_core::CoreError>;
+
+impl<'a> BatchInput for &'a Manifest {
+    type Rows = std::iter::Map<std::iter::Cloned<std::slice::Iter<'a, ManifestRecord>>, Owned>;
+    fn into_rows(self, shard: Option<cxr_core::Shard>) -> (Manifest, Self::Rows, usize) {
+        let total = self
+            .records
+            .iter()
+            .filter(|r| shard.is_none_or(|s| s.owns_record(r)))
+            .count();
+        let header = Manifest {
+            records: Vec::new(),
+            extra_columns: self.extra_columns.clone(),
+            base_dir: self.base_dir.clone(),
+            absent: self.absent.clone(),
+        };
+        (header, self.records.iter().cloned().map(Ok as Owned), total)
+    }
+}
+
+/// The rows of a manifest read one at a time (`Manifest::stream`): `header` gives their base folder and
+/// columns (`ManifestRows::header`), `total` the number the shard owns (for the progress; the caller counts
+/// them in a first pass, which also checks every row before any work).
+pub struct Streamed<I> {
+    pub header: Manifest,
+    pub rows: I,
+    pub total: usize,
+}
+
+impl<I: Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>> BatchInput for Streamed<I> {
+    type Rows = I;
+    fn into_rows(self, _: Option<cxr_core::Shard>) -> (Manifest, I, usize) {
+        (self.header, self.rows, self.total)
+    }
 }
 
 /// Rows taken from the input at a time: enough to keep every core busy, few enough to hold.
 const CHUNK_ROWS: usize = 1024;
 
-/// Runs the stage over the rows of a manifest read one at a time (`Manifest::stream`): `header` gives their
-/// base folder and columns, `total` the number the shard owns (for the progress). Rows are processed
-/// [`CHUNK_ROWS`] at a time and their output rows streamed to the output manifest
-/// ([`cxr_core::ManifestWriter`]) and `rejects.csv`, so memory does not grow with the row count. `read`
-/// decodes one file (xtask passes cxr-ingest's reader); its errors become rejects. Returns an error when a row
-/// cannot be read or an output cannot be written.
-#[allow(clippy::too_many_arguments)]
-pub fn run_batch_rows<F, E>(
-    header: &Manifest,
-    rows: impl Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>,
-    total: usize,
+/// Runs the stage over a manifest (held or [`Streamed`]). Rows are processed [`CHUNK_ROWS`] at a time and
+/// their output rows streamed to the output manifest ([`cxr_core::ManifestWriter`]) and `rejects.csv`, so
+/// memory does not grow with the row count. `read` decodes one file (xtask passes cxr-ingest's reader); its
+/// errors become rejects. Returns an error when a row cannot be read or an output cannot be written.
+pub fn run_batch<F, E>(
+    input: impl BatchInput,
     out_dir: &Path,
     config: &PreprocessConfig,
     options: &BatchOptions,
@@ -218,6 +232,8 @@ where
     E: Display,
 {
     let start = Instant::now();
+    let (header, rows, total) = input.into_rows(options.shard);
+    let header = &header;
     let geometry = Geometry {
         size: config.size,
         resize: config.resize,
@@ -502,7 +518,7 @@ impl RejectWriter {
         self.row([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
     }
 
-    fn row<'a>(&mut self, cells: [&'a str; 3]) -> Result<(), PreprocessError> {
+    fn row(&mut self, cells: [&str; 3]) -> Result<(), PreprocessError> {
         let path = &self.path;
         self.w.write_record(cells).map_err(|e| cache_err(path, &e))
     }
