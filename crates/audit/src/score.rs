@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cxr_core::{Grey8, Manifest, Prediction, Scorer, Shard, Split};
+use cxr_core::fsutil::AtomicFile;
+use cxr_core::{
+    Grey8, Manifest, ManifestRecord, Prediction, PredictionWriter, Scorer, Shard, Split,
+};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +92,10 @@ fn read_grey(path: &Path) -> std::result::Result<Grey8, String> {
 }
 
 /// Scores every row of the manifest at `manifest` (needs `id, source, label` and the image column; keeps
-/// `split`, `patient` where given) with `scorer`.
+/// `split`, `patient` where given) with `scorer`. Streamed: a first pass checks every row (errors before any
+/// work) and counts the shard's rows, the second scores them a batch at a time into the outputs' temporary
+/// files, renamed at the end; memory is one batch plus the manifest reader's 16 bytes per row, whatever the
+/// row count (docs/PERFORMANCE.md).
 pub fn score_manifest(
     scorer: &dyn Scorer,
     manifest: &Path,
@@ -97,18 +103,20 @@ pub fn score_manifest(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ScoreOutcome> {
     let column = cfg.column.as_deref().unwrap_or("png8");
-    let m = Manifest::read_lenient(manifest, &[column])
-        .step(format!("manifest {}", manifest.display()))?;
-    let rows: Vec<_> = m
-        .records
-        .iter()
-        .filter(|r| cfg.shard.is_none_or(|s| s.owns_record(r)))
-        .collect();
+    let step = || format!("manifest {}", manifest.display());
+    let owns = |r: &ManifestRecord| cfg.shard.is_none_or(|s| s.owns_record(r));
+    let open = || Manifest::stream(manifest, Some(&[column][..])).step(step());
+    let mut total = 0usize;
+    for r in open()? {
+        total += usize::from(owns(&r.step(step())?));
+    }
     let (out, rejects_path) = match cfg.shard {
         Some(s) => (s.part_path(&cfg.out), s.part_path(&rejects_path(&cfg.out))),
         None => (cfg.out.clone(), rejects_path(&cfg.out)),
     };
     cxr_core::fsutil::refuse_inputs(&[&out, &rejects_path], &[manifest])?;
+    let mut rows = open()?;
+    let base_dir = rows.header.base_dir.clone();
     // Resumable: the batches of a killed run with the same model, configuration and manifest are reused; any
     // other run's outputs under these names are removed first (crate::resume).
     let mut owned = vec![out.clone(), rejects_path.clone(), model_json_path(&out)];
@@ -123,19 +131,37 @@ pub fn score_manifest(
         "score",
         scorer,
         &(cfg, column),
-        format!("{inputs} {}", m.base_dir.display()).as_bytes(),
+        format!("{inputs} {}", base_dir.display()).as_bytes(),
     )?;
     let journal = Journal::open(&journal_dir(&out), &key, &owned, &[manifest])?;
     let journaled = journal.scorer(scorer);
     let scorer: &dyn Scorer = &journaled;
     let csv_err = |e: csv::Error| AuditError::input(&rejects_path, e.to_string());
-    let mut preds = Vec::with_capacity(rows.len());
-    let mut rejects = csv::Writer::from_writer(Vec::new());
+    let mut preds = PredictionWriter::new(AtomicFile::create_partial(&out)?, &out);
+    let mut rejects = csv::Writer::from_writer(AtomicFile::create_partial(&rejects_path)?);
     rejects
         .write_record(["id", "file", "reason"])
         .map_err(csv_err)?;
-    let bar = Bar::new(progress, "score".into(), rows.len());
-    for batch in rows.chunks(cfg.batch_size.max(1)) {
+    let bar = Bar::new(progress, "score".into(), total);
+    let batch_size = cfg.batch_size.max(1);
+    let mut scored_rows = 0usize;
+    let mut batch: Vec<ManifestRecord> = Vec::with_capacity(batch_size);
+    loop {
+        batch.clear();
+        // The shard's next `batch_size` rows: the batches of the whole-manifest reading, so a journal
+        // written by an earlier run answers them.
+        for r in rows.by_ref() {
+            let r = r.step(step())?;
+            if owns(&r) {
+                batch.push(r);
+                if batch.len() == batch_size {
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
         // The cell as the manifest gives it: a rejects row names the file the way its user wrote it.
         let loaded: Vec<(usize, String, std::result::Result<Grey8, String>)> = batch
             .par_iter()
@@ -144,7 +170,7 @@ pub fn score_manifest(
                 |(i, r)| match r.get(column).filter(|c| !c.trim().is_empty()) {
                     None => (i, String::new(), Err(format!("no `{column}` value"))),
                     Some(cell) => {
-                        let p = cxr_core::absolute_path(&m.base_dir.join(cell.trim()));
+                        let p = cxr_core::absolute_path(&base_dir.join(cell.trim()));
                         (i, cell.trim().to_string(), read_grey(&p))
                     }
                 },
@@ -180,30 +206,30 @@ pub fn score_manifest(
             .into());
         }
         for (i, s) in owners.into_iter().zip(scored.scores) {
-            let r = batch[i];
-            preds.push(Prediction {
-                id: r.id.clone(),
-                source: r.source.clone(),
-                // A manifest without splits is an external test set.
-                split: r.split.unwrap_or(Split::Test),
-                label: r.label,
-                score: s,
-                patient: r.patient.clone(),
-                model: scorer.name().to_string(),
-            });
+            let r = &batch[i];
+            preds
+                .write(&Prediction {
+                    id: r.id.clone(),
+                    source: r.source.clone(),
+                    // A manifest without splits is an external test set.
+                    split: r.split.unwrap_or(Split::Test),
+                    label: r.label,
+                    score: s,
+                    patient: r.patient.clone(),
+                    model: scorer.name().to_string(),
+                })
+                .step(format!("writing {}", out.display()))?;
+            scored_rows += 1;
         }
         bar.inc(batch.len());
     }
     drop(bar);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(AuditError::io(dir))?;
-    }
-    cxr_core::write_predictions(&out, &preds).step(format!("writing {}", out.display()))?;
-    let rejected = rows.len() - preds.len();
-    let bytes = rejects
+    preds.finish().step(format!("writing {}", out.display()))?;
+    let rejected = total - scored_rows;
+    rejects
         .into_inner()
-        .map_err(|e| AuditError::input(&rejects_path, e.to_string()))?;
-    cxr_core::fsutil::write_atomic(&rejects_path, &bytes)
+        .map_err(|e| AuditError::input(&rejects_path, e.to_string()))?
+        .commit()
         .step(format!("writing {}", rejects_path.display()))?;
     // The model's content hash too: a spec's hash alone would not see the ONNX file behind it swapped.
     let model_sha256 = scorer.model_sha256().map(str::to_string);
@@ -234,7 +260,7 @@ pub fn score_manifest(
     Ok(ScoreOutcome {
         predictions: out,
         rejects: rejects_path,
-        scored: preds.len(),
+        scored: scored_rows,
         rejected,
         config_hash,
         model_sha256,

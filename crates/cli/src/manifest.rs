@@ -289,14 +289,23 @@ pub fn lint(file: &Path) -> Result<LintReport> {
     Ok(cxr_ingest::lint(&read(file)?))
 }
 
-/// Reads a manifest and renders a `source × label` count table.
+/// Reads a manifest and renders a `source × label` count table. One streamed pass: memory is the count table
+/// plus the reader's 16 bytes per row (`cxr_core::manifest::ManifestRows`), whatever the row count.
 pub fn check(file: &Path) -> Result<String> {
-    let manifest = read(file)?;
+    let context = || format!("reading manifest {}", file.display());
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut n = 0usize;
+    for r in Manifest::stream(file, None).with_context(context)? {
+        let r = r.with_context(context)?;
+        *counts
+            .entry((r.source.to_string(), r.label.to_string()))
+            .or_default() += 1;
+        n += 1;
+    }
     Ok(format!(
-        "{}: {} images\n{}",
+        "{}: {n} images\n{}",
         file.display(),
-        manifest.records.len(),
-        table(&manifest)
+        render_counts(counts)
     ))
 }
 
@@ -307,6 +316,10 @@ fn table(manifest: &Manifest) -> String {
             .entry((r.source.to_string(), r.label.to_string()))
             .or_default() += 1;
     }
+    render_counts(counts)
+}
+
+fn render_counts(counts: BTreeMap<(String, String), usize>) -> String {
     let mut out = String::new();
     for ((source, label), n) in counts {
         out.push_str(&format!("  {source:<24} {label:<10} {n}\n"));

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use cxr_core::Manifest;
 use cxr_preprocess::{
-    BatchOptions, DisplayOptions, Filter, Geometry, PreprocessConfig, ResizeMode, WindowMode,
-    convert_file, run_batch,
+    BatchOptions, DisplayOptions, Filter, Geometry, PreprocessConfig, ResizeMode, Streamed,
+    WindowMode, convert_file, run_batch,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -51,8 +51,7 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 }
 
 pub fn preprocess(args: PreprocessArgs) -> Result<()> {
-    let manifest = Manifest::read(&args.manifest)
-        .with_context(|| format!("preprocess: reading manifest {}", args.manifest.display()))?;
+    let context = || format!("preprocess: reading manifest {}", args.manifest.display());
     let mut config = match &args.config {
         Some(p) => PreprocessConfig::from_toml_file(p).context("preprocess")?,
         None => PreprocessConfig::default(),
@@ -66,9 +65,21 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
         verify_hash: args.verify_hash,
         shard,
     };
-    let bar = progress_bar(manifest.records.len(), "preprocess");
+    // Streamed twice: a first pass checks every row (a bad row is reported before any work) and counts the
+    // shard's; the second feeds the stage, so the manifest is never held (docs/PERFORMANCE.md).
+    let mut total = 0usize;
+    for r in Manifest::stream(&args.manifest, None).with_context(context)? {
+        let r = r.with_context(context)?;
+        total += usize::from(shard.is_none_or(|s| s.owns_record(&r)));
+    }
+    let rows = Manifest::stream(&args.manifest, None).with_context(context)?;
+    let bar = progress_bar(total, "preprocess");
     let summary = run_batch(
-        &manifest,
+        Streamed {
+            header: rows.header.clone(),
+            rows,
+            total,
+        },
         &args.out,
         &config,
         &options,

@@ -73,31 +73,97 @@ fn replace_with(
     sync: bool,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), CoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", process_token(), unique()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        if sync {
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CoreError::io(path, e));
+    let mut f = AtomicFile::create(path)?;
+    f.sync = sync;
+    let w = f.writer.as_mut().map(write);
+    match w {
+        Some(Err(e)) => Err(CoreError::io(path, e)),
+        _ => f.commit(),
     }
-    Ok(())
+}
+
+/// A file streamed under a temporary name in its destination folder and renamed over its path by
+/// [`AtomicFile::commit`] (after `fsync`): the streaming form of [`write_atomic`], for an output too large to
+/// hold. Dropped without a commit, the temporary file is removed; a killed process leaves it, hidden
+/// (`.NAME.tmp-*`, or `.NAME.partial` from [`AtomicFile::create_partial`]), never under the final name.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+    sync: bool,
+}
+
+impl AtomicFile {
+    /// A temporary file unique to this call (concurrent writers of one path never share it).
+    pub fn create(path: &Path) -> Result<Self, CoreError> {
+        Self::open(path, format!("tmp-{}-{}", process_token(), unique()))
+    }
+
+    /// The temporary file `.NAME.partial` beside `path`, truncated: for an output with one writer at a time
+    /// (a stage's own output), so that the partial file of a killed run is replaced by the rerun's rather than
+    /// left behind.
+    pub fn create_partial(path: &Path) -> Result<Self, CoreError> {
+        Self::open(path, "partial".into())
+    }
+
+    fn open(path: &Path, suffix: String) -> Result<Self, CoreError> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}.{suffix}"));
+        let file = std::fs::File::create(&tmp).map_err(|e| CoreError::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer: Some(std::io::BufWriter::new(file)),
+            sync: true,
+        })
+    }
+
+    /// Flushes, syncs and renames the file over its path.
+    pub fn commit(mut self) -> Result<(), CoreError> {
+        let result = (|| {
+            let Some(w) = self.writer.take() else {
+                return Ok(());
+            };
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            if self.sync {
+                file.sync_all()?;
+            }
+            std::fs::rename(&self.tmp, &self.path)
+        })();
+        result.map_err(|e| CoreError::io(&self.path, e))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.writer {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("the file was committed")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.writer {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // Not committed (an error, a panic) or a failed rename: the temporary file goes.
+        if self.writer.take().is_some() || self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A token unique to this process across machines: shards on different hosts share one folder (and one

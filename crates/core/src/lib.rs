@@ -49,8 +49,10 @@ pub use image::{
     Grey8, ImageFormat, Lut, Photometric, PixelMeta, RawImage, Rescale, VoiLutFunction, Window,
 };
 pub use label::{Label, SourceId, Split};
-pub use manifest::{Manifest, ManifestRecord, PATH_COLUMNS, absolute_path, path_cell};
-pub use prediction::{Prediction, read_predictions, write_predictions};
+pub use manifest::{
+    Manifest, ManifestRecord, ManifestRows, ManifestWriter, PATH_COLUMNS, absolute_path, path_cell,
+};
+pub use prediction::{Prediction, PredictionWriter, read_predictions, write_predictions};
 pub use scorer::{ScoreError, Scored, Scorer, logit};
 pub use shard::Shard;
 

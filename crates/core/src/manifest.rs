@@ -164,6 +164,15 @@ impl Manifest {
     /// A copy whose path cells are expressed for a manifest stored in `dir` (the path rule, module docs).
     pub fn rebased(&self, dir: &Path) -> Manifest {
         let mut m = self.clone();
+        for r in &mut m.records {
+            self.rebase_record(dir, r);
+        }
+        m.base_dir = absolute_path(dir);
+        m
+    }
+
+    /// `r`'s path cells (read with this manifest's `base_dir`) expressed for a manifest stored in `dir`.
+    fn rebase_record(&self, dir: &Path, r: &mut ManifestRecord) {
         let from_file = !self.base_dir.as_os_str().is_empty();
         let cell = |v: &str| -> Option<String> {
             if v.trim().is_empty() {
@@ -176,18 +185,14 @@ impl Manifest {
                 None
             }
         };
-        for r in &mut m.records {
-            if let Some(c) = cell(&r.path.to_string_lossy()) {
-                r.path = PathBuf::from(c);
-            }
-            for col in &PATH_COLUMNS[1..] {
-                if let Some(c) = r.extra.get(*col).and_then(|v| cell(v)) {
-                    r.extra.insert((*col).to_string(), c);
-                }
+        if let Some(c) = cell(&r.path.to_string_lossy()) {
+            r.path = PathBuf::from(c);
+        }
+        for col in &PATH_COLUMNS[1..] {
+            if let Some(c) = r.extra.get(*col).and_then(|v| cell(v)) {
+                r.extra.insert((*col).to_string(), c);
             }
         }
-        m.base_dir = absolute_path(dir);
-        m
     }
 
     /// Reads a manifest. Errors name the file, the line (1-based, header = line 1) and the column.
@@ -228,156 +233,61 @@ impl Manifest {
         Self::parse(reader, path, None)
     }
 
-    /// [`Manifest::from_reader`], or with `lenient = Some(needs)` the reading of [`Manifest::read_lenient`].
+    /// [`Manifest::from_reader`], or with `lenient = Some(needs)` the reading of [`Manifest::read_lenient`]:
+    /// every row of [`ManifestRows`], kept.
     fn parse(
         reader: impl std::io::Read,
         path: &Path,
         lenient: Option<&[&str]>,
     ) -> Result<Self, CoreError> {
-        let csv_err = |line: u64, e: &dyn std::fmt::Display| CoreError::Csv {
-            path: path.to_path_buf(),
-            line,
-            message: e.to_string(),
-        };
-        let mut rdr = csv::ReaderBuilder::new()
-            .flexible(false)
-            .from_reader(reader);
-        let headers = rdr.headers().map_err(|e| csv_err(1, &e))?.clone();
-        let index = |name: &str| headers.iter().position(|h| h.trim() == name);
-        // `None`: the column is absent (lenient reads only); its field gets a placeholder.
-        let mut cols = [None::<usize>; 8];
-        let mut absent = Vec::new();
-        match lenient {
-            None => {
-                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
-                    *slot = Some(index(name).ok_or_else(|| CoreError::MissingColumn {
-                        path: path.to_path_buf(),
-                        column: name.to_string(),
-                    })?);
-                }
-            }
-            Some(needs) => {
-                let mut missing: Vec<String> = Vec::new();
-                for name in ["id", "source", "label"].iter().chain(needs) {
-                    if index(name).is_none() && !missing.iter().any(|m| m == name) {
-                        missing.push(name.to_string());
-                    }
-                }
-                if !missing.is_empty() {
-                    return Err(CoreError::MissingColumns {
-                        path: path.to_path_buf(),
-                        columns: missing,
-                    });
-                }
-                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
-                    *slot = index(name);
-                    if slot.is_none() {
-                        absent.push(name.to_string());
-                    }
-                }
-            }
-        }
-        let split_col = index("split");
-        let extra_columns: Vec<(usize, String)> = headers
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| !REQUIRED_COLUMNS.contains(&h.trim()) && h.trim() != "split")
-            .map(|(i, h)| (i, h.trim().to_string()))
-            .collect();
-
-        let mut records = Vec::new();
-        let mut seen = HashSet::new();
-        for (row_index, row) in rdr.records().enumerate() {
-            let line = row_index as u64 + 2;
-            let row = row.map_err(|e| csv_err(line, &e))?;
-            let field = |i: usize| row.get(i).unwrap_or("").to_string();
-            let cell = |i: Option<usize>| i.map(field).unwrap_or_default();
-            let invalid = |column: &str, value: String, expected: String| CoreError::InvalidValue {
-                path: path.to_path_buf(),
-                line,
-                column: column.to_string(),
-                value,
-                expected,
-            };
-            let id = cell(cols[0]);
-            if id.trim().is_empty() {
-                return Err(invalid("id", id, "a non-empty id".into()));
-            }
-            if !seen.insert(id.clone()) {
-                return Err(CoreError::DuplicateId {
-                    path: path.to_path_buf(),
-                    line,
-                    id,
-                });
-            }
-            let (v, c) = (cell(cols[1]), "source");
-            let source = v
-                .parse::<SourceId>()
-                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
-            let (v, c) = (cell(cols[2]), "label");
-            let label = v
-                .parse::<Label>()
-                .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
-            let format = match cols[6] {
-                Some(i) => {
-                    let v = field(i);
-                    v.parse::<ImageFormat>()
-                        .map_err(|e| invalid("format", v.clone(), e.to_string()))?
-                }
-                // Never written back: `format` is then in `absent`.
-                None => ImageFormat::Png,
-            };
-            let split = match split_col.map(field) {
-                Some(v) if !v.trim().is_empty() => Some(
-                    v.parse::<Split>()
-                        .map_err(|e| invalid("split", v.clone(), e.to_string()))?,
-                ),
-                _ => None,
-            };
-            let extra = extra_columns
-                .iter()
-                .map(|(i, name)| (name.clone(), field(*i)))
-                .collect();
-            // Without a patient column every image is its own patient.
-            let patient = cols[3].map_or_else(|| id.clone(), field);
-            records.push(ManifestRecord {
-                id,
-                source,
-                label,
-                patient,
-                view: cell(cols[4]),
-                path: PathBuf::from(cell(cols[5])),
-                format,
-                sha256: cell(cols[7]),
-                split,
-                extra,
-            });
-        }
+        let mut rows = ManifestRows::new(reader, path, lenient)?;
+        let records = rows.by_ref().collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             records,
-            extra_columns: extra_columns.into_iter().map(|(_, n)| n).collect(),
-            base_dir: PathBuf::new(),
-            absent,
+            ..rows.header
         })
+    }
+
+    /// Opens a manifest to read row by row ([`ManifestRows`]): the reading of [`Manifest::read`] (`lenient =
+    /// None`) or of [`Manifest::read_lenient`] (`Some(needs)`), same checks and errors, without holding the
+    /// rows. For a consumer of a manifest that can be large (`manifest check`, `score`, `preprocess`).
+    pub fn stream(
+        path: &Path,
+        lenient: Option<&[&str]>,
+    ) -> Result<ManifestRows<std::io::BufReader<std::fs::File>>, CoreError> {
+        let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+        let mut rows = ManifestRows::new(std::io::BufReader::new(file), path, lenient)?;
+        rows.header.base_dir = absolute_path(path.parent().unwrap_or(Path::new("")));
+        Ok(rows)
     }
 
     /// Every column in write order: the core ones, `split` when any record has one, then the extra ones
     /// (file order first, then new ones in sorted order).
     pub fn columns(&self) -> Vec<String> {
+        self.column_order(
+            self.records.iter().any(|r| r.split.is_some()),
+            self.records.iter().flat_map(|r| r.extra.keys()),
+        )
+    }
+
+    /// [`Manifest::columns`] for records of which any has a split (`any_split`) and whose extra columns are
+    /// `keys` (repeats allowed).
+    fn column_order<'a>(
+        &self,
+        any_split: bool,
+        keys: impl Iterator<Item = &'a String>,
+    ) -> Vec<String> {
         let mut cols: Vec<String> = REQUIRED_COLUMNS
             .iter()
             .filter(|c| !self.absent.iter().any(|a| a == *c))
             .map(|c| c.to_string())
             .collect();
-        if self.records.iter().any(|r| r.split.is_some()) {
+        if any_split {
             cols.push("split".into());
         }
         let mut extra = self.extra_columns.clone();
-        let known: HashSet<String> = extra.iter().cloned().collect();
-        let mut new: Vec<String> = self
-            .records
-            .iter()
-            .flat_map(|r| r.extra.keys())
+        let known: HashSet<&String> = extra.iter().collect();
+        let mut new: Vec<String> = keys
             .filter(|k| !known.contains(*k))
             .cloned()
             .collect::<std::collections::BTreeSet<_>>()
@@ -414,6 +324,363 @@ impl Manifest {
     pub fn write(&self, path: &Path) -> Result<(), CoreError> {
         let dir = path.parent().unwrap_or(Path::new(""));
         fsutil::write_atomic(path, &self.rebased(dir).to_csv()?)
+    }
+}
+
+/// Column positions of a manifest's header: where each core field is read from.
+#[derive(Debug)]
+struct Layout {
+    /// [`REQUIRED_COLUMNS`]' positions; `None`: absent (lenient reads only), the field gets a placeholder.
+    cols: [Option<usize>; 8],
+    split: Option<usize>,
+    /// Positions and names of the extra columns, in file order.
+    extra: Vec<(usize, String)>,
+}
+
+/// A manifest read one row at a time: the one reader of manifests ([`Manifest::read`] keeps what it yields).
+/// Each item is a record or the error that ends the reading (naming the file, the line and the column); after
+/// an error it yields nothing more. Memory is the current row plus 16 bytes per row read (a 128-bit digest of
+/// each id, for the duplicate-id check: a SHA-256 prefix, so a crafted file cannot make two ids collide).
+pub struct ManifestRows<R: std::io::Read> {
+    rdr: csv::Reader<R>,
+    path: PathBuf,
+    layout: Layout,
+    /// The manifest without its records: extra columns, absent core columns, base folder (set by
+    /// [`Manifest::stream`]; empty for [`ManifestRows::new`]). Use it to resolve a record's paths.
+    pub header: Manifest,
+    row: csv::StringRecord,
+    line: u64,
+    seen: HashSet<u128>,
+    failed: bool,
+}
+
+impl<R: std::io::Read> ManifestRows<R> {
+    /// Reads the header of CSV from `reader` (`path` names it in errors; `lenient`: see
+    /// [`Manifest::stream`]); the rows come from the iterator.
+    pub fn new(reader: R, path: &Path, lenient: Option<&[&str]>) -> Result<Self, CoreError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(reader);
+        let headers = rdr
+            .headers()
+            .map_err(|e| CoreError::Csv {
+                path: path.to_path_buf(),
+                line: 1,
+                message: e.to_string(),
+            })?
+            .clone();
+        let index = |name: &str| headers.iter().position(|h| h.trim() == name);
+        let mut cols = [None::<usize>; 8];
+        let mut absent = Vec::new();
+        match lenient {
+            None => {
+                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
+                    *slot = Some(index(name).ok_or_else(|| CoreError::MissingColumn {
+                        path: path.to_path_buf(),
+                        column: name.to_string(),
+                    })?);
+                }
+            }
+            Some(needs) => {
+                let mut missing: Vec<String> = Vec::new();
+                for name in ["id", "source", "label"].iter().chain(needs) {
+                    if index(name).is_none() && !missing.iter().any(|m| m == name) {
+                        missing.push(name.to_string());
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(CoreError::MissingColumns {
+                        path: path.to_path_buf(),
+                        columns: missing,
+                    });
+                }
+                for (slot, name) in cols.iter_mut().zip(REQUIRED_COLUMNS) {
+                    *slot = index(name);
+                    if slot.is_none() {
+                        absent.push(name.to_string());
+                    }
+                }
+            }
+        }
+        let extra: Vec<(usize, String)> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !REQUIRED_COLUMNS.contains(&h.trim()) && h.trim() != "split")
+            .map(|(i, h)| (i, h.trim().to_string()))
+            .collect();
+        let header = Manifest {
+            extra_columns: extra.iter().map(|(_, n)| n.clone()).collect(),
+            absent,
+            ..Manifest::default()
+        };
+        Ok(Self {
+            rdr,
+            path: path.to_path_buf(),
+            layout: Layout {
+                cols,
+                split: index("split"),
+                extra,
+            },
+            header,
+            row: csv::StringRecord::new(),
+            line: 1,
+            seen: HashSet::new(),
+            failed: false,
+        })
+    }
+
+    /// The file the rows come from, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record of the row just read (line `self.line`).
+    fn record(&mut self) -> Result<ManifestRecord, CoreError> {
+        let (path, line, row, l) = (&self.path, self.line, &self.row, &self.layout);
+        let field = |i: usize| row.get(i).unwrap_or("").to_string();
+        let cell = |i: Option<usize>| i.map(field).unwrap_or_default();
+        let invalid = |column: &str, value: String, expected: String| CoreError::InvalidValue {
+            path: path.to_path_buf(),
+            line,
+            column: column.to_string(),
+            value,
+            expected,
+        };
+        let id = cell(l.cols[0]);
+        if id.trim().is_empty() {
+            return Err(invalid("id", id, "a non-empty id".into()));
+        }
+        if !self.seen.insert(id_digest(&id)) {
+            return Err(CoreError::DuplicateId {
+                path: path.to_path_buf(),
+                line,
+                id,
+            });
+        }
+        let (v, c) = (cell(l.cols[1]), "source");
+        let source = v
+            .parse::<SourceId>()
+            .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+        let (v, c) = (cell(l.cols[2]), "label");
+        let label = v
+            .parse::<Label>()
+            .map_err(|e| invalid(c, v.clone(), e.to_string()))?;
+        let format = match l.cols[6] {
+            Some(i) => {
+                let v = field(i);
+                v.parse::<ImageFormat>()
+                    .map_err(|e| invalid("format", v.clone(), e.to_string()))?
+            }
+            // Never written back: `format` is then in `absent`.
+            None => ImageFormat::Png,
+        };
+        let split = match l.split.map(field) {
+            Some(v) if !v.trim().is_empty() => Some(
+                v.parse::<Split>()
+                    .map_err(|e| invalid("split", v.clone(), e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let extra = l
+            .extra
+            .iter()
+            .map(|(i, name)| (name.clone(), field(*i)))
+            .collect();
+        // Without a patient column every image is its own patient.
+        let patient = l.cols[3].map_or_else(|| id.clone(), field);
+        Ok(ManifestRecord {
+            id,
+            source,
+            label,
+            patient,
+            view: cell(l.cols[4]),
+            path: PathBuf::from(cell(l.cols[5])),
+            format,
+            sha256: cell(l.cols[7]),
+            split,
+            extra,
+        })
+    }
+}
+
+/// A 128-bit digest of an id: the duplicate check's set holds these, not the ids.
+fn id_digest(id: &str) -> u128 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(id.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    u128::from_le_bytes(b)
+}
+
+impl<R: std::io::Read> Iterator for ManifestRows<R> {
+    type Item = Result<ManifestRecord, CoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        self.line += 1;
+        let item = match self.rdr.read_record(&mut self.row) {
+            Ok(false) => return None,
+            Ok(true) => self.record(),
+            Err(e) => Err(CoreError::Csv {
+                path: self.path.clone(),
+                line: self.line,
+                message: e.to_string(),
+            }),
+        };
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// A manifest written one record at a time: the bytes [`Manifest::write`] writes for the same records, in
+/// memory independent of their number. The columns depend on every record (`split` when any has one, new
+/// extra columns sorted), so records go first to a spool file beside the destination (`.NAME.spool`: their
+/// core cells, then their extra columns as name/value pairs) and [`ManifestWriter::finish`] writes the
+/// manifest from it under a temporary name (`.NAME.partial`) renamed over the destination. One writer per
+/// destination at a time; a killed run's spool and partial file are replaced by the next run's.
+pub struct ManifestWriter {
+    path: PathBuf,
+    dir: PathBuf,
+    /// The columns and base folder of the records written (its own records are ignored).
+    header: Manifest,
+    spool_path: PathBuf,
+    spool: Option<csv::Writer<std::io::BufWriter<std::fs::File>>>,
+    any_split: bool,
+    /// Extra columns seen (a few names, whatever the row count).
+    keys: std::collections::BTreeSet<String>,
+    rows: usize,
+}
+
+impl ManifestWriter {
+    /// Starts the manifest at `path` for records read with `header`'s base folder and columns
+    /// (`extra_columns`, `absent`).
+    pub fn create(path: &Path, header: &Manifest) -> Result<Self, CoreError> {
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let spool_dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir.as_path()
+        };
+        std::fs::create_dir_all(spool_dir).map_err(|e| CoreError::io(spool_dir, e))?;
+        let spool_path = spool_dir.join(format!(".{name}.spool"));
+        let file = std::fs::File::create(&spool_path).map_err(|e| CoreError::io(&spool_path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            dir,
+            header: Manifest {
+                records: Vec::new(),
+                extra_columns: header.extra_columns.clone(),
+                base_dir: header.base_dir.clone(),
+                absent: header.absent.clone(),
+            },
+            spool: Some(
+                csv::WriterBuilder::new()
+                    .flexible(true)
+                    .from_writer(std::io::BufWriter::new(file)),
+            ),
+            spool_path,
+            any_split: false,
+            keys: Default::default(),
+            rows: 0,
+        })
+    }
+
+    /// Appends a record.
+    pub fn write(&mut self, record: &ManifestRecord) -> Result<(), CoreError> {
+        let mut r = record.clone();
+        self.header.rebase_record(&self.dir, &mut r);
+        self.any_split |= r.split.is_some();
+        for k in r.extra.keys() {
+            if !self.keys.contains(k) {
+                self.keys.insert(k.clone());
+            }
+        }
+        let core = REQUIRED_COLUMNS
+            .iter()
+            .chain(&["split"])
+            .map(|c| r.get(c).unwrap_or_default());
+        let extra = r.extra.iter().flat_map(|(k, v)| [k.clone(), v.clone()]);
+        let err = self.err();
+        let spool = self.spool.as_mut().ok_or_else(|| err("finished".into()))?;
+        spool
+            .write_record(core.chain(extra))
+            .map_err(|e| err(e.to_string()))?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Writes the manifest (header, then every record in order) and removes the spool; returns the number of
+    /// records.
+    pub fn finish(mut self) -> Result<usize, CoreError> {
+        let err = self.err();
+        if let Some(spool) = self.spool.take() {
+            spool
+                .into_inner()
+                .map_err(|e| err(e.to_string()))?
+                .into_inner()
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let cols = self.header.column_order(self.any_split, self.keys.iter());
+        let n_core = REQUIRED_COLUMNS.len() + 1;
+        // Where each column's cell is in a spool row: a core cell's index, or an extra column's name.
+        let slots: Vec<Result<usize, &str>> = cols
+            .iter()
+            .map(|c| {
+                REQUIRED_COLUMNS
+                    .iter()
+                    .chain(&["split"])
+                    .position(|k| *k == c.as_str())
+                    .ok_or(c.as_str())
+            })
+            .collect();
+        let mut out =
+            csv::Writer::from_writer(crate::fsutil::AtomicFile::create_partial(&self.path)?);
+        out.write_record(&cols).map_err(|e| err(e.to_string()))?;
+        let mut spool = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_path(&self.spool_path)
+            .map_err(|e| err(e.to_string()))?;
+        let mut row = csv::StringRecord::new();
+        while spool
+            .read_record(&mut row)
+            .map_err(|e| err(e.to_string()))?
+        {
+            let cell = |slot: &Result<usize, &str>| match slot {
+                Ok(i) => row.get(*i).unwrap_or(""),
+                Err(name) => (n_core..row.len())
+                    .step_by(2)
+                    .find(|&i| row.get(i) == Some(*name))
+                    .and_then(|i| row.get(i + 1))
+                    .unwrap_or(""),
+            };
+            out.write_record(slots.iter().map(cell))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        out.into_inner().map_err(|e| err(e.to_string()))?.commit()?;
+        Ok(self.rows)
+    }
+
+    /// An error about the manifest being written.
+    fn err(&self) -> impl Fn(String) -> CoreError + use<> {
+        let path = self.path.clone();
+        move |message| CoreError::Csv {
+            path: path.clone(),
+            line: 0,
+            message,
+        }
+    }
+}
+
+impl Drop for ManifestWriter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spool_path);
     }
 }
 
@@ -513,6 +780,113 @@ mod tests {
         );
         // The strict read still wants ingest's columns.
         assert!(Manifest::read(&p).is_err());
+    }
+
+    /// The streaming reader yields the whole-file reader's records, and on a bad row the records before it,
+    /// then the same error (file, line, column), then nothing.
+    #[test]
+    fn streaming_rows_match_the_whole_file_reader() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-manifests/cohen.csv");
+        let whole = Manifest::read(&fixture).unwrap();
+        let mut rows = Manifest::stream(&fixture, None).unwrap();
+        let streamed: Vec<_> = rows.by_ref().map(Result::unwrap).collect();
+        assert!(streamed.len() > 500);
+        assert_eq!(streamed, whole.records);
+        assert_eq!(rows.header.extra_columns, whole.extra_columns);
+        assert_eq!(rows.header.base_dir, whole.base_dir);
+        let lenient = Manifest::read_lenient(&fixture, &["path"]).unwrap();
+        let streamed: Vec<_> = Manifest::stream(&fixture, Some(&["path"][..]))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(streamed, lenient.records);
+
+        let head = "id,source,label,patient,view,path,format,sha256\n\
+                    a,nih,pneumonia,p1,PA,a.png,png,00\n\
+                    \"b\nc\",nih,covid,p2,PA,b.png,png,00\n";
+        for (bad, line, what) in [
+            ("d,nih,flu,p2,PA,b.png,png,00\n", 4, "label"),
+            ("a,nih,covid,p2,PA,b.png,png,00\n", 4, "duplicate"),
+            ("e,nih,covid,p2,PA,b.png\n", 4, "found record with 6 fields"),
+            (",nih,covid,p2,PA,b.png,png,00\n", 4, "id"),
+        ] {
+            let csv = format!("{head}{bad}f,nih,covid,p3,PA,f.png,png,00\n");
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("bad.csv");
+            std::fs::write(&p, &csv).unwrap();
+            let whole = Manifest::read(&p).unwrap_err().to_string();
+            let mut rows = Manifest::stream(&p, None).unwrap();
+            let ids: Vec<String> = rows.by_ref().map_while(Result::ok).map(|r| r.id).collect();
+            assert_eq!(ids, ["a", "b\nc"], "{bad}");
+            assert!(rows.next().is_none(), "{bad}: nothing after the error");
+            let streamed = Manifest::stream(&p, None)
+                .unwrap()
+                .find_map(Result::err)
+                .unwrap()
+                .to_string();
+            assert_eq!(streamed, whole);
+            assert!(
+                whole.contains("bad.csv") && whole.contains(&format!("line {line}")),
+                "{whole}"
+            );
+            assert!(whole.contains(what), "{bad}: {whole}");
+        }
+    }
+
+    /// The streaming writer writes the bytes of `Manifest::write`: columns from every record (a split on one
+    /// row, new extra columns in any row), quoting, path cells re-expressed for another folder.
+    #[test]
+    fn the_streaming_writer_writes_the_bytes_of_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in/manifest.csv");
+        let mut a = record("a");
+        a.set("window", "40,400");
+        a.set("mask", "masks/a.png");
+        let mut b = record("b");
+        b.set("note", "line\nbreak \"quoted\"");
+        b.set("aug", "flip");
+        let mut c = record("c");
+        c.split = Some(Split::Test);
+        Manifest::new(vec![a, b, c]).write(&src).unwrap();
+        let mut m = Manifest::read(&src).unwrap();
+        m.records[1].set("png8", dir.path().join("cache/b.png").to_string_lossy());
+        m.records[2].set("aaa", "first");
+        for (name, records) in [
+            ("all", m.records.clone()),
+            ("nosplit", m.records[..2].to_vec()),
+            ("none", Vec::new()),
+        ] {
+            let whole = dir.path().join(format!("out/{name}/whole.csv"));
+            let streamed = dir.path().join(format!("out/{name}/streamed.csv"));
+            Manifest {
+                records: records.clone(),
+                ..m.clone()
+            }
+            .write(&whole)
+            .unwrap();
+            let mut w = ManifestWriter::create(&streamed, &m).unwrap();
+            for r in &records {
+                w.write(r).unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), records.len());
+            let (whole, streamed_bytes) = (
+                std::fs::read_to_string(&whole).unwrap(),
+                std::fs::read_to_string(&streamed).unwrap(),
+            );
+            assert_eq!(streamed_bytes, whole, "{name}");
+            let left: Vec<_> = std::fs::read_dir(streamed.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left.len(),
+                2,
+                "{name}: no spool or partial file left: {left:?}"
+            );
+        }
+        let text = std::fs::read_to_string(dir.path().join("out/all/streamed.csv")).unwrap();
+        assert!(text.starts_with("id,source,label,patient,view,path,format,sha256,split,"));
+        assert!(text.contains("../../in/masks/a.png"), "{text}");
     }
 
     #[test]

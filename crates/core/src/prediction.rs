@@ -119,20 +119,51 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, CoreError> {
 
 /// Writes predictions atomically.
 pub fn write_predictions(path: &Path, predictions: &[Prediction]) -> Result<(), CoreError> {
-    let mut wtr = csv::Writer::from_writer(Vec::new());
+    let mut w = PredictionWriter::new(fsutil::AtomicFile::create(path)?, path);
     for p in predictions {
-        wtr.serialize(p).map_err(|e| CoreError::Csv {
+        w.write(p)?;
+    }
+    w.finish()
+}
+
+/// Predictions written one at a time into an [`fsutil::AtomicFile`] (the bytes of [`write_predictions`]),
+/// renamed over their path by [`PredictionWriter::finish`]: a score table of any length in constant memory.
+pub struct PredictionWriter {
+    wtr: csv::Writer<fsutil::AtomicFile>,
+    path: std::path::PathBuf,
+}
+
+impl PredictionWriter {
+    /// `path` names the destination in errors.
+    pub fn new(file: fsutil::AtomicFile, path: &Path) -> Self {
+        Self {
+            wtr: csv::Writer::from_writer(file),
             path: path.to_path_buf(),
+        }
+    }
+
+    pub fn write(&mut self, p: &Prediction) -> Result<(), CoreError> {
+        self.wtr.serialize(p).map_err(|e| self.err(&e))
+    }
+
+    /// Flushes and commits the file.
+    pub fn finish(self) -> Result<(), CoreError> {
+        let path = self.path;
+        let file = self.wtr.into_inner().map_err(|e| CoreError::Csv {
+            path: path.clone(),
             line: 0,
             message: e.to_string(),
         })?;
+        file.commit()
     }
-    let bytes = wtr.into_inner().map_err(|e| CoreError::Csv {
-        path: path.to_path_buf(),
-        line: 0,
-        message: e.to_string(),
-    })?;
-    fsutil::write_atomic(path, &bytes)
+
+    fn err(&self, e: &dyn std::fmt::Display) -> CoreError {
+        CoreError::Csv {
+            path: self.path.clone(),
+            line: 0,
+            message: e.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

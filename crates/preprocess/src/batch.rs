@@ -1,7 +1,9 @@
 //! Batch mode: a manifest in, 8-bit PNGs plus an extended manifest out.
 //!
-//! - Parallel over images with rayon; each worker holds one image at a time, so memory is flat in the number of
-//!   images (only the manifest rows are kept).
+//! - Streamed ([`run_batch`] of [`Streamed`] rows): rows are taken from the input 1024 at a time and processed in parallel
+//!   with rayon, each worker holding one image at a time; output rows go to a spool file
+//!   ([`cxr_core::ManifestWriter`]), so memory is flat in the number of images (`cxr preprocess` reads the
+//!   manifest with `Manifest::stream`; docs/PERFORMANCE.md).
 //! - Content-keyed cache: `<out>/png8/<k[..2]>/<k>.png` with `k = sha256(input sha256, the image's display
 //!   options, geometry, metadata override, PIPELINE_VERSION)`, plus `<k>.json` recording what was applied,
 //!   written last as the commit marker. A rerun or a resumed run decodes nothing that is already there.
@@ -167,10 +169,58 @@ pub fn metadata_override(record: &ManifestRecord) -> Result<MetadataOverride, St
     })
 }
 
-/// Runs the stage over a manifest. `read` decodes one file (xtask passes cxr-ingest's reader); its errors
-/// become rejects. Returns an error only when an output cannot be written.
+/// What [`run_batch`] reads: a manifest held in memory (`&Manifest`), or one streamed ([`Streamed`]).
+pub trait BatchInput {
+    type Rows: Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>;
+    /// The columns and base folder (no records), the rows, and how many of them `shard` owns.
+    fn into_rows(self, shard: Option<cxr_core::Shard>) -> (Manifest, Self::Rows, usize);
+}
+
+type Owned = fn(ManifestRecord) -> Result<ManifestRecord, cxr_core::CoreError>;
+
+impl<'a> BatchInput for &'a Manifest {
+    type Rows = std::iter::Map<std::iter::Cloned<std::slice::Iter<'a, ManifestRecord>>, Owned>;
+    fn into_rows(self, shard: Option<cxr_core::Shard>) -> (Manifest, Self::Rows, usize) {
+        let total = self
+            .records
+            .iter()
+            .filter(|r| shard.is_none_or(|s| s.owns_record(r)))
+            .count();
+        let header = Manifest {
+            records: Vec::new(),
+            extra_columns: self.extra_columns.clone(),
+            base_dir: self.base_dir.clone(),
+            absent: self.absent.clone(),
+        };
+        (header, self.records.iter().cloned().map(Ok as Owned), total)
+    }
+}
+
+/// The rows of a manifest read one at a time (`Manifest::stream`): `header` gives their base folder and
+/// columns (`ManifestRows::header`), `total` the number the shard owns (for the progress; the caller counts
+/// them in a first pass, which also checks every row before any work).
+pub struct Streamed<I> {
+    pub header: Manifest,
+    pub rows: I,
+    pub total: usize,
+}
+
+impl<I: Iterator<Item = Result<ManifestRecord, cxr_core::CoreError>>> BatchInput for Streamed<I> {
+    type Rows = I;
+    fn into_rows(self, _: Option<cxr_core::Shard>) -> (Manifest, I, usize) {
+        (self.header, self.rows, self.total)
+    }
+}
+
+/// Rows taken from the input at a time: enough to keep every core busy, few enough to hold.
+const CHUNK_ROWS: usize = 1024;
+
+/// Runs the stage over a manifest (held or [`Streamed`]). Rows are processed [`CHUNK_ROWS`] at a time and
+/// their output rows streamed to the output manifest ([`cxr_core::ManifestWriter`]) and `rejects.csv`, so
+/// memory does not grow with the row count. `read` decodes one file (xtask passes cxr-ingest's reader); its
+/// errors become rejects. Returns an error when a row cannot be read or an output cannot be written.
 pub fn run_batch<F, E>(
-    manifest: &Manifest,
+    input: impl BatchInput,
     out_dir: &Path,
     config: &PreprocessConfig,
     options: &BatchOptions,
@@ -182,15 +232,8 @@ where
     E: Display,
 {
     let start = Instant::now();
-    let owned;
-    let manifest = match &options.shard {
-        Some(s) => {
-            owned = s.filter(manifest);
-            &owned
-        }
-        None => manifest,
-    };
-    let total = manifest.records.len();
+    let (header, rows, total) = input.into_rows(options.shard);
+    let header = &header;
     let geometry = Geometry {
         size: config.size,
         resize: config.resize,
@@ -203,65 +246,78 @@ where
     );
     let cache_dir = out_dir.join("png8");
     std::fs::create_dir_all(&cache_dir).map_err(|e| cxr_core::CoreError::io(&cache_dir, e))?;
-
-    let outcomes: Vec<Result<Outcome, PreprocessError>> = manifest
-        .records
-        .par_iter()
-        .map(|record| {
-            let file = manifest.resolve(record);
-            let outcome = process_one(record, &file, out_dir, config, &geometry, options, &read);
-            match &outcome {
-                Ok(Outcome::Rows(_, true)) => {
-                    cached.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Outcome::Rejected(r)) => {
-                    tracing::debug!(id = %r.id, "rejected: {}", r.reason);
-                    rejected.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            progress(Progress {
-                done: d,
-                total,
-                cached: cached.load(Ordering::Relaxed),
-                rejected: rejected.load(Ordering::Relaxed),
-            });
-            outcome
-        })
-        .collect();
-
-    let mut rows = Vec::new();
-    let mut rejects = Vec::new();
-    let mut n_cached = 0;
-    for o in outcomes {
-        match o? {
-            Outcome::Rows(r, hit) => {
-                n_cached += usize::from(hit);
-                rows.extend(r);
-            }
-            Outcome::Rejected(r) => rejects.push(r),
-        }
-    }
-    // `path` cells stay relative to the input manifest's folder, `png8` cells are absolute: `write`
-    // re-expresses both for the output folder.
-    let mut out = Manifest::new(rows);
-    out.base_dir = manifest.base_dir.clone();
-    out.extra_columns = manifest.extra_columns.clone();
     let name = |n: &str| match &options.shard {
         Some(s) => s.part_path(&out_dir.join(n)),
         None => out_dir.join(n),
     };
     let manifest_path = name("manifest.csv");
-    out.write(&manifest_path)?;
     let rejects_path = name("rejects.csv");
-    write_rejects(&rejects, &rejects_path)?;
+    // `path` cells stay relative to the input manifest's folder, `png8` cells are absolute: the writer
+    // re-expresses both for the output folder.
+    let mut out = cxr_core::ManifestWriter::create(&manifest_path, header)?;
+    let mut rejects = RejectWriter::create(&rejects_path)?;
+    let (mut n_cached, mut n_rejected) = (0, 0);
+    // Errors pass, to be returned; rows of other shards do not.
+    let mut rows =
+        rows.filter(|r| !matches!(r, Ok(r) if options.shard.is_some_and(|s| !s.owns_record(r))));
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    loop {
+        chunk.clear();
+        for r in rows.by_ref().take(CHUNK_ROWS) {
+            chunk.push(r?);
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let outcomes: Vec<Result<Outcome, PreprocessError>> = chunk
+            .par_iter()
+            .map(|record| {
+                let file = header.resolve(record);
+                let outcome =
+                    process_one(record, &file, out_dir, config, &geometry, options, &read);
+                match &outcome {
+                    Ok(Outcome::Rows(_, true)) => {
+                        cached.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Outcome::Rejected(r)) => {
+                        tracing::debug!(id = %r.id, "rejected: {}", r.reason);
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(Progress {
+                    done: d,
+                    total,
+                    cached: cached.load(Ordering::Relaxed),
+                    rejected: rejected.load(Ordering::Relaxed),
+                });
+                outcome
+            })
+            .collect();
+        for o in outcomes {
+            match o? {
+                Outcome::Rows(rs, hit) => {
+                    n_cached += usize::from(hit);
+                    for r in &rs {
+                        out.write(r)?;
+                    }
+                }
+                Outcome::Rejected(r) => {
+                    rejects.write(&r)?;
+                    n_rejected += 1;
+                }
+            }
+        }
+    }
+    let n_rows = out.finish()?;
+    rejects.finish()?;
     let summary = BatchSummary {
         total,
-        processed: total - n_cached - rejects.len(),
+        processed: total - n_cached - n_rejected,
         cached: n_cached,
-        rejected: rejects.len(),
-        rows: out.records.len(),
+        rejected: n_rejected,
+        rows: n_rows,
         augment: options.augment,
         config_hash: config.hash(),
         elapsed_s: start.elapsed().as_secs_f64(),
@@ -435,18 +491,47 @@ fn read_entry(path: &Path) -> Option<CacheEntry> {
 
 /// Writes `rejects.csv` (`id, file, reason`) atomically; a header only when nothing was rejected.
 pub fn write_rejects(rejects: &[Reject], path: &Path) -> Result<(), PreprocessError> {
-    let err = |e: &dyn Display| PreprocessError::Cache {
+    let mut w = RejectWriter::create(path)?;
+    for r in rejects {
+        w.write(r)?;
+    }
+    w.finish()
+}
+
+/// `rejects.csv` written one row at a time, committed by [`RejectWriter::finish`].
+struct RejectWriter {
+    w: csv::Writer<fsutil::AtomicFile>,
+    path: PathBuf,
+}
+
+impl RejectWriter {
+    fn create(path: &Path) -> Result<Self, PreprocessError> {
+        let mut w = Self {
+            w: csv::Writer::from_writer(fsutil::AtomicFile::create_partial(path)?),
+            path: path.to_path_buf(),
+        };
+        w.row(["id", "file", "reason"])?;
+        Ok(w)
+    }
+
+    fn write(&mut self, r: &Reject) -> Result<(), PreprocessError> {
+        self.row([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
+    }
+
+    fn row(&mut self, cells: [&str; 3]) -> Result<(), PreprocessError> {
+        let path = &self.path;
+        self.w.write_record(cells).map_err(|e| cache_err(path, &e))
+    }
+
+    fn finish(self) -> Result<(), PreprocessError> {
+        let file = self.w.into_inner().map_err(|e| cache_err(&self.path, &e))?;
+        Ok(file.commit()?)
+    }
+}
+
+fn cache_err(path: &Path, e: &dyn Display) -> PreprocessError {
+    PreprocessError::Cache {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["id", "file", "reason"])
-        .map_err(|e| err(&e))?;
-    for r in rejects {
-        w.write_record([r.id.as_str(), &r.file.to_string_lossy(), r.reason.as_str()])
-            .map_err(|e| err(&e))?;
     }
-    let bytes = w.into_inner().map_err(|e| err(&e))?;
-    fsutil::write_atomic(path, &bytes)?;
-    Ok(())
 }

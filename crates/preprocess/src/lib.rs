@@ -35,7 +35,10 @@ use std::fmt::Display;
 use std::path::Path;
 
 pub use augment::{AUGMENTATIONS, AugKind, augment};
-pub use batch::{BatchOptions, BatchSummary, Progress, Reject, metadata_override, run_batch};
+pub use batch::{
+    BatchInput, BatchOptions, BatchSummary, Progress, Reject, Streamed, metadata_override,
+    run_batch,
+};
 pub use config::{PreprocessConfig, SourcePolicy};
 pub use cxr_core::{Grey8, RawImage};
 pub use display::{
