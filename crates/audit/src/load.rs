@@ -212,6 +212,7 @@ mod tests {
         let opts = |size| ModelOptions {
             backbone: Some(arch.to_string()),
             image_size: Some(size),
+            ..Default::default()
         };
         let hash = |p: &Path, size| {
             let loaded = load_scorer(&ModelSource::Run(p.to_path_buf()), &opts(size)).unwrap();

@@ -97,6 +97,7 @@ fn audit() -> StudyAudit {
     let evidence = AuditEvidence {
         model: MODEL.into(),
         model_sha256: None,
+        engine: None,
         source_probe: vec![SourceFigure {
             source: SourceId::NIH.into(),
             auc: Figure::with_ci(0.99, 0.97, 1.0),
