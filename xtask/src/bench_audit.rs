@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use cxr_core::{Label, Manifest};
+use cxr_core::{Label, Manifest, Split};
 
 #[derive(Debug, Args)]
 pub struct BenchAuditArgs {
@@ -72,7 +72,6 @@ fn bench_manifest(out: &Path, images: usize) -> Result<PathBuf> {
         &s(&built),
     ])?;
     let mut manifest = Manifest::read(&split)?;
-    let split_of = |r: &cxr_core::ManifestRecord| r.extra.get("split").cloned().unwrap_or_default();
     let mut records = std::mem::take(&mut manifest.records);
     records.sort_by(|a, b| a.id.cmp(&b.id));
     let two_classes =
@@ -81,9 +80,9 @@ fn bench_manifest(out: &Path, images: usize) -> Result<PathBuf> {
     manifest.records = records
         .into_iter()
         .filter(|r| two_classes(r))
-        .filter(|r| match split_of(r).as_str() {
-            "train" => true,
-            "test" if tests < images => {
+        .filter(|r| match r.split {
+            Some(Split::Train) => true,
+            Some(Split::Test) if tests < images => {
                 tests += 1;
                 true
             }
