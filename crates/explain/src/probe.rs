@@ -443,7 +443,6 @@ impl Logistic {
             loss / n as f64 + 0.5 * cfg.l2 * design.squared_norm(&p.coef, &p.margins)
         };
         let mut theta = Iterate::zero(design.coefs(), n);
-        let mut prev = theta.clone();
         let mut look = theta.clone();
         let mut t = 1.0f64;
         let mut f_prev = objective(&theta);
@@ -480,7 +479,7 @@ impl Logistic {
             restarted = false;
             let t_next = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
             let beta = (t - 1.0) / t_next;
-            prev = std::mem::replace(&mut theta, next);
+            let prev = std::mem::replace(&mut theta, next);
             look = theta.extrapolate(&prev, beta);
             t = t_next;
             f_prev = f_next;

@@ -13,6 +13,8 @@
 //! read through the same `OutputKind::score`. The interpreter is released while Rust works and taken again
 //! only to call the model, one batch at a time.
 
+mod log;
+
 use std::path::{Path, PathBuf};
 
 use cxr_audit::{AuditConfig, ModelOptions, ModelSource};
@@ -259,8 +261,9 @@ fn score(
         ..Default::default()
     };
     let outcome = py
-        .detach(|| cxr_audit::score_manifest(scorer.as_ref(), &manifest, &cfg, &|_| {}))
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        .detach(|| cxr_audit::score_manifest(scorer.as_ref(), &manifest, &cfg, &|_| {}));
+    log::flush(py);
+    let outcome = outcome.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     Ok(outcome.predictions)
 }
 
@@ -307,6 +310,7 @@ fn run_audit(
         };
         cxr_audit::run_audit_on(scorer.as_ref(), &manifest, &manifest_name, &cfg, &|_| {})
     });
+    log::flush(py);
     let outcome = outcome.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     let files = outcome.files.as_ref().map(|f| {
         serde_json::json!({
@@ -446,5 +450,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(lung_masks, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(log::install_logging, m)?)?;
     Ok(())
 }

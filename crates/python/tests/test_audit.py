@@ -149,6 +149,37 @@ class AuditFromPython(unittest.TestCase):
         self.assertEqual(result.flagged, [])
         self.assertEqual(result.model, "model")  # a lambda-like closure named `model`
 
+    def test_progress_reaches_the_logger_and_saliency_tolerance_is_passed_on(self):
+        import logging
+
+        class Collect(logging.Handler):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def emit(self, record):
+                self.lines.append((record.levelno, record.getMessage()))
+
+        collect = Collect()
+        logger = logging.getLogger("cxr_confounders")
+        logger.addHandler(collect)
+        try:
+            manifest = self.root / "corner" / "manifest.csv"
+            exhaustive = cxr.audit(cue_reader(CORNER), manifest, input_size=224, saliency_tolerance=0, **FAST)
+            refined = cxr.audit(cue_reader(CORNER), manifest, input_size=224, **FAST)
+        finally:
+            logger.removeHandler(collect)
+        lines = [m for _, m in collect.lines]
+        # The step times and the per-map progress the CLI logs, delivered before audit() returned.
+        self.assertTrue(any(m.startswith("audit: source probe:") for m in lines), lines)
+        self.assertTrue(any("occlusion maps: 2/2 maps" in m for m in lines), lines)
+        self.assertTrue(any(m.startswith("audit: verdict and report:") for m in lines), lines)
+        self.assertTrue(all(level >= logging.INFO for level, _ in collect.lines))
+        # Tolerance 0 is the exhaustive map: every position of the 8x8 grid plus the unoccluded image.
+        cost = lambda r: r.to_dict()["evidence"][0]["saliency"]["passes_per_map"]
+        self.assertEqual(cost(exhaustive), 8 * 8 + 1)
+        self.assertLess(cost(refined), cost(exhaustive))
+
     def test_rows_and_a_path_give_the_same_audit(self):
         os.chdir(self.root / "corner")  # relative image paths in rows resolve against the working folder
         try:

@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -19,6 +20,25 @@ import numpy as np
 from . import _native
 
 ModelLike = Union[Callable[..., Any], str, os.PathLike]
+
+# The Rust side's log (progress of the audit's steps and maps, their times, warnings) arrives here, on the
+# `cxr_confounders` logger. It gets its own handler on stderr (in a notebook: the cell) at INFO, unless the
+# user configured that logger first; `logging.getLogger("cxr_confounders").setLevel(logging.WARNING)`
+# silences the progress.
+logger = logging.getLogger("cxr_confounders")
+if not logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _log(level: int, message: str) -> None:
+    logger.log(level, message)
+
+
+_native.install_logging(_log)
 
 
 def _call_model(model, batch: bytes, shape, want_features: bool):
@@ -242,6 +262,7 @@ def audit(
     folds: int = 5,
     saliency_images: int = 8,
     saliency_grid: int = 24,
+    saliency_tolerance: float = 0.1,
     lung_energy: Union[str, os.PathLike, None] = None,
     features_csv: Union[str, os.PathLike, None] = None,
     engine: str = "auto",
@@ -266,6 +287,7 @@ def audit(
         "folds": folds,
         "saliency_images": saliency_images,
         "saliency_grid": saliency_grid,
+        "saliency_tolerance": saliency_tolerance,
         "batch_size": batch_size,
         "name": name,
         "out": os.fspath(out) if out is not None else None,
