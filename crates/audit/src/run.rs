@@ -630,7 +630,7 @@ fn occlusion_saliency(
     // time left, for logs where no bar is drawn.
     for (k, s) in chosen.iter().enumerate() {
         let item = cam_item(manifest, s, column)?;
-        let m = cxr_explain::occlusion_map(scorer, &item.image, &map_cfg)
+        let m = cxr_explain::occlusion_map(scorer, &item.image, Some(&item.mask), &map_cfg)
             .step(format!("row {}", s.row.id))?;
         passes += m.passes;
         geometry = Some((m.patch, m.stride));

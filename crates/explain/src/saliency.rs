@@ -20,9 +20,13 @@
 //! of the grid gets fewer). The refined map (the default) first scores every other position per side: those
 //! patches tile the image, so whatever the model reads lies under one of them. A remaining position is then
 //! scored only where the map changes: when the coarse changes around it (the two or four tiles it
-//! overlaps) differ by at least `tolerance` x the largest coarse change; elsewhere it takes their mean. About
-//! a quarter of the positions plus the refined ones; the lung energy fraction moves by less than 0.05
-//! (tests/tests/saliency_plan.rs, docs/AUDIT.md). Which positions are scored depends on the scores, but
+//! overlaps) differ by at least `tolerance` x the largest coarse change; elsewhere it takes their mean.
+//! Given the lung mask (the audit always gives it), a remaining position is also scored only where its
+//! patch straddles the lung border: the lung energy fraction asks how much heat lies inside the lungs, and
+//! an estimate wholly inside (or wholly outside) them moves heat within the same side, where the errors of
+//! neighbouring estimates average out, while at the border it would smear heat across it. About a quarter
+//! of the positions plus the refined ones; the lung energy fraction moves by less than 0.05
+//! (tests/tests/audit_behaviour.rs, docs/AUDIT.md). Which positions are scored depends on the scores, but
 //! always within the exhaustive set, and a map whose coarse pass is empty (no tile moved the score, as for
 //! `audit prepare`'s recorder, which answers a constant) scores every position: a recorded run asks a
 //! superset of what its replay asks.
@@ -105,13 +109,27 @@ fn origins(side: usize, stride: usize, grid: usize) -> Vec<usize> {
     (0..side).step_by(stride).take(grid).collect()
 }
 
-/// The occlusion sensitivity map of `image` for `scorer`.
+/// The occlusion sensitivity map of `image` for `scorer`. With `lung` (the lung mask on the image's pixels,
+/// lung >= 128), a refined map scores a remaining position only where its patch straddles the lung border
+/// (module documentation).
 pub fn occlusion_map(
     scorer: &dyn Scorer,
     image: &Grey8,
+    lung: Option<&Grey8>,
     cfg: &OcclusionConfig,
 ) -> Result<OcclusionMap> {
     let (w, h) = (image.width as usize, image.height as usize);
+    if let Some(m) = lung
+        && (m.width, m.height) != (image.width, image.height)
+    {
+        return Err(ExplainError::invalid(
+            "occlusion map",
+            format!(
+                "the lung mask is {}x{}, the image {w}x{h}",
+                m.width, m.height
+            ),
+        ));
+    }
     if cfg.grid < 2 || w < cfg.grid || h < cfg.grid {
         return Err(ExplainError::invalid(
             "occlusion map",
@@ -165,6 +183,26 @@ pub fn occlusion_map(
                 (k + 1 < n).then(|| vec![k - 1, k + 1])
             }
         };
+        // Whether the patch at (i, j) covers lung and non-lung pixels: only there can an estimate move heat
+        // across the border the lung energy fraction measures (without a mask: everywhere).
+        let straddles = |i: usize, j: usize| -> bool {
+            let Some(m) = lung else { return true };
+            let (x0, y0) = (xs[i], ys[j]);
+            let (mut inside, mut outside) = (false, false);
+            for y in y0..(y0 + patch).min(h) {
+                for &v in &m.data[y * w + x0..y * w + (x0 + patch).min(w)] {
+                    if v >= 128 {
+                        inside = true;
+                    } else {
+                        outside = true;
+                    }
+                }
+                if inside && outside {
+                    return true;
+                }
+            }
+            false
+        };
         let mut rest = Vec::new();
         for j in 0..ny {
             for i in 0..nx {
@@ -181,7 +219,7 @@ pub fn occlusion_map(
                     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                     let hi = v.iter().copied().fold(0f64, f64::max);
                     // An empty coarse map says nothing of where the map changes: score everything.
-                    (top > 0.0 && hi - lo < tolerance * top)
+                    (top > 0.0 && (hi - lo < tolerance * top || !straddles(i, j)))
                         .then(|| v.iter().sum::<f64>() / v.len() as f64)
                 });
                 match flat {
@@ -332,13 +370,13 @@ mod tests {
             batch_size: 64,
             plan: SaliencyPlan::Exhaustive,
         };
-        let m = occlusion_map(&Saturated::new(true), &img, &cfg).unwrap();
+        let m = occlusion_map(&Saturated::new(true), &img, None, &cfg).unwrap();
         assert!(m.usable);
         assert_eq!(m.score, 1.0);
         assert!(m.logit > 49.0, "{}", m.logit);
         assert_eq!(m.heat.get(45, 13), 1.0);
         assert_eq!(m.heat.get(5, 50), 0.0);
-        let m = occlusion_map(&Saturated::new(false), &img, &cfg).unwrap();
+        let m = occlusion_map(&Saturated::new(false), &img, None, &cfg).unwrap();
         assert!(!m.usable);
         assert!(m.heat.data.iter().all(|&v| v == 0.0));
     }
@@ -358,7 +396,7 @@ mod tests {
             batch_size: 7,
             plan: SaliencyPlan::Exhaustive,
         };
-        let m = occlusion_map(&RegionReader, &img, &cfg).unwrap();
+        let m = occlusion_map(&RegionReader, &img, None, &cfg).unwrap();
         assert_eq!(
             (m.cells, m.stride, m.patch, m.passes),
             ((16, 16), 4, 8, 257)
@@ -382,7 +420,7 @@ mod tests {
         assert!(near / total > 0.99, "{near} / {total}");
         // Too small an image for the grid is an error, not a panic.
         let tiny = Grey8::new(8, 8, vec![0; 64]).unwrap();
-        assert!(occlusion_map(&RegionReader, &tiny, &cfg).is_err());
+        assert!(occlusion_map(&RegionReader, &tiny, None, &cfg).is_err());
     }
 
     /// A model reading two regions with different weights: a square in the left "lung" and a mark outside.
@@ -427,10 +465,11 @@ mod tests {
             own_logits: true,
             logit: two_regions,
         };
-        let full = occlusion_map(&reader, &img, &cfg(SaliencyPlan::Exhaustive)).unwrap();
+        let full = occlusion_map(&reader, &img, None, &cfg(SaliencyPlan::Exhaustive)).unwrap();
         let refined = occlusion_map(
             &reader,
             &img,
+            None,
             &cfg(SaliencyPlan::with_tolerance(
                 SaliencyPlan::DEFAULT_TOLERANCE,
             )),
@@ -453,12 +492,39 @@ mod tests {
         let (a, b) = (energy(&full), energy(&refined));
         assert!(a > 0.5 && a < 0.95, "{a}");
         assert!((a - b).abs() < 0.05, "exhaustive {a}, refined {b}");
+        // Given the lungs, positions whose patch lies wholly inside or wholly outside them are estimated:
+        // fewer passes again, and the same lung energy.
+        let bordered = occlusion_map(
+            &reader,
+            &img,
+            Some(&mask),
+            &cfg(SaliencyPlan::with_tolerance(
+                SaliencyPlan::DEFAULT_TOLERANCE,
+            )),
+        )
+        .unwrap();
+        assert!(
+            bordered.passes < refined.passes,
+            "{} vs {} passes",
+            bordered.passes,
+            refined.passes
+        );
+        let c = energy(&bordered);
+        assert!(
+            (a - c).abs() < 0.05,
+            "exhaustive {a}, refined at the border {c}"
+        );
+        let small = Grey8::new(32, 32, vec![0; 32 * 32]).unwrap();
+        assert!(
+            occlusion_map(&reader, &img, Some(&small), &cfg(SaliencyPlan::Exhaustive)).is_err()
+        );
         // Tolerance 0 is the exhaustive map, and a model no patch moves gets every position scored (what
         // `audit prepare`'s constant recorder relies on).
         assert_eq!(SaliencyPlan::with_tolerance(0.0), SaliencyPlan::Exhaustive);
         let blind = occlusion_map(
             &Saturated::new(false),
             &img,
+            Some(&mask),
             &cfg(SaliencyPlan::with_tolerance(0.5)),
         )
         .unwrap();

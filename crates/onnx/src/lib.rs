@@ -486,14 +486,21 @@ impl OnnxScorer {
     /// The batch as the model's input, `[n, channels, size, size]`, normalised.
     fn input(&self, images: &[Grey8]) -> Result<(Vec<f32>, [usize; 4]), String> {
         let (s, c) = (self.spec.input_size, self.spec.channels);
-        let mut data = Vec::with_capacity(images.len() * c * s * s);
-        for (i, g) in images.iter().enumerate() {
-            model_input::push_model_input(g, s, &self.spec.mean, &self.spec.std, &mut data)
-                .ok_or_else(|| {
-                    format!("image {i}: a {}x{} buffer is malformed", g.width, g.height)
-                })?;
-        }
-        Ok((data, [images.len(), c, s, s]))
+        // Resized and normalised in parallel: onnxruntime waits for the whole batch, and a sequential
+        // resize of every occlusion variant left a core idle between its runs.
+        let planes: Vec<Vec<f32>> = images
+            .par_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let mut v = Vec::with_capacity(c * s * s);
+                model_input::push_model_input(g, s, &self.spec.mean, &self.spec.std, &mut v)
+                    .ok_or_else(|| {
+                        format!("image {i}: a {}x{} buffer is malformed", g.width, g.height)
+                    })?;
+                Ok(v)
+            })
+            .collect::<Result<_, String>>()?;
+        Ok((planes.concat(), [images.len(), c, s, s]))
     }
 
     /// The engine's raw outputs for a batch: [score, features?], each checked by [`OnnxScorer::read`].

@@ -260,8 +260,8 @@ fn score(
         batch_size,
         ..Default::default()
     };
-    let outcome = py
-        .detach(|| cxr_audit::score_manifest(scorer.as_ref(), &manifest, &cfg, &|_| {}));
+    let outcome =
+        py.detach(|| cxr_audit::score_manifest(scorer.as_ref(), &manifest, &cfg, &|_| {}));
     log::flush(py);
     let outcome = outcome.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     Ok(outcome.predictions)

@@ -24,7 +24,8 @@ static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Our crates' INFO (progress and step times) and everyone's warnings and errors.
 fn wanted(meta: &Metadata<'_>) -> bool {
-    *meta.level() <= Level::WARN || (*meta.level() <= Level::INFO && meta.target().starts_with("cxr"))
+    *meta.level() <= Level::WARN
+        || (*meta.level() <= Level::INFO && meta.target().starts_with("cxr"))
 }
 
 /// Python's numeric level of a tracing level.
