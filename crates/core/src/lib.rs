@@ -50,7 +50,8 @@ pub use image::{
 };
 pub use label::{Label, SourceId, Split};
 pub use manifest::{
-    Manifest, ManifestRecord, ManifestRows, ManifestWriter, PATH_COLUMNS, absolute_path, path_cell,
+    Manifest, ManifestRecord, ManifestRows, ManifestWriter, PATH_COLUMNS, absolute_path,
+    key_digest, path_cell,
 };
 pub use prediction::{Prediction, PredictionWriter, read_predictions, write_predictions};
 pub use scorer::{ScoreError, Scored, Scorer, logit};

@@ -505,8 +505,20 @@ impl<R: std::io::Read> ManifestRows<R> {
 
 /// A 128-bit digest of an id: the duplicate check's set holds these, not the ids.
 fn id_digest(id: &str) -> u128 {
+    key_digest(&[id])
+}
+
+/// A 128-bit digest (SHA-256, truncated) of a key made of several strings (`[model, id]`), each
+/// length-prefixed so that no two keys collide by concatenation: duplicate checks over millions of rows
+/// hold 16 bytes per row instead of the strings.
+pub fn key_digest(parts: &[&str]) -> u128 {
     use sha2::Digest;
-    let h = sha2::Sha256::digest(id.as_bytes());
+    let mut h = sha2::Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let h = h.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
     u128::from_le_bytes(b)

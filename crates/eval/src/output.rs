@@ -29,14 +29,15 @@ fn model_name_for(path: &Path) -> String {
 /// [`model_name_for`]). An image scored twice by one model is an error naming the file.
 pub fn load_predictions(paths: &[PathBuf]) -> Result<Vec<Prediction>, EvalError> {
     let mut all = Vec::new();
-    let mut seen: HashSet<(String, String)> = HashSet::new();
+    // 16 bytes per row (a digest of model and id), not two cloned strings.
+    let mut seen: HashSet<u128> = HashSet::new();
     for path in paths {
         let default = model_name_for(path);
         for mut p in read_predictions(path)? {
             if p.model.is_empty() {
                 p.model = default.clone();
             }
-            if !seen.insert((p.model.clone(), p.id.clone())) {
+            if !seen.insert(cxr_core::key_digest(&[&p.model, &p.id])) {
                 return Err(EvalError::Input {
                     path: path.clone(),
                     message: format!(

@@ -1,7 +1,7 @@
 //! [`evaluate`]: predictions → [`EvalReport`], every metric with its intervals, per model, split, source
 //! and seen/unseen group, plus the comparisons and alarms.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use cxr_core::{Manifest, Prediction, SourceId, Split};
 use rayon::prelude::*;
@@ -313,13 +313,14 @@ impl EvalReport {
 
 /// One row of the binary task.
 #[derive(Debug, Clone)]
-struct Row {
-    id: String,
-    source: SourceId,
+struct Row<'a> {
+    // Borrowed from the predictions (and the options' patients): a million-row table is not copied.
+    id: &'a str,
+    source: &'a SourceId,
     split: Split,
     positive: bool,
     score: f64,
-    patient: String,
+    patient: &'a str,
 }
 
 const ROC_GRID: usize = 101;
@@ -332,28 +333,28 @@ pub fn evaluate(
     options: &EvalOptions,
 ) -> Result<EvalReport, EvalError> {
     options.validate()?;
-    let mut by_model: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    let mut by_model: BTreeMap<&str, Vec<Row>> = BTreeMap::new();
     let mut excluded = 0;
-    let mut seen_ids: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut seen_ids: HashSet<u128> = HashSet::new();
     for p in predictions {
         let Some(target) = p.label.target() else {
             excluded += 1;
             continue;
         };
-        if !seen_ids.insert((p.model.as_str(), p.id.as_str())) {
+        if !seen_ids.insert(cxr_core::key_digest(&[&p.model, &p.id])) {
             return Err(EvalError::Input {
                 path: "predictions".into(),
                 message: format!("image `{}` scored twice by model `{}`", p.id, p.model),
             });
         }
         let patient = if p.patient.is_empty() {
-            options.patients.get(&p.id).cloned().unwrap_or_default()
+            options.patients.get(&p.id).map_or("", String::as_str)
         } else {
-            p.patient.clone()
+            p.patient.as_str()
         };
-        by_model.entry(p.model.clone()).or_default().push(Row {
-            id: p.id.clone(),
-            source: p.source.clone(),
+        by_model.entry(p.model.as_str()).or_default().push(Row {
+            id: p.id.as_str(),
+            source: &p.source,
             split: p.split,
             positive: target == 1,
             score: p.score,
@@ -435,12 +436,12 @@ pub fn evaluate(
                     groups.push((Group::Seen, s));
                     groups.push((Group::Unseen, u));
                 }
-                let sources: BTreeSet<&SourceId> = in_split.iter().map(|r| &r.source).collect();
+                let sources: BTreeSet<&SourceId> = in_split.iter().map(|r| r.source).collect();
                 for source in sources {
                     let rows = in_split
                         .iter()
                         .copied()
-                        .filter(|r| &r.source == source)
+                        .filter(|r| r.source == source)
                         .collect();
                     groups.push((Group::Source(source.clone()), rows));
                 }
@@ -448,7 +449,7 @@ pub fn evaluate(
             for (group, rows) in groups {
                 if !rows.is_empty() {
                     plans.push((
-                        model.clone(),
+                        *model,
                         split,
                         group,
                         rows,
@@ -459,7 +460,7 @@ pub fn evaluate(
             }
         }
         model_meta.push((
-            model.clone(),
+            model.to_string(),
             threshold,
             seen.map(|s| s.into_iter().collect::<Vec<_>>()),
             seen_from,
@@ -584,7 +585,7 @@ fn evaluate_set(
     let points = roc_points(&scores, &pos);
 
     // Bootstrap: every statistic and the ROC curve on the same resamples.
-    let keys: Vec<&str> = rows.iter().map(|r| r.patient.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.patient).collect();
     let clusters = Clusters::new(&pos, &keys);
     let columns = |n: usize| -> Vec<Vec<f64>> {
         (0..n)
@@ -722,15 +723,13 @@ fn evaluate_set(
 
 /// Paired DeLong tests between every two models on each split, over the images both models scored (same
 /// id, same split, same label).
-fn paired_comparisons(by_model: &BTreeMap<String, Vec<Row>>, level: f64) -> Vec<PairedComparison> {
-    let names: Vec<&String> = by_model.keys().collect();
+fn paired_comparisons(by_model: &BTreeMap<&str, Vec<Row>>, level: f64) -> Vec<PairedComparison> {
+    let names: Vec<&str> = by_model.keys().copied().collect();
     let mut out = Vec::new();
     for (i, a) in names.iter().enumerate() {
         for b in &names[i + 1..] {
-            let rows_b: HashMap<(&str, Split), &Row> = by_model[*b]
-                .iter()
-                .map(|r| ((r.id.as_str(), r.split), r))
-                .collect();
+            let rows_b: HashMap<(&str, Split), &Row> =
+                by_model[*b].iter().map(|r| ((r.id, r.split), r)).collect();
             let splits: BTreeSet<Split> = by_model[*a].iter().map(|r| r.split).collect();
             for split in splits {
                 let pairs: Vec<(&Row, &Row)> = by_model[*a]
@@ -738,7 +737,7 @@ fn paired_comparisons(by_model: &BTreeMap<String, Vec<Row>>, level: f64) -> Vec<
                     .filter(|r| r.split == split)
                     .filter_map(|ra| {
                         rows_b
-                            .get(&(ra.id.as_str(), split))
+                            .get(&(ra.id, split))
                             .filter(|rb| rb.positive == ra.positive)
                             .map(|rb| (ra, *rb))
                     })
@@ -751,8 +750,8 @@ fn paired_comparisons(by_model: &BTreeMap<String, Vec<Row>>, level: f64) -> Vec<
                 let pos: Vec<bool> = pairs.iter().map(|(x, _)| x.positive).collect();
                 if let Some(test) = paired_delong(&sa, &sb, &pos, level) {
                     out.push(PairedComparison {
-                        model_a: (*a).clone(),
-                        model_b: (*b).clone(),
+                        model_a: a.to_string(),
+                        model_b: b.to_string(),
                         split,
                         group: Group::All,
                         n: pairs.len(),
