@@ -3,7 +3,7 @@
 //! folds anything, and tract itself run under a panic guard. An adversarial file gets an error naming it,
 //! never a panic, an abort on a 16 GiB allocation, or a hang on a FIFO (docs/RELIABILITY.md).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use cxr_core::fsutil;
@@ -173,8 +173,83 @@ fn check_model(proto: &ModelProto, dir: &Path, limits: &Limits) -> Result<Vec<Pa
     let mut external = BTreeSet::new();
     if let Some(g) = &proto.graph {
         check_graph(g, dir, limits, &mut external)?;
+        check_names(g, &HashSet::new())?;
     }
     Ok(external.into_iter().collect())
+}
+
+/// Refuses a node input or a graph output that names a value defined nowhere: tract 0.23.9 panics on an
+/// undefined graph output (`model.rs:187`, "no entry found for key"), and an undefined node input in the main
+/// graph only becomes an "unresolved input" after parsing. `outer` holds the names of the enclosing scopes,
+/// which a subgraph (If, Loop, Scan body) may read. Only existence counts: tract wires the edges after
+/// creating every node, so the order of the nodes does not matter to it. Returns the names the graph reads
+/// from its enclosing scopes.
+fn check_names<'a>(
+    g: &'a GraphProto,
+    outer: &HashSet<&'a str>,
+) -> Result<HashSet<&'a str>, String> {
+    // What tract defines in a scope (its `outlets_by_name`): inputs, initializers and non-empty node
+    // outputs. It reads no `sparse_initializer`, so neither does this.
+    let local: HashSet<&str> = g
+        .input
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(g.initializer.iter().map(|t| t.name.as_str()))
+        .chain(g.node.iter().flat_map(|n| &n.output).map(String::as_str))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let visible: HashSet<&str> = outer.union(&local).copied().collect();
+    // What tract wires in this scope: the nodes' inputs and the outer names read by the bodies it parses
+    // (If, Scan); a graph output may name any of these.
+    let mut read: HashSet<&str> = HashSet::new();
+    for node in &g.node {
+        let what = format!("node `{}` ({})", node.name, node.op_type);
+        // An empty name is ONNX's "optional input omitted".
+        for input in node.input.iter().filter(|s| !s.is_empty()) {
+            if !visible.contains(input.as_str()) {
+                let sparse = g
+                    .sparse_initializer
+                    .iter()
+                    .any(|s| s.values.as_ref().is_some_and(|v| v.name == *input));
+                return Err(format!(
+                    "{what} reads `{input}`, which no graph input, initializer or node output defines{}",
+                    if sparse {
+                        " (a sparse initializer: not supported)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            read.insert(input);
+        }
+        for a in &node.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                let free = check_names(sub, &visible)
+                    .map_err(|e| format!("{what}, subgraph `{}`: {e}", a.name))?;
+                if matches!(node.op_type.as_str(), "If" | "Scan") {
+                    read.extend(free);
+                }
+            }
+        }
+    }
+    for out in &g.output {
+        let name = out.name.as_str();
+        if !local.contains(name) && !read.contains(name) {
+            // A subgraph output naming an enclosing graph's value directly panics tract too.
+            return Err(if outer.contains(name) {
+                format!(
+                    "graph output `{name}` is a value of an enclosing graph, which tract cannot return \
+                     from a subgraph (an Identity node in the subgraph can)"
+                )
+            } else {
+                format!(
+                    "graph output `{name}` names a value that no graph input, initializer or node \
+                     output defines"
+                )
+            });
+        }
+    }
+    Ok(read.difference(&local).copied().collect())
 }
 
 fn check_graph(

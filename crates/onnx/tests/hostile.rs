@@ -281,6 +281,123 @@ fn a_typed_tensor_over_the_limit_is_refused_at_load_on_both_engines() {
     }
 }
 
+fn graph_attr(name: &str, node: Vec<NodeProto>, output: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Graph as i32,
+        g: Some(GraphProto {
+            name: name.into(),
+            node,
+            output: vec![value_info(output, &[])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `If(cond)` on an initializer `cond` = true: the then-branch is `then` returning `then_out`, the
+/// else-branch copies `y`, read from the enclosing graph.
+fn if_model(then: Vec<NodeProto>, then_out: &str) -> Vec<u8> {
+    let cond = TensorProto {
+        name: "cond".into(),
+        data_type: DataType::Bool as i32,
+        int32_data: vec![1],
+        ..Default::default()
+    };
+    let then_branch = graph_attr("then_branch", then, then_out);
+    let else_branch = graph_attr(
+        "else_branch",
+        vec![node("Identity", &["y"], "e", vec![])],
+        "e",
+    );
+    model(
+        vec![node("If", &["cond"], "z", vec![then_branch, else_branch])],
+        vec![cond],
+        "z",
+    )
+}
+
+/// tract panics on a graph output naming nothing (and only notes an undefined node input after parsing): the
+/// protobuf check refuses both first, naming the node or the output (the 49 crashes of the first
+/// `onnx_model` fuzz run).
+#[test]
+fn values_defined_nowhere_are_refused_before_tract_parses() {
+    let cases = [
+        (
+            model(
+                vec![node("Add", &["y", "nowhere"], "z", vec![])],
+                vec![],
+                "z",
+            ),
+            "refused: node `Add_z` (Add) reads `nowhere`, which no graph input, initializer or node output defines",
+        ),
+        (
+            model(vec![], vec![], "ghost"),
+            "refused: graph output `ghost` names a value that no graph input",
+        ),
+        // Inside a subgraph: neither the branch nor the enclosing graph defines `nowhere`.
+        (
+            if_model(vec![node("Neg", &["nowhere"], "t", vec![])], "t"),
+            "refused: node `If_z` (If), subgraph `then_branch`: node `Neg_t` (Neg) reads `nowhere`",
+        ),
+        // A branch returning the enclosing graph's `y` itself: tract panics on that too.
+        (
+            if_model(vec![], "y"),
+            "subgraph `then_branch`: graph output `y` is a value of an enclosing graph",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let e = load_err(&bytes);
+        assert!(e.contains(want) && !e.contains("panicked"), "{e}");
+    }
+}
+
+/// What the check must let through: an omitted optional input (`""`) and a subgraph reading a value of the
+/// enclosing graph. Both load and score as the graph says.
+#[test]
+fn omitted_optional_inputs_and_outer_values_in_subgraphs_load() {
+    let hi = TensorProto {
+        name: "hi".into(),
+        data_type: DataType::Float as i32,
+        float_data: vec![0.25],
+        ..Default::default()
+    };
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    for (what, bytes, dark, bright) in [
+        // Clip with `min` omitted: y = 0 stays 0, y = 1 is clipped to 0.25.
+        (
+            "Clip",
+            model(
+                vec![node("Clip", &["y", "", "hi"], "z", vec![])],
+                vec![hi],
+                "z",
+            ),
+            0.5,
+            sigmoid(0.25),
+        ),
+        // The then-branch, taken, negates the enclosing graph's `y`.
+        (
+            "If",
+            if_model(vec![node("Neg", &["y"], "t", vec![])], "t"),
+            0.5,
+            sigmoid(-1.0),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = write_model(dir.path(), &bytes);
+        for engine in engines() {
+            let out = on(&spec, engine)
+                .score(&[grey(0), grey(255)], false)
+                .unwrap();
+            assert!(
+                (out.scores[0] - dark).abs() < 1e-6 && (out.scores[1] - bright).abs() < 1e-6,
+                "{what} {engine}: {:?}",
+                out.scores
+            );
+        }
+    }
+}
+
 #[test]
 fn garbage_and_oversized_files_give_errors_naming_the_file() {
     let e = load_err(b"\xff\xff\xff\xff not a protobuf");
