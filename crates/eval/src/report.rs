@@ -432,7 +432,7 @@ pub fn evaluate(
             if split != Split::Train {
                 if let Some(seen) = &seen {
                     let (s, u): (Vec<&Row>, Vec<&Row>) =
-                        in_split.iter().partition(|r| seen.contains(&r.source));
+                        in_split.iter().partition(|r| seen.contains(r.source));
                     groups.push((Group::Seen, s));
                     groups.push((Group::Unseen, u));
                 }
