@@ -8,9 +8,9 @@
 //! what was sent has been delivered, so a call's last lines appear before it returns.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -61,7 +61,7 @@ impl Visit for Message {
 }
 
 struct Forward {
-    tx: Mutex<Sender<(u8, String)>>,
+    tx: Sender<(u8, String)>,
 }
 
 impl<S: Subscriber> Layer<S> for Forward {
@@ -72,11 +72,9 @@ impl<S: Subscriber> Layer<S> for Forward {
         let mut m = Message::default();
         event.record(&mut m);
         let level = python_level(event.metadata().level());
-        if let Ok(tx) = self.tx.lock() {
-            PENDING.fetch_add(1, Ordering::SeqCst);
-            if tx.send((level, m.0 + &m.1)).is_err() {
-                PENDING.fetch_sub(1, Ordering::SeqCst);
-            }
+        PENDING.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send((level, m.0 + &m.1)).is_err() {
+            PENDING.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -87,8 +85,7 @@ impl<S: Subscriber> Layer<S> for Forward {
 pub fn install_logging(sink: Py<PyAny>) {
     INSTALLED.get_or_init(|| {
         let (tx, rx) = channel::<(u8, String)>();
-        let sink = Arc::new(sink);
-        let subscriber = tracing_subscriber::registry().with(Forward { tx: Mutex::new(tx) });
+        let subscriber = tracing_subscriber::registry().with(Forward { tx });
         if tracing::subscriber::set_global_default(subscriber).is_err() {
             return;
         }
